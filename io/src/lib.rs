@@ -15,6 +15,10 @@
 //! Also here: an injectable [`Clock`], [`AlignedBuf`] for direct I/O, and the crc32
 //! helpers every format uses.
 
+// The one crate allowed unsafe code, in the modules listed in io/UNSAFE.md; every other crate
+// root carries `#![forbid(unsafe_code)]`.
+#![deny(unsafe_code)]
+
 mod aligned;
 mod checksum;
 mod clock;
