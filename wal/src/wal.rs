@@ -1,0 +1,643 @@
+//! The log's public handle: appends (blocking, awaited, or with a callback), reads, the Raft
+//! operations (truncate, purge, vote), and close.
+//!
+//! Concurrency: appenders take the state lock only to validate, assign LSNs and queue their
+//! records; one writer thread turns everything queued into one write and one fdatasync
+//! (group commit). Records queued but not yet written are readable from the queue, so a
+//! record can be read as soon as its append returns (openraft relies on that).
+//!
+//! Lock order: `Shared::state`, then nothing. File I/O happens outside the lock.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use popdb_io::{DirLock, FsRef};
+
+use crate::error::{Corruption, CorruptionKind, Error, Result};
+use crate::format::RecordHeader;
+use crate::ids::{LogId, Lsn, NodeId, Record, RecordKind, Term};
+use crate::index::Index;
+use crate::options::WalOptions;
+use crate::recovery::{self, RecoveryReport};
+use crate::scan::record_size;
+use crate::state::VOTE_SIZE_MAX;
+use crate::ticket::{Appended, Completion, Slot, Ticket};
+use crate::writer::Writer;
+
+/// The shared write-ahead log. See the crate docs.
+pub struct Wal {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+    _lock: DirLock,
+}
+
+/// A record to append at the next LSN.
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    /// Term of the leader writing it (0 without Raft).
+    pub term: Term,
+    /// Node id of the leader writing it (0 without Raft).
+    pub node: NodeId,
+    /// What it holds.
+    pub kind: RecordKind,
+    /// Opaque bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Counters of the log's work since open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Records appended.
+    pub records: u64,
+    /// Group-commit writes (units) made.
+    pub writes: u64,
+    /// fdatasync calls on segments.
+    pub syncs: u64,
+    /// Bytes written into segments (headers included).
+    pub bytes: u64,
+    /// Segments created.
+    pub segments_created: u64,
+    /// Segments turned back into spares or deleted.
+    pub segments_recycled: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) fs: FsRef,
+    pub(crate) dir: PathBuf,
+    pub(crate) options: WalOptions,
+    pub(crate) state: Mutex<State>,
+    /// Signalled when work is queued or the log closes; the writer waits on it.
+    pub(crate) work: Condvar,
+    /// Signalled when queued bytes drop; appenders over the budget wait on it.
+    pub(crate) room: Condvar,
+}
+
+pub(crate) struct State {
+    /// The LSN the next appended record gets.
+    pub(crate) next_lsn: u64,
+    /// The last record appended (queued or written), or the purge point if the log is empty.
+    pub(crate) last: Option<LogId>,
+    pub(crate) purged: Option<LogId>,
+    pub(crate) vote: Option<Vec<u8>>,
+    pub(crate) requests: VecDeque<Request>,
+    pub(crate) queued_bytes: u64,
+    /// Records accepted but not yet in `index`, in LSN order.
+    pub(crate) unwritten: VecDeque<Arc<Record>>,
+    pub(crate) index: Index,
+    /// Highest LSN known durable.
+    pub(crate) durable: u64,
+    pub(crate) poisoned: Option<Arc<Error>>,
+    pub(crate) closed: bool,
+    pub(crate) stats: WalStats,
+}
+
+pub(crate) enum Request {
+    Append(AppendRequest),
+    Truncate {
+        from: u64,
+        completion: Completion<()>,
+    },
+    Purge {
+        upto: LogId,
+        completion: Completion<()>,
+    },
+    SaveVote {
+        vote: Vec<u8>,
+        completion: Completion<()>,
+    },
+    Sync {
+        completion: Completion<u64>,
+    },
+}
+
+pub(crate) struct AppendRequest {
+    pub(crate) records: Vec<Arc<Record>>,
+    pub(crate) bytes: u64,
+    pub(crate) completion: Completion<Appended>,
+}
+
+impl Request {
+    pub(crate) fn fail(self, error: Error) {
+        match self {
+            Request::Append(r) => r.completion.complete(Err(error)),
+            Request::Truncate { completion, .. }
+            | Request::Purge { completion, .. }
+            | Request::SaveVote { completion, .. } => completion.complete(Err(error)),
+            Request::Sync { completion } => completion.complete(Err(error)),
+        }
+    }
+}
+
+impl State {
+    fn refuse_if_unusable(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if let Some(cause) = &self.poisoned {
+            return Err(Error::Poisoned {
+                cause: Arc::clone(cause),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Wal {
+    /// Opens the log in `dir`, creating it if there is none, and recovers it: reads every
+    /// live segment from the medium, truncates a torn tail, and reports what it did.
+    ///
+    /// # Errors
+    /// `Corruption` if the log is damaged anywhere but a torn tail (nothing is deleted);
+    /// `Io` if the directory cannot be read or locked; `InvalidArgument` for bad options.
+    pub fn open(fs: FsRef, dir: &Path, options: WalOptions) -> Result<(Wal, RecoveryReport)> {
+        options.validate().map_err(Error::InvalidArgument)?;
+        let recovered = recovery::recover(&fs, dir, &options)?;
+        let report = recovered.report.clone();
+        let state = State {
+            next_lsn: recovered.next_lsn,
+            last: recovered.last,
+            purged: recovered.state.purged,
+            vote: recovered.state.vote.clone(),
+            requests: VecDeque::new(),
+            queued_bytes: 0,
+            unwritten: VecDeque::new(),
+            index: recovered.index,
+            durable: recovered.next_lsn - 1,
+            poisoned: None,
+            closed: false,
+            stats: WalStats::default(),
+        };
+        let shared = Arc::new(Shared {
+            fs,
+            dir: dir.to_path_buf(),
+            options,
+            state: Mutex::new(state),
+            work: Condvar::new(),
+            room: Condvar::new(),
+        });
+        let writer = Writer::new(Arc::clone(&shared), recovered.writer);
+        let thread = std::thread::Builder::new()
+            .name("popdb-wal-writer".to_string())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::io("spawn log writer", e))?;
+        Ok((
+            Wal {
+                shared,
+                writer: Some(thread),
+                _lock: recovered.lock,
+            },
+            report,
+        ))
+    }
+
+    /// Appends one record at the next LSN and waits for the outcome.
+    pub fn append(&self, kind: RecordKind, payload: Vec<u8>) -> Result<Appended> {
+        self.submit(vec![NewRecord {
+            term: Term(0),
+            node: NodeId(0),
+            kind,
+            payload,
+        }])?
+        .wait()
+    }
+
+    /// Appends records at the next LSNs, as one request (they are written in one write).
+    ///
+    /// # Errors
+    /// Refused at once, changing nothing, if a record is too large, the batch is empty,
+    /// or the log is poisoned or closed; otherwise the ticket carries the outcome.
+    pub fn submit(&self, records: Vec<NewRecord>) -> Result<Ticket<Appended>> {
+        let slot = Slot::new();
+        self.enqueue_append(
+            Placement::Next(records),
+            Completion::Slot(Arc::clone(&slot)),
+        )?;
+        Ok(Ticket::new(slot))
+    }
+
+    /// Appends records whose LSNs the caller chose (Raft's `append`): the first must be the
+    /// log's next LSN and the rest consecutive.
+    ///
+    /// # Errors
+    /// Refused at once, changing nothing, if the LSNs do not follow the log's last one (or
+    /// its purge point), a record is too large, or the log is poisoned or closed.
+    pub fn submit_at(&self, records: Vec<Record>) -> Result<Ticket<Appended>> {
+        let slot = Slot::new();
+        self.enqueue_append(Placement::At(records), Completion::Slot(Arc::clone(&slot)))?;
+        Ok(Ticket::new(slot))
+    }
+
+    /// Like [`Wal::submit_at`], but the outcome goes to `callback`, called once from the
+    /// writer thread (openraft's flush callback can be passed straight through).
+    ///
+    /// # Errors
+    /// As [`Wal::submit_at`]; on a refusal the callback is not called.
+    pub fn submit_at_with(
+        &self,
+        records: Vec<Record>,
+        callback: impl FnOnce(Result<Appended>) + Send + 'static,
+    ) -> Result<()> {
+        self.enqueue_append(
+            Placement::At(records),
+            Completion::Callback(Box::new(callback)),
+        )
+    }
+
+    fn enqueue_append(&self, placement: Placement, completion: Completion<Appended>) -> Result<()> {
+        let max = self.shared.options.record_size_max as usize;
+        let (count, bytes): (usize, usize) = match &placement {
+            Placement::Next(r) => (
+                r.len(),
+                r.iter().map(|r| record_size(r.payload.len())).sum(),
+            ),
+            Placement::At(r) => (
+                r.len(),
+                r.iter().map(|r| record_size(r.payload.len())).sum(),
+            ),
+        };
+        if count == 0 {
+            return Err(Error::InvalidArgument(
+                "an append needs at least one record".into(),
+            ));
+        }
+        let too_large = match &placement {
+            Placement::Next(r) => r.iter().map(|r| r.payload.len()).find(|&n| n > max),
+            Placement::At(r) => r.iter().map(|r| r.payload.len()).find(|&n| n > max),
+        };
+        if let Some(len) = too_large {
+            return Err(Error::InvalidArgument(format!(
+                "record payload of {len} bytes exceeds the maximum of {max}"
+            )));
+        }
+        let unit = crate::format::UNIT_HEADER_SIZE as u64 + bytes as u64;
+        if unit
+            > self.shared.options.record_capacity()
+                + crate::format::RECORD_HEADER_SIZE as u64
+                + crate::format::UNIT_HEADER_SIZE as u64
+        {
+            return Err(Error::InvalidArgument(format!(
+                "an append of {bytes} bytes does not fit one segment of {} bytes",
+                self.shared.options.segment_size
+            )));
+        }
+        let mut state = self.shared.state.lock();
+        loop {
+            state.refuse_if_unusable()?;
+            // Let one request through even if alone it exceeds the budget.
+            if state.queued_bytes == 0
+                || state.queued_bytes + bytes as u64 <= self.shared.options.queue_bytes_max
+            {
+                break;
+            }
+            self.shared.room.wait(&mut state);
+        }
+        let first = state.next_lsn;
+        let records: Vec<Arc<Record>> = match placement {
+            Placement::Next(records) => records
+                .into_iter()
+                .zip(first..)
+                .map(|(r, lsn)| {
+                    Arc::new(Record {
+                        id: LogId {
+                            lsn: Lsn(lsn),
+                            term: r.term,
+                            node: r.node,
+                        },
+                        kind: r.kind,
+                        payload: r.payload,
+                    })
+                })
+                .collect(),
+            Placement::At(records) => {
+                for (i, r) in records.iter().enumerate() {
+                    let expected = first + i as u64;
+                    if r.id.lsn.0 != expected {
+                        return Err(Error::InvalidArgument(format!(
+                            "record LSN {} does not follow: the log expects {expected}",
+                            r.id.lsn
+                        )));
+                    }
+                }
+                records.into_iter().map(Arc::new).collect()
+            }
+        };
+        let last = records.last().expect("at least one record").id;
+        state.next_lsn = last.lsn.0 + 1;
+        state.last = Some(last);
+        state.unwritten.extend(records.iter().cloned());
+        state.queued_bytes += bytes as u64;
+        state.stats.records += records.len() as u64;
+        state.requests.push_back(Request::Append(AppendRequest {
+            records,
+            bytes: bytes as u64,
+            completion,
+        }));
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Reads the records with LSNs in `range`, including records whose append is still in
+    /// flight.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if part of the range is purged or beyond the last record;
+    /// `Corruption` if a record read back does not match its checksum; `Io` on read errors.
+    pub fn read(&self, range: Range<Lsn>) -> Result<Vec<Record>> {
+        let (start, end) = (range.start.0, range.end.0);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        // Collect what to read under the lock, read outside it.
+        let mut plan: Vec<Source> = Vec::new();
+        {
+            let state = self.shared.state.lock();
+            let first = state.purged.map_or(1, |p| p.lsn.0 + 1);
+            if start < first || end > state.next_lsn {
+                return Err(Error::InvalidArgument(format!(
+                    "LSNs {start}..{end} are outside the log's {first}..{}",
+                    state.next_lsn
+                )));
+            }
+            let queued_from = state.unwritten.front().map_or(u64::MAX, |r| r.id.lsn.0);
+            for lsn in start..end {
+                if lsn >= queued_from {
+                    let at = usize::try_from(lsn - queued_from).expect("queue index fits usize");
+                    let record = state
+                        .unwritten
+                        .get(at)
+                        .expect("queued records are contiguous");
+                    debug_assert_eq!(record.id.lsn.0, lsn);
+                    plan.push(Source::Queued(Arc::clone(record)));
+                } else {
+                    let (segment, loc) = state.index.find(lsn).ok_or_else(|| {
+                        Error::InvalidArgument(format!("LSN {lsn} is not in the log"))
+                    })?;
+                    plan.push(Source::File {
+                        file: Arc::clone(&segment.file),
+                        name: segment.name.clone(),
+                        seed: segment.header.seed(),
+                        offset: u64::from(loc.offset),
+                        len: loc.len,
+                        lsn,
+                    });
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(plan.len());
+        for source in plan {
+            out.push(match source {
+                Source::Queued(record) => (*record).clone(),
+                Source::File {
+                    file,
+                    name,
+                    seed,
+                    offset,
+                    len,
+                    lsn,
+                } => {
+                    let mut bytes = vec![0u8; len as usize];
+                    file.read_exact_at(&mut bytes, offset)
+                        .map_err(|e| Error::io("read segment", e))?;
+                    decode_record(&bytes, &seed, lsn).ok_or(Error::Corruption(Corruption {
+                        file: name,
+                        offset,
+                        what: "record read back",
+                        kind: CorruptionKind::InvalidValue { found: lsn },
+                    }))?
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes the record at `from` and every later one (Raft's `truncate`). Durable when
+    /// this returns. Records still in flight are written first, then removed.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if `from` is purged or beyond the next LSN.
+    pub fn truncate(&self, from: Lsn) -> Result<()> {
+        let slot = Slot::new();
+        {
+            let mut state = self.shared.state.lock();
+            state.refuse_if_unusable()?;
+            let floor = state.purged.map_or(0, |p| p.lsn.0);
+            if from.0 <= floor || from.0 > state.next_lsn {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot truncate from LSN {from}: the log holds {}..{}",
+                    floor + 1,
+                    state.next_lsn
+                )));
+            }
+            if from.0 == state.next_lsn {
+                return Ok(());
+            }
+            let last = if from.0 - 1 == floor {
+                state.purged
+            } else {
+                let lsn = from.0 - 1;
+                match state.unwritten.iter().find(|r| r.id.lsn.0 == lsn) {
+                    Some(r) => Some(r.id),
+                    None => state.index.log_id(lsn),
+                }
+            };
+            state.next_lsn = from.0;
+            state.last = last;
+            while state.unwritten.back().is_some_and(|r| r.id.lsn.0 >= from.0) {
+                state.unwritten.pop_back();
+            }
+            state.requests.push_back(Request::Truncate {
+                from: from.0,
+                completion: Completion::Slot(Arc::clone(&slot)),
+            });
+        }
+        self.shared.work.notify_one();
+        Ticket::new(slot).wait()
+    }
+
+    /// Removes every record up to and including `upto` (Raft's `purge`); `upto` may lie
+    /// beyond the last record, and then the log is empty and continues at `upto + 1`.
+    /// The purge point is durable when this returns. A point at or below the current one is
+    /// already done and changes nothing.
+    pub fn purge(&self, upto: LogId) -> Result<()> {
+        let slot = Slot::new();
+        {
+            let mut state = self.shared.state.lock();
+            state.refuse_if_unusable()?;
+            let floor = state.purged.map_or(0, |p| p.lsn.0);
+            if upto.lsn.0 <= floor {
+                // Purging is monotonic; an older or equal point is already done.
+                return Ok(());
+            }
+            state.purged = Some(upto);
+            if upto.lsn.0 >= state.next_lsn {
+                state.next_lsn = upto.lsn.0 + 1;
+                state.last = Some(upto);
+            }
+            while state
+                .unwritten
+                .front()
+                .is_some_and(|r| r.id.lsn.0 <= upto.lsn.0)
+            {
+                // Still written by the writer (it holds its own reference); no longer readable.
+                state.unwritten.pop_front();
+            }
+            state.requests.push_back(Request::Purge {
+                upto,
+                completion: Completion::Slot(Arc::clone(&slot)),
+            });
+        }
+        self.shared.work.notify_one();
+        Ticket::new(slot).wait()
+    }
+
+    /// Saves Raft's vote, durably, ordered after every append submitted before it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if the vote exceeds [`VOTE_SIZE_MAX`] bytes.
+    pub fn save_vote(&self, vote: &[u8]) -> Result<()> {
+        if vote.len() > VOTE_SIZE_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "vote of {} bytes exceeds {VOTE_SIZE_MAX}",
+                vote.len()
+            )));
+        }
+        let slot = Slot::new();
+        {
+            let mut state = self.shared.state.lock();
+            state.refuse_if_unusable()?;
+            state.requests.push_back(Request::SaveVote {
+                vote: vote.to_vec(),
+                completion: Completion::Slot(Arc::clone(&slot)),
+            });
+        }
+        self.shared.work.notify_one();
+        Ticket::new(slot).wait()
+    }
+
+    /// The last saved vote.
+    pub fn vote(&self) -> Option<Vec<u8>> {
+        self.shared.state.lock().vote.clone()
+    }
+
+    /// Makes every record appended so far durable, whatever the sync policy; returns the
+    /// highest durable LSN (0 if the log is empty).
+    pub fn sync(&self) -> Result<u64> {
+        let slot = Slot::new();
+        {
+            let mut state = self.shared.state.lock();
+            state.refuse_if_unusable()?;
+            state.requests.push_back(Request::Sync {
+                completion: Completion::Slot(Arc::clone(&slot)),
+            });
+        }
+        self.shared.work.notify_one();
+        Ticket::new(slot).wait()
+    }
+
+    /// The last record appended (written or in flight), or the purge point if the log is
+    /// empty; `None` for a log that never held anything.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        self.shared.state.lock().last
+    }
+
+    /// The last purged record.
+    pub fn last_purged(&self) -> Option<LogId> {
+        self.shared.state.lock().purged
+    }
+
+    /// The LSN the next record will get.
+    pub fn next_lsn(&self) -> Lsn {
+        Lsn(self.shared.state.lock().next_lsn)
+    }
+
+    /// The highest LSN known durable (0 if none).
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.state.lock().durable
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> WalStats {
+        self.shared.state.lock().stats
+    }
+
+    /// Whether an earlier failure poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.state.lock().poisoned.is_some()
+    }
+
+    /// Finishes everything queued, then stops the writer.
+    ///
+    /// # Errors
+    /// The poisoning error, if the log was poisoned.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown();
+        let state = self.shared.state.lock();
+        match &state.poisoned {
+            Some(cause) => Err(Error::Poisoned {
+                cause: Arc::clone(cause),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.state.lock().closed = true;
+        self.shared.work.notify_all();
+        self.shared.room.notify_all();
+        if let Some(thread) = self.writer.take() {
+            thread.join().expect("the log writer thread panicked");
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .finish()
+    }
+}
+
+enum Placement {
+    Next(Vec<NewRecord>),
+    At(Vec<Record>),
+}
+
+enum Source {
+    Queued(Arc<Record>),
+    File {
+        file: popdb_io::FileRef,
+        name: String,
+        seed: popdb_io::Crc32,
+        offset: u64,
+        len: u32,
+        lsn: u64,
+    },
+}
+
+fn decode_record(bytes: &[u8], seed: &popdb_io::Crc32, lsn: u64) -> Option<Record> {
+    let header = RecordHeader::decode_checked(bytes, seed)?;
+    if header.lsn != lsn || header.record_len() != bytes.len() {
+        return None;
+    }
+    Some(Record {
+        id: LogId {
+            lsn: Lsn(header.lsn),
+            term: Term(header.term),
+            node: NodeId(header.node),
+        },
+        kind: RecordKind::from_tag(header.kind)?,
+        payload: bytes[crate::format::RECORD_HEADER_SIZE..].to_vec(),
+    })
+}

@@ -1,0 +1,567 @@
+//! The log writer: one thread that turns everything queued into one write and (per the sync
+//! policy) one fdatasync — group commit — and performs truncate, purge and vote saves in
+//! queue order, so that a vote and an append are never reordered.
+//!
+//! Invariants:
+//! - Units are written back to back in the tail segment; a segment is synced before the
+//!   next one is created, so only the last segment can have a torn tail.
+//! - Each unit's `durable_upto` is the offset through which its segment was durable when it
+//!   was written (recovery uses it to tell a torn tail from corruption).
+//! - A failed write or sync poisons the log; it is never retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use popdb_io::{FileRef, WriteOp};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    RECORD_HEADER_SIZE, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader, UNIT_HEADER_SIZE,
+    UnitHeader,
+};
+use crate::ids::{LogId, Record};
+use crate::index::{IndexedSegment, Loc};
+use crate::options::SyncPolicy;
+use crate::segments::{Spares, install_segment, segment_name};
+use crate::state::LogState;
+use crate::ticket::Appended;
+use crate::wal::{AppendRequest, Request, Shared};
+
+/// Most bytes of appends gathered into one group-commit write.
+const GROUP_BYTES_MAX: u64 = 8 << 20;
+
+/// The segment being appended to.
+pub(crate) struct Tail {
+    pub(crate) header: SegmentHeader,
+    pub(crate) file: FileRef,
+    /// Where the next unit goes.
+    pub(crate) offset: u64,
+    /// Offset through which the segment is durable.
+    pub(crate) synced: u64,
+    /// The LSN the next record in this segment must have.
+    pub(crate) next_lsn: u64,
+}
+
+/// What recovery hands the writer.
+pub(crate) struct WriterInit {
+    pub(crate) tail: Option<Tail>,
+    pub(crate) spares: Spares,
+    pub(crate) next_segment_id: u64,
+    pub(crate) log_state: LogState,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    tail: Option<Tail>,
+    spares: Spares,
+    next_segment_id: u64,
+    /// The state file's content as last stored.
+    log_state: LogState,
+    buf: Vec<u8>,
+    last_sync: Duration,
+}
+
+enum Work {
+    Appends(Vec<AppendRequest>),
+    One(Request),
+    IntervalSync,
+    Exit,
+}
+
+impl Writer {
+    pub(crate) fn new(shared: Arc<Shared>, init: WriterInit) -> Self {
+        let last_sync = shared.options.clock.now();
+        Self {
+            shared,
+            tail: init.tail,
+            spares: init.spares,
+            next_segment_id: init.next_segment_id,
+            log_state: init.log_state,
+            buf: Vec::new(),
+            last_sync,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            let result = match self.next_work() {
+                Work::Appends(requests) => self.write_appends(requests),
+                Work::One(request) => self.control(request),
+                Work::IntervalSync => self.sync_tail().map(|_| ()),
+                Work::Exit => {
+                    // A clean close leaves everything durable, whatever the policy.
+                    if let Err(e) = self.sync_tail() {
+                        self.poison(&e);
+                    }
+                    break;
+                }
+            };
+            if let Err(e) = result {
+                self.poison(&e);
+                break;
+            }
+        }
+        self.spares.stop();
+    }
+
+    fn next_work(&mut self) -> Work {
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.state.lock();
+        loop {
+            if state.poisoned.is_some() {
+                return Work::Exit;
+            }
+            match state.requests.front() {
+                Some(Request::Append(_)) => {
+                    let mut taken = Vec::new();
+                    let mut bytes = 0u64;
+                    while let Some(Request::Append(r)) = state.requests.front() {
+                        if !taken.is_empty() && bytes + r.bytes > GROUP_BYTES_MAX {
+                            break;
+                        }
+                        bytes += r.bytes;
+                        let Some(Request::Append(r)) = state.requests.pop_front() else {
+                            unreachable!("front was an append")
+                        };
+                        taken.push(r);
+                    }
+                    state.queued_bytes -= bytes;
+                    shared.room.notify_all();
+                    return Work::Appends(taken);
+                }
+                Some(_) => {
+                    return Work::One(state.requests.pop_front().expect("front exists"));
+                }
+                None if state.closed => return Work::Exit,
+                None => {}
+            }
+            let dirty = self.tail.as_ref().is_some_and(|t| t.offset > t.synced);
+            match shared.options.sync {
+                SyncPolicy::Interval(interval) if dirty => {
+                    let elapsed = shared.options.clock.now().saturating_sub(self.last_sync);
+                    if elapsed >= interval {
+                        return Work::IntervalSync;
+                    }
+                    shared
+                        .work
+                        .wait_for(&mut state, interval.saturating_sub(elapsed));
+                }
+                _ => shared.work.wait(&mut state),
+            }
+        }
+    }
+
+    fn wants_sync(&self) -> bool {
+        match self.shared.options.sync {
+            SyncPolicy::Always => true,
+            SyncPolicy::Never => false,
+            SyncPolicy::Interval(d) => {
+                self.shared
+                    .options
+                    .clock
+                    .now()
+                    .saturating_sub(self.last_sync)
+                    >= d
+            }
+        }
+    }
+
+    /// Writes a group of appends: one unit per segment touched, one write, one sync.
+    fn write_appends(&mut self, requests: Vec<AppendRequest>) -> Result<()> {
+        let mut done: Vec<AppendRequest> = Vec::with_capacity(requests.len());
+        let mut placed: Vec<(Arc<Record>, Loc)> = Vec::new();
+        let mut unit: Option<UnitHeader> = None;
+        self.buf.clear();
+        let mut requests = requests.into_iter();
+        while let Some(request) = requests.next() {
+            let first = request.records[0].id.lsn.0;
+            let next_in_tail = unit.map_or_else(
+                || self.tail.as_ref().map(|t| t.next_lsn),
+                |u| Some(u.first_lsn + u64::from(u.record_count)),
+            );
+            let need = request.bytes
+                + if unit.is_some() {
+                    0
+                } else {
+                    UNIT_HEADER_SIZE as u64
+                };
+            let fits = self
+                .tail
+                .as_ref()
+                .is_some_and(|t| t.offset + self.buf.len() as u64 + need <= t.header.segment_size);
+            if next_in_tail != Some(first) || !fits {
+                // A new segment: everything before it must be durable first.
+                let flushed = self.flush(&mut unit, &mut placed, true);
+                if let Err(e) = flushed {
+                    fail_all(done, &e);
+                    fail_all(requests.collect(), &e);
+                    request.completion.complete(Err(e.clone()));
+                    return Err(e);
+                }
+                if let Err(e) = self.rotate(first) {
+                    if matches!(e, Error::NoSpace { .. }) {
+                        complete_all(done, true);
+                        request.completion.complete(Err(e.clone()));
+                        fail_all(requests.collect(), &e);
+                        self.refuse_queue(&e);
+                        return Ok(());
+                    }
+                    fail_all(done, &e);
+                    fail_all(requests.collect(), &e);
+                    request.completion.complete(Err(e.clone()));
+                    return Err(e);
+                }
+            }
+            let tail = self.tail.as_ref().expect("a tail after rotation");
+            let seed = tail.header.seed();
+            if unit.is_none() {
+                self.buf.extend_from_slice(&[0u8; UNIT_HEADER_SIZE]);
+                unit = Some(UnitHeader {
+                    body_len: 0,
+                    record_count: 0,
+                    first_lsn: first,
+                    generation: self.log_state.generation,
+                    durable_upto: tail.synced,
+                });
+            }
+            let u = unit.as_mut().expect("unit just opened");
+            for record in &request.records {
+                let offset = tail.offset + self.buf.len() as u64;
+                let header = RecordHeader::encode(
+                    &seed,
+                    record.id.lsn.0,
+                    record.id.term.0,
+                    record.id.node.0,
+                    record.kind.tag(),
+                    &record.payload,
+                );
+                self.buf.extend_from_slice(&header);
+                self.buf.extend_from_slice(&record.payload);
+                let len = RECORD_HEADER_SIZE + record.payload.len();
+                u.record_count += 1;
+                u.body_len += len as u32;
+                placed.push((
+                    Arc::clone(record),
+                    Loc {
+                        offset: u32::try_from(offset).expect("segment offsets fit u32"),
+                        len: len as u32,
+                        term: record.id.term.0,
+                        node: record.id.node.0,
+                    },
+                ));
+            }
+            done.push(request);
+        }
+        let sync = self.wants_sync();
+        match self.flush(&mut unit, &mut placed, sync) {
+            Ok(()) => {
+                complete_all(done, sync);
+                Ok(())
+            }
+            Err(e) => {
+                fail_all(done, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the buffered unit (if any), syncing if asked, and publishes its records.
+    fn flush(
+        &mut self,
+        unit: &mut Option<UnitHeader>,
+        placed: &mut Vec<(Arc<Record>, Loc)>,
+        sync: bool,
+    ) -> Result<()> {
+        let Some(header) = unit.take() else {
+            if sync {
+                self.sync_tail()?;
+            }
+            return Ok(());
+        };
+        let tail = self.tail.as_mut().expect("a unit implies a tail");
+        let seed = tail.header.seed();
+        self.buf[..UNIT_HEADER_SIZE].copy_from_slice(&header.encode(&seed));
+        assert_eq!(
+            self.buf.len(),
+            UNIT_HEADER_SIZE + header.body_len as usize,
+            "unit length disagrees with its header"
+        );
+        assert!(
+            tail.offset + self.buf.len() as u64 <= tail.header.segment_size,
+            "unit overflows its segment"
+        );
+        let op = WriteOp {
+            offset: tail.offset,
+            bytes: &self.buf,
+        };
+        tail.file.write_batch(&[op], sync).map_err(|e| {
+            if sync {
+                Error::io("write and sync segment", e)
+            } else {
+                Error::io("write segment", e)
+            }
+        })?;
+        tail.offset += self.buf.len() as u64;
+        tail.next_lsn = header.last_lsn() + 1;
+        if sync {
+            tail.synced = tail.offset;
+            self.last_sync = self.shared.options.clock.now();
+        }
+        let written = self.buf.len() as u64;
+        self.buf.clear();
+        let mut guard = self.shared.state.lock();
+        let state = &mut *guard;
+        let segment = state
+            .index
+            .segments
+            .last_mut()
+            .expect("the tail is indexed");
+        assert_eq!(
+            segment.header.segment_id, tail.header.segment_id,
+            "index tail mismatch"
+        );
+        for (record, loc) in placed.drain(..) {
+            assert_eq!(
+                record.id.lsn.0,
+                segment.end_lsn(),
+                "record LSN does not follow the segment's last"
+            );
+            segment.locs.push(loc);
+            if state
+                .unwritten
+                .front()
+                .is_some_and(|r| Arc::ptr_eq(r, &record))
+            {
+                state.unwritten.pop_front();
+            }
+        }
+        state.stats.writes += 1;
+        state.stats.bytes += written;
+        if sync {
+            state.stats.syncs += 1;
+            state.durable = state.durable.max(header.last_lsn());
+        }
+        Ok(())
+    }
+
+    /// Syncs the tail segment if it has unsynced bytes; returns the highest durable LSN.
+    fn sync_tail(&mut self) -> Result<u64> {
+        if let Some(tail) = self.tail.as_mut()
+            && tail.offset > tail.synced
+        {
+            tail.file
+                .sync_data()
+                .map_err(|e| Error::io("sync segment", e))?;
+            tail.synced = tail.offset;
+            self.last_sync = self.shared.options.clock.now();
+            let mut state = self.shared.state.lock();
+            state.stats.syncs += 1;
+            state.durable = state.durable.max(tail.next_lsn - 1);
+        }
+        Ok(self.shared.state.lock().durable)
+    }
+
+    /// Starts a new segment whose first record will be `first_lsn`.
+    ///
+    /// Requires: the current tail, if any, is durable.
+    fn rotate(&mut self, first_lsn: u64) -> Result<()> {
+        if let Some(tail) = &self.tail {
+            assert_eq!(
+                tail.offset, tail.synced,
+                "rotating away from an unsynced segment"
+            );
+        }
+        let spare = self.spares.take()?;
+        let header = SegmentHeader {
+            segment_id: self.next_segment_id,
+            generation: self.log_state.generation,
+            first_lsn,
+            segment_size: self.shared.options.segment_size,
+        };
+        let file = install_segment(self.shared.fs.as_ref(), &self.shared.dir, &spare, &header)?;
+        self.next_segment_id += 1;
+        {
+            let mut state = self.shared.state.lock();
+            state.index.segments.push(IndexedSegment {
+                name: segment_name(header.segment_id),
+                header,
+                file: Arc::clone(&file),
+                locs: Vec::new(),
+            });
+            state.stats.segments_created += 1;
+        }
+        self.tail = Some(Tail {
+            header,
+            file,
+            offset: SEGMENT_HEADER_SIZE,
+            synced: SEGMENT_HEADER_SIZE,
+            next_lsn: first_lsn,
+        });
+        self.recycle_dead()
+    }
+
+    /// Recycles every segment other than the tail whose records are all purged or
+    /// superseded by a truncation.
+    fn recycle_dead(&mut self) -> Result<()> {
+        let purged = self.log_state.purged.map_or(0, |p| p.lsn.0);
+        let dead: Vec<IndexedSegment> = {
+            let mut state = self.shared.state.lock();
+            let segments = std::mem::take(&mut state.index.segments);
+            let count = segments.len();
+            let (dead, live): (Vec<_>, Vec<_>) =
+                segments.into_iter().enumerate().partition(|(i, s)| {
+                    *i + 1 < count && (s.locs.is_empty() || s.end_lsn() - 1 <= purged)
+                });
+            state.index.segments = live.into_iter().map(|(_, s)| s).collect();
+            state.index.check_invariants(purged);
+            state.stats.segments_recycled += dead.len() as u64;
+            dead.into_iter().map(|(_, s)| s).collect()
+        };
+        for segment in dead {
+            self.spares
+                .recycle(&segment.name, segment.header.segment_size)?;
+        }
+        Ok(())
+    }
+
+    fn control(&mut self, request: Request) -> Result<()> {
+        match request {
+            Request::Append(_) => unreachable!("appends go through write_appends"),
+            Request::Truncate { from, completion } => {
+                let result = self.truncate(from);
+                let fatal = result
+                    .as_ref()
+                    .err()
+                    .filter(|e| !matches!(e, Error::NoSpace { .. }));
+                if let Some(e) = fatal {
+                    let e = e.clone();
+                    completion.complete(Err(e.clone()));
+                    return Err(e);
+                }
+                completion.complete(result);
+                Ok(())
+            }
+            Request::Purge { upto, completion } => {
+                let mut next = self.log_state.clone();
+                next.purged = Some(upto);
+                match self.store_state(next).and_then(|()| self.recycle_dead()) {
+                    Ok(()) => {
+                        completion.complete(Ok(()));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        completion.complete(Err(e.clone()));
+                        Err(e)
+                    }
+                }
+            }
+            Request::SaveVote { vote, completion } => {
+                let mut next = self.log_state.clone();
+                next.vote = Some(vote.clone());
+                match self.store_state(next) {
+                    Ok(()) => {
+                        self.shared.state.lock().vote = Some(vote);
+                        completion.complete(Ok(()));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        completion.complete(Err(e.clone()));
+                        Err(e)
+                    }
+                }
+            }
+            Request::Sync { completion } => match self.sync_tail() {
+                Ok(durable) => {
+                    completion.complete(Ok(durable));
+                    Ok(())
+                }
+                Err(e) => {
+                    completion.complete(Err(e.clone()));
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    fn truncate(&mut self, from: u64) -> Result<()> {
+        self.sync_tail()?;
+        self.shared.state.lock().index.truncate(from);
+        if let Err(e) = self.rotate(from) {
+            // The truncation is not durable; make the next append start a segment that
+            // records it.
+            if let Some(tail) = self.tail.as_mut() {
+                tail.next_lsn = u64::MAX;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn store_state(&mut self, next: LogState) -> Result<()> {
+        next.store(self.shared.fs.as_ref(), &self.shared.dir)?;
+        self.log_state = next;
+        Ok(())
+    }
+
+    /// Refuses everything queued after a refused append and resets the log's in-memory view
+    /// to what the writer has written (LSNs handed out but refused are given out again; no
+    /// reader could have seen them durable).
+    fn refuse_queue(&mut self, error: &Error) {
+        let queued: Vec<Request> = {
+            let mut state = self.shared.state.lock();
+            let queued: Vec<Request> = state.requests.drain(..).collect();
+            state.queued_bytes = 0;
+            state.unwritten.clear();
+            let purged = self.log_state.purged;
+            state.purged = purged;
+            state.vote.clone_from(&self.log_state.vote);
+            let floor = purged.map_or(0, |p| p.lsn.0);
+            let written = state.index.last_lsn().filter(|&l| l > floor);
+            let last = match written {
+                Some(lsn) => state.index.log_id(lsn),
+                None => purged,
+            };
+            state.next_lsn = last.map_or(1, |l: LogId| l.lsn.0 + 1);
+            state.last = last;
+            queued
+        };
+        self.shared.room.notify_all();
+        for request in queued {
+            request.fail(error.clone());
+        }
+    }
+
+    fn poison(&mut self, error: &Error) {
+        let cause = Arc::new(error.clone());
+        let queued: Vec<Request> = {
+            let mut state = self.shared.state.lock();
+            state.poisoned = Some(Arc::clone(&cause));
+            state.queued_bytes = 0;
+            state.requests.drain(..).collect()
+        };
+        self.shared.room.notify_all();
+        for request in queued {
+            request.fail(Error::Poisoned {
+                cause: Arc::clone(&cause),
+            });
+        }
+    }
+}
+
+fn complete_all(requests: Vec<AppendRequest>, durable: bool) {
+    for r in requests {
+        let first = r.records.first().expect("non-empty").id.lsn;
+        let last = r.records.last().expect("non-empty").id.lsn;
+        r.completion.complete(Ok(Appended {
+            first,
+            last,
+            durable,
+        }));
+    }
+}
+
+fn fail_all(requests: Vec<AppendRequest>, error: &Error) {
+    for r in requests {
+        r.completion.complete(Err(error.clone()));
+    }
+}
