@@ -157,6 +157,9 @@ pub fn scan_segment(
         && torn.first_lsn == next_lsn
     {
         lost = Some((torn.first_lsn, torn.last_lsn()));
+    } else if let Some(last) = intact_records_after(&bytes[..limit], stop_at, &seed, next_lsn) {
+        // The unit header is damaged but records behind it are intact: name them.
+        lost = Some((next_lsn, last));
     }
     for later_at in find_magic(&bytes[..limit], stop_at + 1) {
         let Some(later) = UnitHeader::decode(&bytes[later_at..limit], &seed) else {
@@ -237,6 +240,28 @@ fn decode_unit(
         pos += record.record_len();
     }
     (pos == body.len()).then_some((unit, records))
+}
+
+/// The last LSN of intact, consecutive records starting `next_lsn` right behind a unit
+/// header at `at`, if there is at least one.
+fn intact_records_after(
+    bytes: &[u8],
+    at: usize,
+    seed: &popdb_io::Crc32,
+    next_lsn: u64,
+) -> Option<u64> {
+    let mut pos = at.checked_add(UNIT_HEADER_SIZE)?;
+    let mut last = None;
+    let mut expected = next_lsn;
+    while let Some(record) = RecordHeader::decode_checked(bytes.get(pos..)?, seed) {
+        if record.lsn != expected {
+            break;
+        }
+        last = Some(expected);
+        expected += 1;
+        pos += record.record_len();
+    }
+    last
 }
 
 /// Offsets at or after `from` where the unit magic appears.
