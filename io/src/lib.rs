@@ -24,9 +24,11 @@ mod checksum;
 mod clock;
 mod fs;
 mod real;
+mod sim;
 
 pub use aligned::AlignedBuf;
 pub use checksum::{Crc32, crc32};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fs::{DirLock, File, FileRef, FileSystem, FsRef, MapView, Mapping, OpenOptions, WriteOp};
 pub use real::RealFs;
+pub use sim::{CrashMode, Fault, FaultError, FaultOp, SimFs, SimOptions, SimStats};
