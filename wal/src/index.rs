@@ -90,6 +90,30 @@ impl Index {
         }
     }
 
+    /// Removes the segments no read can reach: every segment but the last whose records
+    /// are all purged (at or below `purged`) or superseded by a truncation (none left).
+    /// With `new_tail`, the last segment is about to stop being the tail and is judged too.
+    pub(crate) fn remove_dead(&mut self, purged: u64, new_tail: bool) -> Vec<IndexedSegment> {
+        let count = self.segments.len();
+        let judged = if new_tail {
+            count
+        } else {
+            count.saturating_sub(1)
+        };
+        let mut dead = Vec::new();
+        let mut kept = Vec::with_capacity(count);
+        for (i, segment) in std::mem::take(&mut self.segments).into_iter().enumerate() {
+            let unreachable = segment.locs.is_empty() || segment.end_lsn() - 1 <= purged;
+            if i < judged && unreachable {
+                dead.push(segment);
+            } else {
+                kept.push(segment);
+            }
+        }
+        self.segments = kept;
+        dead
+    }
+
     /// Checks the index's invariants: segments ordered by id, and LSNs contiguous across
     /// segments that hold records above `purged`.
     pub(crate) fn check_invariants(&self, purged: u64) {
@@ -100,6 +124,18 @@ impl Index {
                 "segments out of order: {} then {}",
                 pair[0].name,
                 pair[1].name
+            );
+            // `find` searches by first LSN.
+            assert!(
+                pair[0].header.first_lsn <= pair[1].header.first_lsn,
+                "first LSNs out of order: {} then {}",
+                pair[0].name,
+                pair[1].name
+            );
+            assert!(
+                !pair[0].locs.is_empty(),
+                "dead segment {} still indexed",
+                pair[0].name
             );
         }
         for segment in &self.segments {

@@ -85,17 +85,7 @@ struct Found {
 pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Recovered> {
     let started = options.clock.now();
     let mut report = RecoveryReport::default();
-    if !fs
-        .exists(dir)
-        .map_err(|e| Error::io("stat log directory", e))?
-    {
-        fs.create_dir_all(dir)
-            .map_err(|e| Error::io("create log directory", e))?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent)
-                .map_err(|e| Error::io("sync parent directory", e))?;
-        }
-    }
+    create_dir_durably(fs, dir)?;
     let lock = fs
         .lock_dir(dir)
         .map_err(|e| Error::io("lock log directory", e))?;
@@ -221,6 +211,7 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
     let purged = state.purged.map_or(0, |p| p.lsn.0);
     let mut index = Index::default();
     let mut tail_scan = None;
+    let mut unscanned_dead = Vec::new();
     for k in 0..found.len() {
         let is_tail = k + 1 == found.len();
         let segment = &found[k];
@@ -231,12 +222,7 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
             .map(|f| f - 1);
         let live_start = segment.header.first_lsn.max(purged + 1);
         if !is_tail && live_end.is_some_and(|end| end < live_start) {
-            index.segments.push(IndexedSegment {
-                name: segment.name.clone(),
-                header: segment.header,
-                file: Arc::clone(&segment.file),
-                locs: Vec::new(),
-            });
+            unscanned_dead.push((segment.name.clone(), segment.header.segment_size));
             continue;
         }
         let mut bytes = vec![0u8; segment.header.segment_size as usize];
@@ -262,6 +248,7 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
             tail_scan = Some(scan);
         }
     }
+    let dead = index.remove_dead(purged, false);
     verify_contiguous(&index, purged)?;
 
     // Step 5: the tail.
@@ -310,18 +297,11 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
         report.files_cleaned.push(name);
     }
     // Dead segments (all purged or superseded), except the tail, go back to the pool.
-    let count = index.segments.len();
-    let mut kept = Vec::with_capacity(count);
-    for (i, segment) in std::mem::take(&mut index.segments).into_iter().enumerate() {
-        let dead = i + 1 < count && (segment.locs.is_empty() || segment.end_lsn() - 1 <= purged);
-        if dead {
-            spares.recycle(&segment.name, segment.header.segment_size)?;
-            report.files_cleaned.push(segment.name);
-        } else {
-            kept.push(segment);
-        }
+    let dead = dead.into_iter().map(|s| (s.name, s.header.segment_size));
+    for (name, size) in unscanned_dead.into_iter().chain(dead) {
+        spares.recycle(&name, size)?;
+        report.files_cleaned.push(name);
     }
-    index.segments = kept;
     index.check_invariants(purged);
     report.elapsed = options.clock.now().saturating_sub(started);
 
@@ -339,6 +319,36 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
         },
         lock,
     })
+}
+
+/// Creates `dir` and any missing ancestors, syncing the parent of each one created, so
+/// that a crash cannot take away a directory the log has written into.
+fn create_dir_durably(fs: &FsRef, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if fs
+            .exists(path)
+            .map_err(|e| Error::io("stat log directory", e))?
+        {
+            break;
+        }
+        missing.push(path);
+        at = path.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs.create_dir_all(dir)
+        .map_err(|e| Error::io("create log directory", e))?;
+    // Parents first: each entry is durable before anything is put under it.
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent)
+                .map_err(|e| Error::io("sync parent directory", e))?;
+        }
+    }
+    Ok(())
 }
 
 fn first_indexed(index: &Index) -> Lsn {

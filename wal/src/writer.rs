@@ -380,16 +380,22 @@ impl Writer {
         };
         let file = install_segment(self.shared.fs.as_ref(), &self.shared.dir, &spare, &header)?;
         self.next_segment_id += 1;
-        {
+        let purged = self.log_state.purged.map_or(0, |p| p.lsn.0);
+        let dead = {
+            // One critical section: readers never see the index with dead segments in it.
             let mut state = self.shared.state.lock();
+            let dead = state.index.remove_dead(purged, true);
             state.index.segments.push(IndexedSegment {
                 name: segment_name(header.segment_id),
                 header,
                 file: Arc::clone(&file),
                 locs: Vec::new(),
             });
+            state.index.check_invariants(purged);
             state.stats.segments_created += 1;
-        }
+            state.stats.segments_recycled += dead.len() as u64;
+            dead
+        };
         self.tail = Some(Tail {
             header,
             file,
@@ -397,26 +403,24 @@ impl Writer {
             synced: SEGMENT_HEADER_SIZE,
             next_lsn: first_lsn,
         });
-        self.recycle_dead()
+        self.recycle(dead)
     }
 
     /// Recycles every segment other than the tail whose records are all purged or
     /// superseded by a truncation.
     fn recycle_dead(&mut self) -> Result<()> {
         let purged = self.log_state.purged.map_or(0, |p| p.lsn.0);
-        let dead: Vec<IndexedSegment> = {
+        let dead = {
             let mut state = self.shared.state.lock();
-            let segments = std::mem::take(&mut state.index.segments);
-            let count = segments.len();
-            let (dead, live): (Vec<_>, Vec<_>) =
-                segments.into_iter().enumerate().partition(|(i, s)| {
-                    *i + 1 < count && (s.locs.is_empty() || s.end_lsn() - 1 <= purged)
-                });
-            state.index.segments = live.into_iter().map(|(_, s)| s).collect();
+            let dead = state.index.remove_dead(purged, false);
             state.index.check_invariants(purged);
             state.stats.segments_recycled += dead.len() as u64;
-            dead.into_iter().map(|(_, s)| s).collect()
+            dead
         };
+        self.recycle(dead)
+    }
+
+    fn recycle(&mut self, dead: Vec<IndexedSegment>) -> Result<()> {
         for segment in dead {
             self.spares
                 .recycle(&segment.name, segment.header.segment_size)?;
