@@ -200,10 +200,15 @@ impl Writer {
                 }
                 if let Err(e) = self.rotate(first) {
                     if matches!(e, Error::NoSpace { .. }) {
+                        // Reset the log's view first, so that no refused appender can see
+                        // its LSN still taken once it hears back.
+                        let queued = self.refuse_queue();
                         complete_all(done, true);
                         request.completion.complete(Err(e.clone()));
                         fail_all(requests.collect(), &e);
-                        self.refuse_queue(&e);
+                        for request in queued {
+                            request.fail(e.clone());
+                        }
                         return Ok(());
                     }
                     fail_all(done, &e);
@@ -507,10 +512,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Refuses everything queued after a refused append and resets the log's in-memory view
-    /// to what the writer has written (LSNs handed out but refused are given out again; no
-    /// reader could have seen them durable).
-    fn refuse_queue(&mut self, error: &Error) {
+    /// Takes everything queued after a refused append (the caller fails it) and resets the
+    /// log's in-memory view to what the writer has written (LSNs handed out but refused are
+    /// given out again; no reader could have seen them durable).
+    fn refuse_queue(&mut self) -> Vec<Request> {
         let queued: Vec<Request> = {
             let mut state = self.shared.state.lock();
             let queued: Vec<Request> = state.requests.drain(..).collect();
@@ -530,9 +535,7 @@ impl Writer {
             queued
         };
         self.shared.room.notify_all();
-        for request in queued {
-            request.fail(error.clone());
-        }
+        queued
     }
 
     fn poison(&mut self, error: &Error) {
