@@ -1,0 +1,84 @@
+//! popdb-bench: PopDB's benchmark driver. `popdb-bench wal` measures the write-ahead log
+//! against the floor the file system sets, in the same run and on the same file system,
+//! interleaving the two sides of every comparison (ours, baseline, ours, baseline, ...) and
+//! reporting the median ratio with its spread (STYLE.md section 11).
+//!
+//! Output: a table, one `ratio <name> <median> min=<..> max=<..>` line per comparison (ours
+//! over baseline, higher is better), and a JSON file under `target/popdb-bench/` recording the
+//! commit, kernel, file system and every option. Durability benchmarks refuse tmpfs.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::disallowed_methods, reason = "benchmarks measure real time")]
+
+mod machine;
+mod measure;
+mod raw;
+mod report;
+mod scratch;
+mod settings;
+mod suite;
+mod walbench;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// PopDB benchmarks, each measured against its baseline in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "popdb-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The write-ahead log: synced appends against pwrite+fdatasync, group commit with
+    /// 1..64 appenders, and unsynced bulk appends against sequential 1 MiB writes.
+    Wal(WalArgs),
+}
+
+/// Options of `popdb-bench wal`. Unset values come from the mode (full, --quick, --smoke).
+#[derive(Debug, Args)]
+struct WalArgs {
+    /// A short run: 5 pairs of 0.3 s samples, 64 MiB bulk samples.
+    #[arg(long, conflicts_with = "smoke")]
+    quick: bool,
+    /// CI's check that the benchmark still runs: every measurement once, tiny sizes (a few
+    /// seconds in all); fails unless every measurement produced output. Proves nothing
+    /// about speed.
+    #[arg(long)]
+    smoke: bool,
+    /// Where the data files go (a fresh directory is made inside it and removed at the
+    /// end). Default: target/popdb-bench/ in the workspace. Must not be tmpfs.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Where the JSON results go. Default: target/popdb-bench/ in the workspace.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Pairs of samples per comparison.
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// Length of each timed sample of the synced benchmarks, in seconds.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Payload MiB written by each bulk sample.
+    #[arg(long)]
+    bulk_mib: Option<u64>,
+    /// Appender thread counts of the synced WAL benchmarks (1 is always included).
+    #[arg(long, value_delimiter = ',')]
+    threads: Option<Vec<usize>>,
+    /// Payload bytes per record.
+    #[arg(long)]
+    record_size: Option<usize>,
+    /// Runs only the comparisons whose name contains this (e.g. `bulk`, `sync64`).
+    #[arg(long, conflicts_with = "smoke")]
+    only: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Wal(args) => suite::run_wal(&args),
+    }
+}
