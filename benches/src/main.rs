@@ -71,6 +71,10 @@ struct WalArgs {
     /// Payload bytes per record.
     #[arg(long)]
     record_size: Option<usize>,
+    /// Turns io_uring off in `RealFs`, so the WAL's writes and syncs take the `pwrite` +
+    /// `fdatasync` path.
+    #[arg(long)]
+    no_io_uring: bool,
     /// Runs only the comparisons whose name contains this (e.g. `bulk`, `sync64`).
     #[arg(long, conflicts_with = "smoke")]
     only: Option<String>,

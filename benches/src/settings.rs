@@ -59,6 +59,10 @@ pub struct Settings {
     pub queue_bytes_max: u64,
     /// Longest wait for the WAL's spare segment before a sample starts.
     pub spare_wait: Duration,
+    /// Whether `RealFs` may use io_uring (`--no-io-uring` turns it off).
+    pub io_uring: bool,
+    /// The `--only` filter on comparison names.
+    pub only: Option<String>,
     /// Pause between samples, after the last one's files are removed and everything is
     /// written back.
     pub settle: Duration,
@@ -118,6 +122,8 @@ impl Settings {
             record_size_max,
             queue_bytes_max: defaults.queue_bytes_max,
             spare_wait: Duration::from_mins(1),
+            io_uring: !args.no_io_uring,
+            only: args.only.clone(),
             settle: match mode {
                 Mode::Full | Mode::Quick => Duration::from_millis(200),
                 Mode::Smoke => Duration::ZERO,
@@ -157,6 +163,8 @@ impl Settings {
             "raw_file_bytes": self.raw_file_bytes,
             "spare_wait_seconds": self.spare_wait.as_secs_f64(),
             "settle_seconds": self.settle.as_secs_f64(),
+            "io_uring_allowed": self.io_uring,
+            "only": self.only,
             "between_samples": "remove the sample directory, fsync its parent, sync(2), \
                 sleep settle_seconds",
             "wal": {

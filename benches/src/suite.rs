@@ -96,7 +96,11 @@ fn default_parent() -> PathBuf {
 
 pub fn run_wal(args: &WalArgs) -> Result<()> {
     let settings = Settings::from_args(args)?;
-    let fs = Arc::new(RealFs::new());
+    let fs = Arc::new(if settings.io_uring {
+        RealFs::new()
+    } else {
+        RealFs::without_io_uring()
+    });
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -119,7 +123,8 @@ pub fn run_wal(args: &WalArgs) -> Result<()> {
 
     let mut comparisons = Vec::new();
     let selected = plans(&settings).into_iter().filter(|p| {
-        args.only
+        settings
+            .only
             .as_deref()
             .is_none_or(|only| p.name.contains(only))
     });
