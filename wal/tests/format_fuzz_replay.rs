@@ -1,0 +1,273 @@
+//! Replays fuzz target `wal_segment_decode` as an ordinary test: every file of its committed
+//! corpus and crash regressions, then a few thousand seeded mutations of the corpus (byte
+//! flips, truncations, splices, inserted bytes, interesting integers, and structure-aware
+//! edits re-sealed with the real encoders so that they get past the checksums).
+//!
+//! The target's body is fuzz/checks/wal_segment_decode.rs, included here with `#[path]`
+//! (that file says why). It needs `popdb_wal::internals`, hence the feature gate: the test
+//! runs when the crate's tests are built with the `internals` feature.
+
+#![cfg(feature = "internals")]
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+#[path = "../../fuzz/checks/wal_segment_decode.rs"]
+mod check;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use popdb_io::{FileSystem, OpenOptions, RealFs};
+use popdb_wal::internals::{
+    LogState, RECORD_HEADER_SIZE, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader,
+    UNIT_HEADER_SIZE, UnitHeader, seed,
+};
+
+const TARGET: &str = "wal_segment_decode";
+const MUTATIONS_COUNT: u64 = 10_000;
+
+fn fuzz_dir(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz")
+        .join(kind)
+        .join(TARGET)
+}
+
+/// Every file in `dir`, by name (none if the folder does not exist).
+fn read_inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let fs = RealFs::new();
+    if !fs.exists(dir).unwrap() {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = fs
+        .read_dir(dir)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let file = fs.open(&dir.join(&name), OpenOptions::read_only()).unwrap();
+            let mut bytes = vec![0u8; usize::try_from(file.len().unwrap()).unwrap()];
+            file.read_exact_at(&mut bytes, 0).unwrap();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// Runs `check` on `data`; the panic message if it failed.
+fn run(data: &[u8]) -> Option<String> {
+    catch_unwind(AssertUnwindSafe(|| check::check(data)))
+        .err()
+        .map(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default()
+        })
+}
+
+fn replay(dir: &Path) -> usize {
+    let inputs = read_inputs(dir);
+    let failures: Vec<String> = inputs
+        .iter()
+        .filter_map(|(name, data)| run(data).map(|why| format!("{name}: {why}")))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} inputs in {} failed:\n{}",
+        failures.len(),
+        inputs.len(),
+        dir.display(),
+        failures.join("\n")
+    );
+    inputs.len()
+}
+
+#[test]
+fn wal_segment_decode_corpus_replays_clean() {
+    let count = replay(&fuzz_dir("corpus"));
+    assert!(count >= 10, "the seed corpus is missing ({count} files)");
+}
+
+#[test]
+fn wal_segment_decode_regressions_replay_clean() {
+    replay(&fuzz_dir("regressions"));
+}
+
+/// splitmix64: a small seeded generator, so that failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.next().is_multiple_of(one_in)
+    }
+}
+
+const INTERESTING: [u64; 10] = [
+    0,
+    1,
+    2,
+    0x7f,
+    0x1000,
+    0x1028,
+    u32::MAX as u64,
+    1 << 32,
+    u64::MAX - 1,
+    u64::MAX,
+];
+
+/// The units of a segment image (input without its control bytes), with the header's seed.
+fn units_of(image: &[u8]) -> Option<(popdb_io::Crc32, Vec<(usize, UnitHeader)>)> {
+    let header = SegmentHeader::decode(image).ok()?;
+    let seed = seed(header.segment_id, header.generation);
+    let mut at = SEGMENT_HEADER_SIZE as usize;
+    let mut units = Vec::new();
+    while let Some(unit) = image.get(at..).and_then(|b| UnitHeader::decode(b, &seed)) {
+        units.push((at, unit));
+        at += UNIT_HEADER_SIZE + unit.body_len as usize;
+    }
+    Some((seed, units))
+}
+
+/// Re-encodes one unit header with a changed field, checksum and all.
+fn reseal_unit(rng: &mut Rng, image: &mut [u8]) {
+    let Some((seed, units)) = units_of(image) else {
+        return;
+    };
+    if units.is_empty() {
+        return;
+    }
+    let (at, mut unit) = units[rng.below(units.len())];
+    let v = INTERESTING[rng.below(INTERESTING.len())];
+    match rng.below(5) {
+        0 => unit.body_len = (v as u32).max(unit.body_len.wrapping_add(rng.below(80) as u32)),
+        1 => unit.record_count = unit.record_count.wrapping_add(1 + rng.below(3) as u32),
+        2 => unit.first_lsn = unit.first_lsn.wrapping_add(rng.below(3) as u64).max(v),
+        3 => unit.generation = v,
+        _ => unit.durable_upto = v.max(unit.durable_upto + rng.below(0x200) as u64),
+    }
+    image[at..at + UNIT_HEADER_SIZE].copy_from_slice(&unit.encode(&seed));
+}
+
+/// Re-encodes one record header with a changed field, checksum and all.
+fn reseal_record(rng: &mut Rng, image: &mut [u8]) {
+    let Some((seed, units)) = units_of(image) else {
+        return;
+    };
+    let Some(&(at, _)) = units.get(rng.below(units.len().max(1))) else {
+        return;
+    };
+    let at = at + UNIT_HEADER_SIZE;
+    let Some(h) = RecordHeader::decode_checked(&image[at..], &seed) else {
+        return;
+    };
+    let payload = image[at + RECORD_HEADER_SIZE..at + h.record_len()].to_vec();
+    let (mut lsn, mut term, mut kind) = (h.lsn, h.term, h.kind);
+    match rng.below(3) {
+        0 => lsn = lsn.wrapping_add(1),
+        1 => term = INTERESTING[rng.below(INTERESTING.len())],
+        _ => kind = rng.below(5) as u8,
+    }
+    let header = RecordHeader::encode(&seed, lsn, term, h.node, kind, &payload);
+    image[at..at + RECORD_HEADER_SIZE].copy_from_slice(&header);
+}
+
+/// Changes one byte of a state file and fixes up its trailing crc32.
+fn reseal_state(rng: &mut Rng, image: &mut [u8]) {
+    if LogState::decode(image).is_err() || image.len() < 5 {
+        return;
+    }
+    let body = image.len() - 4;
+    let at = rng.below(body);
+    image[at] = if rng.chance(2) {
+        image[at] ^ (1 << rng.below(8))
+    } else {
+        rng.below(3) as u8
+    };
+    let crc = popdb_io::crc32(&image[..body]);
+    image[body..].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn mutate(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let (_, base) = &corpus[rng.below(corpus.len())];
+    let mut data = base.clone();
+    for _ in 0..=rng.below(3) {
+        if data.len() < 3 {
+            data.resize(3, 0);
+        }
+        let len = data.len();
+        match rng.below(10) {
+            0 | 1 => {
+                let at = rng.below(len);
+                data[at] ^= 1 << rng.below(8);
+            }
+            2 => data.truncate(rng.below(len)),
+            3 => {
+                let (_, other) = &corpus[rng.below(corpus.len())];
+                let cut = rng.below(len);
+                let from = rng.below(other.len());
+                data.truncate(cut);
+                data.extend_from_slice(&other[from..]);
+            }
+            4 => {
+                let at = rng.below(len);
+                let n = 1 + rng.below(16);
+                let byte = rng.next() as u8;
+                data.splice(at..at, std::iter::repeat_n(byte, n));
+            }
+            5 => {
+                let at = rng.below(len);
+                let v = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
+                let n = if rng.chance(2) { 4 } else { 8 };
+                let end = (at + n).min(len);
+                data[at..end].copy_from_slice(&v[..end - at]);
+            }
+            6 => data[rng.below(2)] = rng.next() as u8,
+            7 => reseal_unit(rng, &mut data[2..]),
+            8 => reseal_record(rng, &mut data[2..]),
+            _ => reseal_state(rng, &mut data[2..]),
+        }
+    }
+    data
+}
+
+#[test]
+fn wal_segment_decode_mutations_of_the_corpus_replay_clean() {
+    let mut corpus = read_inputs(&fuzz_dir("corpus"));
+    corpus.extend(read_inputs(&fuzz_dir("regressions")));
+    assert!(!corpus.is_empty());
+    let seed = 0x5eed_f022_u64;
+    let mut rng = Rng(seed);
+    for i in 0..MUTATIONS_COUNT {
+        let data = if rng.chance(8) {
+            let len_max = if rng.chance(2) { 128 } else { 8192 };
+            let len = rng.below(len_max);
+            (0..len).map(|_| rng.next() as u8).collect()
+        } else {
+            mutate(&mut rng, &corpus)
+        };
+        if let Some(why) = run(&data) {
+            panic!(
+                "mutation {i} (seed {seed:#x}) failed: {why}\ninput ({} bytes): {:02x?}",
+                data.len(),
+                &data[..data.len().min(256)]
+            );
+        }
+    }
+}
