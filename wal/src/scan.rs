@@ -107,6 +107,16 @@ pub fn scan_segment(
         };
         corrupt(0, "segment header", kind)
     })?;
+    if (bytes.len() as u64) < SEGMENT_HEADER_SIZE {
+        return Err(corrupt(
+            0,
+            "segment header block",
+            CorruptionKind::Truncated {
+                needed: SEGMENT_HEADER_SIZE,
+                available: bytes.len() as u64,
+            },
+        ));
+    }
     if header.generation > limits.generation_max {
         return Err(corrupt(
             0,
@@ -258,7 +268,10 @@ fn intact_records_after(
             break;
         }
         last = Some(expected);
-        expected += 1;
+        let Some(next) = expected.checked_add(1) else {
+            break;
+        };
+        expected = next;
         pos += record.record_len();
     }
     last

@@ -18,7 +18,7 @@ const STATE_MAGIC: [u8; 8] = *b"POPDBWST";
 const STATE_VERSION: u32 = 1;
 /// The largest vote accepted, in bytes.
 pub const VOTE_SIZE_MAX: usize = 4096;
-const FIXED_SIZE: usize = 8 + 4 + 8 + 1 + 8 + 8 + 8 + 4;
+const FIXED_SIZE: usize = 8 + 4 + 8 + 1 + 8 + 8 + 8 + 1 + 4;
 
 /// The durable state of the log besides its records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -125,6 +125,9 @@ impl LogState {
         }
         if has_purged && lsn == 0 {
             return Err((21, "purged lsn", CorruptionKind::InvalidValue { found: 0 }));
+        }
+        if !has_purged && (lsn, term, node) != (0, 0, 0) {
+            return Err((21, "purged id", CorruptionKind::InvalidValue { found: lsn }));
         }
         Ok(LogState {
             generation,

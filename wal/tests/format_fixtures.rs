@@ -85,8 +85,6 @@ fn fixture_v1_opens_with_its_records_vote_and_purge_point() {
 }
 
 #[test]
-#[ignore = "known bug: LogState::load caps STATE at FIXED_SIZE + 4 + VOTE_SIZE_MAX = 4149 bytes, \
-            but a vote of VOTE_SIZE_MAX bytes makes a 4150-byte file (FIXED_SIZE omits has_vote)"]
 fn state_file_with_the_largest_vote_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let fs: FsRef = Arc::new(RealFs::new());
