@@ -31,11 +31,29 @@ fn io_uring_path_is_used_when_available() {
     let file = fs
         .open(&dir.path().join("a"), OpenOptions::create())
         .expect("create");
-    let ops = [WriteOp {
+    // A single write takes the cheaper pwrite + fdatasync path ...
+    let one = [WriteOp {
         offset: 0,
         bytes: b"ring",
     }];
-    file.write_batch(&ops, true).expect("batch");
+    file.write_batch(&one, true).expect("batch");
+    assert_eq!(
+        fs.io_uring_batch_count(),
+        0,
+        "a single write went through the ring"
+    );
+    // ... and several go through the ring in one submission.
+    let two = [
+        WriteOp {
+            offset: 0,
+            bytes: b"ri",
+        },
+        WriteOp {
+            offset: 2,
+            bytes: b"ng",
+        },
+    ];
+    file.write_batch(&two, true).expect("batch");
     assert_eq!(
         fs.io_uring_batch_count(),
         1,
