@@ -36,9 +36,25 @@ impl<T> Completion<T> {
     }
 }
 
+/// Wakes every blocked waiter at once. The writer completes a whole group and then calls
+/// [`Notifier::notify`] once: parking_lot requeues the sleepers onto the mutex and each
+/// wakes the next, so the writer pays one wake-up per group, not one per appender.
+#[derive(Default)]
+pub(crate) struct Notifier {
+    epoch: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Notifier {
+    pub(crate) fn notify(&self) {
+        *self.epoch.lock() += 1;
+        self.cv.notify_all();
+    }
+}
+
 pub(crate) struct Slot<T> {
     state: Mutex<SlotState<T>>,
-    filled: Condvar,
+    notifier: Arc<Notifier>,
 }
 
 struct SlotState<T> {
@@ -47,16 +63,18 @@ struct SlotState<T> {
 }
 
 impl<T> Slot<T> {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(notifier: &Arc<Notifier>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(SlotState {
                 result: None,
                 waker: None,
             }),
-            filled: Condvar::new(),
+            notifier: Arc::clone(notifier),
         })
     }
 
+    /// Stores the result and wakes an awaiting task. Blocked waiters are woken by the
+    /// writer's [`Notifier::notify`] after the group.
     fn fill(&self, result: Result<T>) {
         let mut state = self.state.lock();
         assert!(state.result.is_none(), "a request completed twice");
@@ -64,7 +82,14 @@ impl<T> Slot<T> {
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
-        self.filled.notify_all();
+    }
+
+    pub(crate) fn take(&self) -> Option<Result<T>> {
+        self.state.lock().result.take()
+    }
+
+    pub(crate) fn is_filled(&self) -> bool {
+        self.state.lock().result.is_some()
     }
 }
 
@@ -80,12 +105,18 @@ impl<T> Ticket<T> {
 
     /// Blocks until the result arrives.
     pub fn wait(self) -> Result<T> {
-        let mut state = self.slot.state.lock();
         loop {
-            if let Some(result) = state.result.take() {
+            if let Some(result) = self.slot.take() {
                 return result;
             }
-            self.slot.filled.wait(&mut state);
+            let notifier = &self.slot.notifier;
+            let mut epoch = notifier.epoch.lock();
+            // Checked again under the notifier's lock: the writer fills slots before it
+            // takes that lock to notify, so a fill cannot slip between check and sleep.
+            if let Some(result) = self.slot.take() {
+                return result;
+            }
+            notifier.cv.wait(&mut epoch);
         }
     }
 }

@@ -25,13 +25,14 @@ use crate::options::WalOptions;
 use crate::recovery::{self, RecoveryReport};
 use crate::scan::record_size;
 use crate::state::VOTE_SIZE_MAX;
-use crate::ticket::{Appended, Completion, Slot, Ticket};
+use crate::ticket::{Appended, Completion, Notifier, Slot, Ticket};
 use crate::writer::Writer;
 
 /// The shared write-ahead log. See the crate docs.
 pub struct Wal {
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    writer: Arc<Mutex<Writer>>,
+    background: Option<JoinHandle<()>>,
     _lock: DirLock,
 }
 
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) work: Condvar,
     /// Signalled when queued bytes drop; appenders over the budget wait on it.
     pub(crate) room: Condvar,
+    /// Wakes appenders blocked on their tickets, once per completed group.
+    pub(crate) notifier: Arc<Notifier>,
 }
 
 pub(crate) struct State {
@@ -92,6 +95,13 @@ pub(crate) struct State {
     pub(crate) durable: u64,
     pub(crate) poisoned: Option<Arc<Error>>,
     pub(crate) closed: bool,
+    /// Someone (an appender or the background writer) holds the writer and is working
+    /// through the queue; others only queue.
+    pub(crate) leading: bool,
+    /// The tail has written bytes not yet synced (mirrors the writer, for the interval timer).
+    pub(crate) unsynced: bool,
+    /// When the tail was last synced (mirrors the writer).
+    pub(crate) last_sync: std::time::Duration,
     pub(crate) stats: WalStats,
 }
 
@@ -169,6 +179,9 @@ impl Wal {
             durable: recovered.next_lsn - 1,
             poisoned: None,
             closed: false,
+            leading: false,
+            unsynced: false,
+            last_sync: options.clock.now(),
             stats: WalStats::default(),
         };
         let shared = Arc::new(Shared {
@@ -178,16 +191,24 @@ impl Wal {
             state: Mutex::new(state),
             work: Condvar::new(),
             room: Condvar::new(),
+            notifier: Arc::default(),
         });
-        let writer = Writer::new(Arc::clone(&shared), recovered.writer);
-        let thread = std::thread::Builder::new()
-            .name("popdb-wal-writer".to_string())
-            .spawn(move || writer.run())
-            .map_err(|e| Error::io("spawn log writer", e))?;
+        let writer = Arc::new(Mutex::new(Writer::new(
+            Arc::clone(&shared),
+            recovered.writer,
+        )));
+        let background = {
+            let (shared, writer) = (Arc::clone(&shared), Arc::clone(&writer));
+            std::thread::Builder::new()
+                .name("popdb-wal-writer".to_string())
+                .spawn(move || Writer::run_background(shared, writer))
+                .map_err(|e| Error::io("spawn log writer", e))?
+        };
         Ok((
             Wal {
                 shared,
-                writer: Some(thread),
+                writer,
+                background: Some(background),
                 _lock: recovered.lock,
             },
             report,
@@ -196,13 +217,29 @@ impl Wal {
 
     /// Appends one record at the next LSN and waits for the outcome.
     pub fn append(&self, kind: RecordKind, payload: Vec<u8>) -> Result<Appended> {
-        self.submit(vec![NewRecord {
+        self.append_records(vec![NewRecord {
             term: Term(0),
             node: NodeId(0),
             kind,
             payload,
-        }])?
-        .wait()
+        }])
+    }
+
+    /// Appends records at the next LSNs, as one request, and waits for the outcome.
+    ///
+    /// If no one is writing, the calling thread writes the group itself (one write, one
+    /// sync, no hand-off to another thread); otherwise it joins the next group.
+    pub fn append_records(&self, records: Vec<NewRecord>) -> Result<Appended> {
+        let slot = Slot::new(&self.shared.notifier);
+        let lead = self.enqueue_append(
+            Placement::Next(records),
+            Completion::Slot(Arc::clone(&slot)),
+            true,
+        )?;
+        if lead {
+            self.writer.lock().lead(Some(&slot));
+        }
+        Ticket::new(slot).wait()
     }
 
     /// Appends records at the next LSNs, as one request (they are written in one write).
@@ -211,10 +248,11 @@ impl Wal {
     /// Refused at once, changing nothing, if a record is too large, the batch is empty,
     /// or the log is poisoned or closed; otherwise the ticket carries the outcome.
     pub fn submit(&self, records: Vec<NewRecord>) -> Result<Ticket<Appended>> {
-        let slot = Slot::new();
+        let slot = Slot::new(&self.shared.notifier);
         self.enqueue_append(
             Placement::Next(records),
             Completion::Slot(Arc::clone(&slot)),
+            false,
         )?;
         Ok(Ticket::new(slot))
     }
@@ -226,8 +264,12 @@ impl Wal {
     /// Refused at once, changing nothing, if the LSNs do not follow the log's last one (or
     /// its purge point), a record is too large, or the log is poisoned or closed.
     pub fn submit_at(&self, records: Vec<Record>) -> Result<Ticket<Appended>> {
-        let slot = Slot::new();
-        self.enqueue_append(Placement::At(records), Completion::Slot(Arc::clone(&slot)))?;
+        let slot = Slot::new(&self.shared.notifier);
+        self.enqueue_append(
+            Placement::At(records),
+            Completion::Slot(Arc::clone(&slot)),
+            false,
+        )?;
         Ok(Ticket::new(slot))
     }
 
@@ -244,10 +286,19 @@ impl Wal {
         self.enqueue_append(
             Placement::At(records),
             Completion::Callback(Box::new(callback)),
+            false,
         )
+        .map(|_| ())
     }
 
-    fn enqueue_append(&self, placement: Placement, completion: Completion<Appended>) -> Result<()> {
+    /// Queues an append. With `lead_if_idle`, returns true if the caller must now lead (it
+    /// was the first to find no one writing); otherwise the background writer is woken.
+    fn enqueue_append(
+        &self,
+        placement: Placement,
+        completion: Completion<Appended>,
+        lead_if_idle: bool,
+    ) -> Result<bool> {
         let max = self.shared.options.record_size_max as usize;
         let (count, bytes): (usize, usize) = match &placement {
             Placement::Next(r) => (
@@ -336,9 +387,19 @@ impl Wal {
             bytes: bytes as u64,
             completion,
         }));
+        if lead_if_idle && !state.leading {
+            state.leading = true;
+            return Ok(true);
+        }
+        // A leader re-checks the queue before it gives up the lead, so only an idle log
+        // needs its background writer woken; waking it under load would cost a futex
+        // round trip per append.
+        let wake = !state.leading;
         drop(state);
-        self.shared.work.notify_one();
-        Ok(())
+        if wake {
+            self.shared.work.notify_one();
+        }
+        Ok(false)
     }
 
     /// Reads the records with LSNs in `range`, including records whose append is still in
@@ -421,7 +482,7 @@ impl Wal {
     /// # Errors
     /// `InvalidArgument` if `from` is purged or beyond the next LSN.
     pub fn truncate(&self, from: Lsn) -> Result<()> {
-        let slot = Slot::new();
+        let slot = Slot::new(&self.shared.notifier);
         {
             let mut state = self.shared.state.lock();
             state.refuse_if_unusable()?;
@@ -464,7 +525,7 @@ impl Wal {
     /// The purge point is durable when this returns. A point at or below the current one is
     /// already done and changes nothing.
     pub fn purge(&self, upto: LogId) -> Result<()> {
-        let slot = Slot::new();
+        let slot = Slot::new(&self.shared.notifier);
         {
             let mut state = self.shared.state.lock();
             state.refuse_if_unusable()?;
@@ -506,7 +567,7 @@ impl Wal {
                 vote.len()
             )));
         }
-        let slot = Slot::new();
+        let slot = Slot::new(&self.shared.notifier);
         {
             let mut state = self.shared.state.lock();
             state.refuse_if_unusable()?;
@@ -527,7 +588,7 @@ impl Wal {
     /// Makes every record appended so far durable, whatever the sync policy; returns the
     /// highest durable LSN (0 if the log is empty).
     pub fn sync(&self) -> Result<u64> {
-        let slot = Slot::new();
+        let slot = Slot::new(&self.shared.notifier);
         {
             let mut state = self.shared.state.lock();
             state.refuse_if_unusable()?;
@@ -589,7 +650,7 @@ impl Wal {
         self.shared.state.lock().closed = true;
         self.shared.work.notify_all();
         self.shared.room.notify_all();
-        if let Some(thread) = self.writer.take() {
+        if let Some(thread) = self.background.take() {
             thread.join().expect("the log writer thread panicked");
         }
     }

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use popdb_io::{FileRef, WriteOp};
 
 use crate::error::{Error, Result};
@@ -25,7 +26,8 @@ use crate::options::SyncPolicy;
 use crate::segments::{Spares, install_segment, segment_name};
 use crate::state::LogState;
 use crate::ticket::Appended;
-use crate::wal::{AppendRequest, Request, Shared};
+use crate::ticket::Slot;
+use crate::wal::{AppendRequest, Request, Shared, State};
 
 /// Most bytes of appends gathered into one group-commit write.
 const GROUP_BYTES_MAX: u64 = 8 << 20;
@@ -65,7 +67,6 @@ enum Work {
     Appends(Vec<AppendRequest>),
     One(Request),
     IntervalSync,
-    Exit,
 }
 
 impl Writer {
@@ -82,71 +83,123 @@ impl Writer {
         }
     }
 
-    pub(crate) fn run(mut self) {
-        loop {
-            let result = match self.next_work() {
-                Work::Appends(requests) => self.write_appends(requests),
-                Work::One(request) => self.control(request),
-                Work::IntervalSync => self.sync_tail().map(|_| ()),
-                Work::Exit => {
-                    // A clean close leaves everything durable, whatever the policy.
-                    if let Err(e) = self.sync_tail() {
-                        self.poison(&e);
+    /// Takes the next piece of work off the queue, if any: a run of appends (one group
+    /// commit) or one other request.
+    fn take_work(&self, state: &mut State) -> Option<Work> {
+        match state.requests.front()? {
+            Request::Append(_) => {
+                let mut taken = Vec::new();
+                let mut bytes = 0u64;
+                while let Some(Request::Append(r)) = state.requests.front() {
+                    if !taken.is_empty() && bytes + r.bytes > GROUP_BYTES_MAX {
+                        break;
                     }
-                    break;
+                    bytes += r.bytes;
+                    let Some(Request::Append(r)) = state.requests.pop_front() else {
+                        unreachable!("front was an append")
+                    };
+                    taken.push(r);
                 }
-            };
-            if let Err(e) = result {
-                self.poison(&e);
-                break;
+                state.queued_bytes -= bytes;
+                self.shared.room.notify_all();
+                Some(Work::Appends(taken))
             }
+            _ => state.requests.pop_front().map(Work::One),
         }
-        self.spares.stop();
     }
 
-    fn next_work(&mut self) -> Work {
-        let shared = Arc::clone(&self.shared);
-        let mut state = shared.state.lock();
+    /// Does one piece of work and wakes its waiters. A failure poisons the log.
+    fn process(&mut self, work: Work) {
+        let result = match work {
+            Work::Appends(requests) => self.write_appends(requests),
+            Work::One(request) => self.control(request),
+            Work::IntervalSync => self.sync_tail().map(|_| ()),
+        };
+        if let Err(e) = result {
+            self.poison(&e);
+        }
+        self.shared.notifier.notify();
+    }
+
+    /// Processes queued work as the leader (the caller set `State::leading`) until the queue
+    /// is empty or, if `until` is given, that request is complete; then gives up the lead,
+    /// handing what is left to the background writer.
+    pub(crate) fn lead<T>(&mut self, until: Option<&Slot<T>>) {
         loop {
-            if state.poisoned.is_some() {
-                return Work::Exit;
+            let work = {
+                let mut state = self.shared.state.lock();
+                let done = until.is_some_and(|slot| slot.is_filled());
+                let work = if done || state.poisoned.is_some() {
+                    None
+                } else {
+                    self.take_work(&mut state)
+                };
+                if work.is_none() {
+                    state.leading = false;
+                    if !state.requests.is_empty() {
+                        drop(state);
+                        self.shared.work.notify_one();
+                    }
+                    return;
+                }
+                work
+            };
+            if let Some(work) = work {
+                self.process(work);
             }
-            match state.requests.front() {
-                Some(Request::Append(_)) => {
-                    let mut taken = Vec::new();
-                    let mut bytes = 0u64;
-                    while let Some(Request::Append(r)) = state.requests.front() {
-                        if !taken.is_empty() && bytes + r.bytes > GROUP_BYTES_MAX {
-                            break;
+        }
+    }
+
+    /// The background writer: leads whenever work is queued and no appender is leading,
+    /// syncs on the interval timer, and on close makes everything durable.
+    pub(crate) fn run_background(shared: Arc<Shared>, writer: Arc<Mutex<Writer>>) {
+        loop {
+            let interval_sync = {
+                let mut state = shared.state.lock();
+                loop {
+                    if state.poisoned.is_some() {
+                        break None;
+                    }
+                    if !state.leading && !state.requests.is_empty() {
+                        state.leading = true;
+                        break Some(false);
+                    }
+                    if state.closed && state.requests.is_empty() && !state.leading {
+                        break None;
+                    }
+                    match shared.options.sync {
+                        SyncPolicy::Interval(interval) if state.unsynced && !state.leading => {
+                            let since = shared.options.clock.now().saturating_sub(state.last_sync);
+                            if since >= interval {
+                                state.leading = true;
+                                break Some(true);
+                            }
+                            shared
+                                .work
+                                .wait_for(&mut state, interval.saturating_sub(since));
                         }
-                        bytes += r.bytes;
-                        let Some(Request::Append(r)) = state.requests.pop_front() else {
-                            unreachable!("front was an append")
-                        };
-                        taken.push(r);
+                        _ => shared.work.wait(&mut state),
                     }
-                    state.queued_bytes -= bytes;
-                    shared.room.notify_all();
-                    return Work::Appends(taken);
                 }
-                Some(_) => {
-                    return Work::One(state.requests.pop_front().expect("front exists"));
-                }
-                None if state.closed => return Work::Exit,
-                None => {}
-            }
-            let dirty = self.tail.as_ref().is_some_and(|t| t.offset > t.synced);
-            match shared.options.sync {
-                SyncPolicy::Interval(interval) if dirty => {
-                    let elapsed = shared.options.clock.now().saturating_sub(self.last_sync);
-                    if elapsed >= interval {
-                        return Work::IntervalSync;
+            };
+            let mut writer = writer.lock();
+            match interval_sync {
+                None => {
+                    // A clean close leaves everything durable, whatever the policy.
+                    if shared.state.lock().poisoned.is_none()
+                        && let Err(e) = writer.sync_tail()
+                    {
+                        writer.poison(&e);
                     }
-                    shared
-                        .work
-                        .wait_for(&mut state, interval.saturating_sub(elapsed));
+                    writer.shared.notifier.notify();
+                    writer.spares.stop();
+                    return;
                 }
-                _ => shared.work.wait(&mut state),
+                Some(true) => {
+                    writer.process(Work::IntervalSync);
+                    writer.lead::<()>(None);
+                }
+                Some(false) => writer.lead::<()>(None),
             }
         }
     }
@@ -342,6 +395,8 @@ impl Writer {
         }
         state.stats.writes += 1;
         state.stats.bytes += written;
+        state.unsynced = !sync;
+        state.last_sync = self.last_sync;
         if sync {
             state.stats.syncs += 1;
             state.durable = state.durable.max(header.last_lsn());
@@ -360,6 +415,8 @@ impl Writer {
             tail.synced = tail.offset;
             self.last_sync = self.shared.options.clock.now();
             let mut state = self.shared.state.lock();
+            state.unsynced = false;
+            state.last_sync = self.last_sync;
             state.stats.syncs += 1;
             state.durable = state.durable.max(tail.next_lsn - 1);
         }

@@ -352,7 +352,14 @@ fn recovery_crash_during_concurrent_appends_and_purges() {
                                 kind: RecordKind::Normal,
                                 payload: payload.clone(),
                             };
-                            match wal.submit(vec![record]).and_then(|t| t.wait()) {
+                            // Half the appenders lead groups themselves when the writer is
+                            // idle; the others always go through the background writer.
+                            let result = if t % 2 == 0 {
+                                wal.append_records(vec![record])
+                            } else {
+                                wal.submit(vec![record]).and_then(|t| t.wait())
+                            };
+                            match result {
                                 Ok(done) => {
                                     submitted
                                         .lock()
