@@ -39,8 +39,10 @@ pub struct WalOptions {
     /// overwrite fdatasync). Default 1.
     pub spare_segments: usize,
     /// Whether spares are filled with zeros before use (true, the default) or only
-    /// reserved with fallocate (cheaper to create; the first sync into each block costs
-    /// about twice as much on ext4).
+    /// reserved with fallocate. Zero-filled blocks make the first sync into each block the
+    /// cheap overwrite fdatasync (about 50 us here, against about 100 us into merely
+    /// reserved space). Under [`SyncPolicy::Never`] no append waits for a sync, so spares
+    /// are only reserved whatever this says: filling them would double the bytes written.
     pub prewrite_segments: bool,
     /// The clock that times [`SyncPolicy::Interval`].
     pub clock: Arc<dyn Clock>,

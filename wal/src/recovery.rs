@@ -25,7 +25,7 @@ use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{SEGMENT_HEADER_FIELDS, SegmentHeader};
 use crate::ids::{LogId, Lsn};
 use crate::index::{Index, IndexedSegment, Loc};
-use crate::options::WalOptions;
+use crate::options::{SyncPolicy, WalOptions};
 use crate::scan::{ScanEnd, ScanLimits, scan_segment};
 use crate::segments::{Spares, is_spare_temp_name, parse_segment_name, parse_spare_name};
 use crate::state::{LogState, STATE_FILE, STATE_TEMP_FILE};
@@ -288,7 +288,7 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
         Arc::clone(fs),
         dir,
         options.segment_size,
-        options.prewrite_segments,
+        options.prewrite_segments && options.sync != SyncPolicy::Never,
         options.spare_segments,
         spares_found,
     );

@@ -89,7 +89,7 @@ pub(crate) struct State {
     pub(crate) requests: VecDeque<Request>,
     pub(crate) queued_bytes: u64,
     /// Records accepted but not yet in `index`, in LSN order.
-    pub(crate) unwritten: VecDeque<Arc<Record>>,
+    pub(crate) unwritten: VecDeque<Batch>,
     pub(crate) index: Index,
     /// Highest LSN known durable.
     pub(crate) durable: u64,
@@ -125,7 +125,7 @@ pub(crate) enum Request {
 }
 
 pub(crate) struct AppendRequest {
-    pub(crate) records: Vec<Arc<Record>>,
+    pub(crate) records: Batch,
     pub(crate) bytes: u64,
     pub(crate) completion: Completion<Appended>,
 }
@@ -347,20 +347,18 @@ impl Wal {
             self.shared.room.wait(&mut state);
         }
         let first = state.next_lsn;
-        let records: Vec<Arc<Record>> = match placement {
+        let records: Vec<Record> = match placement {
             Placement::Next(records) => records
                 .into_iter()
                 .zip(first..)
-                .map(|(r, lsn)| {
-                    Arc::new(Record {
-                        id: LogId {
-                            lsn: Lsn(lsn),
-                            term: r.term,
-                            node: r.node,
-                        },
-                        kind: r.kind,
-                        payload: r.payload,
-                    })
+                .map(|(r, lsn)| Record {
+                    id: LogId {
+                        lsn: Lsn(lsn),
+                        term: r.term,
+                        node: r.node,
+                    },
+                    kind: r.kind,
+                    payload: r.payload,
                 })
                 .collect(),
             Placement::At(records) => {
@@ -373,13 +371,16 @@ impl Wal {
                         )));
                     }
                 }
-                records.into_iter().map(Arc::new).collect()
+                records
             }
         };
+        // One allocation per request, not per record: the queue, the reader path and the
+        // writer share the batch.
+        let records: Batch = Arc::new(records);
         let last = records.last().expect("at least one record").id;
         state.next_lsn = last.lsn.0 + 1;
         state.last = Some(last);
-        state.unwritten.extend(records.iter().cloned());
+        state.unwritten.push_back(Arc::clone(&records));
         state.queued_bytes += bytes as u64;
         state.stats.records += records.len() as u64;
         state.requests.push_back(Request::Append(AppendRequest {
@@ -424,16 +425,9 @@ impl Wal {
                     state.next_lsn
                 )));
             }
-            let queued_from = state.unwritten.front().map_or(u64::MAX, |r| r.id.lsn.0);
             for lsn in start..end {
-                if lsn >= queued_from {
-                    let at = usize::try_from(lsn - queued_from).expect("queue index fits usize");
-                    let record = state
-                        .unwritten
-                        .get(at)
-                        .expect("queued records are contiguous");
-                    debug_assert_eq!(record.id.lsn.0, lsn);
-                    plan.push(Source::Queued(Arc::clone(record)));
+                if let Some((batch, at)) = find_queued(&state.unwritten, lsn) {
+                    plan.push(Source::Queued(Arc::clone(batch), at));
                 } else {
                     let (segment, loc) = state.index.find(lsn).ok_or_else(|| {
                         Error::InvalidArgument(format!("LSN {lsn} is not in the log"))
@@ -452,7 +446,7 @@ impl Wal {
         let mut out = Vec::with_capacity(plan.len());
         for source in plan {
             out.push(match source {
-                Source::Queued(record) => (*record).clone(),
+                Source::Queued(batch, at) => batch[at].clone(),
                 Source::File {
                     file,
                     name,
@@ -501,14 +495,20 @@ impl Wal {
                 state.purged
             } else {
                 let lsn = from.0 - 1;
-                match state.unwritten.iter().find(|r| r.id.lsn.0 == lsn) {
-                    Some(r) => Some(r.id),
+                match find_queued(&state.unwritten, lsn) {
+                    Some((batch, at)) => Some(batch[at].id),
                     None => state.index.log_id(lsn),
                 }
             };
             state.next_lsn = from.0;
             state.last = last;
-            while state.unwritten.back().is_some_and(|r| r.id.lsn.0 >= from.0) {
+            // A batch that straddles `from` stays: its earlier records are still readable,
+            // and later ones are beyond `next_lsn` or shadowed by newer batches.
+            while state
+                .unwritten
+                .back()
+                .is_some_and(|b| b[0].id.lsn.0 >= from.0)
+            {
                 state.unwritten.pop_back();
             }
             state.requests.push_back(Request::Truncate {
@@ -542,7 +542,7 @@ impl Wal {
             while state
                 .unwritten
                 .front()
-                .is_some_and(|r| r.id.lsn.0 <= upto.lsn.0)
+                .is_some_and(|b| last_lsn(b) <= upto.lsn.0)
             {
                 // Still written by the writer (it holds its own reference); no longer readable.
                 state.unwritten.pop_front();
@@ -670,13 +670,38 @@ impl std::fmt::Debug for Wal {
     }
 }
 
+/// Records appended by one request, shared by the queue, readers and the writer.
+pub(crate) type Batch = Arc<Vec<Record>>;
+
+fn last_lsn(batch: &Batch) -> u64 {
+    batch.last().expect("batches are non-empty").id.lsn.0
+}
+
+/// The newest queued record with LSN `lsn`: its batch and index. Searched from the back,
+/// because after a truncate a newer batch shadows the tail of an older one.
+fn find_queued(unwritten: &VecDeque<Batch>, lsn: u64) -> Option<(&Batch, usize)> {
+    for batch in unwritten.iter().rev() {
+        let first = batch[0].id.lsn.0;
+        if first <= lsn && lsn <= last_lsn(batch) {
+            return Some((
+                batch,
+                usize::try_from(lsn - first).expect("batch index fits usize"),
+            ));
+        }
+        if last_lsn(batch) < lsn {
+            return None;
+        }
+    }
+    None
+}
+
 enum Placement {
     Next(Vec<NewRecord>),
     At(Vec<Record>),
 }
 
 enum Source {
-    Queued(Arc<Record>),
+    Queued(Batch, usize),
     File {
         file: popdb_io::FileRef,
         name: String,

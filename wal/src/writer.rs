@@ -20,7 +20,7 @@ use crate::format::{
     RECORD_HEADER_SIZE, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader, UNIT_HEADER_SIZE,
     UnitHeader,
 };
-use crate::ids::{LogId, Record};
+use crate::ids::LogId;
 use crate::index::{IndexedSegment, Loc};
 use crate::options::SyncPolicy;
 use crate::segments::{Spares, install_segment, segment_name};
@@ -42,6 +42,14 @@ pub(crate) struct Tail {
     pub(crate) synced: u64,
     /// The LSN the next record in this segment must have.
     pub(crate) next_lsn: u64,
+}
+
+/// Records encoded into the buffer but not yet published: their locations, and their
+/// batches (to take off the readers' queue once written).
+#[derive(Default)]
+struct Placed {
+    locs: Vec<(u64, Loc)>,
+    batches: Vec<crate::wal::Batch>,
 }
 
 /// What recovery hands the writer.
@@ -222,7 +230,7 @@ impl Writer {
     /// Writes a group of appends: one unit per segment touched, one write, one sync.
     fn write_appends(&mut self, requests: Vec<AppendRequest>) -> Result<()> {
         let mut done: Vec<AppendRequest> = Vec::with_capacity(requests.len());
-        let mut placed: Vec<(Arc<Record>, Loc)> = Vec::new();
+        let mut placed = Placed::default();
         let mut unit: Option<UnitHeader> = None;
         self.buf.clear();
         let mut requests = requests.into_iter();
@@ -283,9 +291,10 @@ impl Writer {
                 });
             }
             let u = unit.as_mut().expect("unit just opened");
-            for record in &request.records {
+            for record in request.records.iter() {
                 let offset = tail.offset + self.buf.len() as u64;
-                let header = RecordHeader::encode(
+                RecordHeader::encode_into(
+                    &mut self.buf,
                     &seed,
                     record.id.lsn.0,
                     record.id.term.0,
@@ -293,13 +302,11 @@ impl Writer {
                     record.kind.tag(),
                     &record.payload,
                 );
-                self.buf.extend_from_slice(&header);
-                self.buf.extend_from_slice(&record.payload);
                 let len = RECORD_HEADER_SIZE + record.payload.len();
                 u.record_count += 1;
                 u.body_len += len as u32;
-                placed.push((
-                    Arc::clone(record),
+                placed.locs.push((
+                    record.id.lsn.0,
                     Loc {
                         offset: u32::try_from(offset).expect("segment offsets fit u32"),
                         len: len as u32,
@@ -308,6 +315,7 @@ impl Writer {
                     },
                 ));
             }
+            placed.batches.push(Arc::clone(&request.records));
             done.push(request);
         }
         let sync = self.wants_sync();
@@ -327,7 +335,7 @@ impl Writer {
     fn flush(
         &mut self,
         unit: &mut Option<UnitHeader>,
-        placed: &mut Vec<(Arc<Record>, Loc)>,
+        placed: &mut Placed,
         sync: bool,
     ) -> Result<()> {
         let Some(header) = unit.take() else {
@@ -378,17 +386,19 @@ impl Writer {
             segment.header.segment_id, tail.header.segment_id,
             "index tail mismatch"
         );
-        for (record, loc) in placed.drain(..) {
+        for (lsn, loc) in placed.locs.drain(..) {
             assert_eq!(
-                record.id.lsn.0,
+                lsn,
                 segment.end_lsn(),
                 "record LSN does not follow the segment's last"
             );
             segment.locs.push(loc);
+        }
+        for batch in placed.batches.drain(..) {
             if state
                 .unwritten
                 .front()
-                .is_some_and(|r| Arc::ptr_eq(r, &record))
+                .is_some_and(|b| Arc::ptr_eq(b, &batch))
             {
                 state.unwritten.pop_front();
             }
