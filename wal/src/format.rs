@@ -57,8 +57,9 @@ const _: () = assert!(RECORD_HEADER_SIZE == 36);
 /// The smallest segment size accepted (header, one unit header, one record header, and
 /// room for small payloads).
 pub const SEGMENT_SIZE_MIN: u64 = 64 * 1024;
-/// The largest segment size accepted: record offsets are stored as `u32`.
-pub const SEGMENT_SIZE_MAX: u64 = 1 << 32;
+/// The largest segment size accepted: record offsets are stored as `u32`, and every byte
+/// of a segment must be addressable by one.
+pub const SEGMENT_SIZE_MAX: u64 = 1 << 31;
 
 /// A decoded segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,7 +17,8 @@ pub enum SyncPolicy {
     /// and by a timer); appenders hear back after the write, told whether it is durable.
     Interval(Duration),
     /// Never synced by the log (only at segment switches, and by [`crate::Wal::sync`]); a
-    /// crash may lose the tail. LSNs are still never reused.
+    /// crash may lose the tail, and the LSNs of records lost in it are handed out again
+    /// (an LSN is a position in the log, as a Raft index is).
     Never,
 }
 

@@ -95,11 +95,11 @@ impl LogState {
             ));
         }
         let generation = r.u64().ok_or_else(|| truncated(20))?;
-        let has_purged = r.flag().ok_or_else(|| truncated(21))?;
+        let has_purged = r.flag(20).map_err(|e| e.unwrap_or_else(|| truncated(21)))?;
         let lsn = r.u64().ok_or_else(|| truncated(29))?;
         let term = r.u64().ok_or_else(|| truncated(37))?;
         let node = r.u64().ok_or_else(|| truncated(45))?;
-        let has_vote = r.flag().ok_or_else(|| truncated(46))?;
+        let has_vote = r.flag(45).map_err(|e| e.unwrap_or_else(|| truncated(46)))?;
         let vote_len = r.u32().ok_or_else(|| truncated(50))? as usize;
         if vote_len > VOTE_SIZE_MAX || (!has_vote && vote_len != 0) {
             return Err((
@@ -217,11 +217,18 @@ impl<'a> Reader<'a> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
-    fn flag(&mut self) -> Option<bool> {
-        match self.take(1)?[0] {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
+    /// A 0/1 flag at `offset`: `Err(None)` if the bytes end, `Err(Some(..))` for another value.
+    fn flag(&mut self, offset: u64) -> Result<bool, Option<(u64, &'static str, CorruptionKind)>> {
+        match self.take(1).ok_or(None)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(Some((
+                offset,
+                "state flag",
+                CorruptionKind::InvalidValue {
+                    found: u64::from(other),
+                },
+            ))),
         }
     }
 }

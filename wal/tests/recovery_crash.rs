@@ -225,7 +225,7 @@ fn run_sequential(
 #[test]
 fn recovery_crash_at_every_operation_of_a_sequential_workload() {
     let mut crash_points = 0u64;
-    for seed in seeds(6) {
+    for seed in seeds(16) {
         let ops = sequential_ops(seed);
         if std::env::var("WAL_CRASH_TRACE").is_ok() {
             for (i, op) in ops.iter().enumerate() {
@@ -293,7 +293,7 @@ fn recovery_crash_at_every_operation_of_a_sequential_workload() {
 fn recovery_crash_during_concurrent_appends_and_purges() {
     let mut crash_points = 0u64;
     let mut acked_checked = 0u64;
-    for seed in seeds(60) {
+    for seed in seeds(200) {
         let mut rng = Rng(seed ^ 0xC0FFEE);
         let sim = SimFs::new(seed);
         let fs: FsRef = Arc::new(sim.clone());
