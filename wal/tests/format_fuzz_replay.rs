@@ -13,6 +13,9 @@
 #[path = "../../fuzz/checks/wal_segment_decode.rs"]
 mod check;
 
+mod common;
+
+use common::Rng;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
@@ -97,28 +100,6 @@ fn wal_segment_decode_regressions_replay_clean() {
     replay(&fuzz_dir("regressions"));
 }
 
-/// splitmix64: a small seeded generator, so that failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.next().is_multiple_of(one_in)
-    }
-}
-
 const INTERESTING: [u64; 10] = [
     0,
     1,
@@ -153,14 +134,14 @@ fn reseal_unit(rng: &mut Rng, image: &mut [u8]) {
     if units.is_empty() {
         return;
     }
-    let (at, mut unit) = units[rng.below(units.len())];
-    let v = INTERESTING[rng.below(INTERESTING.len())];
-    match rng.below(5) {
-        0 => unit.body_len = (v as u32).max(unit.body_len.wrapping_add(rng.below(80) as u32)),
-        1 => unit.record_count = unit.record_count.wrapping_add(1 + rng.below(3) as u32),
-        2 => unit.first_lsn = unit.first_lsn.wrapping_add(rng.below(3) as u64).max(v),
+    let (at, mut unit) = units[rng.index(units.len())];
+    let v = INTERESTING[rng.index(INTERESTING.len())];
+    match rng.index(5) {
+        0 => unit.body_len = (v as u32).max(unit.body_len.wrapping_add(rng.index(80) as u32)),
+        1 => unit.record_count = unit.record_count.wrapping_add(1 + rng.index(3) as u32),
+        2 => unit.first_lsn = unit.first_lsn.wrapping_add(rng.index(3) as u64).max(v),
         3 => unit.generation = v,
-        _ => unit.durable_upto = v.max(unit.durable_upto + rng.below(0x200) as u64),
+        _ => unit.durable_upto = v.max(unit.durable_upto + rng.index(0x200) as u64),
     }
     image[at..at + UNIT_HEADER_SIZE].copy_from_slice(&unit.encode(&seed));
 }
@@ -170,7 +151,7 @@ fn reseal_record(rng: &mut Rng, image: &mut [u8]) {
     let Some((seed, units)) = units_of(image) else {
         return;
     };
-    let Some(&(at, _)) = units.get(rng.below(units.len().max(1))) else {
+    let Some(&(at, _)) = units.get(rng.index(units.len().max(1))) else {
         return;
     };
     let at = at + UNIT_HEADER_SIZE;
@@ -179,10 +160,10 @@ fn reseal_record(rng: &mut Rng, image: &mut [u8]) {
     };
     let payload = image[at + RECORD_HEADER_SIZE..at + h.record_len()].to_vec();
     let (mut lsn, mut term, mut kind) = (h.lsn, h.term, h.kind);
-    match rng.below(3) {
+    match rng.index(3) {
         0 => lsn = lsn.wrapping_add(1),
-        1 => term = INTERESTING[rng.below(INTERESTING.len())],
-        _ => kind = rng.below(5) as u8,
+        1 => term = INTERESTING[rng.index(INTERESTING.len())],
+        _ => kind = rng.index(5) as u8,
     }
     let header = RecordHeader::encode(&seed, lsn, term, h.node, kind, &payload);
     image[at..at + RECORD_HEADER_SIZE].copy_from_slice(&header);
@@ -194,51 +175,51 @@ fn reseal_state(rng: &mut Rng, image: &mut [u8]) {
         return;
     }
     let body = image.len() - 4;
-    let at = rng.below(body);
+    let at = rng.index(body);
     image[at] = if rng.chance(2) {
-        image[at] ^ (1 << rng.below(8))
+        image[at] ^ (1 << rng.index(8))
     } else {
-        rng.below(3) as u8
+        rng.index(3) as u8
     };
     let crc = popdb_io::crc32(&image[..body]);
     image[body..].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn mutate(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let (_, base) = &corpus[rng.below(corpus.len())];
+    let (_, base) = &corpus[rng.index(corpus.len())];
     let mut data = base.clone();
-    for _ in 0..=rng.below(3) {
+    for _ in 0..=rng.index(3) {
         if data.len() < 3 {
             data.resize(3, 0);
         }
         let len = data.len();
-        match rng.below(10) {
+        match rng.index(10) {
             0 | 1 => {
-                let at = rng.below(len);
-                data[at] ^= 1 << rng.below(8);
+                let at = rng.index(len);
+                data[at] ^= 1 << rng.index(8);
             }
-            2 => data.truncate(rng.below(len)),
+            2 => data.truncate(rng.index(len)),
             3 => {
-                let (_, other) = &corpus[rng.below(corpus.len())];
-                let cut = rng.below(len);
-                let from = rng.below(other.len());
+                let (_, other) = &corpus[rng.index(corpus.len())];
+                let cut = rng.index(len);
+                let from = rng.index(other.len());
                 data.truncate(cut);
                 data.extend_from_slice(&other[from..]);
             }
             4 => {
-                let at = rng.below(len);
-                let n = 1 + rng.below(16);
+                let at = rng.index(len);
+                let n = 1 + rng.index(16);
                 let byte = rng.next() as u8;
                 data.splice(at..at, std::iter::repeat_n(byte, n));
             }
             5 => {
-                let at = rng.below(len);
-                let v = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
+                let at = rng.index(len);
+                let v = INTERESTING[rng.index(INTERESTING.len())].to_le_bytes();
                 let n = if rng.chance(2) { 4 } else { 8 };
                 let end = (at + n).min(len);
                 data[at..end].copy_from_slice(&v[..end - at]);
             }
-            6 => data[rng.below(2)] = rng.next() as u8,
+            6 => data[rng.index(2)] = rng.next() as u8,
             7 => reseal_unit(rng, &mut data[2..]),
             8 => reseal_record(rng, &mut data[2..]),
             _ => reseal_state(rng, &mut data[2..]),
@@ -257,7 +238,7 @@ fn wal_segment_decode_mutations_of_the_corpus_replay_clean() {
     for i in 0..MUTATIONS_COUNT {
         let data = if rng.chance(8) {
             let len_max = if rng.chance(2) { 128 } else { 8192 };
-            let len = rng.below(len_max);
+            let len = rng.index(len_max);
             (0..len).map(|_| rng.next() as u8).collect()
         } else {
             mutate(&mut rng, &corpus)

@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
+mod common;
+
+use common::Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,23 +16,6 @@ use popdb_io::{FsRef, RealFs};
 use popdb_wal::{
     LogId, Lsn, NewRecord, NodeId, Record, RecordKind, SyncPolicy, Term, Wal, WalOptions,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Default)]
 struct Model {
