@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Builds and runs one fuzz target on the stable toolchain (see
-# /work/shared/notes/fuzzing-on-stable.md and fuzz/README.md).
+# Builds and runs one fuzz target on the stable toolchain (see fuzz/README.md).
 #
 #   bash fuzz/run.sh TARGET SECONDS [libFuzzer flags...]
 #
