@@ -10,6 +10,8 @@
 //! `medium` as it was.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::crash::CrashMode;
 use super::rng::Rng;
@@ -33,6 +35,9 @@ pub(super) struct FileContent {
     /// Lengths `staged` took since the last sync attempt, in order. A crash keeps the file
     /// at one of these or at `medium`'s length: size changes may or may not survive.
     lens: Vec<u64>,
+    /// Bumped (under the machine's lock) by every change that may alter what reads see, so
+    /// a map view can tell without the lock whether its latest copy is still current.
+    version: Arc<AtomicU64>,
 }
 
 /// How one file fares in a crash or failed sync.
@@ -78,10 +83,28 @@ impl FileContent {
         count
     }
 
-    /// A copy of `len` bytes at `offset`; the caller has checked the range is inside.
-    pub(super) fn snapshot(&self, offset: u64, len: usize) -> Vec<u8> {
-        let start = offset as usize;
-        self.view()[start..start + len].to_vec()
+    /// The bytes reads see in `len` bytes at `offset`: shorter than `len` (possibly empty)
+    /// where the file ends first.
+    pub(super) fn range(&self, offset: u64, len: usize) -> &[u8] {
+        let view = self.view();
+        let start = usize::try_from(offset).map_or(view.len(), |at| at.min(view.len()));
+        let end = start + len.min(view.len() - start);
+        &view[start..end]
+    }
+
+    /// The counter every change to what reads see bumps (see [`Self::version`]).
+    pub(super) fn version_cell(&self) -> &Arc<AtomicU64> {
+        &self.version
+    }
+
+    /// The current value of the version counter.
+    pub(super) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Records that what reads see may have changed.
+    fn touch(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Writes all of `buf` at `offset`, extending the file (with zeros in any hole) as
@@ -91,6 +114,7 @@ impl FileContent {
             // pwrite of zero bytes changes nothing, not even the length.
             return;
         }
+        self.touch();
         let start = offset as usize;
         let end = start + buf.len();
         let old_len = self.staged.len();
@@ -108,6 +132,7 @@ impl FileContent {
 
     /// Truncates or extends (with zeros) to `len`.
     pub(super) fn set_len(&mut self, len: u64) {
+        self.touch();
         let old_len = self.staged.len() as u64;
         for target in self.versions_mut() {
             target.resize(len as usize, 0);
@@ -147,6 +172,7 @@ impl FileContent {
     /// Power loss: the medium keeps what `mode` (and `rng`) choose of the unsynced changes,
     /// and the cache is gone.
     pub(super) fn power_loss(&mut self, rng: &mut Rng, mode: CrashMode) {
+        self.touch();
         self.settle(rng, mode);
         self.stale_cache = None;
     }
@@ -154,7 +180,9 @@ impl FileContent {
     /// Drops the stale cache so that reads show the medium plus the changes made since the
     /// last sync attempt (dirty pages cannot be dropped; clean ones can).
     pub(super) fn evict(&mut self) {
-        self.stale_cache = None;
+        if self.stale_cache.take().is_some() {
+            self.touch();
+        }
     }
 
     /// Applies an outcome to the medium and starts a new sync epoch from it.
@@ -313,6 +341,7 @@ impl fmt::Debug for FileContent {
             .field("staged_len", &self.staged.len())
             .field("stale_cache_len", &self.stale_cache.as_ref().map(Vec::len))
             .field("dirty_ranges", &self.dirty.len())
+            .field("version", &self.version())
             .finish()
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! A handle names an inode, not a path, so it follows renames and outlives removal, as on
 //! Linux. It belongs to the epoch it was opened in: after a crash every use fails, and
-//! dropping it no longer touches the new epoch's open counts.
+//! dropping it no longer touches the new epoch's open counts. A map view does the same: it
+//! holds its inode open (as an `mmap` does) until it drops or a crash kills it.
 
 use std::fmt;
 use std::io;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use elsa::sync::FrozenVec;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::errors;
@@ -176,7 +178,7 @@ impl File for SimFile {
         Ok(())
     }
 
-    /// A snapshot: see [`super::SimFs`] on maps.
+    /// A live view that copies on demand: see [`super::SimFs`] on maps.
     fn map(&self, offset: u64, len: usize) -> io::Result<Mapping> {
         let (mut state, gate) = self.enter(OpKind::Read, Access::Read)?;
         let file_len = state.file(self.ino).len();
@@ -191,17 +193,33 @@ impl File for SimFile {
                 ),
             ));
         }
-        let mut bytes = state.file(self.ino).snapshot(offset, len);
+        let content = state.file(self.ino);
+        let mut bytes = content.range(offset, len).to_vec();
+        let seen = content.version();
+        let version = Arc::clone(content.version_cell());
         match gate {
             Gate::Fault(FaultError::BitFlip) => flip_bit(&mut state, &mut bytes),
             Gate::Fault(error) => return Err(error.to_error()),
             Gate::Run | Gate::Crash => {}
         }
+        // The view keeps the inode alive, as a mapping does on Linux, so that it can still
+        // follow writes through other handles after every handle and name is gone.
+        state.inode_mut(self.ino).opens += 1;
+        let epoch_cell = Arc::clone(&state.epoch_cell);
+        // Released before the view exists: should it be dropped early, its `Drop` locks.
+        drop(state);
         let view = SimMapView {
-            bytes,
+            shared: Arc::clone(&self.shared),
+            ino: self.ino,
+            offset,
+            len,
             epoch: self.epoch,
-            epoch_cell: Arc::clone(&state.epoch_cell),
+            epoch_cell,
+            version,
+            seen: AtomicU64::new(seen),
+            copies: FrozenVec::new(),
         };
+        view.copies.push(bytes.into_boxed_slice());
         Ok(Mapping::new(Arc::new(view)))
     }
 }
@@ -236,33 +254,121 @@ impl fmt::Debug for SimFile {
     }
 }
 
-/// The bytes of a simulated map: a copy taken when the map was made.
+/// The bytes behind a simulated map: the range as reads see it, copied again whenever the
+/// file changed since the last copy this view handed out.
+///
+/// `bytes()` returns a borrow of `&self`, so a copy cannot be replaced while a caller may
+/// still hold the old one; the copies go into an append-only store instead and live as
+/// long as the view. A test-tool trade-off: memory grows by one copy of the range for each
+/// distinct content of the range the view was read at (a read after a write that left the
+/// range as it was adds nothing).
 pub(super) struct SimMapView {
-    bytes: Vec<u8>,
+    shared: Arc<Mutex<State>>,
+    ino: Ino,
+    offset: u64,
+    len: usize,
+    /// The epoch the view was made in; it is dead in any later one.
     epoch: u64,
     epoch_cell: Arc<AtomicU64>,
+    /// The file's version counter ([`super::content::FileContent::version`]).
+    version: Arc<AtomicU64>,
+    /// The file's version when the newest copy was taken.
+    seen: AtomicU64,
+    /// Every copy handed out, oldest first; never empty. Only the last is current.
+    copies: FrozenVec<Box<[u8]>>,
+}
+
+impl SimMapView {
+    /// Panics if a crash happened since the view was made (`now` is the current epoch).
+    fn check_epoch(&self, now: u64) {
+        if now != self.epoch {
+            self.dead(now);
+        }
+    }
+
+    /// The panic for a view used after a crash.
+    fn dead(&self, now: u64) -> ! {
+        panic!(
+            "SimFs: a Mapping from before a simulated crash was used (epoch {} < {now})",
+            self.epoch
+        );
+    }
+
+    /// The newest copy.
+    fn latest(&self) -> &[u8] {
+        let last = self.copies.len() - 1;
+        self.copies
+            .get(last)
+            .expect("a view holds at least one copy")
+    }
+
+    /// Under the machine's lock: the range as reads see it now, copied if it differs from
+    /// the newest copy. Not counted and never faulted: a mapping reads the page cache
+    /// without a system call.
+    fn refresh(&self) -> &[u8] {
+        let state = self.shared.lock();
+        // A crash may have struck since the lock-free check; it bumps the epoch under this
+        // lock, so this check is exact.
+        if state.epoch != self.epoch {
+            let now = state.epoch;
+            drop(state);
+            self.dead(now);
+        }
+        let content = state.file(self.ino);
+        let version = content.version();
+        let latest = self.latest();
+        if self.seen.load(Ordering::Acquire) == version {
+            // Another thread refreshed while this one waited for the lock.
+            return latest;
+        }
+        let current = content.range(self.offset, self.len);
+        let bytes = if current == latest {
+            latest
+        } else {
+            self.copies.push_get(current.into())
+        };
+        self.seen.store(version, Ordering::Release);
+        bytes
+    }
 }
 
 impl MapView for SimMapView {
+    /// The range as a read would return it now, including writes made after the map was
+    /// taken. If the file was truncated into the range (which callers must not do under a
+    /// live view) the slice is what a read returns: shorter, or empty.
+    ///
     /// # Panics
     /// If a crash happened since the view was made: the contract says such views must not
     /// be used, and `bytes` has no way to return an error, so misuse is loud.
     fn bytes(&self) -> &[u8] {
-        let now = self.epoch_cell.load(Ordering::Acquire);
-        assert_eq!(
-            now, self.epoch,
-            "SimFs: a Mapping from before a simulated crash was used (epoch {} < {now})",
-            self.epoch
-        );
-        &self.bytes
+        self.check_epoch(self.epoch_cell.load(Ordering::Acquire));
+        // Lock-free when nothing changed: the writer bumps `version` under the lock after
+        // changing the bytes, and a refresh stores `seen` after pushing its copy.
+        if self.version.load(Ordering::Acquire) == self.seen.load(Ordering::Acquire) {
+            return self.latest();
+        }
+        self.refresh()
+    }
+}
+
+impl Drop for SimMapView {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        // A view from an older epoch was already forgotten by the crash.
+        if state.epoch == self.epoch {
+            state.inode_mut(self.ino).opens -= 1;
+        }
     }
 }
 
 impl fmt::Debug for SimMapView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimMapView")
-            .field("len", &self.bytes.len())
+            .field("ino", &self.ino)
+            .field("offset", &self.offset)
+            .field("len", &self.len)
             .field("epoch", &self.epoch)
+            .field("copies", &self.copies.len())
             .finish()
     }
 }

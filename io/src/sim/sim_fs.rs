@@ -19,7 +19,7 @@ use crate::fs::{DirLock, FileRef, FileSystem, OpenOptions};
 /// Knobs of a [`SimFs`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SimOptions {
-    /// Total bytes all live files (named or open) may hold; growth past it fails with
+    /// Total bytes all live files (named, open or mapped) may hold; growth past it fails with
     /// ENOSPC. `None` (the default) is unbounded.
     pub capacity_bytes: Option<u64>,
 }
@@ -35,7 +35,7 @@ pub struct SimStats {
     pub crashes_count: u64,
     /// Injected faults that fired.
     pub faults_fired_count: u64,
-    /// Live files (named or open).
+    /// Live files (named, open or mapped).
     pub files_count: u64,
     /// Directories, the root included.
     pub dirs_count: u64,
@@ -87,10 +87,20 @@ pub struct SimStats {
 /// [`SimFs::op_count`], so a test can run a workload once to count them and then crash at
 /// each index in turn.
 ///
-/// # Maps are snapshots
-/// `map` copies the range when called (no `unsafe` here, so no real shared mapping): unlike
-/// [`crate::RealFs`], a view does not show writes made after it was taken. Reading a view
-/// after a crash panics, since the contract forbids it and `Mapping` cannot return errors.
+/// # Maps
+/// A view shows the range as reads would, including writes, `set_len`s and cache evictions
+/// made after it was taken, through any handle (like a `MAP_SHARED` mapping). There is no
+/// real shared memory (no `unsafe` here): a view copies the range when it is read after
+/// the file changed, and keeps every copy it handed out for as long as it lives, since a
+/// caller may still hold an older slice. Memory therefore grows by one copy of the range
+/// per distinct content the view was read at; fine for tests, and the reason to drop views
+/// that are no longer needed. Those re-reads are not counted and never faulted; a
+/// [`crate::FaultError::BitFlip`] on `map` itself flips a bit in the first copy only. If
+/// the file is truncated into the range (callers must not do that under a live view), the
+/// view returns what a read would: fewer bytes, or none. A view holds its file open, as a
+/// mapping does on Linux (so it counts in [`SimStats::files_count`] and the used size
+/// until it drops). Reading a view after a crash panics, since the contract forbids it and
+/// `Mapping` cannot return errors.
 ///
 /// # Determinism and other limits
 /// Outcomes depend only on the seed and the order of operations; threads that race make

@@ -43,7 +43,7 @@ pub(super) struct Inode {
     pub(super) node: Node,
     /// How many directory entries (as reads see them) name it.
     pub(super) links: u32,
-    /// How many handles from the current epoch have it open.
+    /// How many handles and map views from the current epoch have it open.
     pub(super) opens: u32,
 }
 
@@ -158,7 +158,8 @@ pub(super) struct State {
     pub(super) rng: Rng,
     /// Bumped by every crash; handles and views from an older epoch are dead.
     pub(super) epoch: u64,
-    /// `epoch`, readable without the lock, for map views (whose `bytes()` cannot lock).
+    /// `epoch`, readable without the lock, so that a map view's `bytes()` locks only when
+    /// its file changed.
     pub(super) epoch_cell: Arc<AtomicU64>,
     /// An armed power loss struck and `restart()` has not been called.
     pub(super) down: bool,
@@ -354,8 +355,8 @@ impl State {
         Ok((ino, name))
     }
 
-    /// Bytes held by live files: those with a name or an open handle. Unbounded by design
-    /// of the capacity check, which only compares it.
+    /// Bytes held by live files: those with a name, an open handle or a map view. Unbounded
+    /// by design of the capacity check, which only compares it.
     pub(super) fn used_size(&self) -> u64 {
         self.inodes
             .values()

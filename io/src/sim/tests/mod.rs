@@ -1,8 +1,10 @@
 //! Tests of [`crate::SimFs`] through its public surface, as the WAL's crash tests use it:
-//! power loss (`crash.rs`), injected faults (`faults.rs`), and the namespace (`namespace.rs`).
+//! power loss (`crash.rs`), injected faults (`faults.rs`), the namespace (`namespace.rs`),
+//! and map views (`maps.rs`).
 
 mod crash;
 mod faults;
+mod maps;
 mod namespace;
 
 use std::path::Path;
