@@ -242,7 +242,9 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
-    /// Encodes the header of a record with `payload`; computes the checksum.
+    /// Encodes the header of a record with `payload`; computes the checksum. The writer
+    /// uses [`RecordHeader::encode_into`]; this form serves tests and the fuzz checks.
+    #[cfg(any(test, feature = "internals"))]
     pub fn encode(
         seed: &Crc32,
         lsn: u64,
