@@ -214,5 +214,6 @@ fn stats_delta(before: WalStats, after: WalStats) -> WalStats {
         bytes: after.bytes - before.bytes,
         segments_created: after.segments_created - before.segments_created,
         segments_recycled: after.segments_recycled - before.segments_recycled,
+        callback_panics: after.callback_panics - before.callback_panics,
     }
 }

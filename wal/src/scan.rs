@@ -163,13 +163,23 @@ pub fn scan_segment(
     let stop = scan.end_offset;
     let mut lost: Option<(u64, u64)> = None;
     let stop_at = usize::try_from(stop).expect("offset below the u32 limit");
-    if let Some(torn) = UnitHeader::decode(&bytes[stop_at..limit], &seed)
-        && torn.first_lsn == next_lsn
-    {
-        lost = Some((torn.first_lsn, torn.last_lsn()));
-    } else if let Some(last) = intact_records_after(&bytes[..limit], stop_at, &seed, next_lsn) {
-        // The unit header is damaged but records behind it are intact: name them.
-        lost = Some((next_lsn, last));
+    match UnitHeader::decode(&bytes[stop_at..limit], &seed) {
+        // An intact header that continues the log: its unit is torn, and names its LSNs.
+        Some(torn)
+            if torn.first_lsn == next_lsn
+                && torn.generation >= scan.last_generation
+                && torn.generation <= limits.generation_max =>
+        {
+            lost = Some((torn.first_lsn, torn.last_lsn()));
+        }
+        // An intact header that does not continue the log is stale: nothing was lost here.
+        Some(_) => {}
+        None => {
+            if let Some(last) = intact_records_after(&bytes[..limit], stop_at, &seed, next_lsn) {
+                // The unit header is damaged but records behind it are intact: name them.
+                lost = Some((next_lsn, last));
+            }
+        }
     }
     for later_at in find_magic(&bytes[..limit], stop_at + 1) {
         let Some(later) = UnitHeader::decode(&bytes[later_at..limit], &seed) else {

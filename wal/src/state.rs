@@ -123,6 +123,14 @@ impl LogState {
                 },
             ));
         }
+        if has_purged && lsn == u64::MAX {
+            // The log would continue at u64::MAX + 1.
+            return Err((
+                21,
+                "purged lsn",
+                CorruptionKind::InvalidValue { found: lsn },
+            ));
+        }
         if has_purged && lsn == 0 {
             return Err((21, "purged lsn", CorruptionKind::InvalidValue { found: 0 }));
         }

@@ -1,8 +1,11 @@
 //! How an appender learns its outcome: by blocking, by awaiting, or by a callback.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
@@ -24,15 +27,64 @@ pub struct Appended {
 /// Where a completed request's result goes.
 pub(crate) enum Completion<T> {
     Slot(Arc<Slot<T>>),
-    Callback(Box<dyn FnOnce(Result<T>) + Send>),
+    /// A caller's callback, run later by [`Deferred::run`], never under the writer's lock.
+    Callback(Box<dyn FnOnce(Result<T>) + Send>, Arc<Deferred>),
 }
 
-impl<T> Completion<T> {
+impl<T: Send + 'static> Completion<T> {
     pub(crate) fn complete(self, result: Result<T>) {
         match self {
             Completion::Slot(slot) => slot.fill(result),
-            Completion::Callback(callback) => callback(result),
+            Completion::Callback(callback, deferred) => {
+                deferred.push(Box::new(move || callback(result)));
+            }
         }
+    }
+}
+
+/// Callbacks waiting to run, in completion order (LSN order for appends).
+///
+/// They run after the leader has given up the lead and released the writer, so a callback
+/// may call back into the log (even block on it) without deadlocking it, and a panicking
+/// callback is caught (and counted) instead of killing a leader that holds the log.
+#[derive(Default)]
+pub(crate) struct Deferred {
+    queue: Mutex<VecDeque<Box<dyn FnOnce() + Send>>>,
+    /// Held by the one thread running callbacks, so they run one at a time, in order.
+    running: Mutex<()>,
+    panics: AtomicU64,
+}
+
+impl Deferred {
+    fn push(&self, callback: Box<dyn FnOnce() + Send>) {
+        self.queue.lock().push_back(callback);
+    }
+
+    /// Runs queued callbacks unless another thread is already running them (it will run
+    /// these too). Requires: the caller holds neither the writer nor the state lock.
+    pub(crate) fn run(&self) {
+        loop {
+            {
+                let Some(_running) = self.running.try_lock() else {
+                    return;
+                };
+                while let Some(callback) = self.queue.lock().pop_front() {
+                    if catch_unwind(AssertUnwindSafe(callback)).is_err() {
+                        self.panics.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            // A callback queued after the last pop but before the lock was released would
+            // otherwise wait for the next group.
+            if self.queue.lock().is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Callbacks that panicked so far.
+    pub(crate) fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
     }
 }
 

@@ -1,12 +1,16 @@
 //! The log's public handle: appends (blocking, awaited, or with a callback), reads, the Raft
 //! operations (truncate, purge, vote), and close.
 //!
-//! Concurrency: appenders take the state lock only to validate, assign LSNs and queue their
-//! records; one writer thread turns everything queued into one write and one fdatasync
-//! (group commit). Records queued but not yet written are readable from the queue, so a
-//! record can be read as soon as its append returns (openraft relies on that).
+//! Concurrency: callers take the state lock only to validate, assign LSNs and queue their
+//! requests. Whoever leads (a blocking caller that found the log idle, or else the
+//! background writer thread) holds the writer and turns everything queued into one write
+//! and one fdatasync (group commit). Records queued but not yet written are readable from
+//! the queue, so a record can be read as soon as its append returns (openraft relies on
+//! that). Callbacks run after the leader has released the writer.
 //!
-//! Lock order: `Shared::state`, then nothing. File I/O happens outside the lock.
+//! Lock order: `Wal::writer`, then `Shared::state`; never the reverse. The notifier's,
+//! the slots' and the deferred callbacks' locks are leaves. File I/O happens outside the
+//! state lock.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -25,7 +29,7 @@ use crate::options::WalOptions;
 use crate::recovery::{self, RecoveryReport};
 use crate::scan::record_size;
 use crate::state::VOTE_SIZE_MAX;
-use crate::ticket::{Appended, Completion, Notifier, Slot, Ticket};
+use crate::ticket::{Appended, Completion, Deferred, Notifier, Slot, Ticket};
 use crate::writer::Writer;
 
 /// The shared write-ahead log. See the crate docs.
@@ -64,6 +68,8 @@ pub struct WalStats {
     pub segments_created: u64,
     /// Segments turned back into spares or deleted.
     pub segments_recycled: u64,
+    /// Completion callbacks that panicked (caught; the log carried on).
+    pub callback_panics: u64,
 }
 
 pub(crate) struct Shared {
@@ -77,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) room: Condvar,
     /// Wakes appenders blocked on their tickets, once per completed group.
     pub(crate) notifier: Arc<Notifier>,
+    /// Callbacks to run once the writer is released.
+    pub(crate) deferred: Arc<Deferred>,
 }
 
 pub(crate) struct State {
@@ -192,6 +200,7 @@ impl Wal {
             work: Condvar::new(),
             room: Condvar::new(),
             notifier: Arc::default(),
+            deferred: Arc::default(),
         });
         let writer = Arc::new(Mutex::new(Writer::new(
             Arc::clone(&shared),
@@ -236,10 +245,7 @@ impl Wal {
             Completion::Slot(Arc::clone(&slot)),
             true,
         )?;
-        if lead {
-            self.writer.lock().lead(Some(&slot));
-        }
-        Ticket::new(slot).wait()
+        self.wait_led(lead, slot)
     }
 
     /// Appends records at the next LSNs, as one request (they are written in one write).
@@ -273,8 +279,12 @@ impl Wal {
         Ok(Ticket::new(slot))
     }
 
-    /// Like [`Wal::submit_at`], but the outcome goes to `callback`, called once from the
-    /// writer thread (openraft's flush callback can be passed straight through).
+    /// Like [`Wal::submit_at`], but the outcome goes to `callback` (openraft's flush
+    /// callback can be passed straight through). Callbacks are called once each, in LSN
+    /// order, after their group is written, on whichever thread led that group, never while
+    /// the log's locks are held: a callback may call the log again. One that panics is
+    /// caught and counted in [`WalStats::callback_panics`]. Keep them short: the next
+    /// callbacks wait for them.
     ///
     /// # Errors
     /// As [`Wal::submit_at`]; on a refusal the callback is not called.
@@ -285,7 +295,7 @@ impl Wal {
     ) -> Result<()> {
         self.enqueue_append(
             Placement::At(records),
-            Completion::Callback(Box::new(callback)),
+            Completion::Callback(Box::new(callback), Arc::clone(&self.shared.deferred)),
             false,
         )
         .map(|_| ())
@@ -363,7 +373,9 @@ impl Wal {
                 .collect(),
             Placement::At(records) => {
                 for (i, r) in records.iter().enumerate() {
-                    let expected = first + i as u64;
+                    let expected = first.checked_add(i as u64).ok_or_else(|| {
+                        Error::InvalidArgument("the LSN space is exhausted".to_string())
+                    })?;
                     if r.id.lsn.0 != expected {
                         return Err(Error::InvalidArgument(format!(
                             "record LSN {} does not follow: the log expects {expected}",
@@ -378,7 +390,11 @@ impl Wal {
         // writer share the batch.
         let records: Batch = Arc::new(records);
         let last = records.last().expect("at least one record").id;
-        state.next_lsn = last.lsn.0 + 1;
+        state.next_lsn = last
+            .lsn
+            .0
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidArgument("the LSN space is exhausted".to_string()))?;
         state.last = Some(last);
         state.unwritten.push_back(Arc::clone(&records));
         state.queued_bytes += bytes as u64;
@@ -401,6 +417,17 @@ impl Wal {
             self.shared.work.notify_one();
         }
         Ok(false)
+    }
+
+    /// Waits for a queued request's result; if `lead`, first does the queued work itself
+    /// (blocking callers lead when the log is idle, so a callback running on the background
+    /// writer can still call the log).
+    fn wait_led<T: Send + 'static>(&self, lead: bool, slot: Arc<Slot<T>>) -> Result<T> {
+        if lead {
+            self.writer.lock().lead(Some(&*slot));
+            self.shared.deferred.run();
+        }
+        Ticket::new(slot).wait()
     }
 
     /// Reads the records with LSNs in `range`, including records whose append is still in
@@ -458,16 +485,30 @@ impl Wal {
                     let mut bytes = vec![0u8; len as usize];
                     file.read_exact_at(&mut bytes, offset)
                         .map_err(|e| Error::io("read segment", e))?;
-                    decode_record(&bytes, &seed, lsn).ok_or(Error::Corruption(Corruption {
-                        file: name,
-                        offset,
-                        what: "record read back",
-                        kind: CorruptionKind::InvalidValue { found: lsn },
-                    }))?
+                    match decode_record(&bytes, &seed, lsn) {
+                        Some(record) => record,
+                        None => return Err(self.read_back_failed(lsn, name, offset)),
+                    }
                 }
             });
         }
         Ok(out)
+    }
+
+    /// The error for a record that did not decode when read back: if it was purged since the
+    /// read was planned, its segment may have been recycled and reused, so the bytes are
+    /// someone else's; otherwise the file is damaged.
+    fn read_back_failed(&self, lsn: u64, name: String, offset: u64) -> Error {
+        let purged = self.shared.state.lock().purged.map_or(0, |p| p.lsn.0);
+        if lsn <= purged {
+            return Error::InvalidArgument(format!("LSN {lsn} was purged while it was read"));
+        }
+        Error::Corruption(Corruption {
+            file: name,
+            offset,
+            what: "record read back",
+            kind: CorruptionKind::InvalidValue { found: lsn },
+        })
     }
 
     /// Removes the record at `from` and every later one (Raft's `truncate`). Durable when
@@ -477,7 +518,7 @@ impl Wal {
     /// `InvalidArgument` if `from` is purged or beyond the next LSN.
     pub fn truncate(&self, from: Lsn) -> Result<()> {
         let slot = Slot::new(&self.shared.notifier);
-        {
+        let lead = {
             let mut state = self.shared.state.lock();
             state.refuse_if_unusable()?;
             let floor = state.purged.map_or(0, |p| p.lsn.0);
@@ -488,7 +529,9 @@ impl Wal {
                     state.next_lsn
                 )));
             }
-            if from.0 == state.next_lsn {
+            // Nothing to remove, and no earlier truncate still queued whose durability
+            // this call would otherwise claim.
+            if from.0 == state.next_lsn && state.requests.is_empty() {
                 return Ok(());
             }
             let last = if from.0 - 1 == floor {
@@ -515,9 +558,9 @@ impl Wal {
                 from: from.0,
                 completion: Completion::Slot(Arc::clone(&slot)),
             });
-        }
-        self.shared.work.notify_one();
-        Ticket::new(slot).wait()
+            claim_lead(&mut state)
+        };
+        self.wait_led(lead, slot)
     }
 
     /// Removes every record up to and including `upto` (Raft's `purge`); `upto` may lie
@@ -526,13 +569,18 @@ impl Wal {
     /// already done and changes nothing.
     pub fn purge(&self, upto: LogId) -> Result<()> {
         let slot = Slot::new(&self.shared.notifier);
-        {
+        let lead = {
             let mut state = self.shared.state.lock();
             state.refuse_if_unusable()?;
             let floor = state.purged.map_or(0, |p| p.lsn.0);
             if upto.lsn.0 <= floor {
                 // Purging is monotonic; an older or equal point is already done.
                 return Ok(());
+            }
+            if upto.lsn.0 == u64::MAX {
+                return Err(Error::InvalidArgument(
+                    "cannot purge through the last possible LSN".to_string(),
+                ));
             }
             state.purged = Some(upto);
             if upto.lsn.0 >= state.next_lsn {
@@ -551,9 +599,9 @@ impl Wal {
                 upto,
                 completion: Completion::Slot(Arc::clone(&slot)),
             });
-        }
-        self.shared.work.notify_one();
-        Ticket::new(slot).wait()
+            claim_lead(&mut state)
+        };
+        self.wait_led(lead, slot)
     }
 
     /// Saves Raft's vote, durably, ordered after every append submitted before it.
@@ -568,16 +616,16 @@ impl Wal {
             )));
         }
         let slot = Slot::new(&self.shared.notifier);
-        {
+        let lead = {
             let mut state = self.shared.state.lock();
             state.refuse_if_unusable()?;
             state.requests.push_back(Request::SaveVote {
                 vote: vote.to_vec(),
                 completion: Completion::Slot(Arc::clone(&slot)),
             });
-        }
-        self.shared.work.notify_one();
-        Ticket::new(slot).wait()
+            claim_lead(&mut state)
+        };
+        self.wait_led(lead, slot)
     }
 
     /// The last saved vote.
@@ -589,15 +637,15 @@ impl Wal {
     /// highest durable LSN (0 if the log is empty).
     pub fn sync(&self) -> Result<u64> {
         let slot = Slot::new(&self.shared.notifier);
-        {
+        let lead = {
             let mut state = self.shared.state.lock();
             state.refuse_if_unusable()?;
             state.requests.push_back(Request::Sync {
                 completion: Completion::Slot(Arc::clone(&slot)),
             });
-        }
-        self.shared.work.notify_one();
-        Ticket::new(slot).wait()
+            claim_lead(&mut state)
+        };
+        self.wait_led(lead, slot)
     }
 
     /// The last record appended (written or in flight), or the purge point if the log is
@@ -623,7 +671,9 @@ impl Wal {
 
     /// Counters since open.
     pub fn stats(&self) -> WalStats {
-        self.shared.state.lock().stats
+        let mut stats = self.shared.state.lock().stats;
+        stats.callback_panics = self.shared.deferred.panics();
+        stats
     }
 
     /// Whether an earlier failure poisoned the log.
@@ -668,6 +718,15 @@ impl std::fmt::Debug for Wal {
             .field("dir", &self.shared.dir)
             .finish()
     }
+}
+
+/// Under the state lock, right after queueing a request: whether the caller must now lead.
+fn claim_lead(state: &mut State) -> bool {
+    if state.leading {
+        return false;
+    }
+    state.leading = true;
+    true
 }
 
 /// Records appended by one request, shared by the queue, readers and the writer.

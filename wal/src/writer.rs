@@ -144,7 +144,10 @@ impl Writer {
                 };
                 if work.is_none() {
                     state.leading = false;
-                    if !state.requests.is_empty() {
+                    // The background writer takes over what is queued, and runs the
+                    // interval timer for bytes this leader left unsynced.
+                    let interval = matches!(self.shared.options.sync, SyncPolicy::Interval(_));
+                    if !state.requests.is_empty() || (interval && state.unsynced) {
                         drop(state);
                         self.shared.work.notify_one();
                     }
@@ -190,25 +193,31 @@ impl Writer {
                     }
                 }
             };
-            let mut writer = writer.lock();
-            match interval_sync {
-                None => {
-                    // A clean close leaves everything durable, whatever the policy.
-                    if shared.state.lock().poisoned.is_none()
-                        && let Err(e) = writer.sync_tail()
-                    {
-                        writer.poison(&e);
+            {
+                let mut writer = writer.lock();
+                match interval_sync {
+                    None => {
+                        // A clean close leaves everything durable, whatever the policy.
+                        if shared.state.lock().poisoned.is_none()
+                            && let Err(e) = writer.sync_tail()
+                        {
+                            writer.poison(&e);
+                        }
+                        writer.shared.notifier.notify();
+                        writer.spares.stop();
+                        drop(writer);
+                        shared.deferred.run();
+                        return;
                     }
-                    writer.shared.notifier.notify();
-                    writer.spares.stop();
-                    return;
+                    Some(true) => {
+                        writer.process(Work::IntervalSync);
+                        writer.lead::<()>(None);
+                    }
+                    Some(false) => writer.lead::<()>(None),
                 }
-                Some(true) => {
-                    writer.process(Work::IntervalSync);
-                    writer.lead::<()>(None);
-                }
-                Some(false) => writer.lead::<()>(None),
             }
+            // Callbacks run with the writer released.
+            shared.deferred.run();
         }
     }
 
@@ -437,6 +446,15 @@ impl Writer {
     ///
     /// Requires: the current tail, if any, is durable.
     fn rotate(&mut self, first_lsn: u64) -> Result<()> {
+        self.rotate_truncating(first_lsn, false)
+    }
+
+    /// Starts a new segment whose first record will be `first_lsn`; with `truncating`, the
+    /// new segment supersedes every record at or after `first_lsn`, and the index forgets
+    /// them in the same critical section that adds the segment (after it is durable).
+    ///
+    /// Requires: the current tail, if any, is durable.
+    fn rotate_truncating(&mut self, first_lsn: u64, truncating: bool) -> Result<()> {
         if let Some(tail) = &self.tail {
             assert_eq!(
                 tail.offset, tail.synced,
@@ -456,6 +474,10 @@ impl Writer {
         let dead = {
             // One critical section: readers never see the index with dead segments in it.
             let mut state = self.shared.state.lock();
+            if truncating {
+                state.index.truncate(first_lsn);
+                state.durable = state.durable.min(first_lsn - 1);
+            }
             let dead = state.index.remove_dead(purged, true);
             state.index.segments.push(IndexedSegment {
                 name: segment_name(header.segment_id),
@@ -559,14 +581,29 @@ impl Writer {
         }
     }
 
+    /// Truncates by starting a segment whose first LSN is `from`; the index forgets the
+    /// superseded records only once that segment is durable.
     fn truncate(&mut self, from: u64) -> Result<()> {
+        let written_beyond = self
+            .shared
+            .state
+            .lock()
+            .index
+            .last_lsn()
+            .is_some_and(|l| l >= from);
+        if !written_beyond {
+            // Nothing at or after `from` was ever written (an earlier truncate in the queue
+            // removed it, or it was purged): there is nothing to supersede.
+            return Ok(());
+        }
         self.sync_tail()?;
-        self.shared.state.lock().index.truncate(from);
-        if let Err(e) = self.rotate(from) {
-            // The truncation is not durable; make the next append start a segment that
-            // records it.
-            if let Some(tail) = self.tail.as_mut() {
-                tail.next_lsn = u64::MAX;
+        if let Err(e) = self.rotate_truncating(from, true) {
+            if matches!(e, Error::NoSpace { .. }) {
+                // The truncation did not happen: the log is what the files say, and what was
+                // queued after it was validated against a log that does not exist.
+                for request in self.refuse_queue() {
+                    request.fail(e.clone());
+                }
             }
             return Err(e);
         }
@@ -586,23 +623,30 @@ impl Writer {
         let queued: Vec<Request> = {
             let mut state = self.shared.state.lock();
             let queued: Vec<Request> = state.requests.drain(..).collect();
-            state.queued_bytes = 0;
-            state.unwritten.clear();
-            let purged = self.log_state.purged;
-            state.purged = purged;
-            state.vote.clone_from(&self.log_state.vote);
-            let floor = purged.map_or(0, |p| p.lsn.0);
-            let written = state.index.last_lsn().filter(|&l| l > floor);
-            let last = match written {
-                Some(lsn) => state.index.log_id(lsn),
-                None => purged,
-            };
-            state.next_lsn = last.map_or(1, |l: LogId| l.lsn.0 + 1);
-            state.last = last;
+            self.reset_view(&mut state);
             queued
         };
         self.shared.room.notify_all();
         queued
+    }
+
+    /// Makes the log's in-memory view (next LSN, last id, purge point, vote, the queue of
+    /// unwritten records) what the writer has written and stored. Requires: the caller
+    /// drains `state.requests`.
+    fn reset_view(&self, state: &mut State) {
+        state.queued_bytes = 0;
+        state.unwritten.clear();
+        let purged = self.log_state.purged;
+        state.purged = purged;
+        state.vote.clone_from(&self.log_state.vote);
+        let floor = purged.map_or(0, |p| p.lsn.0);
+        let written = state.index.last_lsn().filter(|&l| l > floor);
+        let last = match written {
+            Some(lsn) => state.index.log_id(lsn),
+            None => purged,
+        };
+        state.next_lsn = last.map_or(1, |l: LogId| l.lsn.0 + 1);
+        state.last = last;
     }
 
     fn poison(&mut self, error: &Error) {
@@ -610,7 +654,8 @@ impl Writer {
         let queued: Vec<Request> = {
             let mut state = self.shared.state.lock();
             state.poisoned = Some(Arc::clone(&cause));
-            state.queued_bytes = 0;
+            // Records whose append failed must not stay readable from the queue.
+            self.reset_view(&mut state);
             state.requests.drain(..).collect()
         };
         self.shared.room.notify_all();
