@@ -20,6 +20,7 @@ use crate::{raw, walbench};
 #[derive(Clone, Copy, Debug)]
 enum Bench {
     WalSynced { threads: usize },
+    WalPipelined { depth: usize },
     RawFdatasync,
     WalBulk,
     RawBulk,
@@ -29,6 +30,7 @@ impl Bench {
     fn label(self) -> String {
         match self {
             Bench::WalSynced { threads } => format!("wal sync x{threads}"),
+            Bench::WalPipelined { depth } => format!("wal sync {depth} in flight, 1 thread"),
             Bench::RawFdatasync => "raw pwrite+fdatasync".to_string(),
             Bench::WalBulk => "wal bulk (sync never)".to_string(),
             Bench::RawBulk => "raw 1MiB pwrite".to_string(),
@@ -38,6 +40,7 @@ impl Bench {
     fn dir_label(self) -> String {
         match self {
             Bench::WalSynced { threads } => format!("wal-sync{threads}"),
+            Bench::WalPipelined { depth } => format!("wal-pipelined{depth}"),
             Bench::RawFdatasync => "raw-fdatasync".to_string(),
             Bench::WalBulk => "wal-bulk".to_string(),
             Bench::RawBulk => "raw-bulk".to_string(),
@@ -47,6 +50,7 @@ impl Bench {
     fn run(self, fs: &Arc<RealFs>, dir: &Path, settings: &Settings) -> Result<Sample> {
         match self {
             Bench::WalSynced { threads } => walbench::synced_appends(fs, dir, settings, threads),
+            Bench::WalPipelined { depth } => walbench::pipelined_appends(fs, dir, settings, depth),
             Bench::RawFdatasync => raw::fdatasync_floor(fs, dir, settings),
             Bench::WalBulk => walbench::bulk_appends(fs, dir, settings),
             Bench::RawBulk => raw::bulk_write(fs, dir, settings),
@@ -73,6 +77,15 @@ fn plans(settings: &Settings) -> Vec<Plan> {
             name: format!("wal.sync{threads}_vs_sync1"),
             metric: Metric::OpsPerSec,
             ours: Bench::WalSynced { threads },
+            baseline: Bench::WalSynced { threads: 1 },
+        });
+    }
+    // The same concurrency as the largest thread count, from tasks instead of OS threads.
+    if let Some(&depth) = settings.threads.iter().max().filter(|&&t| t > 1) {
+        plans.push(Plan {
+            name: format!("wal.inflight{depth}_vs_sync1"),
+            metric: Metric::OpsPerSec,
+            ours: Bench::WalPipelined { depth },
             baseline: Bench::WalSynced { threads: 1 },
         });
     }
@@ -217,7 +230,7 @@ fn smoke_check(
     comparisons: &[Comparison],
     ratio_lines: usize,
 ) -> Result<()> {
-    let expected = settings.threads.len() + 1;
+    let expected = plans(settings).len();
     ensure!(
         comparisons.len() == expected && ratio_lines == expected,
         "expected {expected} comparisons, got {} with {ratio_lines} ratio lines",

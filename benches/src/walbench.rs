@@ -3,6 +3,8 @@
 //!
 //! - Synced appends: `threads` appenders, each calling `Wal::append` (which returns once
 //!   the record is durable) in a loop for the sample's duration.
+//! - Pipelined synced appends: one thread keeps N appends in flight through tickets, as
+//!   async tasks on one executor thread would.
 //! - Unsynced bulk: `SyncPolicy::Never`, batches of 1 MiB of records through `Wal::submit`,
 //!   each ticket waited for, then one `Wal::sync`; the sample crosses segment boundaries so
 //!   rotation is included.
@@ -62,6 +64,65 @@ pub fn synced_appends(
     ensure!(
         delta.records == ops,
         "the WAL counted {} records, the appenders {ops}",
+        delta.records
+    );
+    Ok(Sample {
+        ops,
+        payload_bytes: ops * settings.record_size as u64,
+        written_bytes: delta.bytes,
+        writes: delta.writes,
+        syncs: delta.syncs,
+        segments_created: delta.segments_created,
+        elapsed,
+        latency: Some(latency),
+    })
+}
+
+/// One sample of synced appends kept `depth` deep in flight by a single thread through
+/// tickets (`Wal::submit`, then waiting on the oldest), the way async tasks on one executor
+/// thread append: group commit without an OS thread per appender.
+pub fn pipelined_appends(
+    fs: &Arc<RealFs>,
+    dir: &Path,
+    settings: &Settings,
+    depth: usize,
+) -> Result<Sample> {
+    let wal = open_ready(fs, dir, settings, SyncPolicy::Always)?;
+    let record = payload(settings.record_size, 0x5a);
+    let submit = |wal: &Wal| {
+        wal.submit(vec![NewRecord {
+            term: Term(0),
+            node: NodeId(0),
+            kind: RecordKind::Normal,
+            payload: record.clone(),
+        }])
+        .context("submit")
+    };
+    let before = wal.stats();
+    let mut latency = new_histogram();
+    let mut ops = 0u64;
+    let start = Instant::now();
+    let deadline = start + settings.sample;
+    let mut in_flight = std::collections::VecDeque::with_capacity(depth);
+    for _ in 0..depth {
+        in_flight.push_back((Instant::now(), submit(&wal)?));
+    }
+    while let Some((t0, ticket)) = in_flight.pop_front() {
+        let appended = ticket.wait().context("append")?;
+        ensure!(appended.durable, "a synced append came back not durable");
+        latency.saturating_record(duration_ns(t0.elapsed()));
+        ops += 1;
+        if Instant::now() < deadline {
+            in_flight.push_back((Instant::now(), submit(&wal)?));
+        }
+    }
+    let elapsed = start.elapsed();
+    let after = wal.stats();
+    wal.close().context("close the WAL")?;
+    let delta = stats_delta(before, after);
+    ensure!(
+        delta.records == ops,
+        "the WAL counted {} records, the driver {ops}",
         delta.records
     );
     Ok(Sample {
