@@ -59,23 +59,12 @@ pub fn synced_appends(
             .add(&histogram)
             .expect("histograms of equal bounds merge");
     }
-    wal.close().context("close the WAL")?;
-    let delta = stats_delta(before, after);
-    ensure!(
-        delta.records == ops,
-        "the WAL counted {} records, the appenders {ops}",
-        delta.records
-    );
-    Ok(Sample {
+    let timing = Timing {
         ops,
-        payload_bytes: ops * settings.record_size as u64,
-        written_bytes: delta.bytes,
-        writes: delta.writes,
-        syncs: delta.syncs,
-        segments_created: delta.segments_created,
         elapsed,
-        latency: Some(latency),
-    })
+        latency,
+    };
+    finish_synced(wal, settings, stats_delta(before, after), timing)
 }
 
 /// One sample of synced appends kept `depth` deep in flight by a single thread through
@@ -118,8 +107,25 @@ pub fn pipelined_appends(
     }
     let elapsed = start.elapsed();
     let after = wal.stats();
+    let timing = Timing {
+        ops,
+        elapsed,
+        latency,
+    };
+    finish_synced(wal, settings, stats_delta(before, after), timing)
+}
+
+/// What a synced sample measured.
+struct Timing {
+    ops: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+/// Closes the WAL, checks that it counted every append, and makes the sample.
+fn finish_synced(wal: Wal, settings: &Settings, delta: WalStats, timing: Timing) -> Result<Sample> {
     wal.close().context("close the WAL")?;
-    let delta = stats_delta(before, after);
+    let ops = timing.ops;
     ensure!(
         delta.records == ops,
         "the WAL counted {} records, the driver {ops}",
@@ -132,8 +138,8 @@ pub fn pipelined_appends(
         writes: delta.writes,
         syncs: delta.syncs,
         segments_created: delta.segments_created,
-        elapsed,
-        latency: Some(latency),
+        elapsed: timing.elapsed,
+        latency: Some(timing.latency),
     })
 }
 
