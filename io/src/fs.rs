@@ -166,6 +166,14 @@ pub trait File: Send + Sync + fmt::Debug {
     /// holds but the medium may have lost.
     fn evict_cache(&self) -> io::Result<()>;
 
+    /// A hint to start writing `len` bytes at `offset` back to the medium now, so that a
+    /// later sync has less to wait for. It makes nothing durable and may do nothing; clean
+    /// cached pages of the range may be dropped.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// A read-only view of `len` bytes at `offset`. The view shows the file's bytes as reads
     /// would, including writes made through this file system after the view was taken,
     /// and stays valid while any clone of it is held (even if the file is truncated, which
