@@ -271,6 +271,7 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
             offset: scan.end_offset,
             synced: scan.end_offset,
             next_lsn: segment.header.first_lsn + scan.records.len() as u64,
+            writeback_from: scan.end_offset,
         });
     }
 
