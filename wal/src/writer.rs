@@ -1,13 +1,18 @@
-//! The log writer: one thread that turns everything queued into one write and (per the sync
-//! policy) one fdatasync — group commit — and performs truncate, purge and vote saves in
-//! queue order, so that a vote and an append are never reordered.
+//! The log writer: whoever leads (a blocking caller that found the log idle, or the
+//! background thread) holds it and turns everything queued into one write and (per the sync
+//! policy) one fdatasync: group commit. It performs truncate, purge and vote saves in queue
+//! order, so that a vote and an append are never reordered.
 //!
 //! Invariants:
 //! - Units are written back to back in the tail segment; a segment is synced before the
 //!   next one is created, so only the last segment can have a torn tail.
 //! - Each unit's `durable_upto` is the offset through which its segment was durable when it
 //!   was written (recovery uses it to tell a torn tail from corruption).
+//! - The index forgets records superseded by a truncation only once the superseding
+//!   segment is durable, in the same critical section that adds it.
 //! - A failed write or sync poisons the log; it is never retried.
+//! - Waiters are completed, then woken, then their batches freed; callbacks run only after
+//!   the writer is released.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +30,7 @@ use crate::index::{IndexedSegment, Loc};
 use crate::options::SyncPolicy;
 use crate::segments::{Spares, install_segment, segment_name};
 use crate::state::LogState;
-use crate::ticket::Appended;
-use crate::ticket::Slot;
+use crate::ticket::{Appended, Slot};
 use crate::wal::{AppendRequest, Batch, Request, Shared, State};
 
 /// Unsynced bytes handed to writeback at a time.
@@ -54,7 +58,7 @@ pub(crate) struct Tail {
 #[derive(Default)]
 struct Placed {
     locs: Vec<(u64, Loc)>,
-    batches: Vec<crate::wal::Batch>,
+    batches: Vec<Batch>,
 }
 
 /// What recovery hands the writer.

@@ -308,7 +308,10 @@ fn issue_2_panicking_callback_does_not_stop_the_log() {
         |_| panic!("callback bug"),
     )
     .unwrap();
-    assert!(eventually(|| wal.stats().callback_panics == 1), "the callback never ran");
+    assert!(
+        eventually(|| wal.stats().callback_panics == 1),
+        "the callback never ran"
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     let w = Arc::clone(&wal);
     std::thread::spawn(move || {
