@@ -8,6 +8,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod block_builder;
+mod block_format;
+mod block_reader;
+mod error;
 mod internal_key;
 
+pub use block_builder::BlockBuilder;
+pub use block_reader::{Block, BlockIter};
+pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use internal_key::{InternalKey, KIND_DELETE, KIND_PUT, LSN_MAX, ValueKind, compare_internal};

@@ -1,0 +1,426 @@
+//! Reads one SST data block: validates its trailer and restart offsets once, then iterates
+//! and seeks without allocating (one reused key buffer). Layout: docs/format/sstable.md
+//! ("Data block"), constants in `block_format.rs`.
+//!
+//! Every byte is input: malformed bytes give [`Error::Corruption`], never a panic.
+//! [`Block::decode`] checks the crc32, the compression tag, the restart count and every
+//! restart offset (the first is 0, they strictly increase, all lie inside the entries); the
+//! iterator checks each entry's lengths as it decodes it, and that entries at restart
+//! offsets store their full key. Key order is the builder's assert, covered by the crc.
+
+use std::cmp::Ordering;
+
+use crate::block_format::{
+    COMPRESSION_NONE, CRC_SIZE, EntryHeader, RESTART_COUNT_SIZE, RESTART_OFFSET_SIZE, TRAILER_SIZE,
+};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::internal_key::compare_internal;
+
+/// A validated data block, borrowing its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Block<'a> {
+    /// The entries region.
+    entries: &'a [u8],
+    /// The restart offsets, `RESTART_OFFSET_SIZE` bytes each.
+    restarts: &'a [u8],
+    restart_count: usize,
+}
+
+impl<'a> Block<'a> {
+    /// Validates `bytes` as a whole block.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self> {
+        let body_len = check_trailer(bytes)?;
+        let count_at = body_len - RESTART_COUNT_SIZE;
+        let restart_count = read_u32(bytes, count_at) as usize;
+        let restarts_len = (restart_count as u64) * (RESTART_OFFSET_SIZE as u64);
+        if restarts_len > count_at as u64 {
+            return Err(Error::corruption(
+                count_at,
+                "block restart count",
+                CorruptionKind::InvalidValue {
+                    found: restart_count as u64,
+                },
+            ));
+        }
+        let restarts_at = count_at - restarts_len as usize;
+        let block = Self {
+            entries: &bytes[..restarts_at],
+            restarts: &bytes[restarts_at..count_at],
+            restart_count,
+        };
+        block.check_restarts(restarts_at)?;
+        Ok(block)
+    }
+
+    /// An iterator over the block, positioned nowhere (call a seek first).
+    #[expect(
+        clippy::iter_not_returning_iterator,
+        reason = "a seekable cursor whose steps can fail, not an Iterator"
+    )]
+    pub fn iter(&self) -> BlockIter<'a> {
+        BlockIter {
+            block: *self,
+            key: Vec::new(),
+            current: self.entries.len(),
+            next: self.entries.len(),
+            value: 0..0,
+            restart_index: 0,
+        }
+    }
+
+    /// The number of restart points (0 only for an empty block).
+    pub fn restart_count(&self) -> usize {
+        self.restart_count
+    }
+
+    /// Whether the block holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn restart(&self, index: usize) -> usize {
+        read_u32(self.restarts, index * RESTART_OFFSET_SIZE) as usize
+    }
+
+    fn check_restarts(&self, restarts_at: usize) -> Result<()> {
+        if self.entries.is_empty() != (self.restart_count == 0) {
+            return Err(Error::corruption(
+                restarts_at,
+                "block restart count",
+                CorruptionKind::InvalidValue {
+                    found: self.restart_count as u64,
+                },
+            ));
+        }
+        let mut prev = None;
+        for i in 0..self.restart_count {
+            let offset = self.restart(i);
+            let valid = match prev {
+                None => offset == 0,
+                Some(p) => offset > p && offset < self.entries.len(),
+            };
+            if !valid {
+                return Err(Error::corruption(
+                    restarts_at + i * RESTART_OFFSET_SIZE,
+                    "block restart offset",
+                    CorruptionKind::InvalidValue {
+                        found: offset as u64,
+                    },
+                ));
+            }
+            prev = Some(offset);
+        }
+        Ok(())
+    }
+}
+
+/// Checks the length, crc32 and compression tag; returns the length before the trailer.
+fn check_trailer(bytes: &[u8]) -> Result<usize> {
+    let min = RESTART_COUNT_SIZE + TRAILER_SIZE;
+    if bytes.len() < min {
+        return Err(Error::corruption(
+            0,
+            "block",
+            CorruptionKind::Truncated {
+                needed: min as u64,
+                available: bytes.len() as u64,
+            },
+        ));
+    }
+    let crc_at = bytes.len() - CRC_SIZE;
+    let expected = read_u32(bytes, crc_at);
+    let actual = popdb_io::crc32(&bytes[..crc_at]);
+    if expected != actual {
+        return Err(Error::corruption(
+            crc_at,
+            "block crc32",
+            CorruptionKind::ChecksumMismatch { expected, actual },
+        ));
+    }
+    let tag_at = bytes.len() - TRAILER_SIZE;
+    let tag = bytes[tag_at];
+    if tag != COMPRESSION_NONE {
+        return Err(Error::corruption(
+            tag_at,
+            "block compression tag",
+            CorruptionKind::InvalidTag { tag },
+        ));
+    }
+    Ok(tag_at)
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let raw = bytes[at..at + 4].try_into().expect("4 bytes");
+    u32::from_le_bytes(raw)
+}
+
+/// A cursor over a [`Block`]'s entries. Valid after a successful seek that found an entry;
+/// [`BlockIter::key`] and [`BlockIter::value`] may only be called while valid. A method that
+/// returns an error leaves the cursor invalid.
+#[derive(Clone, Debug)]
+pub struct BlockIter<'a> {
+    block: Block<'a>,
+    /// The current entry's full key.
+    key: Vec<u8>,
+    /// Offset of the current entry; `entries.len()` when invalid.
+    current: usize,
+    /// Offset of the entry after the current one.
+    next: usize,
+    value: std::ops::Range<usize>,
+    /// The last restart point at or before `current`.
+    restart_index: usize,
+}
+
+impl<'a> BlockIter<'a> {
+    /// Whether the cursor is at an entry.
+    pub fn valid(&self) -> bool {
+        self.current < self.block.entries.len()
+    }
+
+    /// The current entry's key.
+    ///
+    /// # Panics
+    /// If the cursor is not valid.
+    pub fn key(&self) -> &[u8] {
+        assert!(self.valid(), "key() on an invalid block iterator");
+        &self.key
+    }
+
+    /// The current entry's value, borrowed from the block.
+    ///
+    /// # Panics
+    /// If the cursor is not valid.
+    pub fn value(&self) -> &'a [u8] {
+        assert!(self.valid(), "value() on an invalid block iterator");
+        &self.block.entries[self.value.clone()]
+    }
+
+    /// Moves to the first entry (invalid if the block is empty).
+    pub fn seek_to_first(&mut self) -> Result<()> {
+        self.invalidate();
+        if self.block.restart_count == 0 {
+            return Ok(());
+        }
+        self.seek_to_restart(0)?;
+        self.guard(Self::parse_next)
+    }
+
+    /// Moves to the last entry (invalid if the block is empty).
+    pub fn seek_to_last(&mut self) -> Result<()> {
+        self.invalidate();
+        let Some(last) = self.block.restart_count.checked_sub(1) else {
+            return Ok(());
+        };
+        self.seek_to_restart(last)?;
+        let end = self.block.entries.len();
+        self.guard(|it| it.scan_until(end))
+    }
+
+    /// Moves to the first entry whose key is at or after `target` under
+    /// [`compare_internal`]; invalid if there is none.
+    pub fn seek(&mut self, target: &[u8]) -> Result<()> {
+        self.invalidate();
+        if self.block.restart_count == 0 {
+            return Ok(());
+        }
+        // The last restart point whose key is below `target` (or the first).
+        let (mut lo, mut hi) = (0, self.block.restart_count - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let key = self.restart_key(mid)?;
+            if compare_internal(key, target) == Ordering::Less {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        self.seek_to_restart(lo)?;
+        self.guard(|it| {
+            loop {
+                it.parse_next()?;
+                if !it.valid() || compare_internal(&it.key, target) != Ordering::Less {
+                    return Ok(());
+                }
+            }
+        })
+    }
+
+    /// Moves to the next entry (invalid past the last).
+    ///
+    /// # Panics
+    /// If the cursor is not valid.
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "a cursor step that can fail, not Iterator::next"
+    )]
+    pub fn next(&mut self) -> Result<()> {
+        assert!(self.valid(), "next() on an invalid block iterator");
+        self.guard(Self::parse_next)
+    }
+
+    /// Moves to the previous entry (invalid before the first), re-scanning from the restart
+    /// point before the current entry.
+    ///
+    /// # Panics
+    /// If the cursor is not valid.
+    pub fn prev(&mut self) -> Result<()> {
+        assert!(self.valid(), "prev() on an invalid block iterator");
+        let original = self.current;
+        while self.block.restart(self.restart_index) >= original {
+            if self.restart_index == 0 {
+                self.invalidate();
+                return Ok(());
+            }
+            self.restart_index -= 1;
+        }
+        self.seek_to_restart(self.restart_index)?;
+        self.guard(|it| it.scan_until(original))
+    }
+
+    /// Runs `step`; on error leaves the cursor invalid.
+    fn guard(&mut self, step: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        let result = step(self);
+        if result.is_err() {
+            self.invalidate();
+        }
+        result
+    }
+
+    fn invalidate(&mut self) {
+        self.current = self.block.entries.len();
+        self.next = self.current;
+        self.key.clear();
+    }
+
+    /// Positions so that the next `parse_next` decodes the entry at restart `index`.
+    fn seek_to_restart(&mut self, index: usize) -> Result<()> {
+        self.restart_key(index)?;
+        self.key.clear();
+        self.restart_index = index;
+        self.next = self.block.restart(index);
+        Ok(())
+    }
+
+    /// The full key stored at restart `index`, borrowed from the block.
+    fn restart_key(&self, index: usize) -> Result<&'a [u8]> {
+        let offset = self.block.restart(index);
+        let header = EntryHeader::decode(self.block.entries, offset, 0)?;
+        if header.shared != 0 {
+            return Err(Error::corruption(
+                offset,
+                "restart entry shared_len",
+                CorruptionKind::InvalidValue {
+                    found: header.shared as u64,
+                },
+            ));
+        }
+        Ok(&self.block.entries[header.key_start..header.value_start()])
+    }
+
+    /// Decodes the entry at `self.next`, or becomes invalid at the end of the entries.
+    fn parse_next(&mut self) -> Result<()> {
+        let entries = self.block.entries;
+        if self.next >= entries.len() {
+            self.invalidate();
+            return Ok(());
+        }
+        let offset = self.next;
+        let header = EntryHeader::decode(entries, offset, self.key.len())?;
+        while self.restart_index + 1 < self.block.restart_count
+            && self.block.restart(self.restart_index + 1) <= offset
+        {
+            self.restart_index += 1;
+        }
+        if self.block.restart(self.restart_index) == offset && header.shared != 0 {
+            return Err(Error::corruption(
+                offset,
+                "restart entry shared_len",
+                CorruptionKind::InvalidValue {
+                    found: header.shared as u64,
+                },
+            ));
+        }
+        self.key.truncate(header.shared);
+        self.key
+            .extend_from_slice(&entries[header.key_start..header.value_start()]);
+        self.value = header.value_start()..header.end();
+        self.current = offset;
+        self.next = header.end();
+        Ok(())
+    }
+
+    /// Decodes entries until the one whose end is `end`, and stops there.
+    fn scan_until(&mut self, end: usize) -> Result<()> {
+        loop {
+            self.parse_next()?;
+            if !self.valid() || self.next > end {
+                return Err(Error::corruption(
+                    end,
+                    "entry boundary",
+                    CorruptionKind::InvalidValue { found: end as u64 },
+                ));
+            }
+            if self.next == end {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BlockBuilder;
+
+    #[test]
+    fn empty_block_decodes_and_iterates_nothing() {
+        let bytes = BlockBuilder::default().finish();
+        let block = Block::decode(&bytes).unwrap();
+        assert!(block.is_empty());
+        let mut it = block.iter();
+        it.seek_to_first().unwrap();
+        assert!(!it.valid());
+        it.seek_to_last().unwrap();
+        assert!(!it.valid());
+        it.seek(b"anything").unwrap();
+        assert!(!it.valid());
+    }
+
+    #[test]
+    fn restart_offsets_are_validated() {
+        let mut b = BlockBuilder::new(1);
+        b.add(&[1; 9], b"v");
+        b.add(&[2; 9], b"v");
+        let good = b.finish();
+        let count_at = good.len() - TRAILER_SIZE - RESTART_COUNT_SIZE;
+        for (at, value) in [
+            (count_at - 8, 1u32),
+            (count_at - 4, 0),
+            (count_at - 4, 1000),
+        ] {
+            let mut bad = good.clone();
+            bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            let crc_at = bad.len() - CRC_SIZE;
+            let crc = popdb_io::crc32(&bad[..crc_at]);
+            bad[crc_at..].copy_from_slice(&crc.to_le_bytes());
+            let Err(Error::Corruption(c)) = Block::decode(&bad) else {
+                panic!("restart {value} at {at} accepted");
+            };
+            assert_eq!(c.what, "block restart offset");
+            assert_eq!(c.offset, at as u64);
+        }
+    }
+
+    #[test]
+    fn unknown_compression_tag_is_refused() {
+        let mut bad = BlockBuilder::default().finish();
+        let tag_at = bad.len() - TRAILER_SIZE;
+        bad[tag_at] = 1;
+        let crc = popdb_io::crc32(&bad[..=tag_at]);
+        bad[tag_at + 1..].copy_from_slice(&crc.to_le_bytes());
+        let Err(Error::Corruption(c)) = Block::decode(&bad) else {
+            panic!("tag 1 accepted");
+        };
+        assert_eq!(c.kind, CorruptionKind::InvalidTag { tag: 1 });
+    }
+}

@@ -1,0 +1,90 @@
+//! The tree's errors. Each variant says what the caller can do about it.
+//!
+//! Bytes read from disk are input: a decoder that finds them malformed returns
+//! [`Error::Corruption`] with where and what, and never panics (STYLE sections 4 and 5).
+
+use std::fmt;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the tree.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Stored bytes cannot be what the tree wrote. Nothing was changed; the caller should stop
+    /// using the file and report it.
+    #[error("lsm: corruption: {0}")]
+    Corruption(Corruption),
+}
+
+impl Error {
+    /// A corruption at `offset` of a structure decoded outside any file (a lone block or
+    /// filter); the SST reader adds the file's id when it has one.
+    pub(crate) fn corruption(offset: usize, what: &'static str, kind: CorruptionKind) -> Self {
+        Self::Corruption(Corruption {
+            file_id: None,
+            offset: offset as u64,
+            what,
+            kind,
+        })
+    }
+}
+
+/// Where and how stored bytes are damaged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corruption {
+    /// The id of the file holding the bytes, when the decoder knows it. `None` for a block
+    /// or filter decoded on its own, where `offset` counts from the structure's first byte.
+    pub file_id: Option<u64>,
+    /// Byte offset of the damaged field.
+    pub offset: u64,
+    /// The field or structure being decoded.
+    pub what: &'static str,
+    /// What was wrong with it.
+    pub kind: CorruptionKind,
+}
+
+/// The nature of a [`Corruption`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptionKind {
+    /// A stored checksum does not match the bytes.
+    ChecksumMismatch {
+        /// The checksum stored.
+        expected: u32,
+        /// The checksum of the bytes read.
+        actual: u32,
+    },
+    /// The bytes end before the structure does.
+    Truncated {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// A tag byte holds a value this build does not know.
+    InvalidTag {
+        /// The tag found.
+        tag: u8,
+    },
+    /// A field holds a value no writer produces (an offset out of range, an over-long varint,
+    /// a prefix longer than the previous key).
+    InvalidValue {
+        /// The value found.
+        found: u64,
+    },
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(id) = self.file_id {
+            write!(f, "file {id} ")?;
+        }
+        write!(
+            f,
+            "at offset {} ({}): {:?}",
+            self.offset, self.what, self.kind
+        )
+    }
+}
