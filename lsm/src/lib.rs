@@ -11,10 +11,12 @@
 mod block_builder;
 mod block_format;
 mod block_reader;
+mod bloom;
 mod error;
 mod internal_key;
 
 pub use block_builder::BlockBuilder;
 pub use block_reader::{Block, BlockIter};
+pub use bloom::{BITS_PER_KEY_DEFAULT, BloomBuilder, BloomFilter};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use internal_key::{InternalKey, KIND_DELETE, KIND_PUT, LSN_MAX, ValueKind, compare_internal};
