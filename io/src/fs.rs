@@ -164,6 +164,10 @@ pub trait File: Send + Sync + fmt::Debug {
     /// Drops this file's clean cached pages so that later reads come from the medium.
     /// After a failed sync, this is how a reader stops trusting data that the cache still
     /// holds but the medium may have lost.
+    ///
+    /// Best effort on real files: the kernel keeps pages that are mapped, dirty, locked or
+    /// under writeback. Callers evict before mapping, as the WAL's recovery does (it never
+    /// maps); a process that saw a failed sync reopens its files in recovery anyway.
     fn evict_cache(&self) -> io::Result<()>;
 
     /// A hint to start writing `len` bytes at `offset` back to the medium now, so that a

@@ -73,6 +73,10 @@ impl File for RealFile {
     }
 
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        // fadvise reads a zero length as "to the end of the file".
+        if len == 0 {
+            return Ok(());
+        }
         // POSIX_FADV_DONTNEED starts asynchronous writeback of the range's dirty pages (and
         // drops its clean ones), the effect of sync_file_range(WRITE) without unsafe FFI.
         let len = std::num::NonZeroU64::new(len);

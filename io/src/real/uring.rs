@@ -371,7 +371,25 @@ fn wait_round(ring: &mut IoUring, count: usize) -> Result<Vec<i32>, BatchError> 
     let mut reaped = 0_usize;
     let mut retries = 0_u32;
     while reaped < count {
-        if let Err(e) = ring.submit_and_wait(count - reaped) {
+        let submitted = ring.submit_and_wait(count - reaped);
+        if submitted.is_ok() && !ring.submission().is_empty() {
+            // The kernel took only part of the queue (it could not allocate requests). A
+            // linked chain is cut there: the rest would run as a new chain, concurrently
+            // with this part, so a linked fdatasync could finish before the writes it
+            // follows. Reap everything taken before submitting the rest.
+            let consumed = count - ring.submission().len();
+            while reaped < consumed {
+                for cqe in ring.completion() {
+                    reap(&mut results, &cqe);
+                    reaped += 1;
+                }
+                if reaped < consumed {
+                    std::thread::yield_now();
+                }
+            }
+            continue;
+        }
+        if let Err(e) = submitted {
             let consumed = count.saturating_sub(ring.submission().len());
             let in_flight = consumed.saturating_sub(reaped);
             let transient = matches!(
@@ -393,16 +411,7 @@ fn wait_round(ring: &mut IoUring, count: usize) -> Result<Vec<i32>, BatchError> 
             }
         }
         for cqe in ring.completion() {
-            let slot = usize::try_from(cqe.user_data())
-                .ok()
-                .and_then(|index| results.get_mut(index));
-            match slot {
-                Some(slot @ None) => *slot = Some(cqe.result()),
-                _ => abort_in_flight(&format!(
-                    "io_uring posted an unexpected completion (user_data {})",
-                    cqe.user_data()
-                )),
-            }
+            reap(&mut results, &cqe);
             reaped += 1;
         }
     }
@@ -411,6 +420,21 @@ fn wait_round(ring: &mut IoUring, count: usize) -> Result<Vec<i32>, BatchError> 
         .into_iter()
         .map(|result| result.expect("each of `count` slots was filled once"))
         .collect())
+}
+
+/// Records one completion in its slot; a completion no slot expects aborts (the kernel
+/// may still be using buffers we would otherwise free).
+fn reap(results: &mut [Option<i32>], cqe: &io_uring::cqueue::Entry) {
+    let slot = usize::try_from(cqe.user_data())
+        .ok()
+        .and_then(|index| results.get_mut(index));
+    match slot {
+        Some(slot @ None) => *slot = Some(cqe.result()),
+        _ => abort_in_flight(&format!(
+            "io_uring posted an unexpected completion (user_data {})",
+            cqe.user_data()
+        )),
+    }
 }
 
 /// Folds a round's results into `done` and `synced`, walking the chain in order and
