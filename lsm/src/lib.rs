@@ -14,9 +14,13 @@ mod block_reader;
 mod bloom;
 mod error;
 mod internal_key;
+mod memtable;
+mod memtable_iter;
 
 pub use block_builder::BlockBuilder;
 pub use block_reader::{Block, BlockIter};
 pub use bloom::{BITS_PER_KEY_DEFAULT, BloomBuilder, BloomFilter};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use internal_key::{InternalKey, KIND_DELETE, KIND_PUT, LSN_MAX, ValueKind, compare_internal};
+pub use memtable::{Memtable, MemtableEntry};
+pub use memtable_iter::{MemtableRange, MemtableRangeRev};
