@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use popdb_lsm::{Block, BlockBuilder, BlockIter, Error, InternalKey, LSN_MAX, ValueKind};
+use popdb_lsm::{
+    Block, BlockBuilder, BlockIter, BloomBuilder, Error, InternalKey, LSN_MAX, ValueKind,
+};
 use proptest::prelude::*;
 
 type Model = BTreeMap<InternalKey, Vec<u8>>;
@@ -178,4 +180,43 @@ fn corruption_names_the_checksum() {
     };
     assert_eq!(c.what, "block crc32");
     assert_eq!(c.offset, (bytes.len() - 4) as u64);
+}
+
+/// The worked examples of docs/format/sstable.md: if these bytes change, so must the spec.
+#[test]
+fn the_specs_worked_examples_hold() {
+    let mut builder = BlockBuilder::new(2);
+    builder.add(
+        InternalKey::new(b"apple", 7, ValueKind::Put).encoded(),
+        b"red",
+    );
+    builder.add(
+        InternalKey::new(b"apply", 9, ValueKind::Delete).encoded(),
+        b"",
+    );
+    builder.add(
+        InternalKey::new(b"pear", 3, ValueKind::Put).encoded(),
+        b"green",
+    );
+    let block = builder.finish();
+    let expected: [u8; 68] = [
+        0x00, 0x0d, 0x03, 0x61, 0x70, 0x70, 0x6c, 0x65, //
+        0x01, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
+        0x72, 0x65, 0x64, 0x04, 0x09, 0x00, 0x79, 0x00, //
+        0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
+        0x0c, 0x05, 0x70, 0x65, 0x61, 0x72, 0x01, 0x03, //
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x67, 0x72, //
+        0x65, 0x65, 0x6e, 0x00, 0x00, 0x00, 0x00, 0x1f, //
+        0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, //
+        0x78, 0xb0, 0x8e, 0xa4,
+    ];
+    assert_eq!(block, expected);
+
+    let mut filter = BloomBuilder::new(10);
+    filter.add_key(b"apple");
+    filter.add_key(b"pear");
+    assert_eq!(
+        filter.finish(),
+        [0x43, 0xb0, 0x04, 0x49, 0x90, 0x02, 0x20, 0x00, 0x07]
+    );
 }
