@@ -5,8 +5,8 @@
 //! Every byte is input: malformed bytes give [`Error::Corruption`], never a panic.
 //! [`Block::decode`] checks the crc32, the compression tag, the restart count and every
 //! restart offset (the first is 0, they strictly increase, all lie inside the entries); the
-//! iterator checks each entry's lengths as it decodes it, and that entries at restart
-//! offsets store their full key. Key order is the builder's assert, covered by the crc.
+//! iterator checks each entry's lengths as it decodes it, that every restart offset falls on
+//! an entry boundary, and that entries at restart offsets store their full key. Key order is the builder's assert, covered by the crc.
 
 use std::cmp::Ordering;
 
@@ -317,10 +317,26 @@ impl<'a> BlockIter<'a> {
         Ok(&self.block.entries[header.key_start..header.value_start()])
     }
 
+    /// Offset in the block of restart offset `index` (for error reports).
+    fn restart_at(&self, index: usize) -> usize {
+        self.block.entries.len() + index * RESTART_OFFSET_SIZE
+    }
+
     /// Decodes the entry at `self.next`, or becomes invalid at the end of the entries.
     fn parse_next(&mut self) -> Result<()> {
         let entries = self.block.entries;
         if self.next >= entries.len() {
+            if self.restart_index + 1 < self.block.restart_count {
+                // The last entry ran over the restarts after this one.
+                let index = self.restart_index + 1;
+                return Err(Error::corruption(
+                    self.restart_at(index),
+                    "block restart offset",
+                    CorruptionKind::InvalidValue {
+                        found: self.block.restart(index) as u64,
+                    },
+                ));
+            }
             self.invalidate();
             return Ok(());
         }
@@ -330,6 +346,17 @@ impl<'a> BlockIter<'a> {
             && self.block.restart(self.restart_index + 1) <= offset
         {
             self.restart_index += 1;
+            let restart = self.block.restart(self.restart_index);
+            if restart != offset {
+                // Decoding from the previous restart stepped over this one.
+                return Err(Error::corruption(
+                    self.restart_at(self.restart_index),
+                    "block restart offset",
+                    CorruptionKind::InvalidValue {
+                        found: restart as u64,
+                    },
+                ));
+            }
         }
         if self.block.restart(self.restart_index) == offset && header.shared != 0 {
             return Err(Error::corruption(
@@ -409,6 +436,28 @@ mod tests {
             assert_eq!(c.what, "block restart offset");
             assert_eq!(c.offset, at as u64);
         }
+    }
+
+    /// A value that runs over a later restart point: the block opens (its offsets are in
+    /// range) but iterating must report the restart it stepped over, not yield one entry.
+    #[test]
+    fn an_entry_over_a_restart_point_is_refused() {
+        let mut b = BlockBuilder::new(1);
+        b.add(&[1; 9], b"v");
+        b.add(&[2; 9], b"v");
+        let mut bad = b.finish();
+        bad[2] = 14; // value_len of entry 0: 1 -> 14, to the end of the entries
+        let crc_at = bad.len() - CRC_SIZE;
+        let crc = popdb_io::crc32(&bad[..crc_at]);
+        bad[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        let block = Block::decode(&bad).unwrap();
+        let mut it = block.iter();
+        it.seek_to_first().unwrap();
+        let Err(Error::Corruption(c)) = it.next() else {
+            panic!("stepped over restart 1");
+        };
+        assert_eq!(c.what, "block restart offset");
+        assert!(!it.valid());
     }
 
     #[test]

@@ -24,3 +24,10 @@ pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use internal_key::{InternalKey, KIND_DELETE, KIND_PUT, LSN_MAX, ValueKind, compare_internal};
 pub use memtable::{Memtable, MemtableEntry};
 pub use memtable_iter::{MemtableRange, MemtableRangeRev};
+
+/// The block codec's layout constants, varints and entry decoder, for the fuzz crate and
+/// format tests. Not a stable API.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::block_format::*;
+}
