@@ -2,8 +2,11 @@
 //!
 //! The engine takes writes stamped with an LSN (the log's sequence number, which is also the
 //! version of every value it writes) and knows nothing of the log, Raft or the network; all
-//! its I/O goes through popdb-io. Built so far: the internal key, the order every layer of
-//! the tree sorts by. Format: docs/format/sstable.md (as the SST lands).
+//! its I/O goes through popdb-io. Built so far, each tested on its own: the internal key
+//! (the order every layer sorts by), the memtable (a concurrent multi-version skip list read
+//! at LSN views), and two parts of the SST: the data block and the bloom filter. The tree
+//! itself (SST files, manifest, flush, compaction) is not built yet. Format:
+//! docs/format/sstable.md.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
