@@ -4,14 +4,26 @@
 //! [`Error::Corruption`] with where and what, and never panics (STYLE sections 4 and 5).
 
 use std::fmt;
+use std::io;
+use std::sync::Arc;
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong in the tree.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A file operation failed. After a failed sync the caller must not trust the file's
+    /// contents (an fsync is never retried).
+    #[error("lsm: i/o error in {op}: {source}")]
+    Io {
+        /// The operation that failed (`"sst write"`, `"sst read"`, ...).
+        op: &'static str,
+        /// The error the file system returned.
+        #[source]
+        source: Arc<io::Error>,
+    },
     /// Stored bytes cannot be what the tree wrote. Nothing was changed; the caller should stop
     /// using the file and report it.
     #[error("lsm: corruption: {0}")]
@@ -19,6 +31,36 @@ pub enum Error {
 }
 
 impl Error {
+    /// An I/O error during `op`.
+    pub(crate) fn io(op: &'static str, source: io::Error) -> Self {
+        Self::Io {
+            op,
+            source: Arc::new(source),
+        }
+    }
+
+    /// The same error with a corruption's offset moved by `base` (a structure decoded on its
+    /// own, then placed at `base` of a file).
+    pub(crate) fn at_file_offset(self, base: u64) -> Self {
+        match self {
+            Self::Corruption(mut c) => {
+                c.offset = c.offset.saturating_add(base);
+                Self::Corruption(c)
+            }
+            other => other,
+        }
+    }
+
+    /// A corruption at file offset `offset`.
+    pub(crate) fn file_corruption(offset: u64, what: &'static str, kind: CorruptionKind) -> Self {
+        Self::Corruption(Corruption {
+            file_id: None,
+            offset,
+            what,
+            kind,
+        })
+    }
+
     /// A corruption at `offset` of a structure decoded outside any file (a lone block or
     /// filter); the SST reader adds the file's id when it has one.
     pub(crate) fn corruption(offset: usize, what: &'static str, kind: CorruptionKind) -> Self {
@@ -67,6 +109,18 @@ pub enum CorruptionKind {
     InvalidTag {
         /// The tag found.
         tag: u8,
+    },
+    /// A magic number is not the one this file type starts (or ends) with.
+    BadMagic {
+        /// The 8 bytes found.
+        found: [u8; 8],
+    },
+    /// The file's `format_version` is one this build cannot read.
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        max: u32,
     },
     /// A field holds a value no writer produces (an offset out of range, an over-long varint,
     /// a prefix longer than the previous key).

@@ -4,8 +4,9 @@
 //! version of every value it writes) and knows nothing of the log, Raft or the network; all
 //! its I/O goes through popdb-io. Built so far, each tested on its own: the internal key
 //! (the order every layer sorts by), the memtable (a concurrent multi-version skip list read
-//! at LSN views), and two parts of the SST: the data block and the bloom filter. The tree
-//! itself (SST files, manifest, flush, compaction) is not built yet. Format:
+//! at LSN views), and the SST file (data blocks, bloom filter, index block, footer; a writer
+//! and a reader with point reads at LSN views and forward iteration). The tree itself
+//! (manifest, flush, compaction) is not built yet. Format:
 //! docs/format/sstable.md.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,9 @@ mod error;
 mod internal_key;
 mod memtable;
 mod memtable_iter;
+mod sst_format;
+mod sst_reader;
+mod sst_writer;
 
 pub use block_builder::BlockBuilder;
 pub use block_reader::{Block, BlockIter};
@@ -27,10 +31,14 @@ pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use internal_key::{InternalKey, KIND_DELETE, KIND_PUT, LSN_MAX, ValueKind, compare_internal};
 pub use memtable::{Memtable, MemtableEntry};
 pub use memtable_iter::{MemtableRange, MemtableRangeRev};
+pub use sst_format::{BlockHandle, FOOTER_SIZE, FORMAT_VERSION, Footer, MAGIC};
+pub use sst_reader::{SstIter, SstReader};
+pub use sst_writer::{SstSummary, SstWriter, SstWriterOptions};
 
 /// The block codec's layout constants, varints and entry decoder, for the fuzz crate and
 /// format tests. Not a stable API.
 #[cfg(feature = "internals")]
 pub mod internals {
     pub use crate::block_format::*;
+    pub use crate::sst_format::*;
 }
