@@ -4,10 +4,9 @@
 //! version of every value it writes) and knows nothing of the log, Raft or the network; all
 //! its I/O goes through popdb-io. Built so far, each tested on its own: the internal key
 //! (the order every layer sorts by), the memtable (a concurrent multi-version skip list read
-//! at LSN views), and the SST file (data blocks, bloom filter, index block, footer; a writer
-//! and a reader with point reads at LSN views and forward iteration). The tree itself
-//! (manifest, flush, compaction) is not built yet. Format:
-//! docs/format/sstable.md.
+//! at LSN views), and SST files (data blocks, bloom filter, index block and footer; a writer
+//! and a reader with point reads and iteration). The tree itself (manifest, flush,
+//! compaction, the engine API) is not built yet. Format: docs/format/sstable.md.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
