@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use popdb_io::{CrashMode, Fault, FaultError, FaultOp, FsRef, SimFs};
+use popdb_io::{Clock, CrashMode, Fault, FaultError, FaultOp, FsRef, ManualClock, SimFs};
 use popdb_wal::internals::LogState;
 use popdb_wal::{Error, LogId, Lsn, NodeId, Record, RecordKind, SyncPolicy, Term, Wal, WalOptions};
 
@@ -85,20 +85,23 @@ fn issue_2_truncate_refused_for_space_then_retried_stays_truncated() {
 fn issue_2_interval_sync_fires_after_appender_led_write() {
     let sim = SimFs::new(2);
     let fs: FsRef = Arc::new(sim.clone());
+    // Time is the test's: the interval elapses when the test says so, not by sleeping.
+    let clock = Arc::new(ManualClock::new());
     let o = WalOptions {
         sync: SyncPolicy::Interval(Duration::from_millis(20)),
+        clock: Arc::clone(&clock) as Arc<dyn Clock>,
         ..options()
     };
     let wal = open(&fs, o);
-    // First append syncs (rotation creates the segment) — append a second one.
     wal.append(RecordKind::Normal, vec![1; 10]).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    clock.advance(Duration::from_millis(50));
     wal.append(RecordKind::Normal, vec![2; 10]).unwrap();
     let a = wal.append(RecordKind::Normal, vec![3; 10]).unwrap();
     assert!(!a.durable);
+    clock.advance(Duration::from_millis(50));
     assert!(
         eventually(|| wal.durable_lsn() == 3),
-        "5 s after the last write under Interval(20ms), LSN 3 is still not durable"
+        "once the interval elapsed, LSN 3 did not become durable within 5 s"
     );
 }
 
@@ -338,8 +341,11 @@ fn issue_2_panicking_callback_does_not_stop_the_log() {
 fn issue_2_interval_sync_fires_after_background_led_write() {
     let sim = SimFs::new(2);
     let fs: FsRef = Arc::new(sim.clone());
+    // Time is the test's: the interval elapses when the test says so, not by sleeping.
+    let clock = Arc::new(ManualClock::new());
     let o = WalOptions {
         sync: SyncPolicy::Interval(Duration::from_millis(20)),
+        clock: Arc::clone(&clock) as Arc<dyn Clock>,
         ..options()
     };
     let wal = open(&fs, o);
@@ -352,8 +358,9 @@ fn issue_2_interval_sync_fires_after_background_led_write() {
         }]
     };
     wal.submit(nr(1)).unwrap().wait().unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    clock.advance(Duration::from_millis(50));
     wal.submit(nr(2)).unwrap().wait().unwrap();
     wal.submit(nr(3)).unwrap().wait().unwrap();
+    clock.advance(Duration::from_millis(50));
     assert!(eventually(|| wal.durable_lsn() == 3));
 }
