@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use popdb_testkit::Rng;
+
 use popdb_lsm::{Memtable, MemtableEntry};
 
 /// Every version of every key: (lsn, value or tombstone), in apply order (LSN ascending).
@@ -16,21 +18,14 @@ type Model = BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>;
 /// What a read yields per key: (user key, value or tombstone, lsn).
 type Row = (Vec<u8>, Option<Vec<u8>>, u64);
 
-struct Rng(u64);
+/// Memtable-shaped draws on top of the shared generator.
+trait Draw {
+    fn key(&mut self) -> Vec<u8>;
+    fn value(&mut self) -> Vec<u8>;
+    fn bound(&mut self) -> Bound<Vec<u8>>;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
+impl Draw for Rng {
     /// A short key over a tiny alphabet, so keys repeat, nest as prefixes, and can be empty.
     fn key(&mut self) -> Vec<u8> {
         const ALPHABET: [u8; 4] = [0, 1, b'a', 0xff];

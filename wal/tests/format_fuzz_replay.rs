@@ -13,13 +13,8 @@
 #[path = "../../fuzz/checks/wal_segment_decode.rs"]
 mod check;
 
-mod common;
+use popdb_testkit::{Mutations, Rng, replay_corpus, replay_mutations};
 
-use common::Rng;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
-
-use popdb_io::{FileSystem, OpenOptions, RealFs};
 use popdb_wal::internals::{
     LogState, RECORD_HEADER_SIZE, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader,
     UNIT_HEADER_SIZE, UnitHeader, seed,
@@ -28,76 +23,15 @@ use popdb_wal::internals::{
 const TARGET: &str = "wal_segment_decode";
 const MUTATIONS_COUNT: u64 = 10_000;
 
-fn fuzz_dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz")
-        .join(kind)
-        .join(TARGET)
-}
-
-/// Every file in `dir`, by name (none if the folder does not exist).
-fn read_inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let fs = RealFs::new();
-    if !fs.exists(dir).unwrap() {
-        return Vec::new();
-    }
-    let mut names: Vec<String> = fs
-        .read_dir(dir)
-        .unwrap()
-        .into_iter()
-        .map(|n| n.into_string().unwrap())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let file = fs.open(&dir.join(&name), OpenOptions::read_only()).unwrap();
-            let mut bytes = vec![0u8; usize::try_from(file.len().unwrap()).unwrap()];
-            file.read_exact_at(&mut bytes, 0).unwrap();
-            (name, bytes)
-        })
-        .collect()
-}
-
-/// Runs `check` on `data`; the panic message if it failed.
-fn run(data: &[u8]) -> Option<String> {
-    catch_unwind(AssertUnwindSafe(|| check::check(data)))
-        .err()
-        .map(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_default()
-        })
-}
-
-fn replay(dir: &Path) -> usize {
-    let inputs = read_inputs(dir);
-    let failures: Vec<String> = inputs
-        .iter()
-        .filter_map(|(name, data)| run(data).map(|why| format!("{name}: {why}")))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} inputs in {} failed:\n{}",
-        failures.len(),
-        inputs.len(),
-        dir.display(),
-        failures.join("\n")
-    );
-    inputs.len()
-}
-
 #[test]
 fn wal_segment_decode_corpus_replays_clean() {
-    let count = replay(&fuzz_dir("corpus"));
+    let count = replay_corpus("corpus", TARGET, check::check);
     assert!(count >= 10, "the seed corpus is missing ({count} files)");
 }
 
 #[test]
 fn wal_segment_decode_regressions_replay_clean() {
-    replay(&fuzz_dir("regressions"));
+    replay_corpus("regressions", TARGET, check::check);
 }
 
 const INTERESTING: [u64; 10] = [
@@ -230,25 +164,10 @@ fn mutate(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
 
 #[test]
 fn wal_segment_decode_mutations_of_the_corpus_replay_clean() {
-    let mut corpus = read_inputs(&fuzz_dir("corpus"));
-    corpus.extend(read_inputs(&fuzz_dir("regressions")));
-    assert!(!corpus.is_empty());
-    let seed = 0x5eed_f022_u64;
-    let mut rng = Rng(seed);
-    for i in 0..MUTATIONS_COUNT {
-        let data = if rng.chance(8) {
-            let len_max = if rng.chance(2) { 128 } else { 8192 };
-            let len = rng.index(len_max);
-            (0..len).map(|_| rng.next() as u8).collect()
-        } else {
-            mutate(&mut rng, &corpus)
-        };
-        if let Some(why) = run(&data) {
-            panic!(
-                "mutation {i} (seed {seed:#x}) failed: {why}\ninput ({} bytes): {:02x?}",
-                data.len(),
-                &data[..data.len().min(256)]
-            );
-        }
-    }
+    let plan = Mutations {
+        seed: 0x5eed_f022_u64,
+        count: MUTATIONS_COUNT,
+        random_len_max: 8192,
+    };
+    replay_mutations(TARGET, check::check, plan, mutate);
 }

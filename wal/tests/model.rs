@@ -5,9 +5,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
-mod common;
-
-use common::Rng;
+use popdb_testkit::Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -13,9 +13,7 @@
 //! recovery_crash` replays one seed. `WAL_CRASH_SEEDS=<n>` runs more.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
-mod common;
-
-use common::Rng;
+use popdb_testkit::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -8,29 +8,7 @@ use std::path::Path;
 use popdb_io::{FileRef, FileSystem, OpenOptions, SimFs};
 use popdb_lsm::{InternalKey, SstSummary, SstWriter, SstWriterOptions, ValueKind};
 
-/// splitmix64: a small seeded generator, so that a failure names its seed.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn bytes(&mut self, max_len: u64, alphabet: &[u8]) -> Vec<u8> {
-        let len = self.below(max_len + 1);
-        (0..len)
-            .map(|_| alphabet[self.below(alphabet.len() as u64) as usize])
-            .collect()
-    }
-}
+pub use popdb_testkit::Rng;
 
 /// One stored version.
 pub type Entry = (InternalKey, Vec<u8>);
