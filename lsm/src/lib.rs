@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod block_builder;
+mod block_cache;
 mod block_format;
 mod block_reader;
 mod bloom;
@@ -24,6 +25,7 @@ mod sst_reader;
 mod sst_writer;
 
 pub use block_builder::BlockBuilder;
+pub use block_cache::{BlockCache, ENTRY_CHARGE_OVERHEAD, SHARD_CAPACITY_MIN, SHARD_COUNT_MAX};
 pub use block_reader::{Block, BlockIter};
 pub use bloom::{BITS_PER_KEY_DEFAULT, BloomBuilder, BloomFilter};
 pub use error::{Corruption, CorruptionKind, Error, Result};
