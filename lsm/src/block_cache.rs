@@ -7,7 +7,7 @@
 //! trees (each with its own file names) never collide. Values are *block images*: the block
 //! in its uncompressed form, laid out as an uncompressed block is stored (body, compression
 //! tag `0`, crc32 of the body), after the stored block's checksum was verified and, for a
-//! compressed block, after it was decompressed.
+//! compressed block, after it was decompressed (docs/format/sstable.md, "Block images and the block cache").
 //!
 //! Layout: `2^k` shards (at most 16, fewer for small budgets so that a shard holds at least
 //! [`SHARD_CAPACITY_MIN`] bytes), picked by a hash of the key; each shard is a
