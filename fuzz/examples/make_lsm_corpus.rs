@@ -1,17 +1,21 @@
-//! Writes the seed corpus of fuzz target `lsm_block_decode` with the real block builder,
-//! never by hand: blocks of a few shapes (empty, one entry, shared prefixes, several restart
-//! intervals, tombstones, empty user keys and values), each prefixed with the control byte
-//! that fuzz/checks/lsm_block_decode.rs reads (`0`: as written; `1`: re-seal the crc32, for
-//! damaged variants that should reach the structure checks).
+//! Writes the seed corpora of the LSM fuzz targets with the real builders, never by hand:
+//! - `lsm_block_decode`: blocks of a few shapes (empty, one entry, shared prefixes, several
+//!   restart intervals, tombstones, empty user keys and values), each prefixed with the
+//!   control byte that fuzz/checks/lsm_block_decode.rs reads (`0`: as written; `1`: re-seal
+//!   the crc32, for damaged variants that should reach the structure checks).
+//! - `lsm_sst_decode` (with `--sst`): whole SST files from the real writer, with and without
+//!   zstd, each prefixed with the control byte of fuzz/checks/lsm_sst_decode.rs.
 //!
-//! Run from fuzz/: `cargo run --example make_lsm_corpus -- corpus/lsm_block_decode`.
+//! Run from fuzz/: `cargo run --example make_lsm_corpus -- corpus/lsm_block_decode` and
+//! `cargo run --example make_lsm_corpus -- --sst corpus/lsm_sst_decode`.
 
 // A developer's tool that writes a scratch folder.
 #![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 
-use popdb_lsm::{BlockBuilder, InternalKey, ValueKind};
+use popdb_io::{FileSystem, OpenOptions, SimFs};
+use popdb_lsm::{BlockBuilder, Compression, InternalKey, SstWriter, SstWriterOptions, ValueKind};
 
 fn block(restart_interval: usize, entries: &[(&[u8], u64, bool, &[u8])]) -> Vec<u8> {
     let mut builder = BlockBuilder::new(restart_interval);
@@ -26,10 +30,88 @@ fn block(restart_interval: usize, entries: &[(&[u8], u64, bool, &[u8])]) -> Vec<
     builder.finish()
 }
 
+/// An SST of `entries` from the real writer, read back as bytes.
+fn sst(entries: &[(Vec<u8>, u64, bool, Vec<u8>)], options: SstWriterOptions) -> Vec<u8> {
+    let fs = SimFs::new(1);
+    let file = fs
+        .open(Path::new("/t.sst"), OpenOptions::create_new())
+        .expect("SimFs makes files");
+    let mut writer = SstWriter::new(file.clone(), options);
+    for (user, lsn, put, value) in entries {
+        let kind = if *put {
+            ValueKind::Put
+        } else {
+            ValueKind::Delete
+        };
+        writer
+            .add(&InternalKey::new(user, *lsn, kind), value)
+            .expect("SimFs writes");
+    }
+    let summary = writer.finish().expect("SimFs syncs");
+    let mut bytes = vec![0u8; usize::try_from(summary.file_size).expect("small")];
+    file.read_exact_at(&mut bytes, 0).expect("SimFs reads");
+    bytes
+}
+
+fn write_sst_corpus(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("create the corpus folder");
+    let many: Vec<(Vec<u8>, u64, bool, Vec<u8>)> = (0..120u64)
+        .map(|i| {
+            let value = format!("value {} of {}", i % 4, i / 3).into_bytes();
+            (
+                format!("user{:03}", i / 3).into_bytes(),
+                100 - i % 3,
+                i % 5 != 2,
+                value,
+            )
+        })
+        .collect();
+    let tiny = vec![
+        (b"a".to_vec(), 2, false, Vec::new()),
+        (b"a".to_vec(), 1, true, b"x".to_vec()),
+    ];
+    let big = vec![
+        (Vec::new(), 3, true, Vec::new()),
+        (b"b".to_vec(), 9, true, vec![b'q'; 3000]),
+        (b"c".to_vec(), 1, true, b"after".to_vec()),
+    ];
+    let zstd = Compression::Zstd { level: 3 };
+    let shape =
+        |block_size: usize, restart_interval: usize, compression: Compression| SstWriterOptions {
+            block_size,
+            restart_interval,
+            compression,
+            ..SstWriterOptions::default()
+        };
+    let files = [
+        ("empty", sst(&[], SstWriterOptions::default())),
+        ("tiny", sst(&tiny, SstWriterOptions::default())),
+        ("tiny-zstd", sst(&tiny, shape(4096, 16, zstd))),
+        ("many-b256-r4", sst(&many, shape(256, 4, Compression::None))),
+        ("many-b256-r4-zstd", sst(&many, shape(256, 4, zstd))),
+        ("many-b64-r1-zstd", sst(&many, shape(64, 1, zstd))),
+        ("many-b4096-zstd", sst(&many, shape(4096, 16, zstd))),
+        ("big-value-zstd", sst(&big, shape(512, 2, zstd))),
+    ];
+    for (name, bytes) in &files {
+        for c0 in [0u8, 7] {
+            let mut data = vec![c0];
+            data.extend_from_slice(bytes);
+            std::fs::write(dir.join(format!("{name}-c{c0}")), &data).expect("write");
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir] = &args[..]
+        && flag == "--sst"
+    {
+        write_sst_corpus(Path::new(dir));
+        return;
+    }
     let [dir] = &args[..] else {
-        eprintln!("usage: make_lsm_corpus DIR");
+        eprintln!("usage: make_lsm_corpus DIR | make_lsm_corpus --sst DIR");
         std::process::exit(2);
     };
     let dir = Path::new(dir);

@@ -1,8 +1,11 @@
 //! The SST data block's byte layout: its constants, the varint codec, and the entry header
 //! decoder. Spec: docs/format/sstable.md ("Data block"); this file mirrors it.
 //!
-//! A block is `entries, restart offsets (u32 LE each), restart count (u32 LE), compression
-//! tag (u8), crc32 (u32 LE)`. The crc covers every byte before it, the tag included. Each
+//! An uncompressed block is `entries, restart offsets (u32 LE each), restart count (u32 LE),
+//! compression tag (u8) = 0, crc32 (u32 LE)`; the part before the tag is the block's *body*.
+//! A compressed data block (format_version 2) is `zstd frame of the body, body size (u32 LE),
+//! compression tag = 1, crc32`. Either way the crc covers every byte before it, the tag
+//! included, and the tag sits 5 bytes before the end. Each
 //! entry is `varint shared_len, varint unshared_len, varint value_len, unshared key bytes,
 //! value bytes`; an entry at a restart offset has `shared_len == 0`. Varints are unsigned
 //! LEB128 (docs/format/README.md, "Varints"), canonical (no over-long forms).
@@ -26,13 +29,24 @@ pub const CRC_SIZE: usize = 4;
 pub const TRAILER_SIZE: usize = COMPRESSION_TAG_SIZE + CRC_SIZE;
 /// The smallest block: an empty one (no entries, restart count 0, trailer).
 pub const BLOCK_SIZE_MIN: usize = RESTART_COUNT_SIZE + TRAILER_SIZE;
-/// Compression tag: the entries are stored as they are.
+/// Compression tag: the body is stored as it is.
 pub const COMPRESSION_NONE: u8 = 0;
+/// Compression tag: the body is stored as one zstd frame, followed by its size (data blocks
+/// of format_version 2 only).
+pub const COMPRESSION_ZSTD: u8 = 1;
+/// Bytes of a compressed block's body size field (`u32` LE), just before the tag.
+pub const BODY_SIZE_SIZE: usize = 4;
+/// The largest body a compressed block may declare: 4 MiB. The writer stores larger bodies
+/// uncompressed, and the reader refuses a larger declared size before allocating, so a
+/// damaged or hostile file cannot make it allocate more than this for one block (an
+/// uncompressed block is bounded by the file's own length instead).
+pub const COMPRESSED_BODY_SIZE_MAX: usize = 4 << 20;
 /// The longest varint of a `u64`.
 pub const VARINT64_SIZE_MAX: usize = 10;
 
 const _: () = assert!(TRAILER_SIZE == 5);
 const _: () = assert!(BLOCK_SIZE_MIN == 9);
+const _: () = assert!(COMPRESSED_BODY_SIZE_MAX <= u32::MAX as usize);
 
 /// Appends `v` as an unsigned LEB128 varint: 7 bits per byte, least significant group
 /// first, high bit set on every byte but the last.

@@ -1,12 +1,19 @@
-//! Reads one SST data block: validates its trailer and restart offsets once, then iterates
-//! and seeks without allocating (one reused key buffer). Layout: docs/format/sstable.md
-//! ("Data block"), constants in `block_format.rs`.
+//! Reads one uncompressed SST block (a data block's image or an index block): validates its
+//! trailer and restart offsets once, then iterates and seeks without allocating (one reused
+//! key buffer). Layout: docs/format/sstable.md ("Data block"), constants in
+//! `block_format.rs`; compressed data blocks are turned into uncompressed images first
+//! (`block_compression.rs`).
 //!
 //! Every byte is input: malformed bytes give [`Error::Corruption`], never a panic.
-//! [`Block::decode`] checks the crc32, the compression tag, the restart count and every
-//! restart offset (the first is 0, they strictly increase, all lie inside the entries); the
-//! iterator checks each entry's lengths as it decodes it, that every restart offset falls on
-//! an entry boundary, and that entries at restart offsets store their full key. Key order is the builder's assert, covered by the crc.
+//! [`Block::decode`] checks the crc32, the compression tag (`0` only), the restart count and
+//! every restart offset (the first is 0, they strictly increase, all lie inside the entries);
+//! the iterator checks each entry's lengths as it decodes it, that every restart offset falls
+//! on an entry boundary, and that entries at restart offsets store their full key. Key order
+//! is the builder's assert, covered by the crc.
+//!
+//! The cursor state lives in `BlockCursor`, apart from the bytes, so that [`BlockIter`] can
+//! borrow a block while the SST iterator owns its block as an `Arc<[u8]>` and rebuilds the
+//! borrowed [`Block`] view (from a `BlockShape`) on each step.
 
 use std::cmp::Ordering;
 
@@ -26,10 +33,43 @@ pub struct Block<'a> {
     restart_count: usize,
 }
 
+/// Where a validated block's regions lie in its bytes, so that an owner of the bytes (an
+/// `Arc<[u8]>` held by the SST iterator) can rebuild the [`Block`] view on each step without
+/// validating again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct BlockShape {
+    entries_len: usize,
+    restart_count: usize,
+}
+
+impl BlockShape {
+    /// The block view of `bytes`, which must be the bytes this shape was taken from.
+    ///
+    /// # Panics
+    /// If `bytes` is shorter than the shape (a caller bug: the shape and the bytes travel
+    /// together).
+    pub(crate) fn view(self, bytes: &[u8]) -> Block<'_> {
+        let restarts_end = self.entries_len + self.restart_count * RESTART_OFFSET_SIZE;
+        Block {
+            entries: &bytes[..self.entries_len],
+            restarts: &bytes[self.entries_len..restarts_end],
+            restart_count: self.restart_count,
+        }
+    }
+}
+
 impl<'a> Block<'a> {
-    /// Validates `bytes` as a whole block.
+    /// Validates `bytes` as a whole uncompressed block: its crc32, its compression tag (which
+    /// must be `COMPRESSION_NONE`) and its restart offsets.
     pub fn decode(bytes: &'a [u8]) -> Result<Self> {
-        let body_len = check_trailer(bytes)?;
+        check_crc(bytes)?;
+        Self::decode_verified(bytes)
+    }
+
+    /// As [`Block::decode`], for bytes whose crc32 was already verified (a block image
+    /// from the block cache): checks the length, the tag and the restart offsets only.
+    pub(crate) fn decode_verified(bytes: &'a [u8]) -> Result<Self> {
+        let body_len = check_tag(bytes)?;
         let count_at = body_len - RESTART_COUNT_SIZE;
         let restart_count = read_u32(bytes, count_at) as usize;
         let restarts_len = (restart_count as u64) * (RESTART_OFFSET_SIZE as u64);
@@ -60,11 +100,7 @@ impl<'a> Block<'a> {
     pub fn iter(&self) -> BlockIter<'a> {
         BlockIter {
             block: *self,
-            key: Vec::new(),
-            current: self.entries.len(),
-            next: self.entries.len(),
-            value: 0..0,
-            restart_index: 0,
+            cursor: BlockCursor::new(self),
         }
     }
 
@@ -76,6 +112,14 @@ impl<'a> Block<'a> {
     /// Whether the block holds no entry.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Where the regions lie, to rebuild this view from the same bytes later.
+    pub(crate) fn shape(&self) -> BlockShape {
+        BlockShape {
+            entries_len: self.entries.len(),
+            restart_count: self.restart_count,
+        }
     }
 
     fn restart(&self, index: usize) -> usize {
@@ -114,8 +158,8 @@ impl<'a> Block<'a> {
     }
 }
 
-/// Checks the length, crc32 and compression tag; returns the length before the trailer.
-fn check_trailer(bytes: &[u8]) -> Result<usize> {
+/// Checks the length and the crc32 of a stored block (any compression tag).
+pub(crate) fn check_crc(bytes: &[u8]) -> Result<()> {
     let min = RESTART_COUNT_SIZE + TRAILER_SIZE;
     if bytes.len() < min {
         return Err(Error::corruption(
@@ -135,6 +179,23 @@ fn check_trailer(bytes: &[u8]) -> Result<usize> {
             crc_at,
             "block crc32",
             CorruptionKind::ChecksumMismatch { expected, actual },
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the length and that the compression tag says "none"; returns the length before
+/// the trailer.
+fn check_tag(bytes: &[u8]) -> Result<usize> {
+    let min = RESTART_COUNT_SIZE + TRAILER_SIZE;
+    if bytes.len() < min {
+        return Err(Error::corruption(
+            0,
+            "block",
+            CorruptionKind::Truncated {
+                needed: min as u64,
+                available: bytes.len() as u64,
+            },
         ));
     }
     let tag_at = bytes.len() - TRAILER_SIZE;
@@ -160,21 +221,13 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 #[derive(Clone, Debug)]
 pub struct BlockIter<'a> {
     block: Block<'a>,
-    /// The current entry's full key.
-    key: Vec<u8>,
-    /// Offset of the current entry; `entries.len()` when invalid.
-    current: usize,
-    /// Offset of the entry after the current one.
-    next: usize,
-    value: std::ops::Range<usize>,
-    /// The last restart point at or before `current`.
-    restart_index: usize,
+    cursor: BlockCursor,
 }
 
 impl<'a> BlockIter<'a> {
     /// Whether the cursor is at an entry.
     pub fn valid(&self) -> bool {
-        self.current < self.block.entries.len()
+        self.cursor.valid()
     }
 
     /// The current entry's key.
@@ -183,7 +236,7 @@ impl<'a> BlockIter<'a> {
     /// If the cursor is not valid.
     pub fn key(&self) -> &[u8] {
         assert!(self.valid(), "key() on an invalid block iterator");
-        &self.key
+        self.cursor.key()
     }
 
     /// The current entry's value, borrowed from the block.
@@ -192,57 +245,23 @@ impl<'a> BlockIter<'a> {
     /// If the cursor is not valid.
     pub fn value(&self) -> &'a [u8] {
         assert!(self.valid(), "value() on an invalid block iterator");
-        &self.block.entries[self.value.clone()]
+        self.cursor.value(&self.block)
     }
 
     /// Moves to the first entry (invalid if the block is empty).
     pub fn seek_to_first(&mut self) -> Result<()> {
-        self.invalidate();
-        if self.block.restart_count == 0 {
-            return Ok(());
-        }
-        self.seek_to_restart(0)?;
-        self.guard(Self::parse_next)
+        self.cursor.seek_to_first(&self.block)
     }
 
     /// Moves to the last entry (invalid if the block is empty).
     pub fn seek_to_last(&mut self) -> Result<()> {
-        self.invalidate();
-        let Some(last) = self.block.restart_count.checked_sub(1) else {
-            return Ok(());
-        };
-        self.seek_to_restart(last)?;
-        let end = self.block.entries.len();
-        self.guard(|it| it.scan_until(end))
+        self.cursor.seek_to_last(&self.block)
     }
 
     /// Moves to the first entry whose key is at or after `target` under
     /// [`compare_internal`]; invalid if there is none.
     pub fn seek(&mut self, target: &[u8]) -> Result<()> {
-        self.invalidate();
-        if self.block.restart_count == 0 {
-            return Ok(());
-        }
-        // The last restart point whose key is below `target` (or the first).
-        let (mut lo, mut hi) = (0, self.block.restart_count - 1);
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            let key = self.restart_key(mid)?;
-            if compare_internal(key, target) == Ordering::Less {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        self.seek_to_restart(lo)?;
-        self.guard(|it| {
-            loop {
-                it.parse_next()?;
-                if !it.valid() || compare_internal(&it.key, target) != Ordering::Less {
-                    return Ok(());
-                }
-            }
-        })
+        self.cursor.seek(&self.block, target)
     }
 
     /// Moves to the next entry (invalid past the last).
@@ -254,8 +273,7 @@ impl<'a> BlockIter<'a> {
         reason = "a cursor step that can fail, not Iterator::next"
     )]
     pub fn next(&mut self) -> Result<()> {
-        assert!(self.valid(), "next() on an invalid block iterator");
-        self.guard(Self::parse_next)
+        self.cursor.next(&self.block)
     }
 
     /// Moves to the previous entry (invalid before the first), re-scanning from the restart
@@ -264,17 +282,134 @@ impl<'a> BlockIter<'a> {
     /// # Panics
     /// If the cursor is not valid.
     pub fn prev(&mut self) -> Result<()> {
+        self.cursor.prev(&self.block)
+    }
+}
+
+/// The position state of a block iterator, apart from the block's bytes: every method takes
+/// the [`Block`] view it was created for (`BlockIter` holds a borrowed one; the SST iterator
+/// rebuilds one from the `Arc<[u8]>` it owns). Holds the current key in one reused buffer.
+///
+/// Invariant: `current == len` (the block's entries length) exactly when invalid; otherwise
+/// `current < next <= len` and `value` lies inside `current..next`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BlockCursor {
+    /// The bound block's entries length.
+    len: usize,
+    /// The current entry's full key.
+    key: Vec<u8>,
+    /// Offset of the current entry; `len` when invalid.
+    current: usize,
+    /// Offset of the entry after the current one.
+    next: usize,
+    value: std::ops::Range<usize>,
+    /// The last restart point at or before `current`.
+    restart_index: usize,
+}
+
+impl BlockCursor {
+    /// An invalid cursor over `block`.
+    pub(crate) fn new(block: &Block<'_>) -> Self {
+        let mut cursor = Self::default();
+        cursor.reset(block);
+        cursor
+    }
+
+    /// Binds the cursor to `block`, invalid, keeping the key buffer's capacity.
+    pub(crate) fn reset(&mut self, block: &Block<'_>) {
+        self.len = block.entries.len();
+        self.restart_index = 0;
+        self.invalidate();
+    }
+
+    pub(crate) fn valid(&self) -> bool {
+        self.current < self.len
+    }
+
+    /// The current key. Requires: valid.
+    pub(crate) fn key(&self) -> &[u8] {
+        debug_assert!(self.valid(), "key() on an invalid block cursor");
+        &self.key
+    }
+
+    /// The current value, from `block`. Requires: valid.
+    pub(crate) fn value<'a>(&self, block: &Block<'a>) -> &'a [u8] {
+        debug_assert!(self.valid(), "value() on an invalid block cursor");
+        &block.entries[self.value.clone()]
+    }
+
+    /// Whether the current entry is the block's last. Requires: valid.
+    pub(crate) fn at_last(&self) -> bool {
+        self.next == self.len
+    }
+
+    pub(crate) fn seek_to_first(&mut self, block: &Block<'_>) -> Result<()> {
+        self.invalidate();
+        if block.restart_count == 0 {
+            return Ok(());
+        }
+        self.seek_to_restart(block, 0)?;
+        self.guard(|it| it.parse_next(block))
+    }
+
+    pub(crate) fn seek_to_last(&mut self, block: &Block<'_>) -> Result<()> {
+        self.invalidate();
+        let Some(last) = block.restart_count.checked_sub(1) else {
+            return Ok(());
+        };
+        self.seek_to_restart(block, last)?;
+        let end = block.entries.len();
+        self.guard(|it| it.scan_until(block, end))
+    }
+
+    pub(crate) fn seek(&mut self, block: &Block<'_>, target: &[u8]) -> Result<()> {
+        self.invalidate();
+        if block.restart_count == 0 {
+            return Ok(());
+        }
+        // The last restart point whose key is below `target` (or the first).
+        let (mut lo, mut hi) = (0, block.restart_count - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let key = restart_key(block, mid)?;
+            if compare_internal(key, target) == Ordering::Less {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        self.seek_to_restart(block, lo)?;
+        self.guard(|it| {
+            loop {
+                it.parse_next(block)?;
+                if !it.valid() || compare_internal(&it.key, target) != Ordering::Less {
+                    return Ok(());
+                }
+            }
+        })
+    }
+
+    /// # Panics
+    /// If the cursor is not valid.
+    pub(crate) fn next(&mut self, block: &Block<'_>) -> Result<()> {
+        assert!(self.valid(), "next() on an invalid block iterator");
+        self.guard(|it| it.parse_next(block))
+    }
+
+    /// # Panics
+    /// If the cursor is not valid.
+    pub(crate) fn prev(&mut self, block: &Block<'_>) -> Result<()> {
         assert!(self.valid(), "prev() on an invalid block iterator");
         let original = self.current;
-        while self.block.restart(self.restart_index) >= original {
+        while block.restart(self.restart_index) >= original {
             if self.restart_index == 0 {
                 self.invalidate();
                 return Ok(());
             }
             self.restart_index -= 1;
         }
-        self.seek_to_restart(self.restart_index)?;
-        self.guard(|it| it.scan_until(original))
+        self.seek_to_restart(block, self.restart_index)?;
+        self.guard(|it| it.scan_until(block, original))
     }
 
     /// Runs `step`; on error leaves the cursor invalid.
@@ -286,54 +421,36 @@ impl<'a> BlockIter<'a> {
         result
     }
 
-    fn invalidate(&mut self) {
-        self.current = self.block.entries.len();
+    pub(crate) fn invalidate(&mut self) {
+        self.current = self.len;
         self.next = self.current;
         self.key.clear();
     }
 
     /// Positions so that the next `parse_next` decodes the entry at restart `index`.
-    fn seek_to_restart(&mut self, index: usize) -> Result<()> {
-        self.restart_key(index)?;
+    fn seek_to_restart(&mut self, block: &Block<'_>, index: usize) -> Result<()> {
+        if let Err(e) = restart_key(block, index) {
+            self.invalidate();
+            return Err(e);
+        }
         self.key.clear();
         self.restart_index = index;
-        self.next = self.block.restart(index);
+        self.next = block.restart(index);
         Ok(())
     }
 
-    /// The full key stored at restart `index`, borrowed from the block.
-    fn restart_key(&self, index: usize) -> Result<&'a [u8]> {
-        let offset = self.block.restart(index);
-        let header = EntryHeader::decode(self.block.entries, offset, 0)?;
-        if header.shared != 0 {
-            return Err(Error::corruption(
-                offset,
-                "restart entry shared_len",
-                CorruptionKind::InvalidValue {
-                    found: header.shared as u64,
-                },
-            ));
-        }
-        Ok(&self.block.entries[header.key_start..header.value_start()])
-    }
-
-    /// Offset in the block of restart offset `index` (for error reports).
-    fn restart_at(&self, index: usize) -> usize {
-        self.block.entries.len() + index * RESTART_OFFSET_SIZE
-    }
-
     /// Decodes the entry at `self.next`, or becomes invalid at the end of the entries.
-    fn parse_next(&mut self) -> Result<()> {
-        let entries = self.block.entries;
+    fn parse_next(&mut self, block: &Block<'_>) -> Result<()> {
+        let entries = block.entries;
         if self.next >= entries.len() {
-            if self.restart_index + 1 < self.block.restart_count {
+            if self.restart_index + 1 < block.restart_count {
                 // The last entry ran over the restarts after this one.
                 let index = self.restart_index + 1;
                 return Err(Error::corruption(
-                    self.restart_at(index),
+                    restart_at(block, index),
                     "block restart offset",
                     CorruptionKind::InvalidValue {
-                        found: self.block.restart(index) as u64,
+                        found: block.restart(index) as u64,
                     },
                 ));
             }
@@ -342,15 +459,15 @@ impl<'a> BlockIter<'a> {
         }
         let offset = self.next;
         let header = EntryHeader::decode(entries, offset, self.key.len())?;
-        while self.restart_index + 1 < self.block.restart_count
-            && self.block.restart(self.restart_index + 1) <= offset
+        while self.restart_index + 1 < block.restart_count
+            && block.restart(self.restart_index + 1) <= offset
         {
             self.restart_index += 1;
-            let restart = self.block.restart(self.restart_index);
+            let restart = block.restart(self.restart_index);
             if restart != offset {
                 // Decoding from the previous restart stepped over this one.
                 return Err(Error::corruption(
-                    self.restart_at(self.restart_index),
+                    restart_at(block, self.restart_index),
                     "block restart offset",
                     CorruptionKind::InvalidValue {
                         found: restart as u64,
@@ -358,7 +475,7 @@ impl<'a> BlockIter<'a> {
                 ));
             }
         }
-        if self.block.restart(self.restart_index) == offset && header.shared != 0 {
+        if block.restart(self.restart_index) == offset && header.shared != 0 {
             return Err(Error::corruption(
                 offset,
                 "restart entry shared_len",
@@ -377,9 +494,9 @@ impl<'a> BlockIter<'a> {
     }
 
     /// Decodes entries until the one whose end is `end`, and stops there.
-    fn scan_until(&mut self, end: usize) -> Result<()> {
+    fn scan_until(&mut self, block: &Block<'_>, end: usize) -> Result<()> {
         loop {
-            self.parse_next()?;
+            self.parse_next(block)?;
             if !self.valid() || self.next > end {
                 return Err(Error::corruption(
                     end,
@@ -392,6 +509,27 @@ impl<'a> BlockIter<'a> {
             }
         }
     }
+}
+
+/// The full key stored at restart `index`, borrowed from the block.
+fn restart_key<'a>(block: &Block<'a>, index: usize) -> Result<&'a [u8]> {
+    let offset = block.restart(index);
+    let header = EntryHeader::decode(block.entries, offset, 0)?;
+    if header.shared != 0 {
+        return Err(Error::corruption(
+            offset,
+            "restart entry shared_len",
+            CorruptionKind::InvalidValue {
+                found: header.shared as u64,
+            },
+        ));
+    }
+    Ok(&block.entries[header.key_start..header.value_start()])
+}
+
+/// Offset in the block of restart offset `index` (for error reports).
+fn restart_at(block: &Block<'_>, index: usize) -> usize {
+    block.entries.len() + index * RESTART_OFFSET_SIZE
 }
 
 #[cfg(test)]
@@ -460,16 +598,20 @@ mod tests {
         assert!(!it.valid());
     }
 
+    /// `Block::decode` reads uncompressed blocks only: tag 1 (zstd) must have been
+    /// decompressed into an image first, and other tags are unknown.
     #[test]
-    fn unknown_compression_tag_is_refused() {
-        let mut bad = BlockBuilder::default().finish();
-        let tag_at = bad.len() - TRAILER_SIZE;
-        bad[tag_at] = 1;
-        let crc = popdb_io::crc32(&bad[..=tag_at]);
-        bad[tag_at + 1..].copy_from_slice(&crc.to_le_bytes());
-        let Err(Error::Corruption(c)) = Block::decode(&bad) else {
-            panic!("tag 1 accepted");
-        };
-        assert_eq!(c.kind, CorruptionKind::InvalidTag { tag: 1 });
+    fn block_decode_refuses_any_tag_but_none() {
+        for tag in [1u8, 2, 0xff] {
+            let mut bad = BlockBuilder::default().finish();
+            let tag_at = bad.len() - TRAILER_SIZE;
+            bad[tag_at] = tag;
+            let crc = popdb_io::crc32(&bad[..=tag_at]);
+            bad[tag_at + 1..].copy_from_slice(&crc.to_le_bytes());
+            let Err(Error::Corruption(c)) = Block::decode(&bad) else {
+                panic!("tag {tag} accepted");
+            };
+            assert_eq!(c.kind, CorruptionKind::InvalidTag { tag });
+        }
     }
 }

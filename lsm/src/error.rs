@@ -51,6 +51,17 @@ impl Error {
         }
     }
 
+    /// The same error with a corruption's file id set to `file_id`, when that is known.
+    pub(crate) fn with_file_id(self, file_id: Option<u64>) -> Self {
+        match (self, file_id) {
+            (Self::Corruption(mut c), Some(id)) => {
+                c.file_id = Some(id);
+                Self::Corruption(c)
+            }
+            (other, _) => other,
+        }
+    }
+
     /// A corruption at file offset `offset`.
     pub(crate) fn file_corruption(offset: u64, what: &'static str, kind: CorruptionKind) -> Self {
         Self::Corruption(Corruption {

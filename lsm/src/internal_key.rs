@@ -128,7 +128,7 @@ pub fn compare_internal(a: &[u8], b: &[u8]) -> Ordering {
 }
 
 /// Decodes an encoded internal key into (user key, LSN, kind), if well formed.
-fn decode(bytes: &[u8]) -> Option<(&[u8], u64, ValueKind)> {
+pub(crate) fn decode(bytes: &[u8]) -> Option<(&[u8], u64, ValueKind)> {
     let split = bytes.len().checked_sub(TRAILER_SIZE)?;
     let (user, raw) = bytes.split_at(split);
     let t = trailer_of(raw);

@@ -4,14 +4,17 @@
 //! version of every value it writes) and knows nothing of the log, Raft or the network; all
 //! its I/O goes through popdb-io. Built so far, each tested on its own: the internal key
 //! (the order every layer sorts by), the memtable (a concurrent multi-version skip list read
-//! at LSN views), and SST files (data blocks, bloom filter, index block and footer; a writer
-//! and a reader with point reads and iteration). The tree itself (manifest, flush,
+//! at LSN views), and SST files (data blocks, optionally zstd-compressed, bloom filter, index
+//! block and footer; a writer, and a reader with point reads and iteration both ways through
+//! a shared, sharded block cache). The tree itself (manifest, flush,
 //! compaction, the engine API) is not built yet. Format: docs/format/sstable.md.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod block_builder;
+mod block_cache;
+mod block_compression;
 mod block_format;
 mod block_reader;
 mod bloom;
@@ -20,18 +23,23 @@ mod internal_key;
 mod memtable;
 mod memtable_iter;
 mod sst_format;
+mod sst_iter;
 mod sst_reader;
 mod sst_writer;
 
 pub use block_builder::BlockBuilder;
+pub use block_cache::{BlockCache, ENTRY_CHARGE_OVERHEAD, SHARD_CAPACITY_MIN, SHARD_COUNT_MAX};
+pub use block_compression::Compression;
+pub use block_format::COMPRESSED_BODY_SIZE_MAX;
 pub use block_reader::{Block, BlockIter};
 pub use bloom::{BITS_PER_KEY_DEFAULT, BloomBuilder, BloomFilter};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use internal_key::{InternalKey, KIND_DELETE, KIND_PUT, LSN_MAX, ValueKind, compare_internal};
 pub use memtable::{Memtable, MemtableEntry};
 pub use memtable_iter::{MemtableRange, MemtableRangeRev};
-pub use sst_format::{BlockHandle, FOOTER_SIZE, FORMAT_VERSION, Footer, MAGIC};
-pub use sst_reader::{SstIter, SstReader};
+pub use sst_format::{BlockHandle, FOOTER_SIZE, FORMAT_VERSION, FORMAT_VERSION_MIN, Footer, MAGIC};
+pub use sst_iter::SstIter;
+pub use sst_reader::{SstReadOptions, SstReader};
 pub use sst_writer::{SstSummary, SstWriter, SstWriterOptions};
 
 /// The block codec's layout constants, varints and entry decoder, for the fuzz crate and

@@ -18,8 +18,11 @@ use crate::internal_key::LSN_MAX;
 
 /// The magic: ASCII `POPDBSST`, at footer offset 48.
 pub const MAGIC: [u8; 8] = *b"POPDBSST";
-/// The newest (and only) `format_version` this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The `format_version` this build writes, and the newest it reads. Version 2 added
+/// compressed data blocks (compression tag 1); the layout is otherwise version 1's.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest `format_version` this build reads.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 
 /// Footer offset of `index_offset` (`u64`).
 pub const INDEX_OFFSET_AT: usize = 0;
@@ -133,7 +136,9 @@ impl Footer {
     }
 
     /// Decodes and validates the footer of a file of `file_len` bytes, read from file offset
-    /// `at = file_len - FOOTER_SIZE`. Checks, in order: magic, version, crc32, the LSN range,
+    /// `at = file_len - FOOTER_SIZE`. Checks, in order: magic, version (from
+    /// [`FORMAT_VERSION_MIN`] to [`FORMAT_VERSION`]; [`footer_version`] reads it), crc32, the
+    /// LSN range,
     /// and that the filter and index blocks tile the bytes before the footer as specified.
     /// Errors carry file offsets. Requires `file_len >= FOOTER_SIZE` (the reader checks it).
     pub fn decode(bytes: &[u8; FOOTER_SIZE], file_len: u64) -> Result<Self> {
@@ -150,7 +155,7 @@ impl Footer {
             ));
         }
         let version = u32_at(bytes, VERSION_AT);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
             return Err(Error::file_corruption(
                 field(VERSION_AT),
                 "sst format_version",
@@ -205,6 +210,12 @@ impl Footer {
         }
         Ok(footer)
     }
+}
+
+/// The `format_version` field of footer bytes (meaningful once [`Footer::decode`] accepted
+/// them).
+pub fn footer_version(bytes: &[u8; FOOTER_SIZE]) -> u32 {
+    u32_at(bytes, VERSION_AT)
 }
 
 /// Checks the LSN fields: `(footer offset, field, value)` of the first bad one.
@@ -272,20 +283,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn newer_version_is_unsupported() {
+    fn with_version(version: u32) -> [u8; FOOTER_SIZE] {
         let mut bytes = sample().encode();
-        bytes[VERSION_AT..CRC_AT].copy_from_slice(&2u32.to_le_bytes());
+        bytes[VERSION_AT..CRC_AT].copy_from_slice(&version.to_le_bytes());
         let crc = popdb_io::crc32(&bytes[..CRC_AT]);
         bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
-        let Err(Error::Corruption(c)) = Footer::decode(&bytes, 207) else {
-            panic!("version 2 accepted");
-        };
-        assert_eq!(
-            c.kind,
-            CorruptionKind::UnsupportedVersion { found: 2, max: 1 }
-        );
-        assert_eq!(c.offset, 143 + VERSION_AT as u64);
+        bytes
+    }
+
+    #[test]
+    fn newer_and_older_versions_are_unsupported() {
+        for version in [0, FORMAT_VERSION + 1, u32::MAX] {
+            let Err(Error::Corruption(c)) = Footer::decode(&with_version(version), 207) else {
+                panic!("version {version} accepted");
+            };
+            assert_eq!(
+                c.kind,
+                CorruptionKind::UnsupportedVersion {
+                    found: version,
+                    max: FORMAT_VERSION
+                }
+            );
+            assert_eq!(c.offset, 143 + VERSION_AT as u64);
+        }
+    }
+
+    #[test]
+    fn every_supported_version_decodes() {
+        for version in FORMAT_VERSION_MIN..=FORMAT_VERSION {
+            let bytes = with_version(version);
+            assert_eq!(Footer::decode(&bytes, 207).unwrap(), sample());
+            assert_eq!(footer_version(&bytes), version);
+        }
     }
 
     #[test]

@@ -1,56 +1,91 @@
 //! Reads one SST file: opens it by validating the footer and loading the filter and index
-//! blocks, then answers point reads at an LSN view and iterates forward. Layout:
-//! docs/format/sstable.md ("File layout"), constants in `sst_format.rs`.
+//! blocks, then answers point reads at an LSN view and hands out iterators (`sst_iter.rs`).
+//! Layout: docs/format/sstable.md ("File layout"), constants in `sst_format.rs`.
 //!
 //! Every byte read is input: malformed bytes give [`Error::Corruption`] with the file offset
-//! and the field, never a panic. [`SstReader::open`] checks the footer (magic, version, crc32,
-//! LSN range, block placement), the filter block's crc32 and structure, and the whole index:
-//! its block checksum, that every key is a well-formed internal key, that keys strictly
-//! increase, and that the handles tile the data region from offset 0 to the filter block with
-//! no gap. A data block is checked (crc32 and structure) each time it is read; the iterator
-//! also checks that each block's keys are internal keys and that its last key is the one the
-//! index names.
+//! and the field (and the file's id when the reader was given one), never a panic.
+//! [`SstReader::open_with`] checks the footer (magic, version, crc32, LSN range, block
+//! placement), the filter block's crc32 and structure, and the whole index: its block
+//! checksum, that every key is a well-formed internal key, that keys strictly increase, and
+//! that the handles tile the data region from offset 0 to the filter block with no gap. A data
+//! block is checked (crc32, compression tag, declared size, structure) each time it is read
+//! from the file; the iterator also checks that each entry's key is an internal key and that
+//! a block's last entry is the one the index names.
 //!
-//! A point read probes the bloom filter first and reads no data block when it says absent;
-//! otherwise it reads exactly one data block (a positional read).
+//! Data blocks are read as *images* (the block in uncompressed form, `block_compression.rs`),
+//! through the shared [`BlockCache`] when the reader has one: a cached image costs no file
+//! read. A point read probes the bloom filter first and touches no data block when it says
+//! absent; otherwise it touches exactly one.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use popdb_io::FileRef;
 
+use crate::block_cache::BlockCache;
+use crate::block_compression::decode_stored;
 use crate::block_reader::Block;
 use crate::bloom::BloomFilter;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::internal_key::{InternalKey, ValueKind, compare_internal};
-use crate::sst_format::{BlockHandle, FILTER_CRC_SIZE, FOOTER_SIZE, Footer};
+use crate::internal_key::{self, InternalKey, ValueKind, compare_internal};
+use crate::sst_format::{BlockHandle, FILTER_CRC_SIZE, FOOTER_SIZE, Footer, footer_version};
+use crate::sst_iter::SstIter;
+
+/// How an [`SstReader`] reads its file.
+#[derive(Clone, Debug, Default)]
+pub struct SstReadOptions {
+    /// The file's id (the tree's file number), put in every [`Error::Corruption`] the reader
+    /// and its iterators return.
+    pub file_id: Option<u64>,
+    /// The shared cache data blocks go through; `None` reads every block from the file.
+    pub cache: Option<Arc<BlockCache>>,
+}
 
 /// One index entry: the last key of a data block, and where the block is.
 #[derive(Clone, Debug)]
-struct IndexEntry {
-    last_key: Vec<u8>,
-    handle: BlockHandle,
+pub(crate) struct IndexEntry {
+    pub(crate) last_key: Vec<u8>,
+    pub(crate) handle: BlockHandle,
 }
 
-/// An open, validated SST file.
+/// An open, validated SST file. Shareable between threads (`&self` methods only).
 #[derive(Debug)]
 pub struct SstReader {
     file: FileRef,
     footer: Footer,
+    format_version: u32,
     /// The bloom filter's bytes (validated at open).
     filter: Vec<u8>,
-    index: Vec<IndexEntry>,
+    pub(crate) index: Vec<IndexEntry>,
+    file_id: Option<u64>,
+    /// The cache and this reader's file number in it.
+    cache: Option<(Arc<BlockCache>, u64)>,
     data_block_reads: AtomicU64,
 }
 
 impl SstReader {
+    /// Opens `file` as an SST with no block cache and no file id: as
+    /// [`SstReader::open_with`] with default options.
+    ///
+    /// # Errors
+    /// As [`SstReader::open_with`].
+    pub fn open(file: FileRef) -> Result<Self> {
+        Self::open_with(file, SstReadOptions::default())
+    }
+
     /// Opens `file` as an SST: reads and validates the footer, the filter block and the index
-    /// block.
+    /// block. With a cache, the reader takes a fresh file number from it.
     ///
     /// # Errors
     /// [`Error::Io`] if a read fails; [`Error::Corruption`] if the bytes are not a valid SST
-    /// (a file of another version gives `UnsupportedVersion`).
-    pub fn open(file: FileRef) -> Result<Self> {
+    /// (a file of an unknown version gives `UnsupportedVersion`).
+    pub fn open_with(file: FileRef, options: SstReadOptions) -> Result<Self> {
+        let file_id = options.file_id;
+        Self::open_inner(file, options).map_err(|e| e.with_file_id(file_id))
+    }
+
+    fn open_inner(file: FileRef, options: SstReadOptions) -> Result<Self> {
         let file_len = file.len().map_err(|e| Error::io("sst len", e))?;
         if file_len < FOOTER_SIZE as u64 {
             return Err(Error::file_corruption(
@@ -67,28 +102,20 @@ impl SstReader {
         file.read_exact_at(&mut raw, footer_at)
             .map_err(|e| Error::io("sst read", e))?;
         let footer = Footer::decode(&raw, file_len)?;
-
-        let filter = read_handle(&file, footer.filter)?;
-        let crc_at = filter.len() - FILTER_CRC_SIZE;
-        let expected = u32::from_le_bytes(filter[crc_at..].try_into().expect("4 bytes"));
-        let actual = popdb_io::crc32(&filter[..crc_at]);
-        if expected != actual {
-            return Err(Error::file_corruption(
-                footer.filter.offset + crc_at as u64,
-                "sst filter crc32",
-                CorruptionKind::ChecksumMismatch { expected, actual },
-            ));
-        }
-        let mut filter = filter;
-        filter.truncate(crc_at);
-        BloomFilter::decode(&filter).map_err(|e| e.at_file_offset(footer.filter.offset))?;
-
+        let filter = load_filter(&file, &footer)?;
         let index = load_index(&file, &footer)?;
+        let cache = options.cache.map(|c| {
+            let number = c.new_file_number();
+            (c, number)
+        });
         Ok(Self {
             file,
             footer,
+            format_version: footer_version(&raw),
             filter,
             index,
+            file_id: options.file_id,
+            cache,
             data_block_reads: AtomicU64::new(0),
         })
     }
@@ -98,12 +125,29 @@ impl SstReader {
         &self.footer
     }
 
+    /// The file's `format_version`.
+    pub fn format_version(&self) -> u32 {
+        self.format_version
+    }
+
+    /// The id given at open, carried by this reader's corruption errors.
+    pub fn file_id(&self) -> Option<u64> {
+        self.file_id
+    }
+
+    /// This reader's file number in its block cache (for [`BlockCache::erase_file`]), if it
+    /// has a cache.
+    pub fn cache_file_number(&self) -> Option<u64> {
+        self.cache.as_ref().map(|(_, number)| *number)
+    }
+
     /// The number of data blocks in the file.
     pub fn data_block_count(&self) -> usize {
         self.index.len()
     }
 
-    /// Data blocks read from the file since open (by [`SstReader::get`] and iterators).
+    /// Data blocks read from the file since open (by [`SstReader::get`] and iterators); a
+    /// block found in the cache is not a read.
     pub fn data_block_reads(&self) -> u64 {
         self.data_block_reads.load(AtomicOrdering::Relaxed)
     }
@@ -114,6 +158,36 @@ impl SstReader {
     /// # Errors
     /// [`Error::Io`] if the read fails; [`Error::Corruption`] if the data block is damaged.
     pub fn get(&self, user_key: &[u8], view_lsn: u64) -> Result<Option<(ValueKind, u64, Vec<u8>)>> {
+        let mut value = Vec::new();
+        let found = self.get_into(user_key, view_lsn, &mut value)?;
+        Ok(found.map(|(kind, lsn)| (kind, lsn, value)))
+    }
+
+    /// As [`SstReader::get`], but the value goes into `value` (cleared first, left empty when
+    /// nothing is found), so that a caller reusing one buffer allocates nothing for it.
+    ///
+    /// # Errors
+    /// As [`SstReader::get`].
+    pub fn get_into(
+        &self,
+        user_key: &[u8],
+        view_lsn: u64,
+        value: &mut Vec<u8>,
+    ) -> Result<Option<(ValueKind, u64)>> {
+        value.clear();
+        let result = self.get_inner(user_key, view_lsn, value);
+        if !matches!(result, Ok(Some(_))) {
+            value.clear();
+        }
+        result.map_err(|e| e.with_file_id(self.file_id))
+    }
+
+    fn get_inner(
+        &self,
+        user_key: &[u8],
+        view_lsn: u64,
+        value: &mut Vec<u8>,
+    ) -> Result<Option<(ValueKind, u64)>> {
         if !self.filter().may_contain(user_key) {
             return Ok(None);
         }
@@ -122,34 +196,33 @@ impl SstReader {
         let Some(entry) = self.index.get(i) else {
             return Ok(None);
         };
-        let bytes = self.read_data_block(entry.handle)?;
         let at = entry.handle.offset;
-        let block = Block::decode(&bytes).map_err(|e| e.at_file_offset(at))?;
+        let image = self.block_image(i)?;
+        let block = Block::decode_verified(&image).map_err(|e| e.at_file_offset(at))?;
         let mut it = block.iter();
         it.seek(target.encoded())
             .map_err(|e| e.at_file_offset(at))?;
         if !it.valid() {
             return Err(ends_early(at));
         }
-        let key = parse_key(it.key(), at)?;
-        if key.user_key() != user_key {
+        let Some((found, lsn, kind)) = internal_key::decode(it.key()) else {
+            return Err(bad_key(it.key(), at));
+        };
+        if found != user_key {
             return Ok(None);
         }
-        Ok(Some((key.kind(), key.lsn(), it.value().to_vec())))
+        value.extend_from_slice(it.value());
+        Ok(Some((kind, lsn)))
     }
 
-    /// A forward iterator over every entry, positioned nowhere (call a seek first).
+    /// A cursor over every entry, forward and backward, positioned nowhere (call a seek
+    /// first).
     #[expect(
         clippy::iter_not_returning_iterator,
         reason = "a seekable cursor whose steps can fail, not an Iterator"
     )]
     pub fn iter(&self) -> SstIter<'_> {
-        SstIter {
-            reader: self,
-            block: self.index.len(),
-            entries: Vec::new(),
-            pos: 0,
-        }
+        SstIter::new(self)
     }
 
     fn filter(&self) -> BloomFilter<'_> {
@@ -157,39 +230,33 @@ impl SstReader {
     }
 
     /// The first block whose last key is at or after `target`.
-    fn index_seek(&self, target: &[u8]) -> usize {
+    pub(crate) fn index_seek(&self, target: &[u8]) -> usize {
         self.index
             .partition_point(|e| compare_internal(&e.last_key, target) == Ordering::Less)
     }
 
-    fn read_data_block(&self, handle: BlockHandle) -> Result<Vec<u8>> {
+    /// The image of data block `i`: from the cache, or read from the file, checked (crc32,
+    /// tag, declared size), decompressed if need be, and cached. Errors carry file offsets.
+    pub(crate) fn block_image(&self, i: usize) -> Result<Arc<[u8]>> {
+        let handle = self.index[i].handle;
+        if let Some((cache, number)) = &self.cache
+            && let Some(image) = cache.get(*number, handle.offset)
+        {
+            return Ok(image);
+        }
         self.data_block_reads.fetch_add(1, AtomicOrdering::Relaxed);
-        read_handle(&self.file, handle)
-    }
-
-    /// Reads, validates and decodes data block `i` in full.
-    fn load_block(&self, i: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let entry = &self.index[i];
-        let at = entry.handle.offset;
-        let bytes = self.read_data_block(entry.handle)?;
-        let block = Block::decode(&bytes).map_err(|e| e.at_file_offset(at))?;
-        let mut it = block.iter();
-        let mut out = Vec::new();
-        it.seek_to_first().map_err(|e| e.at_file_offset(at))?;
-        while it.valid() {
-            parse_key(it.key(), at)?;
-            out.push((it.key().to_vec(), it.value().to_vec()));
-            it.next().map_err(|e| e.at_file_offset(at))?;
+        let stored = read_handle_shared(&self.file, handle)?;
+        let image = decode_stored(stored, self.format_version >= 2)
+            .map_err(|e| e.at_file_offset(handle.offset))?;
+        if let Some((cache, number)) = &self.cache {
+            cache.insert(*number, handle.offset, Arc::clone(&image));
         }
-        match out.last() {
-            Some((key, _)) if *key == entry.last_key => Ok(out),
-            _ => Err(ends_early(at)),
-        }
+        Ok(image)
     }
 }
 
 /// A data block whose last key is not the one its index entry names.
-fn ends_early(at: u64) -> Error {
+pub(crate) fn ends_early(at: u64) -> Error {
     Error::file_corruption(
         at,
         "sst data block last key",
@@ -197,16 +264,19 @@ fn ends_early(at: u64) -> Error {
     )
 }
 
+/// A key that is not a well-formed internal key, in the block at `block_at`.
+pub(crate) fn bad_key(bytes: &[u8], block_at: u64) -> Error {
+    Error::file_corruption(
+        block_at,
+        "sst internal key",
+        CorruptionKind::InvalidValue {
+            found: bytes.len() as u64,
+        },
+    )
+}
+
 fn parse_key(bytes: &[u8], block_at: u64) -> Result<InternalKey> {
-    InternalKey::from_encoded(bytes.to_vec()).ok_or_else(|| {
-        Error::file_corruption(
-            block_at,
-            "sst internal key",
-            CorruptionKind::InvalidValue {
-                found: bytes.len() as u64,
-            },
-        )
-    })
+    InternalKey::from_encoded(bytes.to_vec()).ok_or_else(|| bad_key(bytes, block_at))
 }
 
 /// Reads the bytes a handle names. The handle was validated to lie inside the file.
@@ -215,6 +285,34 @@ fn read_handle(file: &FileRef, handle: BlockHandle) -> Result<Vec<u8>> {
     file.read_exact_at(&mut buf, handle.offset)
         .map_err(|e| Error::io("sst read", e))?;
     Ok(buf)
+}
+
+/// As [`read_handle`], straight into a shared buffer (one allocation, no copy), so that an
+/// uncompressed block's bytes become its cached image as they are.
+fn read_handle_shared(file: &FileRef, handle: BlockHandle) -> Result<Arc<[u8]>> {
+    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, handle.size as usize).collect();
+    let dst = Arc::get_mut(&mut buf).expect("a fresh Arc has one owner");
+    file.read_exact_at(dst, handle.offset)
+        .map_err(|e| Error::io("sst read", e))?;
+    Ok(buf)
+}
+
+/// Reads and validates the filter block; returns the bloom filter's bytes.
+fn load_filter(file: &FileRef, footer: &Footer) -> Result<Vec<u8>> {
+    let mut filter = read_handle(file, footer.filter)?;
+    let crc_at = filter.len() - FILTER_CRC_SIZE;
+    let expected = u32::from_le_bytes(filter[crc_at..].try_into().expect("4 bytes"));
+    let actual = popdb_io::crc32(&filter[..crc_at]);
+    if expected != actual {
+        return Err(Error::file_corruption(
+            footer.filter.offset + crc_at as u64,
+            "sst filter crc32",
+            CorruptionKind::ChecksumMismatch { expected, actual },
+        ));
+    }
+    filter.truncate(crc_at);
+    BloomFilter::decode(&filter).map_err(|e| e.at_file_offset(footer.filter.offset))?;
+    Ok(filter)
 }
 
 /// Reads and validates the whole index block.
@@ -265,109 +363,4 @@ fn load_index(file: &FileRef, footer: &Footer) -> Result<Vec<IndexEntry>> {
         return invalid("sst index block entry count", index.len() as u64);
     }
     Ok(index)
-}
-
-/// A forward cursor over an [`SstReader`]'s entries, in internal-key order. Valid after a seek
-/// that found an entry; [`SstIter::key`] and [`SstIter::value`] may only be called while
-/// valid. A method that returns an error leaves the cursor invalid. Holds one decoded data
-/// block at a time.
-#[derive(Debug)]
-pub struct SstIter<'r> {
-    reader: &'r SstReader,
-    /// The loaded block; `index.len()` when invalid.
-    block: usize,
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
-    pos: usize,
-}
-
-impl SstIter<'_> {
-    /// Whether the cursor is at an entry.
-    pub fn valid(&self) -> bool {
-        self.pos < self.entries.len()
-    }
-
-    /// The current entry's encoded internal key.
-    ///
-    /// # Panics
-    /// If the cursor is not valid.
-    pub fn key(&self) -> &[u8] {
-        assert!(self.valid(), "key() on an invalid sst iterator");
-        &self.entries[self.pos].0
-    }
-
-    /// The current entry's value.
-    ///
-    /// # Panics
-    /// If the cursor is not valid.
-    pub fn value(&self) -> &[u8] {
-        assert!(self.valid(), "value() on an invalid sst iterator");
-        &self.entries[self.pos].1
-    }
-
-    /// Moves to the first entry (invalid if the file is empty).
-    ///
-    /// # Errors
-    /// As [`SstReader::get`].
-    pub fn seek_to_first(&mut self) -> Result<()> {
-        self.load(0)
-    }
-
-    /// Moves to the first entry whose key is at or after the encoded internal key `target`;
-    /// invalid if there is none.
-    ///
-    /// # Errors
-    /// As [`SstReader::get`].
-    pub fn seek(&mut self, target: &[u8]) -> Result<()> {
-        let i = self.reader.index_seek(target);
-        self.load(i)?;
-        if !self.valid() {
-            return Ok(());
-        }
-        self.pos = self
-            .entries
-            .partition_point(|(k, _)| compare_internal(k, target) == Ordering::Less);
-        if !self.valid() {
-            let at = self.reader.index[i].handle.offset;
-            self.invalidate();
-            return Err(ends_early(at));
-        }
-        Ok(())
-    }
-
-    /// Moves to the next entry (invalid past the last).
-    ///
-    /// # Errors
-    /// As [`SstReader::get`].
-    ///
-    /// # Panics
-    /// If the cursor is not valid.
-    #[expect(
-        clippy::should_implement_trait,
-        reason = "a cursor step that can fail, not Iterator::next"
-    )]
-    pub fn next(&mut self) -> Result<()> {
-        assert!(self.valid(), "next() on an invalid sst iterator");
-        self.pos += 1;
-        if self.pos == self.entries.len() {
-            self.load(self.block + 1)?;
-        }
-        Ok(())
-    }
-
-    /// Loads block `i` and positions at its first entry, or becomes invalid past the last.
-    fn load(&mut self, i: usize) -> Result<()> {
-        self.invalidate();
-        if i >= self.reader.index.len() {
-            return Ok(());
-        }
-        self.entries = self.reader.load_block(i)?;
-        self.block = i;
-        Ok(())
-    }
-
-    fn invalidate(&mut self) {
-        self.block = self.reader.index.len();
-        self.entries.clear();
-        self.pos = 0;
-    }
 }

@@ -2,8 +2,9 @@
 //! docs/format/sstable.md ("File layout"), constants in `sst_format.rs`.
 //!
 //! Data blocks are cut when they reach the target size (a single large entry makes one
-//! large block); each block's last key and handle go into the index block, each distinct
-//! user key into the bloom filter. [`SstWriter::finish`] writes the filter block, the index
+//! large block) and, when the options ask for zstd, stored compressed if that saves at least
+//! an eighth of the block (`block_compression.rs`); each block's last key and handle go into
+//! the index block, each distinct user key into the bloom filter. [`SstWriter::finish`] writes the filter block, the index
 //! block and the footer, then syncs the file's data.
 //!
 //! Durability: the writer syncs the file (`sync_data`) and nothing else. It does not name,
@@ -19,6 +20,7 @@ use std::cmp::Ordering;
 use popdb_io::FileRef;
 
 use crate::block_builder::BlockBuilder;
+use crate::block_compression::{BlockCompressor, Compression};
 use crate::block_format::RESTART_INTERVAL_DEFAULT;
 use crate::bloom::{BITS_PER_KEY_DEFAULT, BloomBuilder};
 use crate::error::{Error, Result};
@@ -34,6 +36,8 @@ pub struct SstWriterOptions {
     pub restart_interval: usize,
     /// Bloom filter bits per distinct user key.
     pub bits_per_key: usize,
+    /// How data blocks are stored (index and filter blocks are never compressed).
+    pub compression: Compression,
 }
 
 impl Default for SstWriterOptions {
@@ -42,6 +46,7 @@ impl Default for SstWriterOptions {
             block_size: BLOCK_SIZE_DEFAULT,
             restart_interval: RESTART_INTERVAL_DEFAULT,
             bits_per_key: BITS_PER_KEY_DEFAULT,
+            compression: Compression::None,
         }
     }
 }
@@ -55,6 +60,8 @@ pub struct SstSummary {
     pub footer: Footer,
     /// Data blocks written.
     pub data_blocks: usize,
+    /// Data blocks stored compressed (at most `data_blocks`).
+    pub data_blocks_compressed: usize,
 }
 
 /// Builds an SST into an empty file. Call [`SstWriter::add`] per entry, then
@@ -67,6 +74,7 @@ pub struct SstWriter {
     block: BlockBuilder,
     index: BlockBuilder,
     bloom: BloomBuilder,
+    compressor: BlockCompressor,
     /// Bytes written so far (the next block's offset).
     offset: u64,
     /// The previous entry's encoded key, if any.
@@ -75,14 +83,15 @@ pub struct SstWriter {
     smallest_lsn: u64,
     largest_lsn: u64,
     data_blocks: usize,
+    data_blocks_compressed: usize,
 }
 
 impl SstWriter {
     /// A writer into `file`, which must be empty.
     ///
     /// # Panics
-    /// If `options.block_size` is 0 (or the other options are invalid for the block and
-    /// bloom builders).
+    /// If `options.block_size` is 0, a zstd level is outside zstd's range, or the other
+    /// options are invalid for the block and bloom builders.
     pub fn new(file: FileRef, options: SstWriterOptions) -> Self {
         assert!(options.block_size >= 1, "block size must be at least 1");
         Self {
@@ -91,12 +100,14 @@ impl SstWriter {
             block: BlockBuilder::new(options.restart_interval),
             index: BlockBuilder::new(RESTART_INTERVAL_DEFAULT),
             bloom: BloomBuilder::new(options.bits_per_key),
+            compressor: BlockCompressor::new(options.compression),
             offset: 0,
             last_key: None,
             entry_count: 0,
             smallest_lsn: 0,
             largest_lsn: 0,
             data_blocks: 0,
+            data_blocks_compressed: 0,
         }
     }
 
@@ -153,9 +164,11 @@ impl SstWriter {
             BlockBuilder::new(self.options.restart_interval),
         );
         let last_key = block.last_key().to_vec();
-        let handle = self.write(&block.finish())?;
+        let (stored, compressed) = self.compressor.seal(block.finish());
+        let handle = self.write(&stored)?;
         self.index.add(&last_key, &handle.encode());
         self.data_blocks += 1;
+        self.data_blocks_compressed += usize::from(compressed);
         Ok(())
     }
 
@@ -201,6 +214,7 @@ impl SstWriter {
             file_size: self.offset,
             footer,
             data_blocks: self.data_blocks,
+            data_blocks_compressed: self.data_blocks_compressed,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! Damaged SST files: every single-byte flip in the footer, index and filter is refused at
 //! open; a flip in a data block is refused when that block is read, and never yields a
-//! wrong answer; every truncation is refused; a newer `format_version` is refused as
-//! unsupported. Also: a read the bloom filter rules out reads no data block.
+//! wrong answer; the same for a file of zstd-compressed blocks, read forward, backward and by
+//! point reads through a block cache; every truncation is refused; a newer `format_version`
+//! is refused as unsupported. Also: a read the bloom filter rules out reads no data block.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
@@ -11,8 +12,8 @@ use std::path::Path;
 
 use popdb_io::{FileSystem, SimFs};
 use popdb_lsm::{
-    BloomFilter, CorruptionKind, Error, FOOTER_SIZE, InternalKey, SstReader, SstWriterOptions,
-    ValueKind,
+    BlockCache, BloomFilter, Compression, CorruptionKind, Error, FOOTER_SIZE, FORMAT_VERSION,
+    InternalKey, SstReadOptions, SstReader, SstWriterOptions, ValueKind,
 };
 use sst_common::{Entry, Rng, build, file_with, model_get, random_entries, read_all};
 
@@ -30,6 +31,7 @@ fn sample(seed: u64) -> (SimFs, Vec<Entry>, Vec<u8>) {
             block_size: 128,
             restart_interval: 4,
             bits_per_key: 10,
+            compression: Compression::None,
         };
         let (file, summary) = build(&fs, "good.sst", &entries, options);
         if summary.data_blocks >= 3 {
@@ -101,6 +103,129 @@ fn every_byte_flip_is_detected() {
     }
 }
 
+/// A small SST whose data blocks are mostly zstd-compressed, some stored raw.
+fn compressed_sample() -> (SimFs, Vec<Entry>, Vec<u8>) {
+    let fs = SimFs::new(21);
+    let entries: Vec<Entry> = (0..60u32)
+        .map(|i| {
+            let kind = if i % 7 == 3 {
+                ValueKind::Delete
+            } else {
+                ValueKind::Put
+            };
+            let value = match (kind, i % 5) {
+                (ValueKind::Delete, _) => Vec::new(),
+                // Incompressible: the block holding it may be stored raw.
+                (_, 0) => (0..24u32)
+                    .map(|j| (i * 31 + j).wrapping_mul(2_654_435_761) as u8)
+                    .collect(),
+                _ => format!("value {} value {}", i % 3, i % 3).into_bytes(),
+            };
+            let key = format!("key{:03}", i / 2);
+            (
+                InternalKey::new(key.as_bytes(), 90 - u64::from(i % 2), kind),
+                value,
+            )
+        })
+        .collect();
+    let options = SstWriterOptions {
+        block_size: 256,
+        restart_interval: 4,
+        bits_per_key: 10,
+        compression: Compression::Zstd { level: 3 },
+    };
+    let (file, summary) = build(&fs, "good.sst", &entries, options);
+    assert!(summary.data_blocks_compressed >= 3, "{summary:?}");
+    (fs, entries, read_all(&file))
+}
+
+/// Every entry forward and backward, and a point read of every user key; each may fail with
+/// `Corruption` but must never return anything but the model's answer.
+fn read_everything(reader: &SstReader, entries: &[Entry], at: usize) -> bool {
+    let want: Vec<(Vec<u8>, Vec<u8>)> = entries
+        .iter()
+        .map(|(k, v)| (k.encoded().to_vec(), v.clone()))
+        .collect();
+    let mut failed = false;
+    let mut it = reader.iter();
+    let mut got = Vec::new();
+    let mut result = it.seek_to_first();
+    while result.is_ok() && it.valid() {
+        got.push((it.key().to_vec(), it.value().to_vec()));
+        result = it.next();
+    }
+    match result {
+        Ok(()) => assert_eq!(got, want, "flip at {at}: forward scan"),
+        Err(e) => {
+            assert!(matches!(e, Error::Corruption(_)), "{e}");
+            assert!(!it.valid());
+            assert_eq!(got[..], want[..got.len()], "flip at {at}: forward prefix");
+            failed = true;
+        }
+    }
+    let mut back = Vec::new();
+    let mut result = it.seek_to_last();
+    while result.is_ok() && it.valid() {
+        back.push((it.key().to_vec(), it.value().to_vec()));
+        result = it.prev();
+    }
+    back.reverse();
+    match result {
+        Ok(()) => assert_eq!(back, want, "flip at {at}: backward scan"),
+        Err(e) => {
+            assert!(matches!(e, Error::Corruption(_)), "{e}");
+            assert_eq!(
+                back[..],
+                want[want.len() - back.len()..],
+                "flip at {at}: backward suffix"
+            );
+            failed = true;
+        }
+    }
+    let mut users: Vec<&[u8]> = entries.iter().map(|(k, _)| k.user_key()).collect();
+    users.dedup();
+    for user in users {
+        match reader.get(user, u64::MAX) {
+            Ok(got) => assert_eq!(got, model_get(entries, user, u64::MAX), "flip at {at}"),
+            Err(e) => {
+                assert!(matches!(e, Error::Corruption(_)), "{e}");
+                failed = true;
+            }
+        }
+    }
+    failed
+}
+
+#[test]
+fn every_byte_flip_of_a_compressed_sst_is_detected() {
+    let (fs, entries, good) = compressed_sample();
+    println!(
+        "flipping every byte of a {}-byte compressed file",
+        good.len()
+    );
+    for at in 0..good.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bad = good.clone();
+            bad[at] ^= flip;
+            let name = format!("zflip-{at}-{flip}.sst");
+            let options = SstReadOptions {
+                file_id: Some(9),
+                cache: Some(BlockCache::new(1 << 20)),
+            };
+            match SstReader::open_with(file_with(&fs, &name, &bad), options) {
+                Err(e) => assert!(matches!(e, Error::Corruption(_)), "flip at {at}: {e}"),
+                Ok(reader) => {
+                    // Each read twice: once from the file, once from the cache.
+                    let failed = read_everything(&reader, &entries, at);
+                    assert!(failed, "flip {flip:#x} at {at} went unnoticed");
+                    assert_eq!(read_everything(&reader, &entries, at), failed);
+                }
+            }
+            fs.remove_file(&Path::new("/db").join(&name)).unwrap();
+        }
+    }
+}
+
 #[test]
 fn every_truncation_is_refused() {
     let (fs, _, good) = sample(12);
@@ -116,15 +241,18 @@ fn newer_format_version_is_unsupported() {
     let (fs, _, mut bytes) = sample(13);
     let footer_at = bytes.len() - FOOTER_SIZE;
     let version_at = footer_at + 56;
-    bytes[version_at..version_at + 4].copy_from_slice(&2u32.to_le_bytes());
+    bytes[version_at..version_at + 4].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let crc = popdb_io::crc32(&bytes[footer_at..footer_at + 60]);
     bytes[footer_at + 60..].copy_from_slice(&crc.to_le_bytes());
-    let Err(Error::Corruption(c)) = SstReader::open(file_with(&fs, "v2.sst", &bytes)) else {
-        panic!("version 2 opened");
+    let Err(Error::Corruption(c)) = SstReader::open(file_with(&fs, "v3.sst", &bytes)) else {
+        panic!("version 3 opened");
     };
     assert_eq!(
         c.kind,
-        CorruptionKind::UnsupportedVersion { found: 2, max: 1 }
+        CorruptionKind::UnsupportedVersion {
+            found: FORMAT_VERSION + 1,
+            max: FORMAT_VERSION
+        }
     );
     assert_eq!(c.offset, version_at as u64);
     assert_eq!(c.what, "sst format_version");
