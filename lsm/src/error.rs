@@ -7,6 +7,8 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
+use crate::manifest_state::InvalidEdit;
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -28,6 +30,10 @@ pub enum Error {
     /// using the file and report it.
     #[error("lsm: corruption: {0}")]
     Corruption(Corruption),
+    /// An edit the level structure cannot take (a caller bug); nothing was written and the
+    /// manifest stays usable.
+    #[error("lsm: invalid edit: {0}")]
+    InvalidEdit(InvalidEdit),
 }
 
 impl Error {
