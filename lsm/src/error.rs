@@ -34,6 +34,10 @@ pub enum Error {
     /// manifest stays usable.
     #[error("lsm: invalid edit: {0}")]
     InvalidEdit(InvalidEdit),
+    /// An earlier write or sync of the tree's files failed; the tree accepts no more writes
+    /// until it is reopened (an fsync is never retried).
+    #[error("lsm: the tree is poisoned by an earlier i/o failure; reopen it")]
+    Poisoned,
 }
 
 impl Error {
@@ -68,10 +72,22 @@ impl Error {
         }
     }
 
+    /// The same error with a corruption's file named `file_name` (a manifest or `CURRENT`).
+    pub(crate) fn in_file(self, file_name: &str) -> Self {
+        match self {
+            Self::Corruption(mut c) => {
+                c.file_name = Some(file_name.to_string());
+                Self::Corruption(c)
+            }
+            other => other,
+        }
+    }
+
     /// A corruption at file offset `offset`.
     pub(crate) fn file_corruption(offset: u64, what: &'static str, kind: CorruptionKind) -> Self {
         Self::Corruption(Corruption {
             file_id: None,
+            file_name: None,
             offset,
             what,
             kind,
@@ -83,6 +99,7 @@ impl Error {
     pub(crate) fn corruption(offset: usize, what: &'static str, kind: CorruptionKind) -> Self {
         Self::Corruption(Corruption {
             file_id: None,
+            file_name: None,
             offset: offset as u64,
             what,
             kind,
@@ -96,6 +113,10 @@ pub struct Corruption {
     /// The id of the file holding the bytes, when the decoder knows it. `None` for a block
     /// or filter decoded on its own, where `offset` counts from the structure's first byte.
     pub file_id: Option<u64>,
+    /// The name of the file holding the bytes, for files named otherwise than by an SST id:
+    /// a manifest (`MANIFEST-<16 hex>`) or `CURRENT`. `None` where `file_id` says it or the
+    /// decoder does not know.
+    pub file_name: Option<String>,
     /// Byte offset of the damaged field.
     pub offset: u64,
     /// The field or structure being decoded.
@@ -145,12 +166,26 @@ pub enum CorruptionKind {
         /// The value found.
         found: u64,
     },
+    /// A file that a durable pointer names (a manifest that `CURRENT` names) does not exist.
+    Missing,
+    /// A damaged frame lies before a valid later one: bytes that were durable before later
+    /// ones were written are damaged, so this cannot be a torn tail (the manifest syncs
+    /// each frame before writing the next).
+    DamageBeforeValidFrame {
+        /// File offset of the first valid frame after the damage.
+        later_offset: u64,
+    },
+    /// A frame with a valid checksum holds an edit the level structure cannot take.
+    InvalidEdit(InvalidEdit),
 }
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(id) = self.file_id {
             write!(f, "file {id} ")?;
+        }
+        if let Some(name) = &self.file_name {
+            write!(f, "{name} ")?;
         }
         write!(
             f,
