@@ -289,3 +289,30 @@ impl fmt::Debug for DirLock {
         f.write_str("DirLock")
     }
 }
+
+/// Creates `dir` and any missing ancestors, syncing the parent of each one created (parents
+/// first), so that a crash cannot take away a directory whose files were made durable.
+///
+/// # Errors
+/// The first failing `exists`, `create_dir_all` or `sync_dir`.
+pub fn create_dir_durably(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if fs.exists(path)? {
+            break;
+        }
+        missing.push(path);
+        at = path.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs.create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}

@@ -29,6 +29,9 @@ mod sim;
 pub use aligned::AlignedBuf;
 pub use checksum::{Crc32, crc32};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use fs::{DirLock, File, FileRef, FileSystem, FsRef, MapView, Mapping, OpenOptions, WriteOp};
+pub use fs::{
+    DirLock, File, FileRef, FileSystem, FsRef, MapView, Mapping, OpenOptions, WriteOp,
+    create_dir_durably,
+};
 pub use real::RealFs;
 pub use sim::{CrashMode, Fault, FaultError, FaultOp, SimFs, SimOptions, SimStats};

@@ -85,7 +85,8 @@ struct Found {
 pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Recovered> {
     let started = options.clock.now();
     let mut report = RecoveryReport::default();
-    create_dir_durably(fs, dir)?;
+    popdb_io::create_dir_durably(fs.as_ref(), dir)
+        .map_err(|e| Error::io("create log directory", e))?;
     let lock = fs
         .lock_dir(dir)
         .map_err(|e| Error::io("lock log directory", e))?;
@@ -320,36 +321,6 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
         },
         lock,
     })
-}
-
-/// Creates `dir` and any missing ancestors, syncing the parent of each one created, so
-/// that a crash cannot take away a directory the log has written into.
-fn create_dir_durably(fs: &FsRef, dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
-        if fs
-            .exists(path)
-            .map_err(|e| Error::io("stat log directory", e))?
-        {
-            break;
-        }
-        missing.push(path);
-        at = path.parent();
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    fs.create_dir_all(dir)
-        .map_err(|e| Error::io("create log directory", e))?;
-    // Parents first: each entry is durable before anything is put under it.
-    for created in missing.iter().rev() {
-        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent)
-                .map_err(|e| Error::io("sync parent directory", e))?;
-        }
-    }
-    Ok(())
 }
 
 fn first_indexed(index: &Index) -> Lsn {
