@@ -34,6 +34,47 @@ pub enum Error {
     /// manifest stays usable.
     #[error("lsm: invalid edit: {0}")]
     InvalidEdit(InvalidEdit),
+    /// A write or option is beyond a documented limit (docs/limits.md); nothing was applied.
+    #[error("lsm: {limit} is {found}, above the limit {max}")]
+    LimitExceeded {
+        /// The limit (`"key size"`, `"value size"`, `"batch writes"`, `"batch size"`).
+        limit: &'static str,
+        /// The size or count asked for.
+        found: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// A batch's LSN is not above the last one applied (or the watermark): a caller bug.
+    #[error("lsm: lsn {lsn} is not above {floor}, the last applied or checkpointed")]
+    LsnNotIncreasing {
+        /// The LSN given.
+        lsn: u64,
+        /// The LSN it must exceed.
+        floor: u64,
+    },
+    /// A read view was asked for at an LSN the tree cannot answer exactly: below its
+    /// watermark (older versions may be compacted away) or above what it has applied.
+    #[error("lsm: no read view at lsn {lsn}: readable from {from} through {through}")]
+    ViewOutOfRange {
+        /// The LSN asked for.
+        lsn: u64,
+        /// The oldest readable LSN (the watermark).
+        from: u64,
+        /// The newest (the last applied).
+        through: u64,
+    },
+    /// A checkpoint needs frozen writes flushed that the log has not made durable yet
+    /// ([`Tree::set_durable_lsn`](crate::Tree::set_durable_lsn)); nothing was written.
+    #[error("lsm: checkpoint needs writes through lsn {needed} durable; the log is at {durable}")]
+    NotDurable {
+        /// The LSN the log must be durable through.
+        needed: u64,
+        /// The durable LSN the tree was last told.
+        durable: u64,
+    },
+    /// The options are inconsistent; the message names the first bad one.
+    #[error("lsm: invalid options: {0}")]
+    InvalidOptions(&'static str),
     /// An earlier write or sync of the tree's files failed; the tree accepts no more writes
     /// until it is reopened (an fsync is never retried).
     #[error("lsm: the tree is poisoned by an earlier i/o failure; reopen it")]

@@ -2,14 +2,20 @@
 //!
 //! The engine takes writes stamped with an LSN (the log's sequence number, which is also the
 //! version of every value it writes) and knows nothing of the log, Raft or the network; all
-//! its I/O goes through popdb-io. Built so far, each tested on its own: the internal key
-//! (the order every layer sorts by), the memtable (a concurrent multi-version skip list read
-//! at LSN views), SST files (data blocks, optionally zstd-compressed, bloom filter, index
-//! block and footer; a writer, and a reader with point reads and iteration both ways through
-//! a shared, sharded block cache), and the manifest (the durable record of the level
-//! structure: an append-only file of edits with a base, and the `CURRENT` pointer). The tree
-//! itself (flush, compaction, the engine API) is not built yet. Formats:
-//! docs/format/sstable.md, docs/format/manifest.md.
+//! its I/O goes through popdb-io.
+//!
+//! - [`Tree`]: open or create a tree in a directory; [`Tree::apply`] an atomic batch at an
+//!   LSN; [`Tree::read_view`] for point reads ([`ReadView::get`], value and version) and
+//!   range scans both ways ([`ReadView::scan`], [`ReadView::prefix`]);
+//!   [`Tree::checkpoint`] and [`Tree::watermark`]; [`Tree::stats`].
+//! - Background work is a step function, [`Tree::maintenance_step`] (flush a frozen
+//!   memtable, else one compaction); a [`Scheduler`] drives it for many trees from one
+//!   thread, tests drive it step by step.
+//! - Pieces, each tested on its own: the internal key (the order every layer sorts by), the
+//!   memtable (a concurrent multi-version skip list), SST files (data blocks, bloom filter,
+//!   index block, footer), the manifest (the log of version edits), leveled compaction.
+//!
+//! Formats: docs/format/sstable.md, docs/format/manifest.md. Limits: docs/limits.md.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -20,7 +26,10 @@ mod block_compression;
 mod block_format;
 mod block_reader;
 mod bloom;
+mod compaction;
+mod cursor;
 mod error;
+mod flush;
 mod internal_key;
 mod manifest;
 mod manifest_codec;
@@ -29,10 +38,19 @@ mod manifest_replay;
 mod manifest_state;
 mod memtable;
 mod memtable_iter;
+mod merge;
+mod options;
+mod output;
+mod range;
+mod read_view;
+mod scheduler;
 mod sst_format;
 mod sst_iter;
 mod sst_reader;
 mod sst_writer;
+mod stats;
+mod tree;
+mod version;
 
 pub use block_builder::BlockBuilder;
 pub use block_cache::{BlockCache, ENTRY_CHARGE_OVERHEAD, SHARD_CAPACITY_MIN, SHARD_COUNT_MAX};
@@ -48,10 +66,19 @@ pub use manifest::{
 };
 pub use memtable::{Memtable, MemtableEntry};
 pub use memtable_iter::{MemtableRange, MemtableRangeRev};
+pub use merge::Direction;
+pub use options::{
+    BATCH_SIZE_MAX, BATCH_WRITES_MAX, KEY_SIZE_MAX, LEVELS_COUNT, TreeOptions, VALUE_SIZE_MAX,
+};
+pub use range::RangeIter;
+pub use read_view::{ReadView, Versioned};
+pub use scheduler::Scheduler;
 pub use sst_format::{BlockHandle, FOOTER_SIZE, FORMAT_VERSION, FORMAT_VERSION_MIN, Footer, MAGIC};
 pub use sst_iter::SstIter;
 pub use sst_reader::{SstReadOptions, SstReader};
 pub use sst_writer::{SstSummary, SstWriter, SstWriterOptions};
+pub use stats::{LevelStats, TreeStats};
+pub use tree::{Progress, Tree};
 
 /// The block codec's layout constants, varints and entry decoder, and the manifest's layout,
 /// edit codec and file replay, for the fuzz crate and format tests. Not a stable API.

@@ -119,6 +119,11 @@ impl Memtable {
         MemtableRangeRev::new(self.map.range(internal_bounds(&bounds)), view_lsn)
     }
 
+    /// The skip list itself, for cursors and flushes that walk every version.
+    pub(crate) fn skip_map(&self) -> &SkipMap<InternalKey, Vec<u8>> {
+        &self.map
+    }
+
     /// An estimate of the memory the memtable holds: keys, values and per-version overhead.
     /// The flush trigger compares it with the budget.
     pub fn approximate_bytes(&self) -> usize {

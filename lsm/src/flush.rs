@@ -1,0 +1,106 @@
+//! Flushes: frozen memtables become L0 SSTs, oldest first, each recorded by one manifest edit
+//! (a checkpoint's edit also carries its watermark). Runs under the maintenance lock.
+//!
+//! Order of durability: the SST is written and synced, the directory synced, then the edit
+//! logged and synced; only then is the new version installed and the memtable released. A
+//! crash anywhere before the edit is durable leaves an orphan file, deleted at the next
+//! open, and the manifest as it was.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::manifest::VersionEdit;
+use crate::output::Output;
+use crate::read_view::{Frozen, TreeState};
+use crate::stats::Counters;
+use crate::tree::{Maint, Shared};
+use crate::version::SstHandle;
+
+impl Shared {
+    /// Flushes the oldest frozen memtable (its flushability was checked by the caller).
+    pub(crate) fn flush_oldest(&self, maint: &mut Maint) -> Result<()> {
+        let frozen = self.current().frozen[0].clone();
+        self.flush_prefix(maint, &[frozen], None)
+    }
+
+    /// The flush half of a checkpoint at `lsn`: every frozen memtable holding a version at or
+    /// below `lsn` is flushed, and the edit records `lsn` as the watermark.
+    pub(crate) fn checkpoint_flush(&self, maint: &mut Maint, lsn: u64) -> Result<()> {
+        let state = self.current();
+        let count = state.frozen.iter().take_while(|f| f.min_lsn <= lsn).count();
+        let prefix = &state.frozen[..count];
+        let durable = self.durable_lsn();
+        if let Some(needed) = prefix.iter().map(|f| f.freeze_lsn).max()
+            && needed > durable
+        {
+            return Err(Error::NotDurable { needed, durable });
+        }
+        self.flush_prefix(maint, prefix, Some(lsn))?;
+        self.watermark.store(lsn, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes one L0 SST per memtable of `prefix` (the oldest frozen ones, in order), logs
+    /// one edit naming them (and the watermark, for a checkpoint), and installs the result.
+    fn flush_prefix(
+        &self,
+        maint: &mut Maint,
+        prefix: &[Arc<Frozen>],
+        watermark: Option<u64>,
+    ) -> Result<()> {
+        let mut next_id = maint.manifest.state().next_file_id;
+        let mut added = Vec::with_capacity(prefix.len());
+        for frozen in prefix {
+            if let Some(file) = self.write_frozen(frozen, next_id)? {
+                next_id += 1;
+                added.push(file);
+            }
+        }
+        if !added.is_empty() {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("tree sync dir", e))?;
+        }
+        let edit = VersionEdit {
+            added: added.iter().map(|f| f.meta.clone()).collect(),
+            removed: Vec::new(),
+            watermark,
+            next_file_id: Some(next_id),
+        };
+        maint.manifest.log_edit(&edit)?;
+        let bytes: u64 = added.iter().map(|f| f.meta.size).sum();
+        Counters::add(&self.counters.bytes_flushed, bytes);
+        Counters::add(&self.counters.flushes, prefix.len() as u64);
+        let mut guard = self.state.write();
+        let old = guard.clone();
+        assert!(
+            old.frozen.len() >= prefix.len()
+                && old
+                    .frozen
+                    .iter()
+                    .zip(prefix)
+                    .all(|(a, b)| Arc::ptr_eq(a, b)),
+            "frozen memtables changed under the maintenance lock"
+        );
+        *guard = Arc::new(TreeState {
+            mem: old.mem.clone(),
+            frozen: old.frozen[prefix.len()..].to_vec(),
+            version: Arc::new(old.version.edited(&[], added)),
+        });
+        Ok(())
+    }
+
+    /// Writes the versions of `frozen` at or below its freeze point to SST `id`; `None` if
+    /// it holds none.
+    fn write_frozen(&self, frozen: &Frozen, id: u64) -> Result<Option<Arc<SstHandle>>> {
+        let mut output = Output::create(self, id, 0)?;
+        for entry in frozen.mem.skip_map() {
+            let key = entry.key();
+            if key.lsn() <= frozen.freeze_lsn {
+                output.add(key.encoded(), entry.value())?;
+            }
+        }
+        output.finish(self)
+    }
+}

@@ -1,0 +1,634 @@
+//! The tree: the engine's API. Writes stamped with an LSN go to the memtable; full memtables
+//! freeze and are flushed to L0 SSTs; compaction merges SSTs down the levels; read views see
+//! one LSN of it all; `checkpoint(c)` makes everything through `c` durable in the tree's own
+//! files and records `c` as the watermark in the manifest.
+//!
+//! Concurrency: one writer at a time (the writer lock, held by `apply` and by the freezing
+//! part of `checkpoint`); readers take a view by cloning the current state under a brief
+//! read lock and never wait for the writer. Flushes, checkpoints and compactions serialize on
+//! the maintenance lock, which the writer takes only when it stalls.
+//!
+//! Recovery contract (DESIGN.md, "Checkpoints and recovery"): after a reopen the tree reads
+//! exactly the state at its watermark. SSTs may hold writes above it (a memtable flushed to
+//! free memory between checkpoints); they are invisible until the owner re-applies the same
+//! records, which it does by replaying its log from the watermark. Replay applies with the
+//! same LSNs, so the copies are identical and the newer source wins where they meet.
+//!
+//! Compaction keeps every version above the watermark and the newest at or below it, so a
+//! read view at any LSN from the watermark up is exact; views taken earlier keep the files
+//! they started with.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use popdb_io::FsRef;
+
+use crate::error::{Error, Result};
+use crate::internal_key::LSN_MAX;
+use crate::manifest::{Manifest, ManifestState};
+use crate::memtable::Memtable;
+use crate::options::{
+    BATCH_SIZE_MAX, BATCH_WRITES_MAX, KEY_SIZE_MAX, LEVELS_COUNT, TreeOptions, VALUE_SIZE_MAX,
+};
+use crate::read_view::{Frozen, ReadView, TreeState};
+use crate::scheduler;
+use crate::stats::{Counters, LevelStats, TreeStats};
+use crate::version::{SstHandle, Version, parse_sst_file_name};
+
+/// What one maintenance step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Flushed a frozen memtable to L0.
+    Flushed,
+    /// Ran one compaction (or moved a file down a level).
+    Compacted,
+    /// Nothing needed doing (or nothing could be done: see [`Tree::set_durable_lsn`]).
+    Idle,
+}
+
+/// A log-structured merge tree in one directory.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) fs: FsRef,
+    pub(crate) dir: PathBuf,
+    pub(crate) options: TreeOptions,
+    pub(crate) state: RwLock<Arc<TreeState>>,
+    writer: Mutex<Writer>,
+    pub(crate) maint: Mutex<Maint>,
+    /// The LSN read views are taken at: the last applied, or the watermark after open.
+    applied: AtomicU64,
+    /// The watermark; 0 while there is none.
+    pub(crate) watermark: AtomicU64,
+    /// Frozen memtables flush only once the log is durable through their LSNs.
+    durable: AtomicU64,
+    poisoned: AtomicBool,
+    pub(crate) counters: Arc<Counters>,
+    /// The scheduler doing this tree's background work, if one was given it.
+    scheduler: Mutex<Option<Weak<scheduler::Inner>>>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    /// Applies must be above this: the last applied LSN, or the watermark.
+    floor: u64,
+    /// The smallest LSN in the mutable memtable, if it holds any version.
+    mem_min_lsn: Option<u64>,
+}
+
+/// State only maintenance touches.
+#[derive(Debug)]
+pub(crate) struct Maint {
+    pub(crate) manifest: Manifest,
+    /// Per level, the largest key of the last file compacted out of it: the next compaction
+    /// of the level starts after it (round robin over the key space).
+    pub(crate) compact_cursor: [Vec<u8>; LEVELS_COUNT],
+}
+
+impl Tree {
+    /// Opens the tree in `dir`, creating it (and the directory) if no tree is there. Deletes
+    /// files an interrupted flush or compaction left behind.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`]; [`Error::Io`]; [`Error::Corruption`] if the manifest or an
+    /// SST it names is damaged.
+    pub fn open(fs: FsRef, dir: &Path, options: TreeOptions) -> Result<Self> {
+        options.validate().map_err(Error::InvalidOptions)?;
+        popdb_io::create_dir_durably(fs.as_ref(), dir)
+            .map_err(|e| Error::io("tree create dir", e))?;
+        let (manifest, state) = if Manifest::exists(&fs, dir)? {
+            let (manifest, state, _recovery) = Manifest::open(fs.clone(), dir)?;
+            (manifest, state)
+        } else {
+            let manifest = Manifest::create(fs.clone(), dir)?;
+            let state = manifest.state().clone();
+            (manifest, state)
+        };
+        remove_orphans(&fs, dir, &manifest, &state)?;
+        let version = open_version(&fs, dir, &state, &options)?;
+        let watermark = state.watermark.unwrap_or(0);
+        let shared = Shared {
+            fs,
+            dir: dir.to_path_buf(),
+            options,
+            state: RwLock::new(Arc::new(TreeState {
+                mem: Arc::new(Memtable::new()),
+                frozen: Vec::new(),
+                version: Arc::new(version),
+            })),
+            writer: Mutex::new(Writer {
+                floor: watermark,
+                mem_min_lsn: None,
+            }),
+            maint: Mutex::new(Maint {
+                manifest,
+                compact_cursor: Default::default(),
+            }),
+            applied: AtomicU64::new(watermark),
+            watermark: AtomicU64::new(watermark),
+            durable: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            counters: Arc::default(),
+            scheduler: Mutex::new(None),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Applies an atomic batch at `lsn`: each `(key, Some(value))` is a put, each `(key,
+    /// None)` a delete; within the batch the last write to a key wins. Visible to read views
+    /// taken after it returns.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] for an oversized key, value or batch;
+    /// [`Error::LsnNotIncreasing`] unless `lsn` is above every LSN applied and the watermark;
+    /// [`Error::Poisoned`]; an error from a flush or compaction the write stalled on. On an
+    /// error before the write, nothing is applied.
+    pub fn apply<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        lsn: u64,
+        batch: &[(K, Option<V>)],
+    ) -> Result<()> {
+        let bytes = check_batch(batch)?;
+        let shared = &*self.shared;
+        shared.check_not_poisoned()?;
+        let froze = {
+            let mut writer = shared.writer.lock();
+            if lsn <= writer.floor || lsn > LSN_MAX {
+                return Err(Error::LsnNotIncreasing {
+                    lsn,
+                    floor: writer.floor,
+                });
+            }
+            let state = shared.current();
+            state.mem.apply(lsn, batch);
+            writer.floor = lsn;
+            if !batch.is_empty() {
+                writer.mem_min_lsn.get_or_insert(lsn);
+            }
+            shared.applied.store(lsn, Ordering::Release);
+            Counters::add(&shared.counters.bytes_applied, bytes);
+            let full = state.mem.approximate_bytes() >= shared.options.memtable_size_max;
+            if full {
+                shared.freeze_whole(&mut writer, lsn);
+            }
+            full
+        };
+        if froze {
+            shared.notify_scheduler();
+        }
+        shared.backpressure()
+    }
+
+    /// A read view of everything applied so far.
+    pub fn read_view(&self) -> ReadView {
+        let shared = &*self.shared;
+        let lsn = shared.applied.load(Ordering::Acquire);
+        shared.view_at(lsn)
+    }
+
+    /// A read view at `lsn`, which must lie between the watermark and the last applied LSN:
+    /// below the watermark, compaction may have dropped versions the view would need.
+    ///
+    /// # Errors
+    /// [`Error::ViewOutOfRange`].
+    pub fn read_view_at(&self, lsn: u64) -> Result<ReadView> {
+        let shared = &*self.shared;
+        let view = shared.view_at(shared.applied.load(Ordering::Acquire));
+        let from = shared.watermark.load(Ordering::Acquire);
+        if lsn < from || lsn > view.lsn {
+            return Err(Error::ViewOutOfRange {
+                lsn,
+                from,
+                through: view.lsn,
+            });
+        }
+        Ok(ReadView { lsn, ..view })
+    }
+
+    /// The watermark: every write at or below it is in the tree's own files (durably, as
+    /// recorded in the manifest). `None` before the first checkpoint.
+    pub fn watermark(&self) -> Option<u64> {
+        let w = self.shared.watermark.load(Ordering::Acquire);
+        (w > 0).then_some(w)
+    }
+
+    /// The last LSN applied (or the watermark after an open); `None` if neither.
+    pub fn last_applied(&self) -> Option<u64> {
+        let a = self.shared.applied.load(Ordering::Acquire);
+        (a > 0).then_some(a)
+    }
+
+    /// Tells the tree that the owner's log is durable through `lsn`. Only needed when
+    /// [`TreeOptions::flush_needs_durable_lsn`] is set: frozen memtables then flush only
+    /// once the log holds every write they contain, so SSTs never hold a write a crash
+    /// could take from the log.
+    pub fn set_durable_lsn(&self, lsn: u64) {
+        self.shared.durable.fetch_max(lsn, Ordering::AcqRel);
+    }
+
+    /// Makes every write at or below `lsn` durable in the tree's files and sets the watermark
+    /// to `lsn`: freezes the memtable at `lsn` (writes above it stay in memory), flushes
+    /// every frozen memtable holding writes at or below it, and records the watermark in the
+    /// manifest. A checkpoint at or below the current watermark does nothing. `lsn` may be
+    /// above the last applied LSN (an idle table); later applies must then be above it.
+    ///
+    /// # Errors
+    /// [`Error::NotDurable`] if a frozen memtable to flush holds writes above the durable LSN
+    /// (nothing is written); [`Error::Io`] (the tree is then poisoned);
+    /// [`Error::Poisoned`].
+    pub fn checkpoint(&self, lsn: u64) -> Result<()> {
+        let shared = &*self.shared;
+        shared.check_not_poisoned()?;
+        if lsn > LSN_MAX {
+            return Err(Error::LsnNotIncreasing {
+                lsn,
+                floor: LSN_MAX,
+            });
+        }
+        let mut maint = shared.maint.lock();
+        if lsn <= shared.watermark.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        {
+            let mut writer = shared.writer.lock();
+            shared.freeze_at(&mut writer, lsn);
+            writer.floor = writer.floor.max(lsn);
+            shared.applied.fetch_max(lsn, Ordering::AcqRel);
+        }
+        let result = shared.checkpoint_flush(&mut maint, lsn);
+        shared.poison_on_io(result)
+    }
+
+    /// Runs one step of background work: a flush if a frozen memtable can be flushed, else a
+    /// compaction if a level is over its target, else nothing. A scheduler (a thread in
+    /// production, a test step by step) calls it until it returns [`Progress::Idle`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Corruption`] from the files (the tree is then poisoned);
+    /// [`Error::Poisoned`].
+    pub fn maintenance_step(&self) -> Result<Progress> {
+        self.shared.maintenance_step()
+    }
+
+    /// Whether a maintenance step would find work.
+    pub fn needs_maintenance(&self) -> bool {
+        let shared = &*self.shared;
+        let state = shared.current();
+        shared.flushable(&state) || shared.pick_compaction(&state.version, None).is_some()
+    }
+
+    /// Whether an I/O failure has poisoned the tree.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.is_poisoned()
+    }
+
+    /// A snapshot of the tree's shape and counters.
+    pub fn stats(&self) -> TreeStats {
+        let shared = &*self.shared;
+        let state = shared.current();
+        let c = &shared.counters;
+        let mut levels = [LevelStats::default(); LEVELS_COUNT];
+        for (level, files) in state.version.levels.iter().enumerate() {
+            levels[level] = LevelStats {
+                files: files.len(),
+                bytes: state.version.level_bytes(level),
+            };
+        }
+        let memtable_bytes = state.mem.approximate_bytes()
+            + state
+                .frozen
+                .iter()
+                .map(|f| f.mem.approximate_bytes())
+                .sum::<usize>();
+        TreeStats {
+            levels,
+            frozen_memtables: state.frozen.len(),
+            memtable_bytes,
+            watermark: self.watermark(),
+            bytes_applied: Counters::get(&c.bytes_applied),
+            bytes_flushed: Counters::get(&c.bytes_flushed),
+            bytes_compacted_read: Counters::get(&c.bytes_compacted_read),
+            bytes_compacted_written: Counters::get(&c.bytes_compacted_written),
+            flushes: Counters::get(&c.flushes),
+            compactions: Counters::get(&c.compactions),
+            trivial_moves: Counters::get(&c.trivial_moves),
+            stalls: Counters::get(&c.stalls),
+            slowdowns: Counters::get(&c.slowdowns),
+            gets: Counters::get(&c.gets),
+            sst_probes: Counters::get(&c.sst_probes),
+            scans: Counters::get(&c.scans),
+            cache_hits: shared.options.block_cache.hits(),
+            cache_misses: shared.options.block_cache.misses(),
+        }
+    }
+
+    /// Checks the invariants of the memtables and the level structure, and that the
+    /// manifest's state names exactly the files of the current version. O(data in
+    /// memtables): for tests.
+    ///
+    /// # Panics
+    /// If an invariant is broken.
+    pub fn check_invariants(&self) {
+        let shared = &*self.shared;
+        let maint = shared.maint.lock();
+        let state = shared.current();
+        state.version.check_invariants();
+        let manifest = maint.manifest.state();
+        manifest.check_invariants();
+        for (level, files) in state.version.levels.iter().enumerate() {
+            let ids: Vec<u64> = files.iter().map(|f| f.meta.id).collect();
+            let mut named: Vec<u64> = manifest.levels[level].iter().map(|f| f.id).collect();
+            let mut sorted_ids = ids.clone();
+            sorted_ids.sort_unstable();
+            named.sort_unstable();
+            assert_eq!(sorted_ids, named, "L{level} differs from the manifest");
+        }
+        let watermark = shared.watermark.load(Ordering::Acquire);
+        assert_eq!(
+            manifest.watermark.unwrap_or(0),
+            watermark,
+            "watermark drifted"
+        );
+        for frozen in &state.frozen {
+            frozen.mem.check_invariants();
+            assert!(
+                frozen.min_lsn > watermark,
+                "a frozen memtable below the watermark was not flushed"
+            );
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn current(&self) -> Arc<TreeState> {
+        self.state.read().clone()
+    }
+
+    fn view_at(&self, lsn: u64) -> ReadView {
+        ReadView {
+            state: self.current(),
+            lsn,
+            counters: self.counters.clone(),
+        }
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_scheduler(&self, scheduler: Weak<scheduler::Inner>) {
+        *self.scheduler.lock() = Some(scheduler);
+    }
+
+    fn notify_scheduler(&self) {
+        let scheduler = self.scheduler.lock().as_ref().and_then(Weak::upgrade);
+        if let Some(scheduler) = scheduler {
+            scheduler.notify();
+        }
+    }
+
+    pub(crate) fn check_not_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Poisons the tree if `result` is a failure of the files.
+    pub(crate) fn poison_on_io<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(Error::Io { .. } | Error::Corruption(_)) = &result {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Freezes the whole mutable memtable (the writer lock is held).
+    fn freeze_whole(&self, writer: &mut Writer, freeze_lsn: u64) {
+        let Some(min_lsn) = writer.mem_min_lsn.take() else {
+            return;
+        };
+        let mut guard = self.state.write();
+        let old = guard.clone();
+        let mut frozen = old.frozen.clone();
+        frozen.push(Arc::new(Frozen {
+            mem: old.mem.clone(),
+            freeze_lsn,
+            min_lsn,
+        }));
+        *guard = Arc::new(TreeState {
+            mem: Arc::new(Memtable::new()),
+            frozen,
+            version: old.version.clone(),
+        });
+    }
+
+    /// Freezes the mutable memtable at `lsn` (the writer lock is held): versions above `lsn`
+    /// are copied into a fresh memtable, which stays mutable.
+    fn freeze_at(&self, writer: &mut Writer, lsn: u64) {
+        let Some(min_lsn) = writer.mem_min_lsn else {
+            return;
+        };
+        if min_lsn > lsn {
+            return;
+        }
+        let state = self.current();
+        let above = versions_above(&state.mem, lsn);
+        if above.is_empty() {
+            self.freeze_whole(writer, writer.floor.min(lsn));
+            return;
+        }
+        let fresh = Memtable::new();
+        for (at, batch) in &above {
+            fresh.apply(*at, batch);
+        }
+        writer.mem_min_lsn = above.keys().next().copied();
+        let mut guard = self.state.write();
+        let old = guard.clone();
+        let mut frozen = old.frozen.clone();
+        frozen.push(Arc::new(Frozen {
+            mem: old.mem.clone(),
+            freeze_lsn: lsn,
+            min_lsn,
+        }));
+        *guard = Arc::new(TreeState {
+            mem: Arc::new(fresh),
+            frozen,
+            version: old.version.clone(),
+        });
+    }
+
+    /// The durable LSN frozen memtables may be flushed up to.
+    pub(crate) fn durable_lsn(&self) -> u64 {
+        if self.options.flush_needs_durable_lsn {
+            self.durable.load(Ordering::Acquire)
+        } else {
+            LSN_MAX
+        }
+    }
+
+    /// Whether the oldest frozen memtable may be flushed now.
+    pub(crate) fn flushable(&self, state: &TreeState) -> bool {
+        state
+            .frozen
+            .first()
+            .is_some_and(|f| f.freeze_lsn <= self.durable_lsn())
+    }
+
+    pub(crate) fn maintenance_step(&self) -> Result<Progress> {
+        self.check_not_poisoned()?;
+        let mut maint = self.maint.lock();
+        let result = self.maintenance_step_locked(&mut maint);
+        self.poison_on_io(result)
+    }
+
+    fn maintenance_step_locked(&self, maint: &mut Maint) -> Result<Progress> {
+        let state = self.current();
+        if self.flushable(&state) {
+            self.flush_oldest(maint)?;
+            return Ok(Progress::Flushed);
+        }
+        if let Some(pick) = self.pick_compaction(&state.version, Some(&maint.compact_cursor)) {
+            self.compact(maint, &pick)?;
+            return Ok(Progress::Compacted);
+        }
+        Ok(Progress::Idle)
+    }
+
+    /// Makes the writer pay for a backlog: flushes while too many memtables are frozen,
+    /// compacts while L0 is at its stop trigger, and does one compaction step past the
+    /// slowdown trigger. Never waits on anything but the maintenance lock, so it cannot
+    /// deadlock; if no step is possible (flushes waiting for the log) it returns.
+    fn backpressure(&self) -> Result<()> {
+        let options = &self.options;
+        let mut stalled = false;
+        loop {
+            let state = self.current();
+            let l0 = state.version.levels[0].len();
+            let too_many_frozen = state.frozen.len() > options.frozen_count_max;
+            if !too_many_frozen && l0 < options.l0_stop_trigger {
+                if l0 >= options.l0_slowdown_trigger {
+                    Counters::add(&self.counters.slowdowns, 1);
+                    self.maintenance_step()?;
+                }
+                return Ok(());
+            }
+            if !stalled {
+                stalled = true;
+                Counters::add(&self.counters.stalls, 1);
+            }
+            if self.maintenance_step()? == Progress::Idle {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A batch as the memtable takes it: (key, value or delete).
+type OwnedBatch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The versions of `mem` above `lsn`, grouped into batches by LSN, oldest first.
+fn versions_above(mem: &Memtable, lsn: u64) -> BTreeMap<u64, OwnedBatch> {
+    let mut out: BTreeMap<u64, OwnedBatch> = BTreeMap::new();
+    for entry in mem.skip_map() {
+        let key = entry.key();
+        if key.lsn() > lsn {
+            let value = match key.kind() {
+                crate::ValueKind::Put => Some(entry.value().clone()),
+                crate::ValueKind::Delete => None,
+            };
+            out.entry(key.lsn())
+                .or_default()
+                .push((key.user_key().to_vec(), value));
+        }
+    }
+    out
+}
+
+/// Checks a batch against the limits; returns its bytes of keys and values.
+fn check_batch<K: AsRef<[u8]>, V: AsRef<[u8]>>(batch: &[(K, Option<V>)]) -> Result<u64> {
+    let exceeded = |limit, found: usize, max: usize| Error::LimitExceeded {
+        limit,
+        found: found as u64,
+        max: max as u64,
+    };
+    if batch.len() > BATCH_WRITES_MAX {
+        return Err(exceeded("batch writes", batch.len(), BATCH_WRITES_MAX));
+    }
+    let mut total = 0usize;
+    for (key, value) in batch {
+        let key = key.as_ref();
+        if key.len() > KEY_SIZE_MAX {
+            return Err(exceeded("key size", key.len(), KEY_SIZE_MAX));
+        }
+        let value_len = value.as_ref().map_or(0, |v| v.as_ref().len());
+        if value_len > VALUE_SIZE_MAX {
+            return Err(exceeded("value size", value_len, VALUE_SIZE_MAX));
+        }
+        total += key.len() + value_len;
+    }
+    if total > BATCH_SIZE_MAX {
+        return Err(exceeded("batch size", total, BATCH_SIZE_MAX));
+    }
+    Ok(total as u64)
+}
+
+/// Opens every SST the manifest names.
+fn open_version(
+    fs: &FsRef,
+    dir: &Path,
+    state: &ManifestState,
+    options: &TreeOptions,
+) -> Result<Version> {
+    let mut version = Version::default();
+    for (level, files) in state.levels.iter().enumerate() {
+        for meta in files {
+            let handle = SstHandle::open(fs, dir, meta.clone(), &options.block_cache)?;
+            version.levels[level].push(Arc::new(handle));
+        }
+    }
+    version.check_invariants();
+    Ok(version)
+}
+
+/// Deletes files of this tree's kinds that the manifest does not name: SSTs of an
+/// interrupted flush or compaction, old manifests, temporary files. Leaves other files.
+fn remove_orphans(
+    fs: &FsRef,
+    dir: &Path,
+    manifest: &Manifest,
+    state: &ManifestState,
+) -> Result<()> {
+    let live_ssts: std::collections::HashSet<u64> =
+        state.levels.iter().flatten().map(|f| f.id).collect();
+    let live_manifest = manifest.live_file_names();
+    let names = fs
+        .read_dir(dir)
+        .map_err(|e| Error::io("tree read dir", e))?;
+    let mut removed = false;
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        let orphan = match parse_sst_file_name(name) {
+            Some(id) => !live_ssts.contains(&id),
+            None => Manifest::is_own_file(name) && !live_manifest.iter().any(|n| n == name),
+        };
+        if orphan {
+            fs.remove_file(&dir.join(name))
+                .map_err(|e| Error::io("tree remove orphan", e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("tree sync dir", e))?;
+    }
+    Ok(())
+}

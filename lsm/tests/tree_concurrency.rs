@@ -1,0 +1,130 @@
+//! Readers and read views during heavy writes, flushes, compactions and checkpoints see
+//! consistent data: a writer moves amounts between accounts in atomic batches (the total
+//! never changes) while a scheduler thread flushes and compacts, and reader threads check
+//! the total through scans both ways and through point reads, in fresh views and in views
+//! held across many writes.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+mod tree_common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use popdb_io::{FsRef, SimFs};
+use popdb_lsm::{Direction, ReadView, Scheduler, Tree};
+use popdb_testkit::Rng;
+
+const ACCOUNTS: u64 = 200;
+const INITIAL: u64 = 1_000;
+const TRANSFERS: u64 = 20_000;
+
+fn account(i: u64) -> Vec<u8> {
+    format!("account-{i:05}").into_bytes()
+}
+
+fn balance(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().unwrap())
+}
+
+/// Balances carry padding so memtables fill and flush often.
+fn encode(amount: u64) -> Vec<u8> {
+    let mut v = amount.to_le_bytes().to_vec();
+    v.resize(64, 0xab);
+    v
+}
+
+fn total_by_scan(view: &ReadView, direction: Direction) -> (u64, u64) {
+    let bounds = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+    let mut it = view.scan(bounds, direction).unwrap();
+    let (mut sum, mut count) = (0, 0);
+    while it.valid() {
+        sum += balance(it.value());
+        count += 1;
+        it.next().unwrap();
+    }
+    (sum, count)
+}
+
+fn total_by_gets(view: &ReadView) -> u64 {
+    (0..ACCOUNTS)
+        .map(|i| balance(&view.get(&account(i)).unwrap().unwrap().value))
+        .sum()
+}
+
+fn check(view: &ReadView) {
+    let expected = ACCOUNTS * INITIAL;
+    for direction in [Direction::Forward, Direction::Backward] {
+        assert_eq!(
+            total_by_scan(view, direction),
+            (expected, ACCOUNTS),
+            "scan {direction:?} at {}",
+            view.lsn()
+        );
+    }
+    assert_eq!(total_by_gets(view), expected, "gets at {}", view.lsn());
+}
+
+#[test]
+fn tree_readers_see_constant_total_during_writes_and_compactions() {
+    let fs: FsRef = Arc::new(SimFs::new(7));
+    let tree = Tree::open(fs, Path::new("/bank"), tree_common::tiny_options()).unwrap();
+    let scheduler = Scheduler::start();
+    scheduler.register(&tree);
+    let initial: Vec<_> = (0..ACCOUNTS)
+        .map(|i| (account(i), Some(encode(INITIAL))))
+        .collect();
+    tree.apply(1, &initial).unwrap();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for reader in 0..2 {
+            let (tree, done) = (&tree, &done);
+            s.spawn(move || {
+                let mut held: Option<ReadView> = None;
+                let mut checks = 0;
+                while !done.load(Ordering::Acquire) || checks < 10 {
+                    let view = tree.read_view();
+                    check(&view);
+                    if let Some(old) = &held {
+                        check(old);
+                    }
+                    if checks % 7 == reader {
+                        held = Some(view);
+                    }
+                    checks += 1;
+                }
+            });
+        }
+        let mut rng = Rng(11);
+        let mut balances = vec![INITIAL; ACCOUNTS as usize];
+        for lsn in 2..2 + TRANSFERS {
+            let (from, to) = (rng.below(ACCOUNTS), rng.below(ACCOUNTS));
+            if from == to {
+                tree.apply::<Vec<u8>, Vec<u8>>(lsn, &[]).unwrap();
+                continue;
+            }
+            let amount = rng.below(balances[from as usize] + 1);
+            balances[from as usize] -= amount;
+            balances[to as usize] += amount;
+            let batch = [
+                (account(from), Some(encode(balances[from as usize]))),
+                (account(to), Some(encode(balances[to as usize]))),
+            ];
+            tree.apply(lsn, &batch).unwrap();
+            if lsn % 2_000 == 0 {
+                tree.checkpoint(lsn - rng.below(10)).unwrap();
+            }
+        }
+        done.store(true, Ordering::Release);
+    });
+    scheduler.shutdown();
+    check(&tree.read_view());
+    tree.check_invariants();
+    let stats = tree.stats();
+    assert!(
+        stats.flushes > 10,
+        "too few flushes to mean much: {stats:?}"
+    );
+    assert!(stats.compactions > 5, "too few compactions: {stats:?}");
+}
