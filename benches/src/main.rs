@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::disallowed_methods, reason = "benchmarks measure real time")]
 
+mod lsmbench;
 mod machine;
 mod measure;
 mod raw;
@@ -36,6 +37,26 @@ enum Command {
     /// The write-ahead log: synced appends against pwrite+fdatasync, group commit with
     /// 1..64 appenders, and unsynced bulk appends against sequential 1 MiB writes.
     Wal(WalArgs),
+    /// The LSM engine alone on db_bench's workloads (fillseq, fillrandom, overwrite,
+    /// readrandom, readmissing, seekrandom): 16-byte keys, 100-byte values, no log.
+    Lsm(LsmArgs),
+}
+
+/// Options of `popdb-bench lsm`.
+#[derive(Debug, Args)]
+struct LsmArgs {
+    /// Keys loaded (db_bench's `--num`).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// 100,000 keys instead.
+    #[arg(long)]
+    quick: bool,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Where the data goes (a fresh directory inside it). Default: target/popdb-bench/.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 /// Options of `popdb-bench wal`. Unset values come from the mode (full, --quick, --smoke).
@@ -84,5 +105,18 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Wal(args) => suite::run_wal(&args),
+        Command::Lsm(args) => {
+            let keys = if args.quick { 100_000 } else { args.keys };
+            let dir = args.dir.unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/popdb-bench")
+            });
+            lsmbench::run(lsmbench::LsmBenchOptions {
+                keys,
+                value_size: args.value_size,
+                reads: keys,
+                seeks: keys / 10,
+                dir,
+            })
+        }
     }
 }
