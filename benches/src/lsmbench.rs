@@ -157,11 +157,12 @@ impl Bench {
         let view = tree.read_view();
         let n = self.options.keys;
         let reads = self.options.reads;
+        let mut value = Vec::new();
         let start = Instant::now();
         let mut found = 0u64;
         for i in 0..reads {
             let k = mix(i ^ 0xabcd) % n;
-            found += u64::from(view.get(&key(k))?.is_some());
+            found += u64::from(view.get_into(&key(k), &mut value)?.is_some());
         }
         let elapsed = start.elapsed().as_secs_f64();
         anyhow::ensure!(found == reads, "readrandom found {found} of {reads}");
@@ -171,7 +172,7 @@ impl Bench {
         for i in 0..reads {
             let mut k = key(mix(i ^ 0x1234) % n);
             k[15] = b'x';
-            found += u64::from(view.get(&k)?.is_some());
+            found += u64::from(view.get_into(&k, &mut value)?.is_some());
         }
         let elapsed = start.elapsed().as_secs_f64();
         anyhow::ensure!(found == 0, "readmissing found {found}");

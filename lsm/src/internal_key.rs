@@ -72,6 +72,12 @@ impl InternalKey {
         Self::new(user_key, lsn.min(LSN_MAX), ValueKind::Put)
     }
 
+    /// Makes this key the seek key of `user_key` at `lsn` (see [`InternalKey::seek_key`]),
+    /// reusing its buffer.
+    pub(crate) fn set_seek_key(&mut self, user_key: &[u8], lsn: u64) {
+        encode_seek_key(&mut self.0, user_key, lsn);
+    }
+
     /// Wraps encoded bytes after checking they hold a trailer with a known kind.
     pub fn from_encoded(bytes: Vec<u8>) -> Option<Self> {
         decode(&bytes)?;
@@ -109,6 +115,15 @@ impl PartialOrd for InternalKey {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
+}
+
+/// Writes the encoded seek key of `user_key` at `lsn` into `out` (cleared first): the key
+/// that sorts first among the versions of `user_key` visible at `lsn`.
+pub(crate) fn encode_seek_key(out: &mut Vec<u8>, user_key: &[u8], lsn: u64) {
+    let lsn = lsn.min(LSN_MAX);
+    out.clear();
+    out.extend_from_slice(user_key);
+    out.extend_from_slice(&(lsn << 8 | u64::from(KIND_PUT)).to_le_bytes());
 }
 
 /// Orders two encoded internal keys: user key ascending, then LSN descending, then kind

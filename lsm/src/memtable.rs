@@ -31,6 +31,11 @@ const ENTRY_OVERHEAD_BYTES: usize = 96;
 /// Bytes of the internal key's trailer (LSN and kind), counted with the key.
 const TRAILER_BYTES: usize = 8;
 
+thread_local! {
+    static SEEK_KEY: std::cell::RefCell<InternalKey> =
+        std::cell::RefCell::new(InternalKey::seek_key(b"", 0));
+}
+
 /// The skip list's bounds over internal keys.
 pub(crate) type InternalBounds = (Bound<InternalKey>, Bound<InternalKey>);
 
@@ -99,8 +104,11 @@ impl Memtable {
     /// The newest version of `user_key` with LSN at or below `view_lsn`, tombstones included
     /// (a delete shadows older data below the memtable); `None` if there is none here.
     pub fn get(&self, user_key: &[u8], view_lsn: u64) -> Option<MemtableEntry<'_>> {
-        let seek = InternalKey::seek_key(user_key, view_lsn);
-        let entry = self.map.lower_bound(Bound::Included(&seek))?;
+        // The seek key's buffer is reused by every get on the thread: no allocation.
+        let entry = SEEK_KEY.with_borrow_mut(|seek| {
+            seek.set_seek_key(user_key, view_lsn);
+            self.map.lower_bound(Bound::Included(&*seek))
+        })?;
         (entry.key().user_key() == user_key).then_some(MemtableEntry { entry })
     }
 

@@ -67,39 +67,47 @@ impl ReadView {
     /// [`Error::Io`](crate::Error::Io) or [`Error::Corruption`](crate::Error::Corruption)
     /// from an SST read.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
-        self.counters.count_get();
-        let found = self.get_versioned(key)?;
-        Ok(found.and_then(|(kind, version, value)| {
-            (kind == ValueKind::Put).then_some(Versioned { value, version })
-        }))
+        let mut value = Vec::new();
+        let version = self.get_into(key, &mut value)?;
+        Ok(version.map(|version| Versioned { value, version }))
     }
 
-    /// The newest version of `key` at or below the view, tombstones included.
-    fn get_versioned(&self, key: &[u8]) -> Result<Option<(ValueKind, u64, Vec<u8>)>> {
+    /// As [`ReadView::get`], with the value written into `value` (cleared first, left empty
+    /// when absent); returns the version. A caller that reuses one buffer makes point reads
+    /// that allocate nothing.
+    ///
+    /// # Errors
+    /// As [`ReadView::get`].
+    pub fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u64>> {
+        self.counters.count_get();
+        value.clear();
+        match self.get_versioned(key, value)? {
+            Some((ValueKind::Put, version)) => Ok(Some(version)),
+            Some((ValueKind::Delete, _)) | None => {
+                value.clear();
+                Ok(None)
+            }
+        }
+    }
+
+    /// The newest version of `key` at or below the view, tombstones included; a put's value
+    /// goes into `value`.
+    fn get_versioned(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<(ValueKind, u64)>> {
         let state = &*self.state;
         let mems = std::iter::once(&state.mem).chain(state.frozen.iter().rev().map(|f| &f.mem));
         for mem in mems {
             if let Some(e) = mem.get(key, self.lsn) {
-                let value = e.value().map(<[u8]>::to_vec).unwrap_or_default();
-                return Ok(Some((e.kind(), e.lsn(), value)));
+                value.extend_from_slice(e.value().unwrap_or_default());
+                return Ok(Some((e.kind(), e.lsn())));
             }
         }
         let version = &state.version;
-        let mut value = Vec::new();
-        for file in version.levels[0].iter().rev() {
-            if file.may_hold(key) {
-                self.counters.count_sst_probe();
-                if let Some((kind, lsn)) = file.reader.get_into(key, self.lsn, &mut value)? {
-                    return Ok(Some((kind, lsn, value)));
-                }
-            }
-        }
-        for level in 1..version.levels.len() {
-            if let Some(file) = version.file_for(level, key) {
-                self.counters.count_sst_probe();
-                if let Some((kind, lsn)) = file.reader.get_into(key, self.lsn, &mut value)? {
-                    return Ok(Some((kind, lsn, value)));
-                }
+        let l0 = version.levels[0].iter().rev().filter(|f| f.may_hold(key));
+        let deeper = (1..version.levels.len()).filter_map(|l| version.file_for(l, key));
+        for file in l0.chain(deeper) {
+            self.counters.count_sst_probe();
+            if let Some(found) = file.reader.get_into(key, self.lsn, value)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)

@@ -25,12 +25,18 @@ use popdb_io::FileRef;
 
 use crate::block_cache::BlockCache;
 use crate::block_compression::decode_stored;
-use crate::block_reader::Block;
+use crate::block_reader::{Block, BlockCursor};
 use crate::bloom::BloomFilter;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::internal_key::{self, InternalKey, ValueKind, compare_internal};
 use crate::sst_format::{BlockHandle, FILTER_CRC_SIZE, FOOTER_SIZE, Footer, footer_version};
 use crate::sst_iter::SstIter;
+
+thread_local! {
+    /// A point read's seek key and block cursor, reused by every read on the thread.
+    static POINT_READ: std::cell::RefCell<(Vec<u8>, BlockCursor)> =
+        std::cell::RefCell::new((Vec::new(), BlockCursor::default()));
+}
 
 /// How an [`SstReader`] reads its file.
 #[derive(Clone, Debug, Default)]
@@ -191,28 +197,33 @@ impl SstReader {
         if !self.filter().may_contain(user_key) {
             return Ok(None);
         }
-        let target = InternalKey::seek_key(user_key, view_lsn);
-        let i = self.index_seek(target.encoded());
-        let Some(entry) = self.index.get(i) else {
-            return Ok(None);
-        };
-        let at = entry.handle.offset;
-        let image = self.block_image(i)?;
-        let block = Block::decode_verified(&image).map_err(|e| e.at_file_offset(at))?;
-        let mut it = block.iter();
-        it.seek(target.encoded())
-            .map_err(|e| e.at_file_offset(at))?;
-        if !it.valid() {
-            return Err(ends_early(at));
-        }
-        let Some((found, lsn, kind)) = internal_key::decode(it.key()) else {
-            return Err(bad_key(it.key(), at));
-        };
-        if found != user_key {
-            return Ok(None);
-        }
-        value.extend_from_slice(it.value());
-        Ok(Some((kind, lsn)))
+        // The seek key and the block cursor's key buffer are reused from call to call on
+        // this thread, so a point read allocates nothing of its own.
+        POINT_READ.with_borrow_mut(|(target, cursor)| {
+            internal_key::encode_seek_key(target, user_key, view_lsn);
+            let i = self.index_seek(target);
+            let Some(entry) = self.index.get(i) else {
+                return Ok(None);
+            };
+            let at = entry.handle.offset;
+            let image = self.block_image(i)?;
+            let block = Block::decode_verified(&image).map_err(|e| e.at_file_offset(at))?;
+            cursor.reset(&block);
+            cursor
+                .seek(&block, target)
+                .map_err(|e| e.at_file_offset(at))?;
+            if !cursor.valid() {
+                return Err(ends_early(at));
+            }
+            let Some((found, lsn, kind)) = internal_key::decode(cursor.key()) else {
+                return Err(bad_key(cursor.key(), at));
+            };
+            if found != user_key {
+                return Ok(None);
+            }
+            value.extend_from_slice(cursor.value(&block));
+            Ok(Some((kind, lsn)))
+        })
     }
 
     /// A cursor over every entry, forward and backward, positioned nowhere (call a seek
