@@ -30,8 +30,8 @@ use criterion::{
 };
 use popdb_io::{FileSystem, OpenOptions, RealFs};
 use popdb_lsm::{
-    Block, BlockBuilder, BloomBuilder, BloomFilter, InternalKey, LSN_MAX, Memtable, SstReader,
-    SstWriter, SstWriterOptions, ValueKind,
+    Block, BlockBuilder, BloomBuilder, BloomFilter, Direction, InternalKey, LSN_MAX, Memtable,
+    Progress, SstReader, SstWriter, SstWriterOptions, Tree, TreeOptions, ValueKind,
 };
 use popdb_testkit::Rng;
 use tempfile::TempDir;
@@ -329,12 +329,51 @@ fn sst(c: &mut Criterion) {
     group.finish();
 }
 
-/// Merge iteration: the place for the benchmark of the merge iterator (memtable and SSTs
-/// merged into one internal-key-ordered stream at a read view), which does not exist yet.
-/// Until it does, `memtable/scan_100k` and `sst/scan_100k` measure the inputs it will merge.
-/// When it lands, measure here a full forward pass over one memtable and a few SSTs holding
-/// `ENTRY_COUNT` entries between them, in a `pass_group`, named `merge/scan_100k`.
-fn merge(_c: &mut Criterion) {}
+/// Merge iteration: a full pass, each way, over a tree's read view whose `ENTRY_COUNT`
+/// entries are spread over the memtable, L0 files and L1 (the merge of every source, filtered
+/// to the newest version per key), named `merge/scan_100k` and `merge/scan_rev_100k`.
+fn merge(c: &mut Criterion) {
+    let data = data();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let fs: popdb_io::FsRef = std::sync::Arc::new(RealFs::new());
+    let options = TreeOptions {
+        memtable_size_max: 2 * 1024 * 1024,
+        l0_compaction_trigger: 3,
+        ..TreeOptions::default()
+    };
+    let tree = Tree::open(fs, dir.path(), options).expect("the tree opens");
+    for (i, (key, value)) in data.keys.iter().zip(&data.values).enumerate() {
+        tree.apply(i as u64 + 1, &[(key, Some(value))])
+            .expect("the tree applies");
+        while tree.maintenance_step().expect("maintenance") != Progress::Idle {}
+    }
+    let stats = tree.stats();
+    println!(
+        "merge: L0 {} files, L1 {} files, memtable {} bytes",
+        stats.levels[0].files, stats.levels[1].files, stats.memtable_bytes
+    );
+    let view = tree.read_view();
+    let mut group = pass_group(c, "merge");
+    for (name, direction) in [
+        ("scan_100k", Direction::Forward),
+        ("scan_rev_100k", Direction::Backward),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+                let mut it = view.scan(all, direction).expect("the view scans");
+                let mut count = 0;
+                while it.valid() {
+                    black_box((it.key(), it.value()));
+                    count += 1;
+                    it.next().expect("the view scans");
+                }
+                assert_eq!(count, ENTRY_COUNT);
+            });
+        });
+    }
+    group.finish();
+}
 
 criterion_group! {
     name = lsm;
