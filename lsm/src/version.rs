@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use popdb_io::{FsRef, OpenOptions};
 
 use crate::block_cache::BlockCache;
-use crate::error::{Error, Result};
+use crate::error::{Corruption, CorruptionKind, Error, Result};
 
 use crate::internal_key::compare_internal;
 use crate::manifest::FileMeta;
@@ -60,9 +60,21 @@ impl SstHandle {
         cache: &Arc<BlockCache>,
     ) -> Result<Self> {
         let path = dir.join(sst_file_name(meta.id));
-        let file = fs
-            .open(&path, OpenOptions::read_only())
-            .map_err(|e| Error::io("sst open", e))?;
+        let file = fs.open(&path, OpenOptions::read_only()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                // The manifest names a file that is not there: the directory and the manifest
+                // disagree, which no crash of ours produces.
+                Error::Corruption(Corruption {
+                    file_id: Some(meta.id),
+                    file_name: None,
+                    offset: 0,
+                    what: "sst named by the manifest",
+                    kind: CorruptionKind::Missing,
+                })
+            } else {
+                Error::io("sst open", e)
+            }
+        })?;
         let options = SstReadOptions {
             file_id: Some(meta.id),
             cache: Some(cache.clone()),
