@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::internal_key::KIND_DELETE;
 use crate::manifest::VersionEdit;
 use crate::merge::{Direction, Merge};
-use crate::options::LEVELS_COUNT;
+use crate::options::{LEVELS_COUNT, TreeOptions};
 use crate::output::Output;
 use crate::read_view::TreeState;
 use crate::stats::Counters;
@@ -51,8 +51,11 @@ impl Shared {
         if l0_score >= 1.0 {
             best = Some((l0_score, 0));
         }
-        for level in 1..LEVELS_COUNT - 1 {
-            let score = version.level_bytes(level) as f64 / options.level_target(level) as f64;
+        let sizes: [u64; LEVELS_COUNT] = std::array::from_fn(|l| version.level_bytes(l));
+        let targets = level_targets(options, &sizes);
+        let deeper = sizes.iter().zip(&targets).enumerate();
+        for (level, (size, target)) in deeper.skip(1).take(LEVELS_COUNT - 2) {
+            let score = *size as f64 / *target as f64;
             if score >= 1.0 && best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, level));
             }
@@ -225,6 +228,31 @@ impl Shared {
     }
 }
 
+/// The byte target of every level of `version` (index 0 unused). The deepest non-empty
+/// level, `last`, keeps its static target ([`TreeOptions::level_target`]): past it, data moves
+/// into a new, deeper level. A level above it targets `ratio` times less than the level
+/// below holds, counted from `last`'s actual size, within `[target_file_size, static
+/// target]`: so the levels above the last hold about a tenth of the data between them, and
+/// old versions shadowed there are rewritten away soon, which keeps space amplification near
+/// 1.1 whatever the tree's size (the idea of RocksDB's dynamic level sizing, with L1 fixed as
+/// the level L0 compacts into).
+fn level_targets(options: &TreeOptions, sizes: &[u64; LEVELS_COUNT]) -> [u64; LEVELS_COUNT] {
+    let mut targets = [0; LEVELS_COUNT];
+    for (level, target) in targets.iter_mut().enumerate().skip(1) {
+        *target = options.level_target(level);
+    }
+    let Some(last) = (1..LEVELS_COUNT).rev().find(|&l| sizes[l] > 0) else {
+        return targets;
+    };
+    let mut below = sizes[last];
+    for level in (1..last).rev() {
+        below /= options.level_size_ratio;
+        let ceiling = options.level_target(level);
+        targets[level] = below.max(options.target_file_size).min(ceiling);
+    }
+    targets
+}
+
 /// The file of `level` after `cursor` (a user key), wrapping around.
 fn next_file_of(version: &Version, level: usize, cursor: Option<&[u8]>) -> Arc<SstHandle> {
     let files = &version.levels[level];
@@ -266,7 +294,36 @@ fn user_range(files: &[Arc<SstHandle>]) -> (&[u8], &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{level_targets, split};
+    use crate::TreeOptions;
+
+    #[test]
+    fn level_targets_follow_the_last_level() {
+        const MIB: u64 = 1024 * 1024;
+        let options = TreeOptions::default();
+        // 580 MiB in L2: L1 targets a tenth (58 MiB), raised to the file size (64 MiB).
+        let targets = level_targets(&options, &[0, 10 * MIB, 580 * MIB, 0, 0, 0, 0]);
+        assert_eq!(targets[1], 64 * MIB);
+        assert_eq!(
+            targets[2],
+            options.level_target(2),
+            "the last level keeps its static target"
+        );
+        // 20 GiB in L3: L2 2 GiB (within its 2.5 GiB static target), L1 capped at 256 MiB.
+        let targets = level_targets(&options, &[0, 0, 0, 20 * 1024 * MIB, 0, 0, 0]);
+        assert_eq!(targets[2], 2 * 1024 * MIB);
+        assert_eq!(targets[1], 20 * 1024 * MIB / 100);
+        // An empty tree: the static targets.
+        let targets = level_targets(&options, &[0; 7]);
+        assert_eq!(targets[1], options.level_target(1));
+        // A file size above a level's static target never inverts the bounds.
+        let odd = TreeOptions {
+            target_file_size: 1024 * MIB,
+            ..TreeOptions::default()
+        };
+        let targets = level_targets(&odd, &[0, 0, 5 * MIB, 0, 0, 0, 0]);
+        assert_eq!(targets[1], odd.level_target(1));
+    }
     use crate::{InternalKey, ValueKind};
 
     #[test]
