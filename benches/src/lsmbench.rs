@@ -139,11 +139,13 @@ impl Bench {
         let stats = tree.stats();
         let raw = self.options.keys * (16 + self.options.value_size as u64);
         println!(
-            "{name:<12} {:>10.0} ops/s  ({ops} ops in {seconds:.2} s)  wamp {:.2}  disk/raw {:.3}  levels {:?}",
+            "{name:<12} {:>10.0} ops/s  ({ops} ops in {seconds:.2} s)  wamp {:.2}  disk/raw {:.3}  levels {:?}  stalls {} slowdowns {}",
             ops as f64 / seconds,
             stats.write_amplification().unwrap_or(0.0),
             stats.sst_bytes() as f64 / raw as f64,
             stats.levels.iter().map(|l| l.files).collect::<Vec<_>>(),
+            stats.stalls,
+            stats.slowdowns,
         );
     }
 

@@ -1,6 +1,7 @@
 //! Leveled compaction: picks the level most over its target (L0 by file count, deeper levels
 //! by bytes), merges the chosen files with the overlapping files of the next level, and
-//! replaces them with new files there. Runs under the maintenance lock, one step at a time.
+//! replaces them with new files there. Runs under the compaction lock, one at a time, beside
+//! flushes; its edit is logged and installed under the manifest lock.
 //!
 //! What a compaction keeps, per user key, given the watermark `w` (the horizon): every
 //! version above `w`; the newest version at or below `w`; nothing older. That newest version
@@ -25,7 +26,7 @@ use crate::options::{LEVELS_COUNT, TreeOptions};
 use crate::output::Output;
 use crate::read_view::TreeState;
 use crate::stats::Counters;
-use crate::tree::{Maint, Shared};
+use crate::tree::{CompactionState, Shared};
 use crate::version::{SstHandle, Version};
 
 /// A chosen compaction: files of `level` and the overlapping files of `level + 1`.
@@ -83,13 +84,13 @@ impl Shared {
     }
 
     /// Runs `pick`: a trivial move when one file of L1+ overlaps nothing below, else a merge.
-    pub(crate) fn compact(&self, maint: &mut Maint, pick: &Pick) -> Result<()> {
+    pub(crate) fn compact(&self, compaction: &mut CompactionState, pick: &Pick) -> Result<()> {
         let state = self.current();
         let next_level = pick.level + 1;
         let (added, moved) = if pick.level > 0 && pick.next_inputs.is_empty() {
             (self.reopen_at_level(&pick.inputs[0], next_level)?, true)
         } else {
-            (self.merge_inputs(maint, &state, pick)?, false)
+            (self.merge_inputs(&state, pick)?, false)
         };
         let removed: Vec<(u8, u64)> = pick
             .inputs
@@ -97,24 +98,19 @@ impl Shared {
             .chain(&pick.next_inputs)
             .map(|f| (f.meta.level, f.meta.id))
             .collect();
-        let next_id = added
-            .iter()
-            .map(|f| f.meta.id + 1)
-            .max()
-            .unwrap_or(0)
-            .max(maint.manifest.state().next_file_id);
         if !moved && !added.is_empty() {
             self.fs
                 .sync_dir(&self.dir)
                 .map_err(|e| Error::io("tree sync dir", e))?;
         }
+        let mut manifest = self.manifest.lock();
         let edit = VersionEdit {
             added: added.iter().map(|f| f.meta.clone()).collect(),
             removed: removed.clone(),
             watermark: None,
-            next_file_id: Some(next_id),
+            next_file_id: Some(self.next_file_id.load(Ordering::Acquire)),
         };
-        maint.manifest.log_edit(&edit)?;
+        manifest.log_edit(&edit)?;
         self.count_compaction(pick, &added, moved);
         let mut guard = self.state.write();
         let old = guard.clone();
@@ -124,13 +120,14 @@ impl Shared {
             version: Arc::new(old.version.edited(&removed, added)),
         });
         drop(guard);
+        drop(manifest);
         if !moved {
             for file in pick.inputs.iter().chain(&pick.next_inputs) {
                 file.mark_obsolete();
             }
         }
         let (_, high) = user_range(&pick.inputs);
-        maint.compact_cursor[pick.level] = high.to_vec();
+        compaction.compact_cursor[pick.level] = high.to_vec();
         Ok(())
     }
 
@@ -163,12 +160,7 @@ impl Shared {
 
     /// Merges the inputs into new files of the next level, cut at user-key boundaries once a
     /// file reaches the target size.
-    fn merge_inputs(
-        &self,
-        maint: &Maint,
-        state: &TreeState,
-        pick: &Pick,
-    ) -> Result<Vec<Arc<SstHandle>>> {
+    fn merge_inputs(&self, state: &TreeState, pick: &Pick) -> Result<Vec<Arc<SstHandle>>> {
         let output_level = pick.level + 1;
         let horizon = self.watermark.load(Ordering::Acquire);
         let mut cursors: Vec<Cursor<'_>> = Vec::new();
@@ -179,7 +171,6 @@ impl Shared {
         }
         cursors.push(Cursor::level(&pick.next_inputs));
         let mut merge = Merge::new(cursors, Direction::Forward, None)?;
-        let mut next_id = maint.manifest.state().next_file_id;
         let mut outputs = Vec::new();
         let mut output: Option<Output> = None;
         let mut user: Vec<u8> = Vec::new();
@@ -213,8 +204,8 @@ impl Shared {
             };
             if keep {
                 if output.is_none() {
-                    output = Some(Output::create(self, next_id, output_level as u8)?);
-                    next_id += 1;
+                    let id = self.next_file_id.fetch_add(1, Ordering::AcqRel);
+                    output = Some(Output::create(self, id, output_level as u8)?);
                 }
                 let out = output.as_mut().expect("created above");
                 out.add(key, merge.value())?;

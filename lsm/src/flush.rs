@@ -1,5 +1,6 @@
 //! Flushes: frozen memtables become L0 SSTs, oldest first, each recorded by one manifest edit
-//! (a checkpoint's edit also carries its watermark). Runs under the maintenance lock.
+//! (a checkpoint's edit also carries its watermark). Runs under the flush lock; the edit is
+//! logged and installed under the manifest lock, so flushes run beside a compaction.
 //!
 //! Order of durability: the SST is written and synced, the directory synced, then the edit
 //! logged and synced; only then is the new version installed and the memtable released. A
@@ -14,19 +15,19 @@ use crate::manifest::VersionEdit;
 use crate::output::Output;
 use crate::read_view::{Frozen, TreeState};
 use crate::stats::Counters;
-use crate::tree::{Maint, Shared};
+use crate::tree::Shared;
 use crate::version::SstHandle;
 
 impl Shared {
     /// Flushes the oldest frozen memtable (its flushability was checked by the caller).
-    pub(crate) fn flush_oldest(&self, maint: &mut Maint) -> Result<()> {
+    pub(crate) fn flush_oldest(&self) -> Result<()> {
         let frozen = self.current().frozen[0].clone();
-        self.flush_prefix(maint, &[frozen], None)
+        self.flush_prefix(&[frozen], None)
     }
 
     /// The flush half of a checkpoint at `lsn`: every frozen memtable holding a version at or
     /// below `lsn` is flushed, and the edit records `lsn` as the watermark.
-    pub(crate) fn checkpoint_flush(&self, maint: &mut Maint, lsn: u64) -> Result<()> {
+    pub(crate) fn checkpoint_flush(&self, lsn: u64) -> Result<()> {
         let state = self.current();
         let count = state.frozen.iter().take_while(|f| f.min_lsn <= lsn).count();
         let prefix = &state.frozen[..count];
@@ -36,39 +37,33 @@ impl Shared {
         {
             return Err(Error::NotDurable { needed, durable });
         }
-        self.flush_prefix(maint, prefix, Some(lsn))?;
-        self.watermark.store(lsn, Ordering::Release);
-        Ok(())
+        self.flush_prefix(prefix, Some(lsn))
     }
 
     /// Writes one L0 SST per memtable of `prefix` (the oldest frozen ones, in order), logs
     /// one edit naming them (and the watermark, for a checkpoint), and installs the result.
-    fn flush_prefix(
-        &self,
-        maint: &mut Maint,
-        prefix: &[Arc<Frozen>],
-        watermark: Option<u64>,
-    ) -> Result<()> {
-        let mut next_id = maint.manifest.state().next_file_id;
+    fn flush_prefix(&self, prefix: &[Arc<Frozen>], watermark: Option<u64>) -> Result<()> {
         let mut added = Vec::with_capacity(prefix.len());
         for frozen in prefix {
-            if let Some(file) = self.write_frozen(frozen, next_id)? {
-                next_id += 1;
-                added.push(file);
-            }
+            let id = self.next_file_id.fetch_add(1, Ordering::AcqRel);
+            added.extend(self.write_frozen(frozen, id)?);
         }
         if !added.is_empty() {
             self.fs
                 .sync_dir(&self.dir)
                 .map_err(|e| Error::io("tree sync dir", e))?;
         }
+        let mut manifest = self.manifest.lock();
         let edit = VersionEdit {
             added: added.iter().map(|f| f.meta.clone()).collect(),
             removed: Vec::new(),
             watermark,
-            next_file_id: Some(next_id),
+            next_file_id: Some(self.next_file_id.load(Ordering::Acquire)),
         };
-        maint.manifest.log_edit(&edit)?;
+        manifest.log_edit(&edit)?;
+        if let Some(lsn) = watermark {
+            self.watermark.store(lsn, Ordering::Release);
+        }
         let bytes: u64 = added.iter().map(|f| f.meta.size).sum();
         Counters::add(&self.counters.bytes_flushed, bytes);
         Counters::add(&self.counters.flushes, prefix.len() as u64);
@@ -81,7 +76,7 @@ impl Shared {
                     .iter()
                     .zip(prefix)
                     .all(|(a, b)| Arc::ptr_eq(a, b)),
-            "frozen memtables changed under the maintenance lock"
+            "frozen memtables changed under the flush lock"
         );
         *guard = Arc::new(TreeState {
             mem: old.mem.clone(),

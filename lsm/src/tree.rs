@@ -5,8 +5,13 @@
 //!
 //! Concurrency: one writer at a time (the writer lock, held by `apply` and by the freezing
 //! part of `checkpoint`); readers take a view by cloning the current state under a brief
-//! read lock and never wait for the writer. Flushes, checkpoints and compactions serialize on
-//! the maintenance lock, which the writer takes only when it stalls.
+//! read lock and never wait for the writer. Flushes and checkpoints serialize on the flush
+//! lock, compactions on the compaction lock, so a flush never waits for a long compaction;
+//! both log their edit and install the new version under the manifest lock, held only for
+//! that. File ids come from one atomic counter. Lock order: flush lock, then writer lock,
+//! then manifest lock, then the state lock; the compaction lock before the manifest lock.
+//! The writer takes the flush or compaction lock only when it stalls, after releasing the
+//! writer lock.
 //!
 //! Recovery contract (DESIGN.md, "Checkpoints and recovery"): after a reopen the tree reads
 //! exactly the state at its watermark. SSTs may hold writes above it (a memtable flushed to
@@ -62,7 +67,14 @@ pub(crate) struct Shared {
     pub(crate) options: TreeOptions,
     pub(crate) state: RwLock<Arc<TreeState>>,
     writer: Mutex<Writer>,
-    pub(crate) maint: Mutex<Maint>,
+    /// Held by flushes and checkpoints: frozen memtables flush one at a time, oldest first.
+    pub(crate) flush_lock: Mutex<()>,
+    /// Held by a compaction for its whole run; holds the compaction cursors.
+    pub(crate) compaction: Mutex<CompactionState>,
+    /// Held while an edit is logged and the version it makes is installed.
+    pub(crate) manifest: Mutex<Manifest>,
+    /// The next SST id to hand out (every id below it is used or was abandoned).
+    pub(crate) next_file_id: AtomicU64,
     /// The LSN read views are taken at: the last applied, or the watermark after open.
     applied: AtomicU64,
     /// The watermark; 0 while there is none.
@@ -83,10 +95,9 @@ struct Writer {
     mem_min_lsn: Option<u64>,
 }
 
-/// State only maintenance touches.
-#[derive(Debug)]
-pub(crate) struct Maint {
-    pub(crate) manifest: Manifest,
+/// State only compaction touches.
+#[derive(Debug, Default)]
+pub(crate) struct CompactionState {
     /// Per level, the largest key of the last file compacted out of it: the next compaction
     /// of the level starts after it (round robin over the key space).
     pub(crate) compact_cursor: [Vec<u8>; LEVELS_COUNT],
@@ -127,10 +138,10 @@ impl Tree {
                 floor: watermark,
                 mem_min_lsn: None,
             }),
-            maint: Mutex::new(Maint {
-                manifest,
-                compact_cursor: Default::default(),
-            }),
+            flush_lock: Mutex::new(()),
+            compaction: Mutex::new(CompactionState::default()),
+            next_file_id: AtomicU64::new(state.next_file_id),
+            manifest: Mutex::new(manifest),
             applied: AtomicU64::new(watermark),
             watermark: AtomicU64::new(watermark),
             durable: AtomicU64::new(0),
@@ -254,7 +265,7 @@ impl Tree {
                 floor: LSN_MAX,
             });
         }
-        let mut maint = shared.maint.lock();
+        let _flushing = shared.flush_lock.lock();
         if lsn <= shared.watermark.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -264,7 +275,7 @@ impl Tree {
             writer.floor = writer.floor.max(lsn);
             shared.applied.fetch_max(lsn, Ordering::AcqRel);
         }
-        let result = shared.checkpoint_flush(&mut maint, lsn);
+        let result = shared.checkpoint_flush(lsn);
         shared.poison_on_io(result)
     }
 
@@ -339,10 +350,10 @@ impl Tree {
     /// If an invariant is broken.
     pub fn check_invariants(&self) {
         let shared = &*self.shared;
-        let maint = shared.maint.lock();
+        let manifest = shared.manifest.lock();
         let state = shared.current();
         state.version.check_invariants();
-        let manifest = maint.manifest.state();
+        let manifest = manifest.state();
         manifest.check_invariants();
         for (level, files) in state.version.levels.iter().enumerate() {
             let ids: Vec<u64> = files.iter().map(|f| f.meta.id).collect();
@@ -484,29 +495,48 @@ impl Shared {
     }
 
     pub(crate) fn maintenance_step(&self) -> Result<Progress> {
+        self.step(true)
+    }
+
+    /// One maintenance step; with `wait_for_compaction` false it skips compaction if another
+    /// thread is compacting (a slowed writer helps, it does not queue).
+    fn step(&self, wait_for_compaction: bool) -> Result<Progress> {
         self.check_not_poisoned()?;
-        let mut maint = self.maint.lock();
-        let result = self.maintenance_step_locked(&mut maint);
+        let result = self.step_inner(wait_for_compaction);
         self.poison_on_io(result)
     }
 
-    fn maintenance_step_locked(&self, maint: &mut Maint) -> Result<Progress> {
-        let state = self.current();
-        if self.flushable(&state) {
-            self.flush_oldest(maint)?;
-            return Ok(Progress::Flushed);
+    fn step_inner(&self, wait_for_compaction: bool) -> Result<Progress> {
+        if self.flushable(&self.current()) {
+            let _flushing = self.flush_lock.lock();
+            // Another thread may have flushed it meanwhile.
+            if self.flushable(&self.current()) {
+                self.flush_oldest()?;
+                return Ok(Progress::Flushed);
+            }
         }
-        if let Some(pick) = self.pick_compaction(&state.version, Some(&maint.compact_cursor)) {
-            self.compact(maint, &pick)?;
+        let mut compaction = if wait_for_compaction {
+            self.compaction.lock()
+        } else {
+            let Some(guard) = self.compaction.try_lock() else {
+                return Ok(Progress::Idle);
+            };
+            guard
+        };
+        let version = self.current().version.clone();
+        if let Some(pick) = self.pick_compaction(&version, Some(&compaction.compact_cursor)) {
+            self.compact(&mut compaction, &pick)?;
             return Ok(Progress::Compacted);
         }
         Ok(Progress::Idle)
     }
 
     /// Makes the writer pay for a backlog: flushes while too many memtables are frozen,
-    /// compacts while L0 is at its stop trigger, and does one compaction step past the
-    /// slowdown trigger. Never waits on anything but the maintenance lock, so it cannot
-    /// deadlock; if no step is possible (flushes waiting for the log) it returns.
+    /// compacts while L0 is at its stop trigger (waiting for a running compaction first),
+    /// and past the slowdown trigger does one compaction step unless one is running. Called
+    /// without the writer lock and waits only on the flush and compaction locks, whose
+    /// holders never wait on the writer, so it cannot deadlock; if no step is possible
+    /// (flushes waiting for the log) it returns.
     fn backpressure(&self) -> Result<()> {
         let options = &self.options;
         let mut stalled = false;
@@ -517,7 +547,7 @@ impl Shared {
             if !too_many_frozen && l0 < options.l0_stop_trigger {
                 if l0 >= options.l0_slowdown_trigger {
                     Counters::add(&self.counters.slowdowns, 1);
-                    self.maintenance_step()?;
+                    self.step(false)?;
                 }
                 return Ok(());
             }
