@@ -305,6 +305,23 @@ pub(crate) struct BlockCursor {
     value: std::ops::Range<usize>,
     /// The last restart point at or before `current`.
     restart_index: usize,
+    /// Entries before `current` in its restart interval, decoded by the last backward step,
+    /// nearest last: the next backward steps pop them instead of decoding the interval
+    /// again. Emptied by any other move.
+    back: Vec<BackEntry>,
+    /// The keys of `back`, end to end.
+    back_keys: Vec<u8>,
+}
+
+/// An entry remembered by a backward step ([`BlockCursor::prev`]).
+#[derive(Clone, Debug)]
+struct BackEntry {
+    offset: usize,
+    next: usize,
+    value: std::ops::Range<usize>,
+    restart_index: usize,
+    /// Where its key starts in `back_keys` (it ends where the next one starts).
+    key_start: usize,
 }
 
 impl BlockCursor {
@@ -393,6 +410,7 @@ impl BlockCursor {
     /// If the cursor is not valid.
     pub(crate) fn next(&mut self, block: &Block<'_>) -> Result<()> {
         assert!(self.valid(), "next() on an invalid block iterator");
+        self.forget_back();
         self.guard(|it| it.parse_next(block))
     }
 
@@ -400,6 +418,18 @@ impl BlockCursor {
     /// If the cursor is not valid.
     pub(crate) fn prev(&mut self, block: &Block<'_>) -> Result<()> {
         assert!(self.valid(), "prev() on an invalid block iterator");
+        if let Some(entry) = self.back.pop() {
+            debug_assert_eq!(entry.next, self.current, "back stack out of step");
+            self.key.clear();
+            self.key
+                .extend_from_slice(&self.back_keys[entry.key_start..]);
+            self.back_keys.truncate(entry.key_start);
+            self.current = entry.offset;
+            self.next = entry.next;
+            self.value = entry.value;
+            self.restart_index = entry.restart_index;
+            return Ok(());
+        }
         let original = self.current;
         while block.restart(self.restart_index) >= original {
             if self.restart_index == 0 {
@@ -409,7 +439,39 @@ impl BlockCursor {
             self.restart_index -= 1;
         }
         self.seek_to_restart(block, self.restart_index)?;
-        self.guard(|it| it.scan_until(block, original))
+        self.guard(|it| it.scan_back_until(block, original))
+    }
+
+    /// Decodes entries from the current restart point until the one whose end is `end`,
+    /// stops there, and remembers the ones before it for the next backward steps.
+    fn scan_back_until(&mut self, block: &Block<'_>, end: usize) -> Result<()> {
+        loop {
+            self.parse_next(block)?;
+            if !self.valid() || self.next > end {
+                self.forget_back();
+                return Err(Error::corruption(
+                    end,
+                    "entry boundary",
+                    CorruptionKind::InvalidValue { found: end as u64 },
+                ));
+            }
+            if self.next == end {
+                return Ok(());
+            }
+            self.back.push(BackEntry {
+                offset: self.current,
+                next: self.next,
+                value: self.value.clone(),
+                restart_index: self.restart_index,
+                key_start: self.back_keys.len(),
+            });
+            self.back_keys.extend_from_slice(&self.key);
+        }
+    }
+
+    fn forget_back(&mut self) {
+        self.back.clear();
+        self.back_keys.clear();
     }
 
     /// Runs `step`; on error leaves the cursor invalid.
@@ -425,6 +487,7 @@ impl BlockCursor {
         self.current = self.len;
         self.next = self.current;
         self.key.clear();
+        self.forget_back();
     }
 
     /// Positions so that the next `parse_next` decodes the entry at restart `index`.
