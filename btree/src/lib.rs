@@ -11,7 +11,9 @@
 //! - branch pages ([`BranchBuilder`], [`BranchPage`]): separator keys and child
 //!   references, each carrying the child's checksum;
 //! - overflow pages ([`OverflowPage`], [`write_overflow_chain`], [`read_overflow_chain`])
-//!   for values too large for a leaf.
+//!   for values too large for a leaf;
+//! - free-list pages ([`FreeListPage`]): freed page ids with the transaction that freed
+//!   them.
 //!
 //! Readers validate every byte they rely on and return [`Error::Corruption`] naming the
 //! page, the offset within it and the field, never a panic; they borrow the page and
@@ -27,6 +29,7 @@
 mod branch_builder;
 mod branch_page;
 mod error;
+mod free_list;
 mod leaf_builder;
 mod leaf_page;
 mod overflow;
@@ -36,6 +39,7 @@ mod page_size;
 pub use branch_builder::BranchBuilder;
 pub use branch_page::BranchPage;
 pub use error::{Corruption, CorruptionKind, Error, Result};
+pub use free_list::{FreeEntry, FreeListPage};
 pub use leaf_builder::LeafBuilder;
 pub use leaf_page::{LeafEntries, LeafEntry, LeafPage, LeafValue};
 pub use overflow::{OverflowPage, OverflowRef, read_overflow_chain, write_overflow_chain};
