@@ -6,6 +6,8 @@
 //! of the log, Raft or the network. The file is an array of pages of one size
 //! ([`PageSize`], 4 KiB by default), each with a common header and a crc32:
 //!
+//! - two meta pages ([`Meta`], pages 0 and 1, alternated by checkpoints and chosen at open
+//!   by [`recover_meta`]);
 //! - leaf pages ([`LeafBuilder`], [`LeafPage`]): keys, versions and values or overflow
 //!   references, behind a binary-searchable slot directory;
 //! - branch pages ([`BranchBuilder`], [`BranchPage`]): separator keys and child
@@ -32,6 +34,7 @@ mod error;
 mod free_list;
 mod leaf_builder;
 mod leaf_page;
+mod meta;
 mod overflow;
 mod page_format;
 mod page_size;
@@ -42,6 +45,7 @@ pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use free_list::{FreeEntry, FreeListPage};
 pub use leaf_builder::LeafBuilder;
 pub use leaf_page::{LeafEntries, LeafEntry, LeafPage, LeafValue};
+pub use meta::{META_READ_SIZE, Meta, MetaChoice, RootRef, recover_meta, select_meta};
 pub use overflow::{OverflowPage, OverflowRef, read_overflow_chain, write_overflow_chain};
 pub use page_format::{
     FORMAT_VERSION, LEVEL_MAX, MAGIC, PAGE_ID_MAX, PageHeader, PageId, PageRef, PageType,
