@@ -147,7 +147,7 @@ impl Meta {
         seal(out)
     }
 
-    /// Reads the page size a meta page claims from its first [`META_SIZE`] bytes, after
+    /// Reads the page size a meta page claims from its first `META_SIZE` (104) bytes, after
     /// checking its magic and version: how many bytes the whole page is.
     ///
     /// # Errors

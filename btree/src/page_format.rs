@@ -104,7 +104,7 @@ pub const FREE_ENTRIES_AT: usize = LINK_END;
 /// Bytes of a free-list entry: `page_id u64`, `freed_txn u64`.
 pub const FREE_ENTRY_SIZE: usize = 16;
 
-/// The meta page's magic, ASCII `POPDBBTR`, at [`META_MAGIC_AT`] of pages 0 and 1.
+/// The meta page's magic, ASCII `POPDBBTR`, at offset 24 (`META_MAGIC_AT`) of pages 0 and 1.
 pub const MAGIC: [u8; 8] = *b"POPDBBTR";
 /// The `format_version` this build writes, and the only one it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -241,7 +241,7 @@ pub struct PageHeader {
 }
 
 impl PageHeader {
-    /// Writes the header into the first [`HEADER_SIZE`] bytes of `page` (the checksum
+    /// Writes the header into the first `HEADER_SIZE` (24) bytes of `page` (the checksum
     /// field is left for [`seal`]).
     ///
     /// # Panics
@@ -321,7 +321,7 @@ pub fn page_checksum(page: &[u8]) -> u32 {
     popdb_io::crc32(page.get(CHECKSUM_FROM..).unwrap_or_default())
 }
 
-/// Computes the page's checksum, stores it at [`CHECKSUM_AT`] and returns it.
+/// Computes the page's checksum, stores it at offset 0 (`CHECKSUM_AT`) and returns it.
 ///
 /// # Panics
 /// If `page` is shorter than the header (a writer bug).
