@@ -1,0 +1,234 @@
+//! Reads a branch page in place: separator keys are slices of the page, child references
+//! are found by binary search over the slot directory. Spec: docs/format/btree.md
+//! (section 6, "Branch page"); layout constants in `page_format.rs`; the writer is
+//! `branch_builder.rs`.
+//!
+//! A branch at level `L` (1 or more) has `n >= 1` separators and `n + 1` children, all at
+//! level `L - 1`: child 0 (the leftmost, in the header) holds the keys below separator 0,
+//! and child `i + 1` (in entry `i`) the keys from separator `i` up to, not including,
+//! separator `i + 1`. Each child reference carries the child's checksum.
+//!
+//! As with leaves, [`BranchPage::decode`] checks everything once (checksum, header, slots,
+//! entries packed from the page's end in slot order, strictly increasing separators, zero
+//! free space) and [`BranchPage::decode_verified`] only the header, for pages verified
+//! when first read; accessors check every offset they follow and never panic on bytes.
+//! Nothing allocates; a search probes O(log n) slots.
+
+#![deny(clippy::indexing_slicing)]
+
+use crate::error::{CorruptionKind, Error, Result};
+use crate::page_format::{
+    BRANCH_CHILD_CHECKSUM_AT, BRANCH_CHILD_ID_AT, BRANCH_ENTRY_HEADER_SIZE, BRANCH_KEY_LEN_AT,
+    BRANCH_LEFTMOST_CHECKSUM_AT, BRANCH_LEFTMOST_ID_AT, BRANCH_SLOTS_AT, COUNT_AT, LEVEL_AT,
+    LEVEL_MAX, PageHeader, PageId, PageRef, PageType, SLOT_SIZE, TxnId, check_len, check_zero,
+    field_bytes, field_u16, field_u32, field_u64, invalid, is_referable,
+};
+use crate::page_size::PageSize;
+
+/// A branch page, borrowing its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct BranchPage<'a> {
+    page: &'a [u8],
+    page_size: PageSize,
+    page_id: PageId,
+    txn_id: TxnId,
+    level: u8,
+    count: usize,
+}
+
+impl<'a> BranchPage<'a> {
+    /// Validates `page` as branch `expected_id` in full (see the module header).
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] naming the field at fault.
+    pub fn decode(page: &'a [u8], page_size: PageSize, expected_id: PageId) -> Result<Self> {
+        let header = PageHeader::decode(page, page_size, expected_id, PageType::Branch)?;
+        let branch = Self::from_header(page, page_size, header)?;
+        branch.check_entries()?;
+        Ok(branch)
+    }
+
+    /// Opens a page that passed [`BranchPage::decode`] before, checking only its length
+    /// and header.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if the header is not a branch's.
+    pub fn decode_verified(
+        page: &'a [u8],
+        page_size: PageSize,
+        expected_id: PageId,
+    ) -> Result<Self> {
+        check_len(page, page_size, expected_id)?;
+        let header = PageHeader::decode_unverified(page, expected_id, PageType::Branch)?;
+        Self::from_header(page, page_size, header)
+    }
+
+    fn from_header(page: &'a [u8], page_size: PageSize, header: PageHeader) -> Result<Self> {
+        let id = header.page_id;
+        if !(1..=LEVEL_MAX).contains(&header.level) {
+            return Err(invalid(id, LEVEL_AT, "branch level", header.level.into()));
+        }
+        let count = usize::from(header.count);
+        if count == 0 || BRANCH_SLOTS_AT + count * SLOT_SIZE > page.len() {
+            return Err(invalid(id, COUNT_AT, "branch count", count as u64));
+        }
+        Ok(Self {
+            page,
+            page_size,
+            page_id: id,
+            txn_id: header.txn_id,
+            level: header.level,
+            count,
+        })
+    }
+
+    /// The page's id.
+    pub fn page_id(&self) -> PageId {
+        self.page_id
+    }
+
+    /// The checkpoint transaction that wrote the page.
+    pub fn txn_id(&self) -> TxnId {
+        self.txn_id
+    }
+
+    /// The page's height above the leaves: its children are at `level() - 1`.
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    /// The number of separators (one less than the children).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Always false: a branch holds at least one separator.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The number of children.
+    pub fn child_count(&self) -> usize {
+        self.count + 1
+    }
+
+    /// Bytes of the page in use (header, slots and entries), for fill statistics.
+    pub fn used_bytes(&self) -> Result<usize> {
+        let heap_start = self.slot(self.count - 1)?;
+        Ok(BRANCH_SLOTS_AT + self.count * SLOT_SIZE + (self.page.len() - heap_start))
+    }
+
+    /// Separator `index`.
+    ///
+    /// # Panics
+    /// If `index >= len()` (a caller bug).
+    pub fn separator(&self, index: usize) -> Result<&'a [u8]> {
+        let start = self.slot(index)?;
+        let key_len = field_u16(self.page, self.page_id, start, "branch key length")?;
+        let key_at = start + BRANCH_ENTRY_HEADER_SIZE;
+        let range = key_at..key_at + usize::from(key_len);
+        field_bytes(self.page, self.page_id, range, "branch key")
+    }
+
+    /// Child `index`: 0 is the leftmost, `i + 1` the one after separator `i`.
+    ///
+    /// # Panics
+    /// If `index > len()` (a caller bug).
+    pub fn child(&self, index: usize) -> Result<PageRef> {
+        match index.checked_sub(1) {
+            None => self.child_at(BRANCH_LEFTMOST_ID_AT, BRANCH_LEFTMOST_CHECKSUM_AT),
+            Some(entry) => {
+                let start = self.slot(entry)?;
+                let (id_at, sum_at) =
+                    (start + BRANCH_CHILD_ID_AT, start + BRANCH_CHILD_CHECKSUM_AT);
+                self.child_at(id_at, sum_at)
+            }
+        }
+    }
+
+    /// The index of the child whose key range holds `key`: the number of separators at or
+    /// below it.
+    pub fn child_index(&self, key: &[u8]) -> Result<usize> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.separator(mid)? <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The child whose key range holds `key`.
+    pub fn child_for(&self, key: &[u8]) -> Result<PageRef> {
+        self.child(self.child_index(key)?)
+    }
+
+    fn child_at(&self, id_at: usize, checksum_at: usize) -> Result<PageRef> {
+        let id = field_u64(self.page, self.page_id, id_at, "branch child id")?;
+        if !is_referable(id, self.page_id) {
+            return Err(invalid(self.page_id, id_at, "branch child id", id));
+        }
+        let checksum = field_u32(
+            self.page,
+            self.page_id,
+            checksum_at,
+            "branch child checksum",
+        )?;
+        Ok(PageRef {
+            id: PageId(id),
+            checksum,
+        })
+    }
+
+    /// The page offset slot `index` holds, which must point past the slots and leave room
+    /// for an entry header before the page's end.
+    fn slot(&self, index: usize) -> Result<usize> {
+        assert!(index < self.count, "branch index {index} of {}", self.count);
+        let at = BRANCH_SLOTS_AT + index * SLOT_SIZE;
+        let start = usize::from(field_u16(self.page, self.page_id, at, "branch slot")?);
+        let slots_end = BRANCH_SLOTS_AT + self.count * SLOT_SIZE;
+        if start < slots_end || start + BRANCH_ENTRY_HEADER_SIZE > self.page.len() {
+            return Err(invalid(self.page_id, at, "branch slot", start as u64));
+        }
+        Ok(start)
+    }
+
+    /// The full structural check of [`BranchPage::decode`], after the header's.
+    fn check_entries(&self) -> Result<()> {
+        self.child(0)?;
+        let mut end = self.page.len();
+        let mut prev_key: Option<&[u8]> = None;
+        for index in 0..self.count {
+            let start = self.slot(index)?;
+            let key_len = field_u16(
+                self.page,
+                self.page_id,
+                start + BRANCH_KEY_LEN_AT,
+                "branch key length",
+            )?;
+            if usize::from(key_len) > self.page_size.key_size_max() {
+                let what = "branch key length";
+                return Err(invalid(self.page_id, start, what, key_len.into()));
+            }
+            let key = self.separator(index)?;
+            self.child(index + 1)?;
+            if start + BRANCH_ENTRY_HEADER_SIZE + key.len() != end {
+                let at = BRANCH_SLOTS_AT + index * SLOT_SIZE;
+                return Err(invalid(self.page_id, at, "branch slot", start as u64));
+            }
+            if prev_key.is_some_and(|prev| key <= prev) {
+                let kind = CorruptionKind::OutOfOrder {
+                    index: index as u64,
+                };
+                return Err(Error::corruption(self.page_id, start, "branch key", kind));
+            }
+            prev_key = Some(key);
+            end = start;
+        }
+        let slots_end = BRANCH_SLOTS_AT + self.count * SLOT_SIZE;
+        check_zero(self.page, self.page_id, slots_end..end, "branch free space")
+    }
+}

@@ -1,0 +1,264 @@
+//! Builds a leaf page from entries given in strictly increasing key order. Spec:
+//! docs/format/btree.md (section 5, "Leaf page"); the reader is `leaf_page.rs`.
+//!
+//! The page is built in place in one page-sized buffer, reused across pages with
+//! [`LeafBuilder::reset`]: slots grow up from the header, entries grow down from the page's
+//! end (entry 0 last, each next entry just below the one before), and the space between
+//! stays zero. That is the one layout [`crate::LeafPage::decode`] accepts, so a page is
+//! fully determined by its entries, page id and transaction id.
+//!
+//! Invariants, asserted on every push (a violation would put bad bytes on disk): keys
+//! strictly increase; each key is within [`PageSize::key_size_max`]; a version is at least
+//! 1; a value is inline exactly when [`PageSize::stores_inline`] says so; overflow
+//! references name a page that can be referenced; the entry fits.
+
+use crate::leaf_page::{LeafEntry, LeafValue};
+use crate::page_format::{
+    FIRST_TREE_PAGE, KIND_INLINE, KIND_OVERFLOW, KIND_TOMBSTONE, LEAF_ENTRY_HEADER_SIZE,
+    LEAF_KEY_LEN_AT, LEAF_KIND_AT, LEAF_SLOTS_AT, LEAF_VALUE_SIZE_AT, LEAF_VERSION_AT,
+    OVERFLOW_REF_SIZE, PAGE_ID_MAX, PageHeader, PageId, PageType, SLOT_SIZE, TxnId, put, seal,
+};
+use crate::page_size::{PageSize, VALUE_SIZE_MAX};
+
+/// Builds one leaf page at a time in a reused buffer.
+#[derive(Clone, Debug)]
+pub struct LeafBuilder {
+    page: Vec<u8>,
+    page_size: PageSize,
+    count: usize,
+    /// The page offset of the last entry pushed (the lowest entry); the page size when
+    /// empty.
+    heap_start: usize,
+}
+
+impl LeafBuilder {
+    /// An empty builder for pages of `page_size`.
+    pub fn new(page_size: PageSize) -> Self {
+        Self {
+            page: vec![0; page_size.bytes()],
+            page_size,
+            count: 0,
+            heap_start: page_size.bytes(),
+        }
+    }
+
+    /// Empties the builder for the next page.
+    pub fn reset(&mut self) {
+        self.page.fill(0);
+        self.count = 0;
+        self.heap_start = self.page.len();
+    }
+
+    /// The page size this builder makes.
+    pub fn page_size(&self) -> PageSize {
+        self.page_size
+    }
+
+    /// The number of entries pushed.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no entry was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes still free for entries and their slots.
+    pub fn free_space(&self) -> usize {
+        self.heap_start - (LEAF_SLOTS_AT + self.count * SLOT_SIZE)
+    }
+
+    /// Whether `entry` fits in the space left.
+    pub fn fits(&self, entry: &LeafEntry<'_>) -> bool {
+        entry.encoded_size() <= self.free_space()
+    }
+
+    /// The key of the last entry pushed.
+    pub fn last_key(&self) -> Option<&[u8]> {
+        (self.count > 0).then(|| self.key_at(self.heap_start))
+    }
+
+    /// Appends `entry` after every entry pushed so far.
+    ///
+    /// # Panics
+    /// If the entry breaks an invariant of the module header (a caller bug).
+    pub fn push(&mut self, entry: &LeafEntry<'_>) {
+        let (key, size) = (entry.key, entry.encoded_size());
+        assert!(
+            key.len() <= self.page_size.key_size_max(),
+            "leaf key of {} bytes exceeds {}",
+            key.len(),
+            self.page_size.key_size_max()
+        );
+        assert!(entry.version >= 1, "leaf entry version 0");
+        if let Some(last) = self.last_key() {
+            assert!(key > last, "leaf keys out of order: {key:?} after {last:?}");
+        }
+        assert!(
+            size <= self.free_space(),
+            "leaf entry of {size} bytes does not fit in {} free",
+            self.free_space()
+        );
+        let (kind, value_size) = self.push_kind(entry);
+        let start = self.heap_start - (size - SLOT_SIZE);
+        let body_at = start + LEAF_ENTRY_HEADER_SIZE + key.len();
+        let key_len = u16::try_from(key.len()).expect("key_size_max fits a u16");
+        put(
+            &mut self.page,
+            start + LEAF_KEY_LEN_AT,
+            &key_len.to_le_bytes(),
+        );
+        put(&mut self.page, start + LEAF_KIND_AT, &[kind]);
+        put(
+            &mut self.page,
+            start + LEAF_VERSION_AT,
+            &entry.version.to_le_bytes(),
+        );
+        put(
+            &mut self.page,
+            start + LEAF_VALUE_SIZE_AT,
+            &value_size.to_le_bytes(),
+        );
+        put(&mut self.page, start + LEAF_ENTRY_HEADER_SIZE, key);
+        match entry.value {
+            LeafValue::Inline(v) => put(&mut self.page, body_at, v),
+            LeafValue::Overflow(r) => {
+                put(&mut self.page, body_at, &r.first.id.0.to_le_bytes());
+                put(&mut self.page, body_at + 8, &r.first.checksum.to_le_bytes());
+            }
+            LeafValue::Tombstone => {}
+        }
+        let slot_at = LEAF_SLOTS_AT + self.count * SLOT_SIZE;
+        let slot = u16::try_from(start).expect("page offsets fit a u16");
+        put(&mut self.page, slot_at, &slot.to_le_bytes());
+        self.count += 1;
+        self.heap_start = start;
+    }
+
+    /// The kind tag and stored value size of `entry`, after checking that the value is
+    /// stored the way [`PageSize::stores_inline`] says.
+    fn push_kind(&self, entry: &LeafEntry<'_>) -> (u8, u32) {
+        let key_len = entry.key.len();
+        match entry.value {
+            LeafValue::Inline(v) => {
+                assert!(
+                    self.page_size.stores_inline(key_len, v.len()),
+                    "value of {} bytes with a key of {key_len} belongs in overflow pages",
+                    v.len()
+                );
+                let size = u32::try_from(v.len()).expect("inline values are below a page");
+                (KIND_INLINE, size)
+            }
+            LeafValue::Overflow(r) => {
+                let size = r.value_size as usize;
+                assert!(
+                    !self.page_size.stores_inline(key_len, size),
+                    "value of {size} bytes with a key of {key_len} belongs inline"
+                );
+                assert!(r.value_size <= VALUE_SIZE_MAX, "value of {size} bytes");
+                let id = r.first.id.0;
+                assert!(
+                    (FIRST_TREE_PAGE..=PAGE_ID_MAX).contains(&id),
+                    "overflow page id {id}"
+                );
+                (KIND_OVERFLOW, r.value_size)
+            }
+            LeafValue::Tombstone => (KIND_TOMBSTONE, 0),
+        }
+    }
+
+    /// Writes the header and checksum and returns the finished page. The builder keeps its
+    /// entries (finishing again gives the same page); [`LeafBuilder::reset`] starts the
+    /// next one.
+    ///
+    /// # Panics
+    /// If `page_id` is a meta page or past [`PAGE_ID_MAX`], or an overflow reference names
+    /// the page itself.
+    pub fn finish(&mut self, page_id: PageId, txn_id: TxnId) -> &[u8] {
+        assert!(
+            (FIRST_TREE_PAGE..=PAGE_ID_MAX).contains(&page_id.0),
+            "leaf page id {page_id:?}"
+        );
+        for start in self.starts() {
+            if self.page.get(start + LEAF_KIND_AT) == Some(&KIND_OVERFLOW) {
+                let at = start + LEAF_ENTRY_HEADER_SIZE + self.key_at(start).len();
+                let first = self.page.get(at..at + 8).expect("written by push");
+                assert_ne!(
+                    first,
+                    page_id.0.to_le_bytes(),
+                    "overflow names its own leaf"
+                );
+            }
+        }
+        PageHeader {
+            page_type: PageType::Leaf,
+            level: 0,
+            count: u16::try_from(self.count).expect("slots fit the page"),
+            page_id,
+            txn_id,
+        }
+        .write(&mut self.page);
+        seal(&mut self.page);
+        &self.page
+    }
+
+    /// Checks the builder's state: slots point at entries packed back to back from the
+    /// page's end, keys strictly increase, the free space is zero. O(page size).
+    ///
+    /// # Panics
+    /// If any does not hold.
+    pub fn check_invariants(&self) {
+        let slots_end = LEAF_SLOTS_AT + self.count * SLOT_SIZE;
+        assert!(slots_end <= self.heap_start, "slots run into entries");
+        let mut end = self.page.len();
+        let mut prev: Option<&[u8]> = None;
+        for start in self.starts() {
+            let key = self.key_at(start);
+            let body = match self.page[start + LEAF_KIND_AT] {
+                KIND_INLINE => {
+                    let at = start + LEAF_VALUE_SIZE_AT;
+                    u32::from_le_bytes(self.page[at..at + 4].try_into().expect("4 bytes")) as usize
+                }
+                KIND_OVERFLOW => OVERFLOW_REF_SIZE,
+                kind => {
+                    assert_eq!(kind, KIND_TOMBSTONE, "entry kind");
+                    0
+                }
+            };
+            let len = LEAF_ENTRY_HEADER_SIZE + key.len() + body;
+            assert_eq!(
+                start + len,
+                end,
+                "entry at {start} does not end where the next starts"
+            );
+            if let Some(prev) = prev {
+                assert!(key > prev, "keys out of order");
+            }
+            prev = Some(key);
+            end = start;
+        }
+        assert_eq!(end, self.heap_start, "the last entry starts the heap");
+        assert!(
+            self.page[slots_end..self.heap_start]
+                .iter()
+                .all(|&b| b == 0),
+            "free space is not zero"
+        );
+    }
+
+    /// The page offsets of the entries, in slot order.
+    fn starts(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.count).map(|i| {
+            let at = LEAF_SLOTS_AT + i * SLOT_SIZE;
+            usize::from(u16::from_le_bytes([self.page[at], self.page[at + 1]]))
+        })
+    }
+
+    /// The key of the entry pushed at page offset `start`.
+    fn key_at(&self, start: usize) -> &[u8] {
+        let len = u16::from_le_bytes([self.page[start], self.page[start + 1]]);
+        let key_at = start + LEAF_ENTRY_HEADER_SIZE;
+        &self.page[key_at..key_at + usize::from(len)]
+    }
+}

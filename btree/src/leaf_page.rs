@@ -1,0 +1,366 @@
+//! Reads a leaf page in place: keys, versions and values are slices of the page (which may
+//! lie in a read-only map), found by binary search over the slot directory. Spec:
+//! docs/format/btree.md (section 5, "Leaf page"); layout constants in `page_format.rs`;
+//! the writer is `leaf_builder.rs`.
+//!
+//! Two ways in:
+//! - [`LeafPage::decode`] checks everything once, in O(page size): the checksum, the
+//!   header, every slot and entry, that entries are packed back to back from the page's end
+//!   in slot order (entry 0 last), that keys strictly increase, and that the free space
+//!   between the slots and the entries is zero. An accepted page is the one byte sequence
+//!   [`crate::LeafBuilder`] makes of its entries.
+//! - [`LeafPage::decode_verified`] checks the header only, in O(1), for a page that passed
+//!   `decode` when it was first read. Its accessors still check every offset they follow,
+//!   so they return [`Error::Corruption`], never panic, on bytes that changed since.
+//!
+//! Nothing here allocates; loops run at most once per slot, and a search probes
+//! O(log count) slots.
+
+#![deny(clippy::indexing_slicing)]
+
+use crate::error::{CorruptionKind, Error, Result};
+use crate::overflow::OverflowRef;
+use crate::page_format::{
+    COUNT_AT, KIND_INLINE, KIND_OVERFLOW, KIND_TOMBSTONE, LEAF_ENTRY_HEADER_SIZE, LEAF_KEY_LEN_AT,
+    LEAF_KIND_AT, LEAF_SLOTS_AT, LEAF_VALUE_SIZE_AT, LEAF_VERSION_AT, LEVEL_AT, OVERFLOW_REF_SIZE,
+    PageHeader, PageId, PageRef, PageType, SLOT_SIZE, TxnId, check_len, check_zero, field_bytes,
+    field_u8, field_u16, field_u32, field_u64, invalid, is_referable,
+};
+use crate::page_size::{PageSize, VALUE_SIZE_MAX};
+
+/// What a leaf entry holds for its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeafValue<'a> {
+    /// The value, stored in the leaf.
+    Inline(&'a [u8]),
+    /// The value is in a chain of overflow pages.
+    Overflow(OverflowRef),
+    /// The key was deleted at the entry's version.
+    Tombstone,
+}
+
+/// One entry of a leaf page, borrowing the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeafEntry<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The version: the LSN of the write that stored this entry (at least 1).
+    pub version: u64,
+    /// The value or where it is.
+    pub value: LeafValue<'a>,
+}
+
+impl LeafEntry<'_> {
+    /// Bytes the entry takes in a leaf page, its slot included.
+    pub fn encoded_size(&self) -> usize {
+        let body = match self.value {
+            LeafValue::Inline(v) => v.len(),
+            LeafValue::Overflow(_) => OVERFLOW_REF_SIZE,
+            LeafValue::Tombstone => 0,
+        };
+        SLOT_SIZE + LEAF_ENTRY_HEADER_SIZE + self.key.len() + body
+    }
+}
+
+/// A leaf page, borrowing its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafPage<'a> {
+    page: &'a [u8],
+    page_size: PageSize,
+    page_id: PageId,
+    txn_id: TxnId,
+    count: usize,
+}
+
+impl<'a> LeafPage<'a> {
+    /// Validates `page` as leaf `expected_id` in full (see the module header).
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] naming the field at fault.
+    pub fn decode(page: &'a [u8], page_size: PageSize, expected_id: PageId) -> Result<Self> {
+        let header = PageHeader::decode(page, page_size, expected_id, PageType::Leaf)?;
+        let leaf = Self::from_header(page, page_size, header)?;
+        leaf.check_entries()?;
+        Ok(leaf)
+    }
+
+    /// Opens a page that passed [`LeafPage::decode`] before, checking only its length and
+    /// header.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if the header is not a leaf's.
+    pub fn decode_verified(
+        page: &'a [u8],
+        page_size: PageSize,
+        expected_id: PageId,
+    ) -> Result<Self> {
+        check_len(page, page_size, expected_id)?;
+        let header = PageHeader::decode_unverified(page, expected_id, PageType::Leaf)?;
+        Self::from_header(page, page_size, header)
+    }
+
+    fn from_header(page: &'a [u8], page_size: PageSize, header: PageHeader) -> Result<Self> {
+        let id = header.page_id;
+        if header.level != 0 {
+            return Err(invalid(id, LEVEL_AT, "leaf level", header.level.into()));
+        }
+        let count = usize::from(header.count);
+        if LEAF_SLOTS_AT + count * SLOT_SIZE > page.len() {
+            return Err(invalid(id, COUNT_AT, "leaf count", count as u64));
+        }
+        Ok(Self {
+            page,
+            page_size,
+            page_id: id,
+            txn_id: header.txn_id,
+            count,
+        })
+    }
+
+    /// The page's id.
+    pub fn page_id(&self) -> PageId {
+        self.page_id
+    }
+
+    /// The checkpoint transaction that wrote the page.
+    pub fn txn_id(&self) -> TxnId {
+        self.txn_id
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the page holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of the page in use (header, slots and entries), for fill statistics.
+    pub fn used_bytes(&self) -> Result<usize> {
+        let heap_start = match self.count.checked_sub(1) {
+            None => self.page.len(),
+            Some(last) => self.slot(last)?,
+        };
+        Ok(self.slots_end() + (self.page.len() - heap_start))
+    }
+
+    /// The key of entry `index`.
+    ///
+    /// # Panics
+    /// If `index >= len()` (a caller bug).
+    pub fn key(&self, index: usize) -> Result<&'a [u8]> {
+        let start = self.slot(index)?;
+        let key_len = field_u16(self.page, self.page_id, start, "leaf key length")?;
+        let key_at = start + LEAF_ENTRY_HEADER_SIZE;
+        field_bytes(
+            self.page,
+            self.page_id,
+            key_at..key_at + usize::from(key_len),
+            "leaf key",
+        )
+    }
+
+    /// Entry `index`.
+    ///
+    /// # Panics
+    /// If `index >= len()` (a caller bug).
+    pub fn entry(&self, index: usize) -> Result<LeafEntry<'a>> {
+        let start = self.slot(index)?;
+        self.parse(start).map(|(entry, _end)| entry)
+    }
+
+    /// The index of the first entry whose key is at or after `key` (`len()` if none).
+    pub fn lower_bound(&self, key: &[u8]) -> Result<usize> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid)? < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The entry of `key`, if the page holds it.
+    pub fn find(&self, key: &[u8]) -> Result<Option<LeafEntry<'a>>> {
+        let index = self.lower_bound(key)?;
+        if index == self.count {
+            return Ok(None);
+        }
+        let entry = self.entry(index)?;
+        Ok((entry.key == key).then_some(entry))
+    }
+
+    /// Every entry in key order; iterates both ways.
+    pub fn entries(&self) -> LeafEntries<'a> {
+        LeafEntries {
+            leaf: *self,
+            front: 0,
+            back: self.count,
+        }
+    }
+
+    fn slots_end(&self) -> usize {
+        LEAF_SLOTS_AT + self.count * SLOT_SIZE
+    }
+
+    /// The page offset slot `index` holds, which must point past the slots and leave room
+    /// for an entry header before the page's end.
+    fn slot(&self, index: usize) -> Result<usize> {
+        assert!(index < self.count, "leaf index {index} of {}", self.count);
+        let at = LEAF_SLOTS_AT + index * SLOT_SIZE;
+        let start = usize::from(field_u16(self.page, self.page_id, at, "leaf slot")?);
+        if start < self.slots_end() || start + LEAF_ENTRY_HEADER_SIZE > self.page.len() {
+            return Err(invalid(self.page_id, at, "leaf slot", start as u64));
+        }
+        Ok(start)
+    }
+
+    /// Decodes the entry at page offset `start`: the entry and the offset one past it.
+    fn parse(&self, start: usize) -> Result<(LeafEntry<'a>, usize)> {
+        let (page, id) = (self.page, self.page_id);
+        let key_len = usize::from(field_u16(
+            page,
+            id,
+            start + LEAF_KEY_LEN_AT,
+            "leaf key length",
+        )?);
+        if key_len > self.page_size.key_size_max() {
+            return Err(invalid(id, start, "leaf key length", key_len as u64));
+        }
+        let kind = field_u8(page, id, start + LEAF_KIND_AT, "leaf entry kind")?;
+        let version = field_u64(page, id, start + LEAF_VERSION_AT, "leaf entry version")?;
+        if version == 0 {
+            return Err(invalid(
+                id,
+                start + LEAF_VERSION_AT,
+                "leaf entry version",
+                0,
+            ));
+        }
+        let size_at = start + LEAF_VALUE_SIZE_AT;
+        let value_size = field_u32(page, id, size_at, "leaf value size")?;
+        let key_at = start + LEAF_ENTRY_HEADER_SIZE;
+        let body_at = key_at + key_len;
+        let key = field_bytes(page, id, key_at..body_at, "leaf key")?;
+        let bad_size = || invalid(id, size_at, "leaf value size", value_size.into());
+        let (value, body_len) = match kind {
+            KIND_INLINE => {
+                let len = value_size as usize;
+                if !self.page_size.stores_inline(key_len, len) {
+                    return Err(bad_size());
+                }
+                let value = field_bytes(page, id, body_at..body_at + len, "leaf value")?;
+                (LeafValue::Inline(value), len)
+            }
+            KIND_OVERFLOW => {
+                let inline = self.page_size.stores_inline(key_len, value_size as usize);
+                if inline || value_size > VALUE_SIZE_MAX {
+                    return Err(bad_size());
+                }
+                let first = self.overflow_first(body_at)?;
+                (
+                    LeafValue::Overflow(OverflowRef { first, value_size }),
+                    OVERFLOW_REF_SIZE,
+                )
+            }
+            KIND_TOMBSTONE if value_size == 0 => (LeafValue::Tombstone, 0),
+            KIND_TOMBSTONE => return Err(bad_size()),
+            tag => {
+                let kind = CorruptionKind::InvalidTag { tag };
+                let at = start + LEAF_KIND_AT;
+                return Err(Error::corruption(id, at, "leaf entry kind", kind));
+            }
+        };
+        let entry = LeafEntry {
+            key,
+            version,
+            value,
+        };
+        Ok((entry, body_at + body_len))
+    }
+
+    /// The overflow reference at page offset `at`.
+    fn overflow_first(&self, at: usize) -> Result<PageRef> {
+        let (page, id) = (self.page, self.page_id);
+        let first = field_u64(page, id, at, "leaf overflow page id")?;
+        let checksum = field_u32(page, id, at + 8, "leaf overflow checksum")?;
+        if !is_referable(first, id) {
+            return Err(invalid(id, at, "leaf overflow page id", first));
+        }
+        Ok(PageRef {
+            id: PageId(first),
+            checksum,
+        })
+    }
+
+    /// The full structural check of [`LeafPage::decode`], after the header's.
+    fn check_entries(&self) -> Result<()> {
+        let mut end = self.page.len();
+        let mut prev_key: Option<&[u8]> = None;
+        for index in 0..self.count {
+            let start = self.slot(index)?;
+            let (entry, entry_end) = self.parse(start)?;
+            if entry_end != end {
+                let at = LEAF_SLOTS_AT + index * SLOT_SIZE;
+                return Err(invalid(self.page_id, at, "leaf slot", start as u64));
+            }
+            if prev_key.is_some_and(|prev| entry.key <= prev) {
+                let kind = CorruptionKind::OutOfOrder {
+                    index: index as u64,
+                };
+                return Err(Error::corruption(self.page_id, start, "leaf key", kind));
+            }
+            prev_key = Some(entry.key);
+            end = start;
+        }
+        check_zero(
+            self.page,
+            self.page_id,
+            self.slots_end()..end,
+            "leaf free space",
+        )
+    }
+}
+
+/// The entries of a leaf page in key order, from either end. Each item is a `Result`: a
+/// page opened with [`LeafPage::decode_verified`] may still hold damage.
+#[derive(Clone, Debug)]
+pub struct LeafEntries<'a> {
+    leaf: LeafPage<'a>,
+    front: usize,
+    back: usize,
+}
+
+impl<'a> Iterator for LeafEntries<'a> {
+    type Item = Result<LeafEntry<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.front == self.back {
+            return None;
+        }
+        self.front += 1;
+        Some(self.leaf.entry(self.front - 1))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.back - self.front;
+        (left, Some(left))
+    }
+}
+
+impl DoubleEndedIterator for LeafEntries<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.front == self.back {
+            return None;
+        }
+        self.back -= 1;
+        Some(self.leaf.entry(self.back))
+    }
+}
+
+impl ExactSizeIterator for LeafEntries<'_> {}

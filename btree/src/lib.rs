@@ -1,0 +1,63 @@
+//! popdb-btree: PopDB's read-optimized table engine, a copy-on-write B+tree. So far, its
+//! page layer: the byte layout of every page and the codecs that build and read them.
+//!
+//! The engine will take writes stamped with an LSN, serve reads straight from a read-only
+//! map of its file, and write only through popdb-io's positional writes; it knows nothing
+//! of the log, Raft or the network. The file is an array of pages of one size
+//! ([`PageSize`], 4 KiB by default), each with a common header and a crc32:
+//!
+//! - two meta pages ([`Meta`], pages 0 and 1, alternated by checkpoints and chosen at open
+//!   by [`recover_meta`]);
+//! - leaf pages ([`LeafBuilder`], [`LeafPage`]): keys, versions and values or overflow
+//!   references, behind a binary-searchable slot directory;
+//! - branch pages ([`BranchBuilder`], [`BranchPage`]): separator keys and child
+//!   references, each carrying the child's checksum;
+//! - overflow pages ([`OverflowPage`], [`write_overflow_chain`], [`read_overflow_chain`])
+//!   for values too large for a leaf;
+//! - free-list pages ([`FreeListPage`]): freed page ids with the transaction that freed
+//!   them.
+//!
+//! Readers validate every byte they rely on and return [`Error::Corruption`] naming the
+//! page, the offset within it and the field, never a panic; they borrow the page and
+//! allocate nothing. Builders assert their invariants. The page codecs are public so that
+//! the fuzz crate and the format tests reach them, as the LSM's block codec is.
+//!
+//! Format: docs/format/btree.md (section 11 specifies the file-level protocol the tree
+//! will implement). Limits: docs/limits.md.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod branch_builder;
+mod branch_page;
+mod error;
+mod free_list;
+mod leaf_builder;
+mod leaf_page;
+mod meta;
+mod overflow;
+mod page_format;
+mod page_size;
+
+pub use branch_builder::BranchBuilder;
+pub use branch_page::BranchPage;
+pub use error::{Corruption, CorruptionKind, Error, Result};
+pub use free_list::{FreeEntry, FreeListPage};
+pub use leaf_builder::LeafBuilder;
+pub use leaf_page::{LeafEntries, LeafEntry, LeafPage, LeafValue};
+pub use meta::{META_READ_SIZE, Meta, MetaChoice, RootRef, recover_meta, select_meta};
+pub use overflow::{OverflowPage, OverflowRef, read_overflow_chain, write_overflow_chain};
+pub use page_format::{
+    FORMAT_VERSION, LEVEL_MAX, MAGIC, PAGE_ID_MAX, PageHeader, PageId, PageRef, PageType,
+    TREE_HEIGHT_MAX, TxnId, page_checksum, seal, verify_checksum, verify_parent_checksum,
+};
+pub use page_size::{
+    ENTRIES_PER_PAGE_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN, PageSize, VALUE_SIZE_MAX,
+};
+
+/// The page layout's offset constants, for the fuzz crate and format tests. Not a stable
+/// API.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::page_format::*;
+}
