@@ -232,7 +232,17 @@ impl Tree {
     /// once the log holds every write they contain, so SSTs never hold a write a crash
     /// could take from the log.
     pub fn set_durable_lsn(&self, lsn: u64) {
-        self.shared.durable.fetch_max(lsn, Ordering::AcqRel);
+        let shared = &*self.shared;
+        let before = shared.durable.fetch_max(lsn, Ordering::AcqRel);
+        // A scheduler that found the oldest frozen memtable waiting for the log went to
+        // sleep; wake it when this call is what lets that memtable flush (only then, so that
+        // a log reporting every group commit does not wake it for nothing).
+        let unblocked = shared.current().frozen.first().is_some_and(|f| {
+            shared.options.flush_needs_durable_lsn && before < f.freeze_lsn && f.freeze_lsn <= lsn
+        });
+        if unblocked {
+            shared.notify_scheduler();
+        }
     }
 
     /// Makes every write at or below `lsn` durable in the tree's files and sets the watermark

@@ -128,3 +128,43 @@ fn tree_readers_see_constant_total_during_writes_and_compactions() {
     );
     assert!(stats.compactions > 5, "too few compactions: {stats:?}");
 }
+
+/// Regression. Symptom: with `flush_needs_durable_lsn`, frozen memtables stayed in memory
+/// after the owner reported the log durable, until some later write froze another memtable.
+/// Cause: `Tree::set_durable_lsn` made flushes possible but did not wake the scheduler, which
+/// had gone to sleep finding nothing it could flush.
+#[test]
+fn tree_scheduler_flushes_once_the_log_becomes_durable() {
+    let fs: FsRef = Arc::new(SimFs::new(5));
+    let options = popdb_lsm::TreeOptions {
+        flush_needs_durable_lsn: true,
+        frozen_count_max: 8,
+        ..tree_common::tiny_options()
+    };
+    let tree = Tree::open(fs, Path::new("/durable"), options).unwrap();
+    let scheduler = Scheduler::start();
+    scheduler.register(&tree);
+    let mut lsn = 0;
+    while tree.stats().frozen_memtables < 2 {
+        lsn += 1;
+        tree.apply(lsn, &[(account(lsn), Some(encode(lsn)))])
+            .unwrap();
+    }
+    // The scheduler woke for each freeze and found nothing it could flush.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(tree.stats().frozen_memtables >= 2, "flushed before durable");
+    tree.set_durable_lsn(lsn);
+    // Bounded: 2,000 polls 5 ms apart, 10 s in all; a flush takes well under a millisecond.
+    let mut polls = 0;
+    while tree.stats().frozen_memtables > 0 {
+        polls += 1;
+        assert!(
+            polls < 2_000,
+            "frozen memtables still waiting 10 s after the log became durable: {:?}",
+            tree.stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    scheduler.shutdown();
+    tree.check_invariants();
+}
