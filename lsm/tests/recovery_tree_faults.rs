@@ -1104,3 +1104,65 @@ fn recovery_tree_faults_during_manifest_rotation() {
         assert!(failed.contains_key(op), "no case hit {op}: {failed:?}");
     }
 }
+
+/// Regression. Symptom: after a checkpoint returned `Ok`, a reopen whose read of the manifest
+/// came back with one bit flipped (the file itself intact) opened at the previous watermark,
+/// and the SST the checkpoint had written was deleted as an orphan: an acknowledged,
+/// durable checkpoint lost for good (the owner may already have purged its log up to it).
+/// Cause: the flipped bit failed the last frame's checksum, recovery took the frame for a
+/// torn tail, cut it off the file and synced the cut, and the tree's sweep then removed
+/// every SST that frame had named. Found by `faults_on_opens_renames_removes_and_reads`
+/// (`fault/main/9/Read/BitFlip/4/*/PowerLoss`).
+#[test]
+fn recovery_tree_manifest_misread_never_truncates_an_acknowledged_edit() {
+    for seed in 0..16 {
+        let sim = Arc::new(SimFs::new(seed));
+        let fs: FsRef = sim.clone();
+        let options = || tiny_options_for(seed);
+        // A big key makes the checkpoint's frame nearly the whole manifest, so that the
+        // flipped bit lands in it.
+        let key = vec![b'k'; 12 * 1024];
+        let tree = Tree::open(fs.clone(), dir(), options()).unwrap();
+        tree.apply(1, &[(key.clone(), Some(b"v".to_vec()))])
+            .unwrap();
+        tree.checkpoint(1).unwrap();
+        drop(tree);
+        let manifest = dir().join("MANIFEST-0000000000000001");
+        sim.inject(Fault::new(FaultOp::Read, FaultError::BitFlip).under(&manifest));
+        let context = format!("seed {seed}");
+        match Tree::open(fs.clone(), dir(), options()) {
+            Ok(tree) => {
+                assert_eq!(
+                    tree.watermark(),
+                    Some(1),
+                    "{context}: opened at a lost watermark"
+                );
+                let found = tree.read_view().get(&key).unwrap();
+                assert!(found.is_some(), "{context}: the checkpointed write is gone");
+            }
+            // Refusing to open on a misread is fine: the next open reads the file again.
+            Err(e) => assert!(
+                matches!(e, Error::Io { .. } | Error::Corruption(_)),
+                "{context}: {e:?}"
+            ),
+        }
+        assert_eq!(
+            sim.stats().faults_fired_count,
+            1,
+            "{context}: no bit flipped"
+        );
+        sim.clear_faults();
+        let tree = Tree::open(fs.clone(), dir(), options()).unwrap();
+        assert_eq!(
+            tree.watermark(),
+            Some(1),
+            "{context}: reopened at a lost watermark"
+        );
+        let found = tree.read_view().get(&key).unwrap();
+        assert_eq!(
+            found.map(|v| v.value),
+            Some(b"v".to_vec()),
+            "{context}: data lost"
+        );
+    }
+}
