@@ -20,7 +20,8 @@
 //!
 //! Recovery ([`Manifest::open`]): read `CURRENT`, replay the manifest it names
 //! (`manifest_replay.rs`), and cut a torn tail off (truncate, sync) so that the next frame is
-//! written where the last valid one ends.
+//! written where the last valid one ends; only once a second read of the file agrees with the
+//! first, since a misread last frame looks just like a torn one.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -166,6 +167,18 @@ impl Manifest {
         let bytes = read_whole(&file, "manifest read")?;
         let found = replay(&bytes, pointer.number, pointer.base_size, |_, _| {})?;
         if found.torn_tail.is_some() {
+            // Cutting the tail destroys it for good, and the tree then deletes the SSTs it
+            // named: first make sure the damage is on the medium, not in one misread (a
+            // flipped bit on the way from the disk would fail the last frame's checksum just
+            // as a torn write does). Two reads that differ refuse the open; the next open
+            // reads again.
+            if read_whole(&file, "manifest read")? != bytes {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "two reads of the manifest differ: not cutting its tail",
+                );
+                return Err(Error::io("manifest read", e));
+            }
             file.set_len(found.valid_size)
                 .map_err(|e| Error::io("manifest truncate torn tail", e))?;
             file.sync_data()

@@ -1,7 +1,7 @@
 //! Drives the background work of many trees from one thread: flushes and compactions are
 //! step functions ([`Tree::maintenance_step`]); the scheduler calls them round robin until
-//! every tree is idle, then sleeps until a tree signals new work (a memtable froze) or the
-//! scheduler is shut down. Tests skip the scheduler and call the steps themselves.
+//! every tree is idle, then sleeps until a tree signals new work (a memtable froze, or the
+//! owner's log became durable enough to flush one) or the scheduler is shut down. Tests skip the scheduler and call the steps themselves.
 //!
 //! Shutdown is clean: [`Scheduler::shutdown`] (or dropping the scheduler) lets the step in
 //! progress finish, then joins the thread. A tree whose step fails is poisoned by the step

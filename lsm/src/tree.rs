@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use popdb_io::FsRef;
+use popdb_io::{DirLock, FsRef};
 
 use crate::error::{Error, Result};
 use crate::internal_key::LSN_MAX;
@@ -85,6 +85,11 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// The scheduler doing this tree's background work, if one was given it.
     scheduler: Mutex<Option<Weak<scheduler::Inner>>>,
+    /// Keeps every other instance off the directory for as long as this one lives, which
+    /// may be past the owner's last handle: the scheduler holds the tree while it runs a
+    /// step. Two instances would delete each other's new SSTs as orphans and append to one
+    /// manifest at the same offset.
+    _lock: DirLock,
 }
 
 #[derive(Debug)]
@@ -105,15 +110,21 @@ pub(crate) struct CompactionState {
 
 impl Tree {
     /// Opens the tree in `dir`, creating it (and the directory) if no tree is there. Deletes
-    /// files an interrupted flush or compaction left behind.
+    /// files an interrupted flush or compaction left behind. The tree holds the directory's
+    /// lock until its last handle, and the scheduler's hold on it, is gone.
     ///
     /// # Errors
     /// [`Error::InvalidOptions`]; [`Error::Io`]; [`Error::Corruption`] if the manifest or an
-    /// SST it names is damaged.
+    /// SST it names is damaged. [`Error::Io`] of kind `WouldBlock` if another instance holds
+    /// the directory, which includes one whose last handle was dropped while a scheduler
+    /// finishes a step for it: retry once the step is done.
     pub fn open(fs: FsRef, dir: &Path, options: TreeOptions) -> Result<Self> {
         options.validate().map_err(Error::InvalidOptions)?;
         popdb_io::create_dir_durably(fs.as_ref(), dir)
             .map_err(|e| Error::io("tree create dir", e))?;
+        let lock = fs
+            .lock_dir(dir)
+            .map_err(|e| Error::io("tree lock dir", e))?;
         let (manifest, state) = if Manifest::exists(&fs, dir)? {
             let (manifest, state, _recovery) = Manifest::open(fs.clone(), dir)?;
             (manifest, state)
@@ -148,6 +159,7 @@ impl Tree {
             poisoned: AtomicBool::new(false),
             counters: Arc::default(),
             scheduler: Mutex::new(None),
+            _lock: lock,
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -243,7 +255,17 @@ impl Tree {
     /// once the log holds every write they contain, so SSTs never hold a write a crash
     /// could take from the log.
     pub fn set_durable_lsn(&self, lsn: u64) {
-        self.shared.durable.fetch_max(lsn, Ordering::AcqRel);
+        let shared = &*self.shared;
+        let before = shared.durable.fetch_max(lsn, Ordering::AcqRel);
+        // A scheduler that found the oldest frozen memtable waiting for the log went to
+        // sleep; wake it when this call is what lets that memtable flush (only then, so that
+        // a log reporting every group commit does not wake it for nothing).
+        let unblocked = shared.current().frozen.first().is_some_and(|f| {
+            shared.options.flush_needs_durable_lsn && before < f.freeze_lsn && f.freeze_lsn <= lsn
+        });
+        if unblocked {
+            shared.notify_scheduler();
+        }
     }
 
     /// Makes every write at or below `lsn` durable in the tree's files and sets the watermark

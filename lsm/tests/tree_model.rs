@@ -24,7 +24,8 @@ const OPS_PER_SEED: usize = 2_500;
 struct Run {
     rng: Rng,
     fs: FsRef,
-    tree: Tree,
+    /// `None` only while reopening: the old instance must be gone before the new one opens.
+    tree: Option<Tree>,
     model: Model,
     views: Vec<ReadView>,
     next_lsn: u64,
@@ -36,26 +37,33 @@ struct Run {
 }
 
 impl Run {
+    fn tree(&self) -> &Tree {
+        self.tree.as_ref().expect("open")
+    }
+
     fn reopen(&mut self) {
-        let stats = self.tree.stats();
+        let stats = self.tree().stats();
         self.flushes += stats.flushes;
         self.compactions += stats.compactions;
         self.views.clear();
-        self.tree = Tree::open(self.fs.clone(), &self.dir, tiny_options_for(self.seed)).unwrap();
-        let watermark = self.tree.watermark().unwrap_or(0);
+        // The old instance holds the directory's lock until it is gone.
+        self.tree = None;
+        let tree = Tree::open(self.fs.clone(), &self.dir, tiny_options_for(self.seed)).unwrap();
+        self.tree = Some(tree);
+        let watermark = self.tree().watermark().unwrap_or(0);
         assert_eq!(
-            self.tree.read_view().lsn(),
+            self.tree().read_view().lsn(),
             watermark,
             "seed {}: a reopened tree reads at its watermark",
             self.seed
         );
         let context = format!("seed {} reopened at watermark {watermark}", self.seed);
-        let view = self.tree.read_view();
+        let view = self.tree().read_view();
         check_view(&mut self.rng, &view, &self.model, 3, &context);
         for (lsn, batch) in self.model.batches_above(watermark) {
-            self.tree.apply(lsn, &batch).unwrap();
+            self.tree().apply(lsn, &batch).unwrap();
         }
-        self.tree.check_invariants();
+        self.tree().check_invariants();
     }
 
     fn step(&mut self, op: usize) {
@@ -65,29 +73,29 @@ impl Run {
                 let batch = self.rng.batch();
                 let lsn = self.next_lsn;
                 self.next_lsn += 1 + self.rng.below(2);
-                self.tree.apply(lsn, &batch).unwrap();
+                self.tree().apply(lsn, &batch).unwrap();
                 self.model.apply(lsn, &batch);
             }
             45..65 => {
-                let view = self.tree.read_view();
+                let view = self.tree().read_view();
                 check_view(&mut self.rng, &view, &self.model, 1, &context);
             }
             65..72 => {
                 if self.views.len() >= 3 {
                     self.views.remove(0);
                 }
-                self.views.push(self.tree.read_view());
+                self.views.push(self.tree().read_view());
             }
             72..76 => {
-                let from = self.tree.watermark().unwrap_or(0);
-                let through = self.tree.last_applied().unwrap_or(0);
+                let from = self.tree().watermark().unwrap_or(0);
+                let through = self.tree().last_applied().unwrap_or(0);
                 let lsn = from + self.rng.below(through - from + 1);
-                let view = self.tree.read_view_at(lsn).unwrap();
+                let view = self.tree().read_view_at(lsn).unwrap();
                 check_view(&mut self.rng, &view, &self.model, 1, &context);
                 if from > 0 {
-                    assert!(self.tree.read_view_at(from - 1).is_err(), "{context}");
+                    assert!(self.tree().read_view_at(from - 1).is_err(), "{context}");
                 }
-                assert!(self.tree.read_view_at(through + 1).is_err(), "{context}");
+                assert!(self.tree().read_view_at(through + 1).is_err(), "{context}");
             }
             76..80 => {
                 if !self.views.is_empty() {
@@ -97,23 +105,23 @@ impl Run {
                 }
             }
             80..85 => {
-                let floor = self.tree.watermark().unwrap_or(0);
+                let floor = self.tree().watermark().unwrap_or(0);
                 let high = self.next_lsn.max(floor + 1);
                 let c = floor + 1 + self.rng.below(high - floor);
-                self.tree.checkpoint(c).unwrap();
-                assert_eq!(self.tree.watermark(), Some(c), "{context}: watermark");
+                self.tree().checkpoint(c).unwrap();
+                assert_eq!(self.tree().watermark(), Some(c), "{context}: watermark");
                 self.next_lsn = self.next_lsn.max(c + 1);
             }
             85..97 => {
                 for _ in 0..=self.rng.below(3) {
-                    if self.tree.maintenance_step().unwrap() == Progress::Idle {
+                    if self.tree().maintenance_step().unwrap() == Progress::Idle {
                         break;
                     }
                 }
             }
             _ => self.reopen(),
         }
-        self.tree.check_invariants();
+        self.tree().check_invariants();
     }
 }
 
@@ -125,7 +133,7 @@ fn run_seed(seed: u64) {
     let mut run = Run {
         rng: Rng(seed),
         fs,
-        tree,
+        tree: Some(tree),
         model: Model::default(),
         views: Vec::new(),
         next_lsn: 1,
@@ -137,8 +145,8 @@ fn run_seed(seed: u64) {
     for op in 0..OPS_PER_SEED {
         run.step(op);
     }
-    while run.tree.maintenance_step().unwrap() != Progress::Idle {}
-    let view = run.tree.read_view();
+    while run.tree().maintenance_step().unwrap() != Progress::Idle {}
+    let view = run.tree().read_view();
     check_view(
         &mut run.rng,
         &view,
@@ -151,7 +159,7 @@ fn run_seed(seed: u64) {
         run.flushes > 0 && run.compactions > 0,
         "seed {seed}: the run never flushed or compacted"
     );
-    let view = run.tree.read_view();
+    let view = run.tree().read_view();
     check_view(
         &mut run.rng,
         &view,

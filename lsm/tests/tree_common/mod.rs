@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::path::Path;
 
-use popdb_lsm::{Direction, ReadView, SstWriterOptions, TreeOptions, Versioned};
+use popdb_io::SimFs;
+use popdb_lsm::{Direction, ReadView, SstWriterOptions, Tree, TreeOptions, Versioned};
 use popdb_testkit::Rng;
 
 /// One batch as applied: (key, value or delete), last write to a key wins.
@@ -247,4 +249,42 @@ pub fn popdb_lsm_prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>
         }
     }
     (Bound::Included(prefix.to_vec()), Bound::Unbounded)
+}
+
+/// A key of 8 to 16 KiB (a few distinct ones, so they overwrite each other): a flush of it
+/// logs a manifest edit of tens of KiB, so a few hundred writes rotate the manifest.
+pub fn big_key(rng: &mut Rng) -> Vec<u8> {
+    let mut key = vec![b'b'; 8 * 1024 + rng.index(8 * 1024)];
+    key[0] = b'a' + rng.below(4) as u8;
+    key
+}
+
+/// The names in `dir` that end in `.sst`.
+pub fn sst_file_names(sim: &SimFs, dir: &Path) -> Vec<String> {
+    sim.file_names(dir)
+        .unwrap()
+        .into_iter()
+        .filter(|n| Path::new(n).extension().is_some_and(|e| e == "sst"))
+        .collect()
+}
+
+/// Asserts that `dir` holds exactly the open tree's files: `CURRENT`, one manifest, and the
+/// SSTs its version names (every named SST is open, so equal counts mean equal sets); no
+/// orphan SST, old manifest or `CURRENT.tmp`.
+pub fn assert_no_debris(sim: &SimFs, dir: &Path, tree: &Tree, context: &str) {
+    let names = sim.file_names(dir).unwrap();
+    let live: usize = tree.stats().levels.iter().map(|l| l.files).sum();
+    let ssts = sst_file_names(sim, dir);
+    assert_eq!(live, ssts.len(), "{context}: orphan SSTs remain: {names:?}");
+    let manifests = names.iter().filter(|n| n.starts_with("MANIFEST-")).count();
+    assert_eq!(manifests, 1, "{context}: stray manifests remain: {names:?}");
+    let others: Vec<&String> = names
+        .iter()
+        .filter(|n| *n != "CURRENT" && !n.starts_with("MANIFEST-") && !ssts.contains(n))
+        .collect();
+    assert!(others.is_empty(), "{context}: debris remains: {others:?}");
+    assert!(
+        names.iter().any(|n| n == "CURRENT"),
+        "{context}: no CURRENT"
+    );
 }
