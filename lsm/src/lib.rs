@@ -78,7 +78,7 @@ pub use sst_iter::SstIter;
 pub use sst_reader::{SstReadOptions, SstReader};
 pub use sst_writer::{SstSummary, SstWriter, SstWriterOptions};
 pub use stats::{LevelStats, TreeStats};
-pub use tree::{Progress, Tree};
+pub use tree::{Progress, Tree, TreeRecovery};
 
 /// The block codec's layout constants, varints and entry decoder, and the manifest's layout,
 /// edit codec and file replay, for the fuzz crate and format tests. Not a stable API.

@@ -46,11 +46,19 @@ pub struct TreeOptions {
     pub target_file_size: u64,
     /// How SSTs are written: block size, restart interval, bloom bits per key.
     pub sst: SstWriterOptions,
+    /// The tree is log-backed: its owner logs every batch and, after a reopen, replays its
+    /// log from the watermark with the same LSNs (the Db). A reopened tree then reads at its
+    /// watermark and takes the replayed batches again (its SSTs may already hold some: the
+    /// copies are identical). Off (the default), the tree's files are its own record: a
+    /// reopened tree reads every batch its SSTs hold (flushes keep them a prefix of the
+    /// applied batches), through [`Tree::last_applied`](crate::Tree::last_applied).
+    pub log_backed: bool,
     /// Flush a frozen memtable only once the owner's log is durable through every write in
-    /// it ([`Tree::set_durable_lsn`](crate::Tree::set_durable_lsn)). The Db sets it, so that
-    /// no SST holds a write a crash could take from the log; alone, the tree's writes are
-    /// their own record and it stays off.
+    /// it ([`Tree::set_durable_lsn`](crate::Tree::set_durable_lsn)), so that no SST holds a
+    /// write a crash could take from a log synced lazily. Needs `log_backed`.
     pub flush_needs_durable_lsn: bool,
+    /// The manifest starts a fresh file once the edits since its base pass this many bytes.
+    pub manifest_rotate_size: u64,
     /// The cache data blocks are read through. Share one among many trees (the Db does) to
     /// give them one memory budget; the default makes a cache of
     /// [`BLOCK_CACHE_SIZE_DEFAULT`] bytes for this tree alone.
@@ -69,7 +77,9 @@ impl Default for TreeOptions {
             level_size_ratio: 10,
             target_file_size: 64 * 1024 * 1024,
             sst: SstWriterOptions::default(),
+            log_backed: false,
             flush_needs_durable_lsn: false,
+            manifest_rotate_size: 4 * 1024 * 1024,
             block_cache: BlockCache::new(BLOCK_CACHE_SIZE_DEFAULT),
         }
     }
@@ -101,6 +111,9 @@ impl TreeOptions {
         }
         if self.sst.block_size == 0 || self.sst.block_size > 1024 * 1024 {
             return Err("sst.block_size must be between 1 and 1 MiB");
+        }
+        if self.flush_needs_durable_lsn && !self.log_backed {
+            return Err("flush_needs_durable_lsn needs log_backed");
         }
         if self.sst.restart_interval == 0 {
             return Err("sst.restart_interval must be at least 1");

@@ -13,11 +13,14 @@
 //! The writer takes the flush or compaction lock only when it stalls, after releasing the
 //! writer lock.
 //!
-//! Recovery contract (DESIGN.md, "Checkpoints and recovery"): after a reopen the tree reads
-//! exactly the state at its watermark. SSTs may hold writes above it (a memtable flushed to
-//! free memory between checkpoints); they are invisible until the owner re-applies the same
-//! records, which it does by replaying its log from the watermark. Replay applies with the
-//! same LSNs, so the copies are identical and the newer source wins where they meet.
+//! Recovery contract (DESIGN.md, "Checkpoints and recovery"). SSTs may hold writes above
+//! the watermark (memtables flushed to free memory between checkpoints); flushes go oldest
+//! first and in whole batches, so the SSTs always hold a prefix of the applied batches.
+//! A log-backed tree ([`TreeOptions::log_backed`], the Db) reads after a reopen exactly the
+//! state at its watermark; its owner replays the log from there with the same LSNs, so the
+//! copies are identical and the newer source wins where they meet. A tree alone reads
+//! everything its SSTs hold, through the highest LSN in them, and never takes those LSNs
+//! again. [`Tree::recovery`] says which LSN it reopened at.
 //!
 //! Compaction keeps every version above the watermark and the newest at or below it, so a
 //! read view at any LSN from the watermark up is exact; views taken earlier keep the files
@@ -33,7 +36,7 @@ use popdb_io::{DirLock, FsRef};
 
 use crate::error::{Error, Result};
 use crate::internal_key::LSN_MAX;
-use crate::manifest::{Manifest, ManifestState};
+use crate::manifest::{Manifest, ManifestOptions, ManifestState, TornTail};
 use crate::memtable::Memtable;
 use crate::options::{
     BATCH_SIZE_MAX, BATCH_WRITES_MAX, KEY_SIZE_MAX, LEVELS_COUNT, TreeOptions, VALUE_SIZE_MAX,
@@ -42,6 +45,22 @@ use crate::read_view::{Frozen, ReadView, TreeState};
 use crate::scheduler;
 use crate::stats::{Counters, LevelStats, TreeStats};
 use crate::version::{SstHandle, Version, parse_sst_file_name};
+
+/// What [`Tree::open`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeRecovery {
+    /// Bytes at the end of the manifest dropped as a torn last edit: an edit whose sync did
+    /// not complete, so never acknowledged; or an acknowledged one damaged since, which the
+    /// manifest cannot tell apart. A log-backed owner checks the watermark against the last
+    /// checkpoint it completed.
+    pub manifest_torn_tail: Option<TornTail>,
+    /// Files of an interrupted flush or compaction (or old manifests) deleted.
+    pub orphans_removed: usize,
+    /// The LSN the reopened tree reads at ([`Tree::last_applied`]): the watermark for a
+    /// log-backed tree ([`TreeOptions::log_backed`]), else the highest LSN its SSTs hold
+    /// (or the watermark, if higher).
+    pub read_from: u64,
+}
 
 /// What one maintenance step did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) flush_lock: Mutex<()>,
     /// Held by a compaction for its whole run; holds the compaction cursors.
     pub(crate) compaction: Mutex<CompactionState>,
+    /// What the open found.
+    recovery: TreeRecovery,
     /// Held while an edit is logged and the version it makes is installed.
     pub(crate) manifest: Mutex<Manifest>,
     /// The next SST id to hand out (every id below it is used or was abandoned).
@@ -82,6 +103,8 @@ pub(crate) struct Shared {
     /// Frozen memtables flush only once the log is durable through their LSNs.
     durable: AtomicU64,
     poisoned: AtomicBool,
+    /// The failure that poisoned the tree, for the owner's report.
+    poison_cause: Mutex<Option<Error>>,
     pub(crate) counters: Arc<Counters>,
     /// The scheduler doing this tree's background work, if one was given it.
     scheduler: Mutex<Option<Weak<scheduler::Inner>>>,
@@ -125,17 +148,36 @@ impl Tree {
         let lock = fs
             .lock_dir(dir)
             .map_err(|e| Error::io("tree lock dir", e))?;
-        let (manifest, state) = if Manifest::exists(&fs, dir)? {
-            let (manifest, state, _recovery) = Manifest::open(fs.clone(), dir)?;
-            (manifest, state)
-        } else {
-            let manifest = Manifest::create(fs.clone(), dir)?;
-            let state = manifest.state().clone();
-            (manifest, state)
+        let manifest_options = ManifestOptions {
+            rotate_size: options.manifest_rotate_size,
+            ..ManifestOptions::default()
         };
-        remove_orphans(&fs, dir, &manifest, &state)?;
+        let (manifest, state, torn) = if Manifest::exists(&fs, dir)? {
+            let (manifest, state, recovery) =
+                Manifest::open_with(fs.clone(), dir, manifest_options)?;
+            (manifest, state, recovery.torn_tail)
+        } else {
+            let manifest = Manifest::create_with(fs.clone(), dir, manifest_options)?;
+            let state = manifest.state().clone();
+            (manifest, state, None)
+        };
+        let orphans_removed = remove_orphans(&fs, dir, &manifest, &state)?;
         let version = open_version(&fs, dir, &state, &options)?;
         let watermark = state.watermark.unwrap_or(0);
+        let flushed = state.levels.iter().flatten().map(|f| f.largest_lsn).max();
+        // A log-backed owner replays its log from the watermark: the tree reads there and
+        // takes the same records again. Alone, the SSTs are the record: flushes go oldest
+        // first in whole batches, so they hold every batch through the highest LSN in them.
+        let floor = if options.log_backed {
+            watermark
+        } else {
+            watermark.max(flushed.unwrap_or(0))
+        };
+        let recovery = TreeRecovery {
+            manifest_torn_tail: torn,
+            orphans_removed,
+            read_from: floor,
+        };
         let shared = Shared {
             fs,
             dir: dir.to_path_buf(),
@@ -146,19 +188,21 @@ impl Tree {
                 version: Arc::new(version),
             })),
             writer: Mutex::new(Writer {
-                floor: watermark,
+                floor,
                 mem_min_lsn: None,
             }),
             flush_lock: Mutex::new(()),
             compaction: Mutex::new(CompactionState::default()),
             next_file_id: AtomicU64::new(state.next_file_id),
             manifest: Mutex::new(manifest),
-            applied: AtomicU64::new(watermark),
+            applied: AtomicU64::new(floor),
             watermark: AtomicU64::new(watermark),
             durable: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
             counters: Arc::default(),
             scheduler: Mutex::new(None),
+            recovery,
             _lock: lock,
         };
         Ok(Self {
@@ -173,8 +217,9 @@ impl Tree {
     /// # Errors
     /// [`Error::LimitExceeded`] for an oversized key, value or batch;
     /// [`Error::LsnNotIncreasing`] unless `lsn` is above every LSN applied and the watermark;
-    /// [`Error::Poisoned`]; an error from a flush or compaction the write stalled on. On an
-    /// error before the write, nothing is applied.
+    /// [`Error::Poisoned`]. An error means the batch was not applied. A flush or compaction
+    /// the write stalled on runs after the batch is applied; if it fails, the tree is
+    /// poisoned and the next call says so, but this one returns `Ok`.
     pub fn apply<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         lsn: u64,
@@ -208,7 +253,10 @@ impl Tree {
         if froze {
             shared.notify_scheduler();
         }
-        shared.backpressure()
+        // The batch is applied: a failure here poisons the tree (the step did that), which
+        // every later call reports; returning it here would say the batch was not applied.
+        let _ = shared.backpressure();
+        Ok(())
     }
 
     /// A read view of everything applied so far.
@@ -235,6 +283,11 @@ impl Tree {
             });
         }
         Ok(ReadView { lsn, ..view })
+    }
+
+    /// What the open that made this tree found.
+    pub fn recovery(&self) -> TreeRecovery {
+        self.shared.recovery
     }
 
     /// The watermark: every write at or below it is in the tree's own files (durably, as
@@ -293,6 +346,7 @@ impl Tree {
         }
         {
             let mut writer = shared.writer.lock();
+            shared.check_checkpoint_durable(&writer, lsn)?;
             shared.freeze_at(&mut writer, lsn);
             writer.floor = writer.floor.max(lsn);
             shared.applied.fetch_max(lsn, Ordering::AcqRel);
@@ -322,6 +376,11 @@ impl Tree {
     /// Whether an I/O failure has poisoned the tree.
     pub fn is_poisoned(&self) -> bool {
         self.shared.is_poisoned()
+    }
+
+    /// The failure that poisoned the tree (the first, if several), or `None`.
+    pub fn poison_cause(&self) -> Option<Error> {
+        self.shared.poison_cause.lock().clone()
     }
 
     /// A snapshot of the tree's shape and counters.
@@ -438,7 +497,8 @@ impl Shared {
 
     /// Poisons the tree if `result` is a failure of the files.
     pub(crate) fn poison_on_io<T>(&self, result: Result<T>) -> Result<T> {
-        if let Err(Error::Io { .. } | Error::Corruption(_)) = &result {
+        if let Err(e @ (Error::Io { .. } | Error::Corruption(_))) = &result {
+            self.poison_cause.lock().get_or_insert_with(|| e.clone());
             self.poisoned.store(true, Ordering::Release);
         }
         result
@@ -497,6 +557,27 @@ impl Shared {
             frozen,
             version: old.version.clone(),
         });
+    }
+
+    /// Refuses, before anything changes, a checkpoint at `lsn` that would flush writes the
+    /// log has not made durable: the frozen memtables holding versions at or below `lsn`
+    /// flush whole, and the mutable one is frozen at `lsn` (the writer lock is held).
+    fn check_checkpoint_durable(&self, writer: &Writer, lsn: u64) -> Result<()> {
+        let state = self.current();
+        let frozen = state
+            .frozen
+            .iter()
+            .filter(|f| f.min_lsn <= lsn)
+            .map(|f| f.freeze_lsn);
+        let mutable = writer
+            .mem_min_lsn
+            .filter(|min| *min <= lsn)
+            .map(|_| lsn.min(writer.floor));
+        let durable = self.durable_lsn();
+        match frozen.chain(mutable).max() {
+            Some(needed) if needed > durable => Err(Error::NotDurable { needed, durable }),
+            _ => Ok(()),
+        }
     }
 
     /// The durable LSN frozen memtables may be flushed up to.
@@ -560,6 +641,7 @@ impl Shared {
     /// holders never wait on the writer, so it cannot deadlock; if no step is possible
     /// (flushes waiting for the log) it returns.
     fn backpressure(&self) -> Result<()> {
+        // Returns the step's error for tests of this function; `apply` drops it (see there).
         let options = &self.options;
         let mut stalled = false;
         loop {
@@ -658,14 +740,14 @@ fn remove_orphans(
     dir: &Path,
     manifest: &Manifest,
     state: &ManifestState,
-) -> Result<()> {
+) -> Result<usize> {
     let live_ssts: std::collections::HashSet<u64> =
         state.levels.iter().flatten().map(|f| f.id).collect();
     let live_manifest = manifest.live_file_names();
     let names = fs
         .read_dir(dir)
         .map_err(|e| Error::io("tree read dir", e))?;
-    let mut removed = false;
+    let mut removed = 0;
     for name in names {
         let Some(name) = name.to_str() else { continue };
         let orphan = match parse_sst_file_name(name) {
@@ -675,12 +757,12 @@ fn remove_orphans(
         if orphan {
             fs.remove_file(&dir.join(name))
                 .map_err(|e| Error::io("tree remove orphan", e))?;
-            removed = true;
+            removed += 1;
         }
     }
-    if removed {
+    if removed > 0 {
         fs.sync_dir(dir)
             .map_err(|e| Error::io("tree sync dir", e))?;
     }
-    Ok(())
+    Ok(removed)
 }

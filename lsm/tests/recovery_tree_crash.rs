@@ -6,7 +6,9 @@
 //!   one attempted: it never overstates what survived;
 //! - the reopened tree reads exactly the model's state at the watermark;
 //! - no orphan SST remains (every `.sst` file is one the manifest names);
-//! - replaying the batches above the watermark (as the Db replays its log) gives the full
+//! - log-backed (the Db's mode), the tree reads at its watermark; alone, it reads every batch
+//!   its SSTs hold, a prefix of those applied, at least through the watermark;
+//! - replaying the batches above that point (as the Db replays its log) gives the full
 //!   state, and the tree keeps working (more writes, a checkpoint, compaction).
 //!
 //! `TREE_CRASH_SEEDS=N` runs N workload seeds (default 3).
@@ -19,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use popdb_io::{CrashMode, FsRef, SimFs};
-use popdb_lsm::{Progress, Tree};
+use popdb_lsm::{Progress, Tree, TreeOptions};
 use popdb_testkit::Rng;
 
 use tree_common::{Draw, Model, check_view, tiny_options};
@@ -38,9 +40,9 @@ struct Outcome {
 }
 
 /// Runs the seeded workload until it ends or the first error (the crash).
-fn workload(fs: &FsRef, seed: u64) -> Outcome {
+fn workload(fs: &FsRef, seed: u64, log_backed: bool) -> Outcome {
     let mut out = Outcome::default();
-    let Ok(tree) = Tree::open(fs.clone(), Path::new(DIR), tiny_options()) else {
+    let Ok(tree) = Tree::open(fs.clone(), Path::new(DIR), options(log_backed)) else {
         return out;
     };
     let mut rng = Rng(seed);
@@ -88,10 +90,33 @@ fn sst_files(sim: &SimFs) -> usize {
         .count()
 }
 
-fn verify(sim: &Arc<SimFs>, fs: &FsRef, outcome: &Outcome, context: &str) {
-    let tree = Tree::open(fs.clone(), Path::new(DIR), tiny_options())
+/// Tiny options, log-backed (the Db's mode: reopen at the watermark, replay above it) or not
+/// (alone: reopen at the highest LSN the SSTs hold).
+fn options(log_backed: bool) -> TreeOptions {
+    TreeOptions {
+        log_backed,
+        ..tiny_options()
+    }
+}
+
+fn verify(sim: &Arc<SimFs>, fs: &FsRef, outcome: &Outcome, log_backed: bool, context: &str) {
+    let tree = Tree::open(fs.clone(), Path::new(DIR), options(log_backed))
         .unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
     let watermark = tree.watermark().unwrap_or(0);
+    let read_from = tree.last_applied().unwrap_or(0);
+    assert_eq!(tree.recovery().read_from, read_from, "{context}");
+    if log_backed {
+        assert_eq!(
+            read_from, watermark,
+            "{context}: a log-backed tree reads at its watermark"
+        );
+    } else {
+        // Alone, the tree reads every batch its SSTs hold: a prefix of what was applied.
+        assert!(
+            read_from >= watermark && read_from <= outcome.model.last_lsn().max(watermark),
+            "{context}: read from {read_from}, watermark {watermark}"
+        );
+    }
     assert!(
         watermark >= outcome.acknowledged,
         "{context}: watermark {watermark} below the acknowledged checkpoint {}",
@@ -107,11 +132,11 @@ fn verify(sim: &Arc<SimFs>, fs: &FsRef, outcome: &Outcome, context: &str) {
     let files: usize = tree.stats().levels.iter().map(|l| l.files).sum();
     assert_eq!(files, sst_files(sim), "{context}: orphan SSTs remain");
     tree.check_invariants();
-    for (lsn, batch) in outcome.model.batches_above(watermark) {
+    for (lsn, batch) in outcome.model.batches_above(read_from) {
         tree.apply(lsn, &batch).unwrap();
     }
     check_view(&mut rng, &tree.read_view(), &outcome.model, 5, context);
-    let next = outcome.model.last_lsn().max(watermark) + 1;
+    let next = outcome.model.last_lsn().max(read_from) + 1;
     tree.apply(next, &[(b"after".to_vec(), Some(b"crash".to_vec()))])
         .unwrap();
     tree.checkpoint(next).unwrap();
@@ -119,10 +144,10 @@ fn verify(sim: &Arc<SimFs>, fs: &FsRef, outcome: &Outcome, context: &str) {
     tree.check_invariants();
 }
 
-fn crash_sweep(seed: u64, mode: CrashMode) -> u64 {
+fn crash_sweep(seed: u64, mode: CrashMode, log_backed: bool) -> u64 {
     let dry = Arc::new(SimFs::new(seed));
     let dry_fs: FsRef = dry.clone();
-    let full = workload(&dry_fs, seed);
+    let full = workload(&dry_fs, seed, log_backed);
     assert!(
         full.acknowledged > 0,
         "seed {seed}: the workload never checkpointed"
@@ -133,14 +158,15 @@ fn crash_sweep(seed: u64, mode: CrashMode) -> u64 {
         sim.set_armed_crash_mode(mode);
         sim.set_crash_after_syncs(at);
         let fs: FsRef = sim.clone();
-        let outcome = workload(&fs, seed);
+        let outcome = workload(&fs, seed, log_backed);
         assert!(
             sim.is_down(),
             "seed {seed}: crash at sync {at} never struck"
         );
         sim.restart();
-        let context = format!("seed {seed} {mode:?} crash at sync {at}/{syncs}");
-        verify(&sim, &fs, &outcome, &context);
+        let context =
+            format!("seed {seed} {mode:?} log_backed {log_backed} crash at sync {at}/{syncs}");
+        verify(&sim, &fs, &outcome, log_backed, &context);
     }
     syncs
 }
@@ -155,7 +181,8 @@ fn recovery_tree_crash_at_every_sync() {
             CrashMode::KeepAll,
             CrashMode::Random,
         ] {
-            points += crash_sweep(seed, mode);
+            points += crash_sweep(seed, mode, true);
+            points += crash_sweep(seed, mode, false);
         }
     }
     println!("{points} crash points checked");

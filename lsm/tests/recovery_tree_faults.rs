@@ -24,10 +24,10 @@
 //! `CURRENT.tmp`); replaying the batches above the watermark (as the Db replays its log)
 //! gives the full state; the tree keeps working and reopens at its new watermark.
 //!
-//! The model of an apply that returned an error: the error says whether the batch was
-//! applied. `Poisoned` (and the caller errors) come before the write; an `Io` or
-//! `Corruption` error comes from a flush or compaction the write stalled on, after the batch
-//! became visible, so the owner's log holds it and the model takes it.
+//! The model of an apply: an error means the batch was not applied. A flush or compaction
+//! the write stalled on runs after the batch became visible; if it fails, the apply still
+//! returns `Ok` (the owner's log holds the batch and the model takes it) and the tree is
+//! poisoned, which the next call reports as `Poisoned`.
 //!
 //! Knobs: `TREE_FAULT_SEEDS=N` runs seeds 0..N (default 1); `TREE_FAULT_STRIDE=N` fires a
 //! fault on every Nth operation of its kind (default 5); `TREE_FAULT_CRASH_STRIDE=N` crashes
@@ -239,11 +239,9 @@ impl Run {
             assert!(applied, "apply {lsn} returned Ok and is not visible");
         }
         if let Err(e) = &result {
-            let after_write = matches!(e, Error::Io { .. } | Error::Corruption(_));
-            assert_eq!(
-                applied, after_write,
-                "apply {lsn} failed with {e:?}; applied: {applied}"
-            );
+            // An error means not applied: a stall's failure after the write poisons the
+            // tree and is reported by the next call.
+            assert!(!applied, "apply {lsn} failed with {e:?} but is visible");
         }
         if applied {
             self.out.model.apply(lsn, &batch);
@@ -616,10 +614,15 @@ fn crash_case(kind: Kind, seed: u64, mode: CrashMode, at: u64, again: Option<u64
     }
     .to_string();
     let failed = out.failure.as_ref().map(|f| {
-        let Error::Io { op, .. } = &f.error else {
-            panic!("{context}: {:?} failed with {:?}", f.call, f.error);
+        // `Poisoned`: an earlier apply's stall met the crash (that apply returned Ok).
+        let cause = match &f.error {
+            Error::Poisoned => out.tree.as_ref().and_then(Tree::poison_cause),
+            other => Some(other.clone()),
         };
-        *op
+        match cause {
+            Some(Error::Io { op, .. }) => op,
+            _ => panic!("{context}: {:?} failed with {:?}", f.call, f.error),
+        }
     });
     // Closing the tree removes the files its views pinned: counted operations, which the
     // crash may strike too. It goes before power returns: a process that lost power is gone.
@@ -685,8 +688,18 @@ fn check_failure(
     let Failure { step, call, error } = failure;
     let context = format!("{context}: step {step} {call:?} failed with {error:?}");
     assert!(fired, "{context}, but no fault fired");
-    let op = match error {
-        Error::Io { op, .. } => *op,
+    // `Poisoned`: an earlier apply's stall met the fault (that apply returned Ok); the
+    // tree kept the failure.
+    let cause = match error {
+        Error::Poisoned => out
+            .tree
+            .as_ref()
+            .and_then(Tree::poison_cause)
+            .unwrap_or_else(|| panic!("{context}: poisoned with no cause")),
+        other => other.clone(),
+    };
+    let op = match cause {
+        Error::Io { op, .. } => op,
         Error::Corruption(_) if error_kind == FaultError::BitFlip => "corruption",
         _ => panic!("{context}: expected an i/o error"),
     };
@@ -810,10 +823,15 @@ fn locate_rotation(seed: u64, number: u64) -> (u64, u64) {
     sim.inject(Fault::new(FaultOp::Open, FaultError::Eio).under(manifest));
     let out = Run::new(fs, seed, Kind::Rotation, false).run(|_, _| {});
     let failure = out.failure.as_ref().expect("the rotation failed");
-    let Error::Io { op, .. } = &failure.error else {
+    // `Poisoned`: the rotation ran in a stall of an apply, which returned Ok.
+    let cause = match &failure.error {
+        Error::Poisoned => out.tree.as_ref().and_then(Tree::poison_cause),
+        other => Some(other.clone()),
+    };
+    let Some(Error::Io { op, .. }) = cause else {
         panic!("rotation to {number} failed with {failure:?}");
     };
-    assert_eq!(*op, "manifest create file", "{failure:?}");
+    assert_eq!(op, "manifest create file", "{failure:?}");
     (sim.op_count() - 1, sim.sync_count())
 }
 

@@ -250,6 +250,7 @@ fn tree_invalid_options_are_refused() {
 fn tree_checkpoint_waits_for_the_log_when_flushes_need_it() {
     let fs = sim();
     let options = TreeOptions {
+        log_backed: true,
         flush_needs_durable_lsn: true,
         memtable_size_max: 64,
         ..TreeOptions::default()
@@ -278,4 +279,46 @@ fn tree_checkpoint_waits_for_the_log_when_flushes_need_it() {
     tree.checkpoint(2).unwrap();
     assert_eq!(tree.watermark(), Some(2));
     assert_eq!(tree.stats().frozen_memtables, 0);
+}
+
+#[test]
+fn tree_alone_reopens_at_what_its_ssts_hold() {
+    let fs = sim();
+    let options = || TreeOptions {
+        memtable_size_max: 256,
+        ..TreeOptions::default()
+    };
+    let tree = Tree::open(fs.clone(), Path::new("/t"), options()).unwrap();
+    for lsn in 1..=40u64 {
+        let key = format!("key{lsn:02}");
+        tree.apply(lsn, &[(key.as_bytes(), Some(&[1u8; 64][..]))])
+            .unwrap();
+    }
+    while tree.maintenance_step().unwrap() != Progress::Idle {}
+    assert!(tree.stats().flushes > 0);
+    // Two more that stay in the memtable: lost at the reopen.
+    tree.apply(41, &[(&b"key41"[..], Some(&b"v"[..]))]).unwrap();
+    tree.apply(42, &[(&b"key42"[..], Some(&b"v"[..]))]).unwrap();
+    assert_eq!(tree.watermark(), None, "no checkpoint was taken");
+    drop(tree);
+    let tree = Tree::open(fs, Path::new("/t"), options()).unwrap();
+    let from = tree.recovery().read_from;
+    assert_eq!(from, 40, "the flushed prefix");
+    assert_eq!(tree.last_applied(), Some(from));
+    let view = tree.read_view();
+    for lsn in 1..=42u64 {
+        let got = view.get(format!("key{lsn:02}").as_bytes()).unwrap();
+        assert_eq!(
+            got.is_some(),
+            lsn <= from,
+            "key{lsn:02} after reopen at {from}"
+        );
+    }
+    assert!(
+        matches!(
+            tree.apply(from, &[(b"k", Some(b"v"))]),
+            Err(Error::LsnNotIncreasing { .. })
+        ),
+        "an LSN the files hold is never taken again"
+    );
 }

@@ -137,6 +137,7 @@ fn tree_readers_see_constant_total_during_writes_and_compactions() {
 fn tree_scheduler_flushes_once_the_log_becomes_durable() {
     let fs: FsRef = Arc::new(SimFs::new(5));
     let options = popdb_lsm::TreeOptions {
+        log_backed: true,
         flush_needs_durable_lsn: true,
         frozen_count_max: 8,
         ..tree_common::tiny_options()

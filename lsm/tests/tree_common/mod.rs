@@ -125,6 +125,9 @@ pub fn tiny_options() -> TreeOptions {
             restart_interval: 4,
             ..SstWriterOptions::default()
         },
+        // The Db's mode: a reopened tree reads at its watermark and the test replays the
+        // batches above it, as the Db replays its log.
+        log_backed: true,
         // Small enough that blocks are evicted and read again.
         block_cache: popdb_lsm::BlockCache::new(64 * 1024),
         ..TreeOptions::default()
