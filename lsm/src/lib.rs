@@ -68,7 +68,8 @@ pub use memtable::{Memtable, MemtableEntry};
 pub use memtable_iter::{MemtableRange, MemtableRangeRev};
 pub use merge::Direction;
 pub use options::{
-    BATCH_SIZE_MAX, BATCH_WRITES_MAX, KEY_SIZE_MAX, LEVELS_COUNT, TreeOptions, VALUE_SIZE_MAX,
+    BATCH_SIZE_MAX, BATCH_WRITES_MAX, BLOCK_CACHE_SIZE_DEFAULT, KEY_SIZE_MAX, LEVELS_COUNT,
+    TreeOptions, VALUE_SIZE_MAX,
 };
 pub use range::RangeIter;
 pub use read_view::{ReadView, Versioned};

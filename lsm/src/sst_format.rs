@@ -137,7 +137,7 @@ impl Footer {
 
     /// Decodes and validates the footer of a file of `file_len` bytes, read from file offset
     /// `at = file_len - FOOTER_SIZE`. Checks, in order: magic, version (from
-    /// [`FORMAT_VERSION_MIN`] to [`FORMAT_VERSION`]; [`footer_version`] reads it), crc32, the
+    /// [`FORMAT_VERSION_MIN`] to [`FORMAT_VERSION`]; `footer_version` reads it), crc32, the
     /// LSN range,
     /// and that the filter and index blocks tile the bytes before the footer as specified.
     /// Errors carry file offsets. Requires `file_len >= FOOTER_SIZE` (the reader checks it).
