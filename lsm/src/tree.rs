@@ -524,13 +524,21 @@ impl Shared {
         });
     }
 
-    /// Freezes the mutable memtable at `lsn` (the writer lock is held): versions above `lsn`
-    /// are copied into a fresh memtable, which stays mutable.
+    /// Freezes the mutable memtable for a checkpoint at `lsn` (the writer lock is held):
+    /// whole if the log is durable through its last write, else split at `lsn` (versions
+    /// above it are copied into a fresh memtable, which stays mutable).
     fn freeze_at(&self, writer: &mut Writer, lsn: u64) {
         let Some(min_lsn) = writer.mem_min_lsn else {
             return;
         };
         if min_lsn > lsn {
+            return;
+        }
+        // Whole when the log holds every write in it (always, for a tree alone): versions
+        // above `lsn` then go to the SST too, which the watermark allows. Only a memtable
+        // holding writes the log has not made durable is split, at the cost of a scan.
+        if writer.floor <= lsn || writer.floor <= self.durable_lsn() {
+            self.freeze_whole(writer, writer.floor);
             return;
         }
         let state = self.current();

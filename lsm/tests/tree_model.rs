@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use popdb_io::{FsRef, SimFs};
-use popdb_lsm::{Progress, ReadView, Tree};
+use popdb_lsm::{Error, Progress, ReadView, Tree};
 use popdb_testkit::Rng;
 
-use tree_common::{Draw, Model, check_view, tiny_options_for};
+use tree_common::{Draw, Model, check_view, gated, tiny_options_for};
 
 const OPS_PER_SEED: usize = 2_500;
 
@@ -33,6 +33,8 @@ struct Run {
     dir: PathBuf,
     /// Flushes and compactions of earlier opens.
     flushes: u64,
+    /// The durable LSN told to a gated tree (see `gated`).
+    durable: u64,
     compactions: u64,
 }
 
@@ -60,6 +62,9 @@ impl Run {
         let context = format!("seed {} reopened at watermark {watermark}", self.seed);
         let view = self.tree().read_view();
         check_view(&mut self.rng, &view, &self.model, 3, &context);
+        if gated(self.seed) {
+            self.tree().set_durable_lsn(self.durable);
+        }
         for (lsn, batch) in self.model.batches_above(watermark) {
             self.tree().apply(lsn, &batch).unwrap();
         }
@@ -75,6 +80,12 @@ impl Run {
                 self.next_lsn += 1 + self.rng.below(2);
                 self.tree().apply(lsn, &batch).unwrap();
                 self.model.apply(lsn, &batch);
+                if gated(self.seed) {
+                    // A log synced lazily: durable a few LSNs behind.
+                    let durable = lsn.saturating_sub(self.rng.below(6));
+                    self.tree().set_durable_lsn(durable);
+                    self.durable = self.durable.max(durable);
+                }
             }
             45..65 => {
                 let view = self.tree().read_view();
@@ -106,9 +117,26 @@ impl Run {
             }
             80..85 => {
                 let floor = self.tree().watermark().unwrap_or(0);
-                let high = self.next_lsn.max(floor + 1);
+                let mut high = self.next_lsn.max(floor + 1);
+                if gated(self.seed) {
+                    // The Db checkpoints only what its log holds.
+                    if self.durable <= floor {
+                        return;
+                    }
+                    high = high.min(self.durable);
+                }
                 let c = floor + 1 + self.rng.below(high - floor);
-                self.tree().checkpoint(c).unwrap();
+                match self.tree().checkpoint(c) {
+                    Ok(()) => {}
+                    // A memtable frozen for memory holds writes past the durable LSN and
+                    // flushes whole: refused, and nothing changed.
+                    Err(Error::NotDurable { needed, durable }) => {
+                        assert!(gated(self.seed) && needed > durable, "{context}");
+                        assert_eq!(self.tree().watermark(), Some(floor).filter(|f| *f > 0));
+                        return;
+                    }
+                    Err(e) => panic!("{context}: checkpoint {c}: {e}"),
+                }
                 assert_eq!(self.tree().watermark(), Some(c), "{context}: watermark");
                 self.next_lsn = self.next_lsn.max(c + 1);
             }
@@ -140,6 +168,7 @@ fn run_seed(seed: u64) {
         seed,
         dir,
         flushes: 0,
+        durable: 0,
         compactions: 0,
     };
     for op in 0..OPS_PER_SEED {

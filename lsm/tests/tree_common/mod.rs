@@ -135,12 +135,20 @@ pub fn tiny_options() -> TreeOptions {
 }
 
 /// As [`tiny_options`], with zstd-compressed data blocks on odd seeds.
+/// Seeds 2 mod 3 also gate flushes on a durable LSN that the test lets lag
+/// ([`gated`]), which makes checkpoints split memtables at their LSN.
 pub fn tiny_options_for(seed: u64) -> TreeOptions {
     let mut options = tiny_options();
     if seed % 2 == 1 {
         options.sst.compression = popdb_lsm::Compression::Zstd { level: 1 };
     }
+    options.flush_needs_durable_lsn = gated(seed);
     options
+}
+
+/// Whether seed `seed`'s trees gate flushes on the durable LSN.
+pub fn gated(seed: u64) -> bool {
+    seed % 3 == 2
 }
 
 /// Tree-shaped draws on top of the shared generator.
