@@ -317,7 +317,7 @@ impl Run {
     }
 
     fn open(&mut self) -> StepResult {
-        let options = tiny_options_for(self.seed);
+        let options = fault_options(self.seed);
         let tree = Tree::open(self.fs.clone(), dir(), options).map_err(|e| (Call::Open, e))?;
         let watermark = tree.watermark().unwrap_or(0);
         let out = &mut self.out;
@@ -357,7 +357,7 @@ fn add_totals(totals: &mut Totals, tree: &Tree) {
 
 /// Reopens the tree after a crash or a fault and checks it (module docs).
 fn recover(sim: &SimFs, fs: &FsRef, seed: u64, out: &Outcome, context: &str) {
-    let options = || tiny_options_for(seed);
+    let options = || fault_options(seed);
     let tree = Tree::open(fs.clone(), dir(), options())
         .unwrap_or_else(|e| panic!("{context}: reopen failed: {e:?}"));
     let watermark = tree.watermark().unwrap_or(0);
@@ -633,7 +633,7 @@ fn crash_case(kind: Kind, seed: u64, mode: CrashMode, at: u64, again: Option<u64
     let mut fired = true;
     if let Some(again) = again {
         sim.set_crash_after_ops(again);
-        let reopened = Tree::open(fs.clone(), dir(), tiny_options_for(seed));
+        let reopened = Tree::open(fs.clone(), dir(), fault_options(seed));
         drop(reopened);
         fired = sim.is_down();
         sim.disarm_crash();
@@ -1123,6 +1123,15 @@ fn recovery_tree_faults_during_manifest_rotation() {
     }
 }
 
+/// The shared tiny options without the durable-LSN gate: these workloads stand for a log
+/// that is durable as soon as it is written.
+fn fault_options(seed: u64) -> popdb_lsm::TreeOptions {
+    popdb_lsm::TreeOptions {
+        flush_needs_durable_lsn: false,
+        ..tiny_options_for(seed)
+    }
+}
+
 /// Regression. Symptom: after a checkpoint returned `Ok`, a reopen whose read of the manifest
 /// came back with one bit flipped (the file itself intact) opened at the previous watermark,
 /// and the SST the checkpoint had written was deleted as an orphan: an acknowledged,
@@ -1136,13 +1145,14 @@ fn recovery_tree_manifest_misread_never_truncates_an_acknowledged_edit() {
     for seed in 0..16 {
         let sim = Arc::new(SimFs::new(seed));
         let fs: FsRef = sim.clone();
-        let options = || tiny_options_for(seed);
+        let options = || fault_options(seed);
         // A big key makes the checkpoint's frame nearly the whole manifest, so that the
         // flipped bit lands in it.
         let key = vec![b'k'; 12 * 1024];
         let tree = Tree::open(fs.clone(), dir(), options()).unwrap();
         tree.apply(1, &[(key.clone(), Some(b"v".to_vec()))])
             .unwrap();
+        tree.set_durable_lsn(1);
         tree.checkpoint(1).unwrap();
         drop(tree);
         let manifest = dir().join("MANIFEST-0000000000000001");
