@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::cursor::Cursor;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::install::Change;
 use crate::internal_key::KIND_DELETE;
-use crate::manifest::VersionEdit;
 use crate::merge::{Direction, Merge};
 use crate::options::{LEVELS_COUNT, TreeOptions};
 use crate::output::Output;
@@ -98,29 +98,14 @@ impl Shared {
             .chain(&pick.next_inputs)
             .map(|f| (f.meta.level, f.meta.id))
             .collect();
-        if !moved && !added.is_empty() {
-            self.fs
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io("tree sync dir", e))?;
-        }
-        let mut manifest = self.manifest.lock();
-        let edit = VersionEdit {
-            added: added.iter().map(|f| f.meta.clone()).collect(),
-            removed: removed.clone(),
-            watermark: None,
-            next_file_id: Some(self.next_file_id.load(Ordering::Acquire)),
-        };
-        manifest.log_edit(&edit)?;
         self.count_compaction(pick, &added, moved);
-        let mut guard = self.state.write();
-        let old = guard.clone();
-        *guard = Arc::new(TreeState {
-            mem: old.mem.clone(),
-            frozen: old.frozen.clone(),
-            version: Arc::new(old.version.edited(&removed, added)),
-        });
-        drop(guard);
-        drop(manifest);
+        self.install(Change {
+            added,
+            removed,
+            watermark: None,
+            flushed: &[],
+            new_files: !moved,
+        })?;
         if !moved {
             for file in pick.inputs.iter().chain(&pick.next_inputs) {
                 file.mark_obsolete();

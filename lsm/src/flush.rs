@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::manifest::VersionEdit;
+use crate::install::Change;
 use crate::output::Output;
-use crate::read_view::{Frozen, TreeState};
+use crate::read_view::Frozen;
 use crate::stats::Counters;
 use crate::tree::Shared;
 use crate::version::SstHandle;
@@ -48,41 +48,16 @@ impl Shared {
             let id = self.next_file_id.fetch_add(1, Ordering::AcqRel);
             added.extend(self.write_frozen(frozen, id)?);
         }
-        if !added.is_empty() {
-            self.fs
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io("tree sync dir", e))?;
-        }
-        let mut manifest = self.manifest.lock();
-        let edit = VersionEdit {
-            added: added.iter().map(|f| f.meta.clone()).collect(),
+        let bytes: u64 = added.iter().map(|f| f.meta.size).sum();
+        self.install(Change {
+            added,
             removed: Vec::new(),
             watermark,
-            next_file_id: Some(self.next_file_id.load(Ordering::Acquire)),
-        };
-        manifest.log_edit(&edit)?;
-        if let Some(lsn) = watermark {
-            self.watermark.store(lsn, Ordering::Release);
-        }
-        let bytes: u64 = added.iter().map(|f| f.meta.size).sum();
+            flushed: prefix,
+            new_files: true,
+        })?;
         Counters::add(&self.counters.bytes_flushed, bytes);
         Counters::add(&self.counters.flushes, prefix.len() as u64);
-        let mut guard = self.state.write();
-        let old = guard.clone();
-        assert!(
-            old.frozen.len() >= prefix.len()
-                && old
-                    .frozen
-                    .iter()
-                    .zip(prefix)
-                    .all(|(a, b)| Arc::ptr_eq(a, b)),
-            "frozen memtables changed under the flush lock"
-        );
-        *guard = Arc::new(TreeState {
-            mem: old.mem.clone(),
-            frozen: old.frozen[prefix.len()..].to_vec(),
-            version: Arc::new(old.version.edited(&[], added)),
-        });
         Ok(())
     }
 

@@ -30,6 +30,7 @@ mod compaction;
 mod cursor;
 mod error;
 mod flush;
+mod install;
 mod internal_key;
 mod manifest;
 mod manifest_codec;
