@@ -149,6 +149,24 @@ fn apply_frame(
     Ok(())
 }
 
+/// Bytes the search for a valid frame after damage may checksum before it gives up (and
+/// refuses to open): far above any real torn tail, which holds one frame of edits.
+const TORN_TAIL_SEARCH_BUDGET: u64 = 256 << 20;
+
+/// Bytes checksumming a frame candidate at `offset` costs: its header plus the body its
+/// length field claims, when that fits in the file (else nothing is checksummed).
+fn candidate_cost(file: &[u8], offset: usize) -> u64 {
+    let Some(head) = file.get(offset..offset + FRAME_HEADER_SIZE) else {
+        return 1;
+    };
+    let length = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let end = offset + FRAME_HEADER_SIZE + length as usize;
+    if length > FRAME_BODY_SIZE_MAX || end > file.len() {
+        return 1;
+    }
+    FRAME_HEADER_SIZE as u64 + u64::from(length)
+}
+
 /// The torn tail starting at the damaged frame at `at`, or the corruption it is: a tail
 /// longer than one frame can be, or one with a valid frame after the damage.
 fn torn_tail(
@@ -163,7 +181,23 @@ fn torn_tail(
         // More bytes than one frame after the damage: some of them were durable.
         return Err(Error::file_corruption(at as u64, what, kind));
     }
-    let later = (at + 1..file.len()).find(|&y| frame_at(file, y, number).is_ok());
+    // Each candidate offset whose length field fits costs a checksum of its body; hostile
+    // tail bytes could make that cubic in the tail's size. Past the budget the tail is not
+    // cut but refused: damage we could not rule out is not treated as torn.
+    let mut budget = TORN_TAIL_SEARCH_BUDGET;
+    let mut later = None;
+    for y in at + 1..file.len() {
+        let cost = candidate_cost(file, y);
+        if cost > budget {
+            let kind = CorruptionKind::InvalidValue { found: tail };
+            return Err(Error::file_corruption(at as u64, "manifest torn tail search", kind));
+        }
+        budget -= cost;
+        if frame_at(file, y, number).is_ok() {
+            later = Some(y);
+            break;
+        }
+    }
     if let Some(later) = later {
         let kind = CorruptionKind::DamageBeforeValidFrame {
             later_offset: later as u64,

@@ -413,3 +413,33 @@ fn manifest_base_larger_than_the_file_is_corruption() {
         ("manifest base frame end", s.frames[1].0 as u64)
     );
 }
+
+/// A hostile tail after the last frame, whose every offset claims a body that fits in the
+/// file, would make the search for a valid later frame checksum terabytes (cubic in the
+/// tail's size) and hang the open. The search has a byte budget: past it, open refuses with
+/// a corruption naming the search, and cuts nothing.
+#[test]
+fn manifest_hostile_tail_is_refused_not_searched_forever() {
+    let fs = sim(3);
+    let dir = Path::new(DIR);
+    let mut m = Manifest::create_with(fs_ref(&fs), dir, NO_ROTATION).unwrap();
+    for edit in random_edits(&mut Rng(5), 3) {
+        m.log_edit(&edit).unwrap();
+    }
+    let name = m.manifest_file_name();
+    drop(m);
+    let mut bytes = read_file(&fs, &name);
+    let valid = bytes.len();
+    // Every u32 in the tail reads 0x01010101 (about 16 MiB): a body that fits for offsets
+    // in the first part of a 24 MiB tail.
+    bytes.resize(valid + (24 << 20), 0x01);
+    write_file(&fs, &name, &bytes);
+    match Manifest::open_with(fs_ref(&fs), dir, NO_ROTATION) {
+        Err(Error::Corruption(Corruption { what, offset, .. })) => {
+            assert_eq!(what, "manifest torn tail search");
+            assert_eq!(offset, valid as u64);
+        }
+        other => panic!("expected the search to give up: {other:?}"),
+    }
+    assert_eq!(read_file(&fs, &name).len(), bytes.len(), "nothing was cut");
+}
