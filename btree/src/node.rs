@@ -242,3 +242,47 @@ pub(crate) fn unpack_branch(low: Vec<u8>, branch: &Branch) -> impl Iterator<Item
         .chain(branch.separators.iter().cloned())
         .zip(branch.children.iter().cloned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// splitmix64, as popdb-testkit's (which this crate's unit tests cannot reach).
+    fn next(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    #[test]
+    fn split_runs_fit_and_hold_two_items_each() {
+        let capacity = 488;
+        let mut state = 1;
+        for _ in 0..2000 {
+            let count = usize::try_from(next(&mut state) % 200).expect("small") + 2;
+            let sizes: Vec<usize> = (0..count)
+                .map(|_| 1 + usize::try_from(next(&mut state) % 122).expect("small"))
+                .collect();
+            let starts = split_runs(&sizes, capacity);
+            assert_eq!(starts.first(), Some(&0));
+            let ends = starts.iter().skip(1).copied().chain([count]);
+            for (start, end) in starts.iter().copied().zip(ends) {
+                let run = sizes.get(start..end).expect("runs increase");
+                assert!(
+                    run.iter().sum::<usize>() <= capacity,
+                    "{sizes:?} {starts:?}"
+                );
+                if starts.len() > 1 {
+                    assert!(run.len() >= 2, "{sizes:?} {starts:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pack_leaves_of_nothing_is_no_leaf() {
+        assert!(pack_leaves(Vec::new(), &[], PageSize::DEFAULT).is_empty());
+    }
+}

@@ -19,6 +19,8 @@ use crate::tree::Root;
 #[derive(Clone, Debug)]
 pub struct ReadView {
     root: Root,
+    /// The LSN the view reads at: the root's, or the one `read_view_at` was asked for.
+    lsn: Option<u64>,
     page_size: PageSize,
 }
 
@@ -32,13 +34,25 @@ pub struct Versioned {
 }
 
 impl ReadView {
-    pub(crate) fn new(root: Root, page_size: PageSize) -> Self {
-        Self { root, page_size }
+    /// A view of `root` at `lsn`, which is the root's LSN or above it (below the next
+    /// root's).
+    pub(crate) fn new(root: Root, lsn: Option<u64>, page_size: PageSize) -> Self {
+        assert!(
+            lsn >= root.lsn,
+            "view at {lsn:?} below its root's {:?}",
+            root.lsn
+        );
+        Self {
+            root,
+            lsn,
+            page_size,
+        }
     }
 
-    /// The LSN of the last batch the view sees, `None` for the tree before any.
+    /// The LSN the view reads at: every batch at or below it is visible, none above;
+    /// `None` for the tree before any batch.
     pub fn lsn(&self) -> Option<u64> {
-        self.root.lsn
+        self.lsn
     }
 
     /// The value of `key` and its version; `None` if absent or deleted.

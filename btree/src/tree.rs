@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::apply::{Write, apply_root};
 use crate::error::{Error, Result};
+use crate::invariants::TreeStats;
 use crate::node::Node;
 use crate::page_size::PageSize;
 use crate::read_view::ReadView;
@@ -155,7 +156,8 @@ impl Tree {
     /// A read view of everything applied so far.
     pub fn read_view(&self) -> ReadView {
         let root = self.latest();
-        ReadView::new(root, self.options.page_size)
+        let lsn = root.lsn;
+        ReadView::new(root, lsn, self.options.page_size)
     }
 
     /// A read view at `lsn`: every batch at or below `lsn` is visible, none above. `lsn`
@@ -177,12 +179,18 @@ impl Tree {
             .expect("the oldest root is at or below lsn")
             .clone();
         drop(roots);
-        Ok(ReadView::new(root, self.options.page_size))
+        let lsn = (lsn > 0).then_some(lsn);
+        Ok(ReadView::new(root, lsn, self.options.page_size))
     }
 
     /// The LSN of the last batch applied, `None` before the first.
     pub fn last_applied(&self) -> Option<u64> {
         self.latest().lsn
+    }
+
+    /// Statistics of the latest tree (see [`ReadView::stats`]), in O(node count).
+    pub fn stats(&self) -> TreeStats {
+        self.read_view().stats()
     }
 
     /// The latest published root.

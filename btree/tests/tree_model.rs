@@ -177,6 +177,10 @@ fn check_get(view: &ReadView, model: &Model, key: &[u8]) {
         _ => None,
     };
     assert_eq!(view.get(key).unwrap(), expected, "get {key:?}");
+    let mut buffer = b"stale".to_vec();
+    let version = view.get_into(key, &mut buffer).unwrap();
+    assert_eq!(version, expected.as_ref().map(|e| e.version));
+    assert_eq!(buffer, expected.map(|e| e.value).unwrap_or_default());
 }
 
 fn model_range(
@@ -265,7 +269,7 @@ fn check_view_at(tree: &Tree, history: &VecDeque<(u64, Model)>, g: &mut Gen) {
     let lsn = oldest + g.rng.below(latest - oldest + 1);
     let (_, snapshot) = history.iter().rev().find(|(l, _)| *l <= lsn).unwrap();
     let view = tree.read_view_at(lsn).unwrap();
-    assert!(view.lsn().unwrap_or(0) <= lsn);
+    assert_eq!(view.lsn(), (lsn > 0).then_some(lsn));
     check_scan_all(&view, snapshot);
     let past = tree.read_view_at(latest + 1);
     assert!(
