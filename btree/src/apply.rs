@@ -15,8 +15,7 @@
 
 use std::sync::Arc;
 
-use crate::leaf_page::{LeafEntry, LeafValue};
-use crate::node::{Branch, Node, Piece, pack_branches, pack_leaves, unpack_branch};
+use crate::node::{Branch, Item, Node, Piece, Stored, pack_branches, pack_leaves, unpack_branch};
 use crate::page_size::PageSize;
 
 /// One write of a batch: a value, or `None` for a delete.
@@ -62,11 +61,8 @@ fn apply_node(
 ) -> Vec<Piece> {
     match &**node {
         Node::Leaf(leaf) => {
-            let page = leaf.page();
-            let old = page
-                .entries()
-                .map(|e| e.expect("in-memory leaves are well formed"));
-            let merged = merge_leaf(old, writes, lsn);
+            let old = (0..leaf.len()).map(|i| leaf.item(i));
+            let merged = merge_leaf(old, writes, lsn, page_size);
             pack_leaves(low, &merged, page_size)
         }
         Node::Branch(branch) => {
@@ -140,13 +136,11 @@ fn merge_pair(left: Piece, right: Piece, page_size: PageSize) -> Vec<Piece> {
     let ((left_low, left_node), (right_low, right_node)) = (left, right);
     match (&*left_node, &*right_node) {
         (Node::Leaf(a), Node::Leaf(b)) => {
-            let (pa, pb) = (a.page(), b.page());
-            let entries: Vec<LeafEntry<'_>> = pa
-                .entries()
-                .chain(pb.entries())
-                .map(|e| e.expect("in-memory leaves are well formed"))
+            let items: Vec<Item<'_>> = (0..a.len())
+                .map(|i| a.item(i))
+                .chain((0..b.len()).map(|i| b.item(i)))
                 .collect();
-            pack_leaves(left_low, &entries, page_size)
+            pack_leaves(left_low, &items, page_size)
         }
         (Node::Branch(a), Node::Branch(b)) => {
             let children: Vec<Piece> = unpack_branch(left_low, a)
@@ -159,16 +153,22 @@ fn merge_pair(left: Piece, right: Piece, page_size: PageSize) -> Vec<Piece> {
 }
 
 /// The entries of a leaf after `writes` at `lsn`: old entries and writes merged by key, a
-/// write replacing the old entry of its key, a delete leaving a tombstone.
+/// write replacing the old entry of its key, a delete leaving a tombstone. A value too
+/// large to store inline is copied into a side value.
 fn merge_leaf<'a>(
-    old: impl Iterator<Item = LeafEntry<'a>>,
+    old: impl Iterator<Item = Item<'a>>,
     writes: &[Write<'a>],
     lsn: u64,
-) -> Vec<LeafEntry<'a>> {
-    let written = |&(key, value): &Write<'a>| LeafEntry {
+    page_size: PageSize,
+) -> Vec<Item<'a>> {
+    let written = |&(key, value): &Write<'a>| Item {
         key,
         version: lsn,
-        value: value.map_or(LeafValue::Tombstone, LeafValue::Inline),
+        value: match value {
+            None => Stored::Tombstone,
+            Some(v) if page_size.stores_inline(key.len(), v.len()) => Stored::Inline(v),
+            Some(v) => Stored::Side(Arc::from(v)),
+        },
     };
     let mut merged = Vec::with_capacity(writes.len() + 8);
     let mut old = old.peekable();

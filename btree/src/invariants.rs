@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::leaf_page::{LeafPage, LeafValue};
-use crate::node::{Node, branch_bytes};
+use crate::node::{Node, SIDE_ID_BASE, branch_bytes};
 use crate::page_format::{FIRST_TREE_PAGE, PageId};
 use crate::read_view::ReadView;
 
@@ -30,6 +30,9 @@ pub struct TreeStats {
     pub tombstone_count: u64,
     /// Bytes in use in all nodes, page headers included, as they would be encoded.
     pub bytes: u64,
+    /// Bytes of the values too large for a leaf, held beside the leaves until checkpoints
+    /// write them to overflow pages.
+    pub side_value_bytes: u64,
 }
 
 /// A node to visit, with the bounds its keys must lie in: at or above `low`, below
@@ -106,12 +109,20 @@ impl ReadView {
                             "empty leaf below the root"
                         );
                     }
+                    let mut side_index: usize = 0;
                     for entry in leaf.page().entries() {
                         let entry = entry.expect("in-memory leaves are well formed");
-                        if matches!(entry.value, LeafValue::Tombstone) {
-                            stats.tombstone_count += 1;
-                        } else {
-                            stats.entry_count += 1;
+                        match entry.value {
+                            LeafValue::Tombstone => stats.tombstone_count += 1,
+                            LeafValue::Inline(_) => stats.entry_count += 1,
+                            LeafValue::Overflow(r) => {
+                                stats.entry_count += 1;
+                                stats.side_value_bytes += u64::from(r.value_size);
+                                if check {
+                                    check_side(leaf, r, side_index);
+                                }
+                                side_index += 1;
+                            }
                         }
                         if check {
                             let key = entry.key;
@@ -122,11 +133,29 @@ impl ReadView {
                             last_key = Some(key);
                         }
                     }
+                    assert_eq!(side_index, leaf.side().len(), "side values unreferenced");
                 }
             }
         }
         stats
     }
+}
+
+/// Overflow reference number `index` of `leaf` names its side value `index`, of the size
+/// it says.
+fn check_side(leaf: &crate::node::Leaf, reference: crate::OverflowRef, index: usize) {
+    assert_eq!(
+        reference.first.id.0,
+        SIDE_ID_BASE + index as u64,
+        "side value order"
+    );
+    assert_eq!(reference.first.checksum, 0, "side value checksum");
+    let value = leaf.side().get(index).expect("side value present");
+    assert_eq!(
+        value.len() as u64,
+        u64::from(reference.value_size),
+        "side value size"
+    );
 }
 
 fn check_branch(b: &crate::node::Branch, visit: &Visit<'_>, page_bytes: usize) {

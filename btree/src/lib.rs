@@ -6,9 +6,9 @@
 //! each changed leaf, and publishes each result as an immutable root that read views pin
 //! ([`Tree::read_view`], [`Tree::read_view_at`] over a small ring of recent roots). Leaves
 //! are page images made by [`LeafBuilder`]; branches hold their separators in memory and
-//! are sized by the branch page's rules, so every node fits its page. Checkpoints, the
-//! map, the free list and overflow values come next: until then a key and value must fit a
-//! leaf together ([`PageSize::leaf_payload_max`]).
+//! are sized by the branch page's rules, so every node fits its page. A value too large
+//! for a leaf is held beside it in memory (a side value) until checkpoints write it to
+//! overflow pages. Checkpoints, the map and the free list come next.
 //!
 //! The engine will take writes stamped with an LSN, serve reads straight from a read-only
 //! map of its file, and write only through popdb-io's positional writes; it knows nothing

@@ -4,7 +4,11 @@
 //!
 //! A leaf is a page image made by [`LeafBuilder`]: the checkpoint will write it as is,
 //! after stamping its page id, transaction and checksum. Until then it carries the
-//! placeholder page id [`FIRST_TREE_PAGE`] and transaction 0. A branch keeps its
+//! placeholder page id [`FIRST_TREE_PAGE`] and transaction 0. A value too large to store
+//! inline is a **side value**: an `Arc<[u8]>` held by the leaf, which its entry references
+//! as an overflow reference with the placeholder page id `SIDE_ID_BASE + index` (index into
+//! the leaf's side values) and checksum 0; the checkpoint will write each side value as an
+//! overflow chain and put the chain's real reference in the entry. A branch keeps its
 //! separators in a `Vec` rather than a page image, because a branch page stores each
 //! child's page id and checksum, which an in-memory child does not have yet; its size is
 //! still measured with the branch page's rules ([`branch_bytes`]), so a checkpoint can
@@ -19,8 +23,9 @@ use std::sync::Arc;
 
 use crate::LeafBuilder;
 use crate::branch_builder::BranchBuilder;
-use crate::leaf_page::{LeafEntry, LeafPage};
-use crate::page_format::{BRANCH_SLOTS_AT, FIRST_TREE_PAGE, LEAF_SLOTS_AT, PageId, TxnId};
+use crate::leaf_page::{LeafEntry, LeafPage, LeafValue};
+use crate::overflow::OverflowRef;
+use crate::page_format::{BRANCH_SLOTS_AT, FIRST_TREE_PAGE, LEAF_SLOTS_AT, PageId, PageRef, TxnId};
 use crate::page_size::PageSize;
 
 /// A node of the tree: a leaf image or a branch.
@@ -39,6 +44,51 @@ pub(crate) struct Leaf {
     page_size: PageSize,
     /// Bytes of slots and entries (the header excluded).
     used: usize,
+    /// The side values its overflow references name, in entry order.
+    side: Vec<Arc<[u8]>>,
+}
+
+/// The placeholder page id of a leaf's side value 0: above the leaf's own placeholder id,
+/// as the page layer requires of an overflow reference.
+pub(crate) const SIDE_ID_BASE: u64 = FIRST_TREE_PAGE + 1;
+
+/// A leaf entry's value while a leaf is rebuilt: in a page (or a write), a side value, or
+/// a tombstone.
+#[derive(Clone, Debug)]
+pub(crate) enum Stored<'a> {
+    Inline(&'a [u8]),
+    Side(Arc<[u8]>),
+    Tombstone,
+}
+
+/// A leaf entry while a leaf is rebuilt.
+#[derive(Clone, Debug)]
+pub(crate) struct Item<'a> {
+    pub(crate) key: &'a [u8],
+    pub(crate) version: u64,
+    pub(crate) value: Stored<'a>,
+}
+
+impl<'a> Item<'a> {
+    /// The entry as the page layer stores it, a side value named by `side_index`.
+    fn entry(&self, side_index: usize) -> LeafEntry<'a> {
+        let value = match &self.value {
+            Stored::Inline(v) => LeafValue::Inline(v),
+            Stored::Side(v) => LeafValue::Overflow(OverflowRef {
+                first: PageRef {
+                    id: PageId(SIDE_ID_BASE + side_index as u64),
+                    checksum: 0,
+                },
+                value_size: u32::try_from(v.len()).expect("values are below VALUE_SIZE_MAX"),
+            }),
+            Stored::Tombstone => LeafValue::Tombstone,
+        };
+        LeafEntry {
+            key: self.key,
+            version: self.version,
+            value,
+        }
+    }
 }
 
 /// A branch: `separators[i]` is the least key child `i + 1` may hold.
@@ -96,6 +146,7 @@ impl Leaf {
             image,
             page_size,
             used,
+            side: Vec::new(),
         }
     }
 
@@ -110,6 +161,44 @@ impl Leaf {
         self.page()
             .entry(index)
             .expect("an in-memory leaf is an image LeafBuilder made")
+    }
+
+    /// The bytes of `entry`'s value, `None` for a tombstone.
+    pub(crate) fn value<'s>(&'s self, entry: &LeafEntry<'s>) -> Option<&'s [u8]> {
+        match entry.value {
+            LeafValue::Inline(v) => Some(v),
+            LeafValue::Overflow(r) => Some(self.side_value(r)),
+            LeafValue::Tombstone => None,
+        }
+    }
+
+    /// The side value an overflow reference of this leaf names.
+    fn side_value(&self, reference: OverflowRef) -> &Arc<[u8]> {
+        let index = reference.first.id.0 - SIDE_ID_BASE;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.side.get(i))
+            .expect("an in-memory overflow reference names a side value of its leaf")
+    }
+
+    /// Entry `index` while rebuilding: side values shared, not copied.
+    pub(crate) fn item(&self, index: usize) -> Item<'_> {
+        let entry = self.entry(index);
+        let value = match entry.value {
+            LeafValue::Inline(v) => Stored::Inline(v),
+            LeafValue::Overflow(r) => Stored::Side(Arc::clone(self.side_value(r))),
+            LeafValue::Tombstone => Stored::Tombstone,
+        };
+        Item {
+            key: entry.key,
+            version: entry.version,
+            value,
+        }
+    }
+
+    /// The leaf's side values, in entry order.
+    pub(crate) fn side(&self) -> &[Arc<[u8]>] {
+        &self.side
     }
 
     /// The number of entries.
@@ -166,31 +255,35 @@ fn split_runs(sizes: &[usize], capacity: usize) -> Vec<usize> {
     starts
 }
 
-/// Packs `entries` (in strictly increasing key order) into leaves that fit the page.
-/// The first leaf gets `low` as its low bound, each next one its first key. No entries, no
+/// Packs `items` (in strictly increasing key order) into leaves that fit the page.
+/// The first leaf gets `low` as its low bound, each next one its first key. No items, no
 /// leaves.
-pub(crate) fn pack_leaves(
-    low: Vec<u8>,
-    entries: &[LeafEntry<'_>],
-    page_size: PageSize,
-) -> Vec<Piece> {
-    if entries.is_empty() {
+pub(crate) fn pack_leaves(low: Vec<u8>, items: &[Item<'_>], page_size: PageSize) -> Vec<Piece> {
+    if items.is_empty() {
         return Vec::new();
     }
-    let sizes: Vec<usize> = entries.iter().map(LeafEntry::encoded_size).collect();
+    let sizes: Vec<usize> = items.iter().map(|i| i.entry(0).encoded_size()).collect();
     let starts = split_runs(&sizes, page_size.bytes() - LEAF_SLOTS_AT);
     let mut builder = LeafBuilder::new(page_size);
     let mut pieces = Vec::with_capacity(starts.len());
     let mut low = Some(low);
     for (run, &start) in starts.iter().enumerate() {
-        let end = starts.get(run + 1).copied().unwrap_or(entries.len());
-        let run_entries = entries.get(start..end).expect("run starts are increasing");
-        for entry in run_entries {
-            builder.push(entry);
+        let end = starts.get(run + 1).copied().unwrap_or(items.len());
+        let run_items = items.get(start..end).expect("run starts are increasing");
+        let mut side = Vec::new();
+        for item in run_items {
+            builder.push(&item.entry(side.len()));
+            if let Stored::Side(v) = &item.value {
+                side.push(Arc::clone(v));
+            }
         }
-        let first = run_entries.first().expect("runs are not empty").key;
+        let first = run_items.first().expect("runs are not empty").key;
         let run_low = low.take().unwrap_or_else(|| first.to_vec());
-        pieces.push((run_low, Arc::new(Node::Leaf(Leaf::finish(&mut builder)))));
+        let leaf = Leaf {
+            side,
+            ..Leaf::finish(&mut builder)
+        };
+        pieces.push((run_low, Arc::new(Node::Leaf(leaf))));
     }
     pieces
 }

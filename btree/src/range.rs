@@ -74,12 +74,10 @@ impl RangeIter {
     /// # Panics
     /// If the cursor is not [`RangeIter::valid`].
     pub fn value(&self) -> &[u8] {
-        match self.entry().value {
-            LeafValue::Inline(v) => v,
-            LeafValue::Tombstone | LeafValue::Overflow(_) => {
-                unreachable!("the cursor rests on inline values only")
-            }
-        }
+        let (node, index) = self.leaf.as_ref().expect("the cursor is valid");
+        let leaf = as_leaf(node);
+        leaf.value(&leaf.entry(*index))
+            .expect("the cursor rests on live entries only")
     }
 
     /// The current entry's version (the LSN that wrote it).

@@ -9,7 +9,6 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::leaf_page::LeafValue;
 use crate::node::Node;
 use crate::page_size::PageSize;
 use crate::range::{Direction, RangeIter};
@@ -87,15 +86,9 @@ impl ReadView {
                         .page()
                         .find(key)
                         .expect("in-memory leaves are well formed");
-                    return Ok(found.and_then(|entry| match entry.value {
-                        LeafValue::Inline(v) => {
-                            value.extend_from_slice(v);
-                            Some(entry.version)
-                        }
-                        LeafValue::Tombstone => None,
-                        LeafValue::Overflow(_) => {
-                            unreachable!("in-memory leaves hold no overflow references")
-                        }
+                    return Ok(found.and_then(|entry| {
+                        value.extend_from_slice(leaf.value(&entry)?);
+                        Some(entry.version)
                     }));
                 }
             }

@@ -91,9 +91,8 @@ impl Tree {
     /// last write to a key in the batch wins. Read views taken after it returns see it.
     ///
     /// # Errors
-    /// [`Error::LimitExceeded`] for a key above [`PageSize::key_size_max`] or a key and value
-    /// together above [`PageSize::leaf_payload_max`] (values are inline only until overflow
-    /// pages are written by checkpoints); [`Error::LsnNotIncreasing`] unless `lsn` is above
+    /// [`Error::LimitExceeded`] for a key above [`PageSize::key_size_max`] or a value above
+    /// [`crate::VALUE_SIZE_MAX`]; [`Error::LsnNotIncreasing`] unless `lsn` is above
     /// every LSN applied (and at most [`LSN_MAX`]). An error means nothing was applied.
     pub fn apply<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
@@ -132,13 +131,6 @@ impl Tree {
             let (key, value) = (key.as_ref(), value.as_ref().map(AsRef::as_ref));
             let value_len = value.map_or(0, <[u8]>::len);
             page_size.check_entry(key.len(), value_len)?;
-            if !page_size.stores_inline(key.len(), value_len) {
-                return Err(Error::LimitExceeded {
-                    limit: "key and value size",
-                    found: (key.len() + value_len) as u64,
-                    max: page_size.leaf_payload_max() as u64,
-                });
-            }
             writes.push((key, value));
         }
         // A stable sort keeps a key's writes in batch order; the last of each run wins.

@@ -1,5 +1,5 @@
 //! The in-memory tree against a `BTreeMap` model: random batches (repeated keys, deletes,
-//! empty and maximal keys and values), gets, scans both ways with every bound kind,
+//! empty and maximal keys and values, values too large for a leaf), gets, scans both ways with every bound kind,
 //! prefixes, read views held across many writes, `read_view_at`, and the tree's
 //! invariants after every apply.
 //!
@@ -76,10 +76,13 @@ impl Gen {
 
     fn value(&mut self, key: &[u8]) -> Vec<u8> {
         let max = self.page_size.leaf_payload_max() - key.len();
-        let len = match self.rng.below(6) {
+        let len = match self.rng.below(8) {
             0 => 0,
             1 => max,
-            2 => self.rng.index(max + 1),
+            // Too large for a leaf: a side value.
+            2 => max + 1,
+            3 => max + 1 + self.rng.index(3 * self.page_size.bytes()),
+            4 => self.rng.index(max + 1),
             _ => self.rng.index(max.min(24) + 1),
         };
         let byte = u8::try_from(self.rng.below(256)).unwrap();
@@ -143,6 +146,15 @@ fn run_seed(seed: u64, applies: u64) {
         stats.entry_count + stats.tombstone_count,
         model.len() as u64
     );
+    let side: usize = model
+        .iter()
+        .filter_map(|(k, (v, _))| {
+            v.as_ref()
+                .filter(|v| !page_size.stores_inline(k.len(), v.len()))
+        })
+        .map(Vec::len)
+        .sum();
+    assert_eq!(stats.side_value_bytes, side as u64);
 }
 
 fn apply_batch(tree: &Tree, g: &mut Gen, model: &mut Model, lsn: u64) {

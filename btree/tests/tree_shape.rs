@@ -132,15 +132,36 @@ fn apply_over_a_limit_is_refused_and_applies_nothing() {
         ),
         "{err}"
     );
-    let big = vec![b'v'; size.leaf_payload_max()];
+    let too_big = vec![b'v'; popdb_btree::VALUE_SIZE_MAX as usize + 1];
     let batch = [
         (b"a".to_vec(), Some(b"ok".to_vec())),
-        (b"b".to_vec(), Some(big)),
+        (b"b".to_vec(), Some(too_big)),
     ];
     let err = tree.apply(1, &batch).unwrap_err();
-    assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                limit: "value size",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(tree.last_applied(), None);
     assert_eq!(tree.read_view().get(b"a").unwrap(), None);
+    let largest = vec![b'w'; popdb_btree::VALUE_SIZE_MAX as usize];
+    tree.apply(2, &[(b"big".as_slice(), Some(largest.as_slice()))])
+        .unwrap();
+    assert_eq!(
+        tree.read_view().get(b"big").unwrap().unwrap().value,
+        largest
+    );
+    assert_eq!(
+        tree.stats().side_value_bytes,
+        u64::from(popdb_btree::VALUE_SIZE_MAX)
+    );
+    tree.check_invariants();
     let max_key = vec![b'k'; size.key_size_max()];
     let value = vec![b'v'; size.leaf_payload_max() - max_key.len()];
     tree.apply(5, &[(max_key.clone(), Some(value.clone()))])
