@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::leaf_page::{LeafPage, LeafValue};
-use crate::node::{Node, SIDE_ID_BASE, branch_bytes};
+use crate::node::{Leaf, Node, SIDE_ID_BASE, branch_bytes};
 use crate::page_format::{FIRST_TREE_PAGE, PageId};
 use crate::read_view::ReadView;
 
@@ -109,31 +109,7 @@ impl ReadView {
                             "empty leaf below the root"
                         );
                     }
-                    let mut side_index: usize = 0;
-                    for entry in leaf.page().entries() {
-                        let entry = entry.expect("in-memory leaves are well formed");
-                        match entry.value {
-                            LeafValue::Tombstone => stats.tombstone_count += 1,
-                            LeafValue::Inline(_) => stats.entry_count += 1,
-                            LeafValue::Overflow(r) => {
-                                stats.entry_count += 1;
-                                stats.side_value_bytes += u64::from(r.value_size);
-                                if check {
-                                    check_side(leaf, r, side_index);
-                                }
-                                side_index += 1;
-                            }
-                        }
-                        if check {
-                            let key = entry.key;
-                            assert!(last_key.is_none_or(|l| l < key), "keys out of order");
-                            assert!(visit.low.is_none_or(|l| l <= key), "key below its bound");
-                            assert!(visit.high.is_none_or(|h| key < h), "key above its bound");
-                            assert!(entry.version >= 1, "version 0");
-                            last_key = Some(key);
-                        }
-                    }
-                    assert_eq!(side_index, leaf.side().len(), "side values unreferenced");
+                    visit_entries(leaf, &visit, check, &mut stats, &mut last_key);
                 }
             }
         }
@@ -141,9 +117,45 @@ impl ReadView {
     }
 }
 
+/// Counts the entries of `leaf` into `stats` and, if `check`, checks their order (after
+/// `last_key`, which it advances), bounds, versions and side values.
+fn visit_entries<'a>(
+    leaf: &'a Leaf,
+    visit: &Visit<'a>,
+    check: bool,
+    stats: &mut TreeStats,
+    last_key: &mut Option<&'a [u8]>,
+) {
+    let mut side_index: usize = 0;
+    for entry in leaf.page().entries() {
+        let entry = entry.expect("in-memory leaves are well formed");
+        match entry.value {
+            LeafValue::Tombstone => stats.tombstone_count += 1,
+            LeafValue::Inline(_) => stats.entry_count += 1,
+            LeafValue::Overflow(r) => {
+                stats.entry_count += 1;
+                stats.side_value_bytes += u64::from(r.value_size);
+                if check {
+                    check_side(leaf, r, side_index);
+                }
+                side_index += 1;
+            }
+        }
+        if check {
+            let key = entry.key;
+            assert!(last_key.is_none_or(|l| l < key), "keys out of order");
+            assert!(visit.low.is_none_or(|l| l <= key), "key below its bound");
+            assert!(visit.high.is_none_or(|h| key < h), "key above its bound");
+            assert!(entry.version >= 1, "version 0");
+            *last_key = Some(key);
+        }
+    }
+    assert_eq!(side_index, leaf.side().len(), "side values unreferenced");
+}
+
 /// Overflow reference number `index` of `leaf` names its side value `index`, of the size
 /// it says.
-fn check_side(leaf: &crate::node::Leaf, reference: crate::OverflowRef, index: usize) {
+fn check_side(leaf: &Leaf, reference: crate::OverflowRef, index: usize) {
     assert_eq!(
         reference.first.id.0,
         SIDE_ID_BASE + index as u64,
