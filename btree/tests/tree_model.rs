@@ -296,3 +296,28 @@ fn check_view_at(tree: &Tree, history: &VecDeque<(u64, Model)>, g: &mut Gen) {
         );
     }
 }
+
+/// The canary: the model checks must catch a model that differs from the tree by one
+/// entry's value, version or presence, or the harness is broken.
+#[test]
+fn canary_model_checks_catch_a_wrong_model() {
+    let tree = Tree::new(TreeOptions::default()).unwrap();
+    tree.apply(3, &[(b"a", Some(b"1")), (b"b", Some(b"2"))])
+        .unwrap();
+    let right: Model = [
+        (b"a".to_vec(), (Some(b"1".to_vec()), 3)),
+        (b"b".to_vec(), (Some(b"2".to_vec()), 3)),
+    ]
+    .into();
+    check_scan_all(&tree.read_view(), &right);
+    let mut wrongs = vec![right.clone(), right.clone(), right.clone()];
+    wrongs[0].get_mut(b"a".as_slice()).unwrap().0 = Some(b"x".to_vec());
+    wrongs[1].get_mut(b"b".as_slice()).unwrap().1 = 2;
+    wrongs[2].remove(b"b".as_slice());
+    for wrong in wrongs {
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            check_scan_all(&tree.read_view(), &wrong);
+        }));
+        assert!(caught.is_err(), "the model check missed {wrong:?}");
+    }
+}
