@@ -42,6 +42,25 @@ pub enum Error {
         /// The most allowed.
         max: u64,
     },
+    /// A batch's LSN is not above the last one applied: a caller bug. Nothing was applied.
+    #[error("btree: lsn {lsn} is not above {floor}, the last applied")]
+    LsnNotIncreasing {
+        /// The LSN given.
+        lsn: u64,
+        /// The LSN it must exceed (0 before the first batch).
+        floor: u64,
+    },
+    /// A read view was asked for at an LSN the tree keeps no root for: below the oldest
+    /// retained root or above the last applied.
+    #[error("btree: no read view at lsn {lsn}: readable from {from} through {through}")]
+    ViewOutOfRange {
+        /// The LSN asked for.
+        lsn: u64,
+        /// The LSN of the oldest retained root (0 for the empty tree's).
+        from: u64,
+        /// The last applied (0 before the first batch).
+        through: u64,
+    },
     /// The options are inconsistent; the message names the first bad one.
     #[error("btree: invalid options: {0}")]
     InvalidOptions(&'static str),

@@ -1,5 +1,14 @@
-//! popdb-btree: PopDB's read-optimized table engine, a copy-on-write B+tree. So far, its
-//! page layer: the byte layout of every page and the codecs that build and read them.
+//! popdb-btree: PopDB's read-optimized table engine, a copy-on-write B+tree. So far: its
+//! page layer (the byte layout of every page and the codecs that build and read them) and
+//! the in-memory copy-on-write tree built on it ([`Tree`], [`ReadView`], [`RangeIter`]).
+//!
+//! The tree applies batches stamped with an LSN ([`Tree::apply`]) by copying the path to
+//! each changed leaf, and publishes each result as an immutable root that read views pin
+//! ([`Tree::read_view`], [`Tree::read_view_at`] over a small ring of recent roots). Leaves
+//! are page images made by [`LeafBuilder`]; branches hold their separators in memory and
+//! are sized by the branch page's rules, so every node fits its page. A value too large
+//! for a leaf is held beside it in memory (a side value) until checkpoints write it to
+//! overflow pages. Checkpoints, the map and the free list come next.
 //!
 //! The engine will take writes stamped with an LSN, serve reads straight from a read-only
 //! map of its file, and write only through popdb-io's positional writes; it knows nothing
@@ -28,21 +37,28 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod apply;
 mod branch_builder;
 mod branch_page;
 mod error;
 mod free_list;
+mod invariants;
 mod leaf_builder;
 mod leaf_page;
 mod meta;
+mod node;
 mod overflow;
 mod page_format;
 mod page_size;
+mod range;
+mod read_view;
+mod tree;
 
 pub use branch_builder::BranchBuilder;
 pub use branch_page::BranchPage;
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use free_list::{FreeEntry, FreeListPage};
+pub use invariants::TreeStats;
 pub use leaf_builder::LeafBuilder;
 pub use leaf_page::{LeafEntries, LeafEntry, LeafPage, LeafValue};
 pub use meta::{META_READ_SIZE, Meta, MetaChoice, RootRef, recover_meta, select_meta};
@@ -54,6 +70,9 @@ pub use page_format::{
 pub use page_size::{
     ENTRIES_PER_PAGE_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN, PageSize, VALUE_SIZE_MAX,
 };
+pub use range::{Direction, RangeIter};
+pub use read_view::{ReadView, Versioned, prefix_bounds};
+pub use tree::{LSN_MAX, ROOTS_RETAINED_DEFAULT, Tree, TreeOptions};
 
 /// The page layout's offset constants, for the fuzz crate and format tests. Not a stable
 /// API.
