@@ -190,7 +190,11 @@ fn torn_tail(
         let cost = candidate_cost(file, y);
         if cost > budget {
             let kind = CorruptionKind::InvalidValue { found: tail };
-            return Err(Error::file_corruption(at as u64, "manifest torn tail search", kind));
+            return Err(Error::file_corruption(
+                at as u64,
+                "manifest torn tail search",
+                kind,
+            ));
         }
         budget -= cost;
         if frame_at(file, y, number).is_ok() {
