@@ -156,10 +156,13 @@ const TORN_TAIL_SEARCH_BUDGET: u64 = 256 << 20;
 /// Bytes checksumming a frame candidate at `offset` costs: its header plus the body its
 /// length field claims, when that fits in the file (else nothing is checksummed).
 fn candidate_cost(file: &[u8], offset: usize) -> u64 {
-    let Some(head) = file.get(offset..offset + FRAME_HEADER_SIZE) else {
+    let length = file
+        .get(offset..offset + FRAME_HEADER_SIZE)
+        .and_then(|head| head.first_chunk::<4>())
+        .map(|raw| u32::from_le_bytes(*raw));
+    let Some(length) = length else {
         return 1;
     };
-    let length = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
     let end = offset + FRAME_HEADER_SIZE + length as usize;
     if length > FRAME_BODY_SIZE_MAX || end > file.len() {
         return 1;
