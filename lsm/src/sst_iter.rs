@@ -212,7 +212,7 @@ impl<'r> SstIter<'r> {
     /// positioned nowhere.
     fn load(&mut self, i: usize) -> Result<()> {
         self.invalidate();
-        let at = self.reader.index[i].handle.offset;
+        let at = self.reader.index.handle(i).offset;
         let image = self.reader.block_image(i)?;
         let block = Block::decode_verified(&image).map_err(|e| e.at_file_offset(at))?;
         self.shape = block.shape();
@@ -237,7 +237,7 @@ impl<'r> SstIter<'r> {
         if internal_key::decode(key).is_none() {
             return Err(bad_key(key, at));
         }
-        let named_last = key == self.reader.index[self.block].last_key.as_slice();
+        let named_last = key == self.reader.index.last_key(self.block);
         if named_last != self.cursor.at_last() {
             return Err(ends_early(at));
         }
@@ -245,7 +245,7 @@ impl<'r> SstIter<'r> {
     }
 
     fn block_offset(&self) -> u64 {
-        self.reader.index[self.block].handle.offset
+        self.reader.index.handle(self.block).offset
     }
 
     /// Runs `op`; on error leaves the cursor invalid and tags the error with the file's id.
