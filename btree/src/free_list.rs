@@ -6,9 +6,11 @@
 //! The freeing transaction is kept because a page may be reused only once nothing can
 //! reach it any more: after the meta page of the checkpoint that freed it is durable, and
 //! once no read view holds an older root (the reuse rule, docs/format/btree.md section
-//! 11). Within a page, entries strictly increase by `(freed_txn, page_id)`; a page lists
-//! nothing freed after the transaction that wrote it, and never itself. Rules across pages
-//! of a chain (no id twice, every id below the high-water mark) are the tree's to check.
+//! 11). A page lists at least one entry (an empty free list is no page at all); within a
+//! page, entries strictly increase by `(freed_txn, page_id)`; a page lists nothing freed
+//! after the transaction that wrote it, and never itself, and links to neither a meta page
+//! nor itself. Rules across pages of a chain (no id twice, every id below the high-water
+//! mark, a walk bounded by the meta's `free_page_count`) are the tree's to check.
 
 #![deny(clippy::indexing_slicing)]
 
@@ -42,7 +44,8 @@ pub struct FreeListPage<'a> {
 
 impl<'a> FreeListPage<'a> {
     /// Validates `page` as free-list page `expected_id`: checksum, header (level 0, a count
-    /// that fits), link, every entry (a page id that can be referenced, `freed_txn` not
+    /// of 1 to the page's capacity), link (a next page that is neither a meta page nor this
+    /// one), every entry (a page id that can be referenced, `freed_txn` not
     /// after the page's own transaction), their strict order, and zero bytes after them.
     ///
     /// # Errors
@@ -58,8 +61,9 @@ impl<'a> FreeListPage<'a> {
                 header.level.into(),
             ));
         }
+        // An empty free-list page is never written: a list with nothing in it is no page.
         let count = usize::from(header.count);
-        if count > page_size.free_list_capacity() {
+        if !(1..=page_size.free_list_capacity()).contains(&count) {
             let at = COUNT_AT;
             return Err(invalid(id, at, "free-list count", count as u64));
         }
@@ -81,7 +85,8 @@ impl<'a> FreeListPage<'a> {
     /// page long) and returns its checksum.
     ///
     /// # Panics
-    /// If `out` is not a page long, the entries do not fit or are not strictly increasing,
+    /// If `out` is not a page long, `entries` is empty (an empty free list is no page, not
+    /// an empty one), the entries do not fit or are not strictly increasing,
     /// an entry names a meta page or the page itself or was freed after `txn_id`, or
     /// `page_id` or `next` cannot hold a free-list page (caller bugs).
     pub fn encode(
@@ -95,6 +100,7 @@ impl<'a> FreeListPage<'a> {
             .unwrap_or_else(|| panic!("free-list page buffer of {} bytes", out.len()));
         let referable = |id: PageId| (FIRST_TREE_PAGE..=PAGE_ID_MAX).contains(&id.0);
         assert!(referable(page_id), "free-list page id {page_id:?}");
+        assert!(!entries.is_empty(), "empty free-list page {page_id:?}");
         assert!(
             entries.len() <= page_size.free_list_capacity(),
             "{} free-list entries in a page of {}",
@@ -151,12 +157,13 @@ impl<'a> FreeListPage<'a> {
         self.next
     }
 
-    /// The number of entries.
+    /// The number of entries, at least 1.
     pub fn len(&self) -> usize {
         self.count
     }
 
-    /// Whether the page lists no free page.
+    /// Whether the page lists no free page: never, for a page that decoded (decode refuses
+    /// a count of 0).
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -224,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn free_list_round_trips_full_and_empty() {
+    fn free_list_round_trips_full_and_single() {
         let size = PageSize::new(512).unwrap();
         let cap = size.free_list_capacity();
         let full: Vec<FreeEntry> = (0..cap as u64).map(|i| entry(1 + i / 5, 100 + i)).collect();
@@ -232,7 +239,7 @@ mod tests {
             id: PageId(8),
             checksum: 77,
         });
-        for (entries, next) in [(full, next), (Vec::new(), None)] {
+        for (entries, next) in [(full, next), (vec![entry(40, 2)], None)] {
             let mut page = vec![0u8; 512];
             FreeListPage::encode(&mut page, PageId(9), TxnId(40), &entries, next);
             let list = FreeListPage::decode(&page, size, PageId(9)).unwrap();

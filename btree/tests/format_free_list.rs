@@ -1,13 +1,17 @@
 //! Free-list pages against a model (a sorted `Vec` of entries): random lists round-trip at
 //! every page size, full pages included; every byte flip, re-sealed flip and truncation is
-//! refused or (re-sealed flips only) re-encodes to its bytes; encoder asserts fire.
+//! refused or (re-sealed flips only) re-encodes to its bytes; an empty page and a page
+//! linked to itself are refused; encoder asserts fire.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 mod format_common;
 
 use format_common::{assert_corruption, flipped, flipped_resealed};
-use popdb_btree::{FreeEntry, FreeListPage, PageId, PageRef, PageSize, TxnId};
+use popdb_btree::internals::{COUNT_AT, FREE_ENTRIES_AT, FREE_ENTRY_SIZE, NEXT_ID_AT};
+use popdb_btree::{
+    CorruptionKind, FreeEntry, FreeListPage, PageId, PageRef, PageSize, TxnId, seal,
+};
 use popdb_testkit::Rng;
 use proptest::prelude::*;
 
@@ -49,6 +53,8 @@ proptest! {
         entries.sort();
         entries.dedup();
         entries.truncate(size.free_list_capacity());
+        // An empty free-list page is never written.
+        prop_assume!(!entries.is_empty());
         let next = next
             .filter(|&(id, _)| id != own)
             .map(|(id, checksum)| PageRef { id: PageId(id), checksum });
@@ -65,7 +71,7 @@ proptest! {
 fn sample_pages() -> Vec<(PageSize, Vec<u8>)> {
     let mut rng = Rng(0xf7ee);
     let mut out = Vec::new();
-    for (bytes, count) in [(512, 0), (512, 3), (512, 1000), (1024, 40)] {
+    for (bytes, count) in [(512, 1), (512, 3), (512, 1000), (1024, 40)] {
         let size = PageSize::new(bytes).unwrap();
         let mut entries: Vec<FreeEntry> = (0..count)
             .map(|_| FreeEntry {
@@ -166,4 +172,41 @@ fn free_list_encode_refuses_to_list_itself() {
 fn free_list_encode_refuses_more_than_a_page_holds() {
     let entries: Vec<FreeEntry> = (0..30).map(|i| free(100 + i, 1)).collect();
     encode(PageSize::new(512).unwrap(), 9, 5, &entries, None);
+}
+
+#[test]
+fn free_list_decode_refuses_an_empty_page() {
+    // An empty free-list page is never written (a free list with nothing left in it is no
+    // page at all), so a count of 0 is damage: forge one from a page of one entry.
+    let size = PageSize::new(512).unwrap();
+    let mut page = encode(size, 9, 5, &[free(3, 1)], None);
+    page[COUNT_AT..COUNT_AT + 2].copy_from_slice(&0u16.to_le_bytes());
+    page[FREE_ENTRIES_AT..FREE_ENTRIES_AT + FREE_ENTRY_SIZE].fill(0);
+    seal(&mut page);
+    let e = FreeListPage::decode(&page, size, PageId(9)).unwrap_err();
+    let c = e.as_corruption().unwrap();
+    assert_eq!(c.kind, CorruptionKind::InvalidValue { found: 0 });
+    assert_eq!((c.what, c.offset), ("free-list count", COUNT_AT as u64));
+}
+
+#[test]
+fn free_list_decode_refuses_a_page_linked_to_itself() {
+    let size = PageSize::new(512).unwrap();
+    let next = PageRef {
+        id: PageId(10),
+        checksum: 7,
+    };
+    let mut page = encode(size, 9, 5, &[free(3, 1)], Some(next));
+    page[NEXT_ID_AT..NEXT_ID_AT + 8].copy_from_slice(&9u64.to_le_bytes());
+    seal(&mut page);
+    let e = FreeListPage::decode(&page, size, PageId(9)).unwrap_err();
+    let c = e.as_corruption().unwrap();
+    assert_eq!(c.kind, CorruptionKind::InvalidValue { found: 9 });
+    assert_eq!((c.what, c.offset), ("next page id", NEXT_ID_AT as u64));
+}
+
+#[test]
+#[should_panic(expected = "empty free-list page")]
+fn free_list_encode_refuses_an_empty_page() {
+    encode(PageSize::new(512).unwrap(), 9, 5, &[], None);
 }

@@ -197,7 +197,8 @@ fn main() {
             id: PageId(9),
             checksum: 1,
         });
-        let page = free_list(small, 2, count, next);
+        // An empty free-list page is never written (the encoder refuses it).
+        let page = free_list(small, 2, count.max(1), next);
         write(dir, &format!("free-list-{i}"), 1, small, &at_page_2(&page));
     }
     let mut buf = vec![0u8; 512];
