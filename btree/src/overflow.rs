@@ -7,8 +7,9 @@
 //! data); the last holds the rest, at least one byte. So a value of `n` bytes is exactly
 //! [`PageSize::overflow_page_count`]`(n)` pages, and a reader walks a chain in a loop
 //! bounded by that count, verifying each page against the checksum its predecessor (or the
-//! leaf entry) holds for it. Chains are written last page first, since each page carries
-//! its successor's checksum.
+//! leaf entry) holds for it, and never fetching a meta page. A chain that comes back to a
+//! page it has visited is refused by that bound ([`read_overflow_chain`] says why). Chains
+//! are written last page first, since each page carries its successor's checksum.
 
 #![deny(clippy::indexing_slicing)]
 
@@ -194,11 +195,21 @@ pub fn write_overflow_chain(
 
 /// Reads the value `reference` names: fetches each page of the chain with `fetch`,
 /// verifies it in full and against the checksum its predecessor holds for it, and hands
-/// its data to `sink` in order. Walks exactly [`PageSize::overflow_page_count`] pages.
+/// its data to `sink` in order. Walks exactly [`PageSize::overflow_page_count`] pages and
+/// never fetches a meta page.
+///
+/// A chain that comes back to a page it has visited is refused without a set of visited
+/// ids: `fetch` returns the same bytes for the same id (pages a reference reaches are never
+/// written while it is read), so from a repeated id on the chain repeats the same pages, and
+/// the walk reaches its last index on a page that has a successor ("overflow chain
+/// length"). A page naming itself or a meta page as its successor is refused by its decoder.
 ///
 /// # Errors
-/// [`Error::Corruption`] for a damaged or stale page, a chain that ends early or goes on,
-/// or a last page whose size does not complete the value; any error `fetch` returns.
+/// [`Error::Corruption`] for a first page id that is a meta page or past [`PAGE_ID_MAX`],
+/// a damaged or stale page, a chain that ends early or goes on (a chain that revisits a
+/// page goes on), or a last page whose size does not complete the value; any error `fetch`
+/// returns. On an error `sink` may have been handed a prefix of the value, which the caller
+/// discards.
 pub fn read_overflow_chain<'a>(
     page_size: PageSize,
     reference: OverflowRef,
@@ -216,6 +227,11 @@ pub fn read_overflow_chain<'a>(
             "overflow value size",
             kind,
         ));
+    }
+    let first = reference.first.id;
+    if !(FIRST_TREE_PAGE..=PAGE_ID_MAX).contains(&first.0) {
+        let kind = CorruptionKind::InvalidValue { found: first.0 };
+        return Err(Error::corruption(first, 0, "overflow first page id", kind));
     }
     let count = page_size.overflow_page_count(value_size);
     let capacity = page_size.overflow_data_max() as u64;
