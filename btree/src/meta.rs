@@ -404,8 +404,8 @@ pub fn select_meta(meta_0: Result<Meta>, meta_1: Result<Meta>) -> Result<MetaCho
 /// Finds and chooses the meta of a file from its first bytes, `head` (at least
 /// [`META_READ_SIZE`] of them, or the whole file if it is shorter). Meta 0 is at offset 0;
 /// meta 1 at offset `page_size`, which meta 0 gives. When meta 0 is not valid, meta 1 is
-/// looked for at each possible page size (512 to 65,536): the one valid meta 1 whose page
-/// size is its own offset.
+/// looked for at each possible page size (512 to 65,536): the first (smallest) whose bytes
+/// claim that page size as their offset and decode in full.
 ///
 /// # Errors
 /// As [`select_meta`].
@@ -425,19 +425,65 @@ fn decode_at(head: &[u8], id: PageId, offset: usize) -> Result<Meta> {
     Meta::decode(page, id)
 }
 
-/// Meta 1 without meta 0's page size: decoded at the first offset whose bytes claim that
-/// very page size. Failing that, the error found where a file of the default page size
-/// keeps meta 1.
+/// Meta 1 without meta 0's page size: at each offset whose bytes claim that very page size,
+/// smallest first, the first that decodes in full. A candidate that fails (torn, or bytes of
+/// another page that happen to claim the size) does not hide a later one. Failing every
+/// candidate, the first candidate's error; with no candidate, the error found where a file
+/// of the default page size keeps meta 1. At most `PageSize::all()` (8) decodes.
 fn probe_meta_1(head: &[u8]) -> Result<Meta> {
     let id = PageId(1);
+    let mut first_error = None;
     for size in PageSize::all() {
         let rest = head.get(size.bytes()..).unwrap_or_default();
-        if Meta::peek_page_size(rest, id).is_ok_and(|claimed| claimed == size) {
-            return decode_at(head, id, size.bytes());
+        if !Meta::peek_page_size(rest, id).is_ok_and(|claimed| claimed == size) {
+            continue;
         }
+        match decode_at(head, id, size.bytes()) {
+            Ok(meta) => return Ok(meta),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     let rest = head.get(PageSize::DEFAULT.bytes()..).unwrap_or_default();
     let claimed = Meta::peek_page_size(rest, id)?;
     let what = "meta page_size (not its own offset)";
     Err(invalid(id, META_PAGE_SIZE_AT, what, claimed.get().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing, reason = "tests index known layouts")]
+
+    use super::*;
+
+    fn page(meta: &Meta) -> Vec<u8> {
+        let mut out = vec![0u8; meta.page_size.bytes()];
+        meta.encode(&mut out);
+        out
+    }
+
+    #[test]
+    fn probe_meta_1_reports_the_first_candidate_when_none_decodes() {
+        let (small, large) = (PageSize::new(512).unwrap(), PageSize::DEFAULT);
+        let mut head = vec![0u8; 2 * large.bytes()];
+        let mut torn = page(&Meta::empty(small, TxnId(5)));
+        torn[300] ^= 1;
+        head[512..1024].copy_from_slice(&torn);
+        let mut other = page(&Meta::empty(large, TxnId(7)));
+        other[META_PAGE_COUNT_AT] = 1;
+        seal(&mut other);
+        head[large.bytes()..].copy_from_slice(&other);
+        let e = probe_meta_1(&head).unwrap_err();
+        let c = e.as_corruption().unwrap();
+        assert_eq!((c.page_id, c.what), (PageId(1), "page checksum"));
+        let later = decode_at(&head, PageId(1), large.bytes()).unwrap_err();
+        assert_eq!(later.as_corruption().unwrap().what, "meta page_count");
+        // Repaired, the later candidate is found.
+        head[large.bytes()..].copy_from_slice(&page(&Meta::empty(large, TxnId(7))));
+        assert_eq!(probe_meta_1(&head).unwrap().txn_id, TxnId(7));
+    }
 }

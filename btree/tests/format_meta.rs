@@ -246,6 +246,31 @@ fn meta_recover_finds_meta_1_when_meta_0_is_damaged_at_every_page_size() {
 }
 
 #[test]
+fn meta_recover_probes_past_a_smaller_size_whose_meta_1_fails() {
+    // Review finding: with meta 0 invalid, the probe for meta 1 stopped at the first offset
+    // whose bytes claim that page size, so a damaged candidate there (here bytes at offset
+    // 512 of a 4 KiB file that claim 512 but fail their checksum) hid the valid meta 1 at
+    // offset 4096, and the file would not open.
+    let small = PageSize::new(512).unwrap();
+    let size = PageSize::DEFAULT;
+    let meta_1 = Meta::empty(size, TxnId(7));
+    let mut decoy = encode(&Meta::empty(small, TxnId(5)));
+    decoy[300] ^= 1;
+    let mut page_0 = vec![0u8; size.bytes()];
+    page_0[512..1024].copy_from_slice(&decoy);
+    let choice = recover_meta(&head(&page_0, &encode(&meta_1))).unwrap();
+    assert_eq!(choice.current, meta_1);
+    assert!(choice.previous.is_none());
+    let damaged = choice.damaged.unwrap();
+    assert_eq!(damaged.as_corruption().unwrap().page_id, PageId(0));
+    // With no candidate that decodes, neither meta is valid.
+    assert_corruption(
+        recover_meta(&head(&page_0, &vec![0u8; size.bytes()])),
+        "only a damaged candidate",
+    );
+}
+
+#[test]
 fn meta_recover_keeps_meta_0_when_meta_1_is_missing() {
     let size = PageSize::new(1024).unwrap();
     let meta_0 = Meta::empty(size, TxnId(0));
