@@ -1,17 +1,20 @@
 //! The B+tree file format pinned by a golden fixture (never regenerated, STYLE section 8):
 //! `fixtures/v1/tiny.btree`, a whole file of 512-byte pages holding every page type, made
-//! by the page builders as the tree will make it. The builders must still produce it byte
+//! directly by the page builders in the order the tree writes pages (children before
+//! parents, metas last). The builders must still produce it byte
 //! for byte, and it must keep decoding to the same tree. Its leaf page 3 and meta page 0
 //! are the worked examples of docs/format/btree.md; `POPDB_PRINT_BTREE=1` prints the file
 //! as hex, 8 bytes a row, runs of zero rows as `*`
 //! (`POPDB_PRINT_BTREE=full`: every row).
 //!
-//! The story of the file: checkpoint 1 (watermark 3) wrote a tree of one leaf, page 2,
-//! holding `apple` = `red` at version 3. Checkpoint 2 (watermark 9) wrote a new tree after
+//! The story of the file: transaction 1 (watermark 3) wrote a tree of one leaf, page 2,
+//! holding `apple` = `red` at version 3. Transaction 2 (watermark 9) wrote a new tree after
 //! `apply` was deleted at LSN 8 and `pear` got a 600-byte value at LSN 9: leaves 3 and 6,
 //! the overflow chain 4 -> 5 of `pear`'s value, branch 7 over the leaves, and the free list
-//! page 8, which lists page 2 (freed by checkpoint 2). Meta 1 holds checkpoint 1, meta 0
-//! checkpoint 2.
+//! page 8, which lists page 2 (freed by transaction 2). Meta 1 holds transaction 1, meta 0
+//! transaction 2. These ids are the fixture's own: a file the tree creates starts with empty
+//! metas at transactions 0 and 1 and checkpoints from transaction 2 (docs/format/btree.md
+//! sections 11 and 14); two consecutive metas are all the page layer requires.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
