@@ -64,9 +64,32 @@ pub enum Error {
     /// The options are inconsistent; the message names the first bad one.
     #[error("btree: invalid options: {0}")]
     InvalidOptions(&'static str),
+    /// A checkpoint was asked for below the watermark: a caller bug. Nothing was written.
+    #[error("btree: checkpoint at lsn {lsn} is below the watermark {watermark}")]
+    CheckpointBehind {
+        /// The LSN asked for.
+        lsn: u64,
+        /// The watermark of the last completed checkpoint.
+        watermark: u64,
+    },
+    /// An earlier write or sync of the file failed; the tree takes no more writes or
+    /// checkpoints until it is reopened (an fsync is never retried). Reads go on.
+    #[error("btree: the tree is poisoned by an earlier i/o failure ({cause}); reopen it")]
+    Poisoned {
+        /// The failure that poisoned it.
+        cause: String,
+    },
 }
 
 impl Error {
+    /// An i/o failure of operation `op`.
+    pub(crate) fn io(op: &'static str, source: io::Error) -> Self {
+        Self::Io {
+            op,
+            source: Arc::new(source),
+        }
+    }
+
     /// A corruption of field `what` at byte `offset` of page `page_id`.
     pub(crate) fn corruption(
         page_id: PageId,

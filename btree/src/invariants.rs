@@ -8,11 +8,9 @@
 //! at the same depth and every child one level below its parent; no leaf is empty except
 //! the root of an empty tree.
 
-use std::sync::Arc;
-
+use crate::error::Result;
 use crate::leaf_page::{LeafPage, LeafValue};
-use crate::node::{Leaf, Node, SIDE_ID_BASE, branch_bytes};
-use crate::page_format::{FIRST_TREE_PAGE, PageId};
+use crate::node::{Branch, Child, Node, SIDE_ID_BASE, branch_bytes, is_side};
 use crate::read_view::ReadView;
 
 /// Statistics of one tree.
@@ -24,23 +22,38 @@ pub struct TreeStats {
     pub node_count: u64,
     /// Leaves.
     pub leaf_count: u64,
+    /// Nodes still in memory (applied since the last checkpoint).
+    pub mem_node_count: u64,
     /// Live entries (tombstones excluded).
     pub entry_count: u64,
     /// Tombstones kept.
     pub tombstone_count: u64,
-    /// Bytes in use in all nodes, page headers included, as they would be encoded.
+    /// Bytes in use in all nodes, page headers included, as they are or would be encoded.
     pub bytes: u64,
-    /// Bytes of the values too large for a leaf, held beside the leaves until checkpoints
-    /// write them to overflow pages.
-    pub side_value_bytes: u64,
+    /// Bytes of values too large for a leaf (in overflow chains, or held beside in-memory
+    /// leaves until a checkpoint writes them).
+    pub overflow_value_bytes: u64,
+    /// The page size.
+    pub page_size: u64,
 }
 
-/// A node to visit, with the bounds its keys must lie in: at or above `low`, below
-/// `high`.
-struct Visit<'a> {
-    node: &'a Arc<Node>,
-    low: Option<&'a [u8]>,
-    high: Option<&'a [u8]>,
+impl TreeStats {
+    /// Bytes in use over the bytes of the nodes' pages: how full the pages are.
+    pub fn fill_factor(&self) -> f64 {
+        if self.node_count == 0 {
+            return 0.0;
+        }
+        self.bytes as f64 / (self.node_count * self.page_size) as f64
+    }
+}
+
+/// A node to visit, with its level and the bounds its keys must lie in: at or above
+/// `low`, below `high`.
+struct Visit {
+    node: Child,
+    level: u8,
+    low: Option<Vec<u8>>,
+    high: Option<Vec<u8>>,
     depth: usize,
 }
 
@@ -48,24 +61,31 @@ impl ReadView {
     /// Checks the invariants of the module header, in O(tree size).
     ///
     /// # Panics
-    /// If any does not hold.
+    /// If any does not hold, or a page cannot be read.
     pub fn check_invariants(&self) {
-        self.walk(true);
+        self.walk(true).expect("every page of the tree reads");
     }
 
-    /// The tree's statistics, in O(node count).
-    pub fn stats(&self) -> TreeStats {
+    /// The tree's statistics, in O(tree size): every page is read.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] naming a damaged page.
+    pub fn stats(&self) -> Result<TreeStats> {
         self.walk(false)
     }
 
-    fn walk(&self, check: bool) -> TreeStats {
+    fn walk(&self, check: bool) -> Result<TreeStats> {
         let page_size = self.page_size();
-        let root = self.root_node();
-        let mut stats = TreeStats::default();
+        let pages = self.pages();
+        let mut stats = TreeStats {
+            page_size: page_size.bytes() as u64,
+            ..TreeStats::default()
+        };
         let mut leaf_depth = None;
-        let mut last_key: Option<&[u8]> = None;
+        let mut last_key: Option<Vec<u8>> = None;
         let mut stack = vec![Visit {
-            node: root,
+            node: self.root_node().clone(),
+            level: self.root().level,
             low: None,
             high: None,
             depth: 1,
@@ -74,103 +94,116 @@ impl ReadView {
             assert!(visit.depth <= crate::TREE_HEIGHT_MAX, "tree too tall");
             stats.node_count += 1;
             stats.depth = stats.depth.max(visit.depth);
-            match &**visit.node {
-                Node::Branch(b) => {
-                    stats.bytes += branch_bytes(&b.separators) as u64;
-                    if check {
-                        check_branch(b, &visit, page_size.bytes());
-                    }
-                    // Pushed right to left, so leaves are visited in key order.
-                    for (index, child) in b.children.iter().enumerate().rev() {
-                        assert_eq!(child.level() + 1, b.level, "child level");
-                        stack.push(Visit {
-                            node: child,
-                            low: index
-                                .checked_sub(1)
-                                .and_then(|i| b.separators.get(i))
-                                .map(Vec::as_slice)
-                                .or(visit.low),
-                            high: b.separators.get(index).map(Vec::as_slice).or(visit.high),
-                            depth: visit.depth + 1,
-                        });
-                    }
-                }
-                Node::Leaf(leaf) => {
-                    stats.leaf_count += 1;
-                    stats.bytes += leaf.used_bytes() as u64;
-                    let depth = *leaf_depth.get_or_insert(visit.depth);
-                    assert_eq!(depth, visit.depth, "leaves at different depths");
-                    if check {
-                        let page =
-                            LeafPage::decode(leaf.image(), page_size, PageId(FIRST_TREE_PAGE))
-                                .expect("a leaf image is a valid page");
-                        assert!(
-                            !page.is_empty() || std::ptr::eq(visit.node, root),
-                            "empty leaf below the root"
-                        );
-                    }
-                    visit_entries(leaf, &visit, check, &mut stats, &mut last_key);
+            if let Child::Mem(node) = &visit.node {
+                stats.mem_node_count += 1;
+                if check {
+                    assert_eq!(node.level(), visit.level, "node level");
                 }
             }
+            if visit.level > 0 {
+                let branch = visit.node.branch(pages, visit.level)?;
+                stats.bytes += branch_bytes(&branch.separators) as u64;
+                if check {
+                    check_branch(&branch, &visit, page_size.bytes());
+                }
+                // Pushed right to left, so leaves are visited in key order.
+                for (index, child) in branch.children.iter().enumerate().rev() {
+                    let low = index.checked_sub(1).and_then(|i| branch.separators.get(i));
+                    stack.push(Visit {
+                        node: child.clone(),
+                        level: visit.level - 1,
+                        low: low.cloned().or_else(|| visit.low.clone()),
+                        high: branch
+                            .separators
+                            .get(index)
+                            .cloned()
+                            .or_else(|| visit.high.clone()),
+                        depth: visit.depth + 1,
+                    });
+                }
+                continue;
+            }
+            stats.leaf_count += 1;
+            let page = visit.node.leaf_page(pages)?;
+            stats.bytes += page.used_bytes()? as u64;
+            let depth = *leaf_depth.get_or_insert(visit.depth);
+            assert_eq!(depth, visit.depth, "leaves at different depths");
+            if check {
+                assert!(
+                    !page.is_empty() || visit.depth == 1,
+                    "empty leaf below the root"
+                );
+            }
+            visit_entries(&visit, &page, check, &mut stats, &mut last_key)?;
         }
-        stats
+        Ok(stats)
     }
 }
 
-/// Counts the entries of `leaf` into `stats` and, if `check`, checks their order (after
-/// `last_key`, which it advances), bounds, versions and side values.
-fn visit_entries<'a>(
-    leaf: &'a Leaf,
-    visit: &Visit<'a>,
+/// Counts the entries of leaf `page` into `stats` and, if `check`, checks their order
+/// (after `last_key`, which it advances), bounds, versions and side values.
+fn visit_entries(
+    visit: &Visit,
+    page: &LeafPage<'_>,
     check: bool,
     stats: &mut TreeStats,
-    last_key: &mut Option<&'a [u8]>,
-) {
+    last_key: &mut Option<Vec<u8>>,
+) -> Result<()> {
     let mut side_index: usize = 0;
-    for entry in leaf.page().entries() {
-        let entry = entry.expect("in-memory leaves are well formed");
+    let mem = match &visit.node {
+        Child::Mem(node) => Some(node.as_leaf()),
+        Child::Disk(_) => None,
+    };
+    for entry in page.entries() {
+        let entry = entry?;
         match entry.value {
             LeafValue::Tombstone => stats.tombstone_count += 1,
             LeafValue::Inline(_) => stats.entry_count += 1,
             LeafValue::Overflow(r) => {
                 stats.entry_count += 1;
-                stats.side_value_bytes += u64::from(r.value_size);
-                if check {
-                    check_side(leaf, r, side_index);
+                stats.overflow_value_bytes += u64::from(r.value_size);
+                if let Some(leaf) = mem
+                    && is_side(r)
+                {
+                    if check {
+                        assert_eq!(
+                            r.first.id.0,
+                            SIDE_ID_BASE + side_index as u64,
+                            "side value order"
+                        );
+                        assert_eq!(r.first.checksum, 0, "side value checksum");
+                        let value = leaf.side().get(side_index).expect("side value present");
+                        assert_eq!(value.len() as u64, u64::from(r.value_size), "side size");
+                    }
+                    side_index += 1;
                 }
-                side_index += 1;
             }
         }
         if check {
             let key = entry.key;
-            assert!(last_key.is_none_or(|l| l < key), "keys out of order");
-            assert!(visit.low.is_none_or(|l| l <= key), "key below its bound");
-            assert!(visit.high.is_none_or(|h| key < h), "key above its bound");
+            assert!(
+                last_key.as_deref().is_none_or(|l| l < key),
+                "keys out of order"
+            );
+            assert!(
+                visit.low.as_deref().is_none_or(|l| l <= key),
+                "key below its bound"
+            );
+            assert!(
+                visit.high.as_deref().is_none_or(|h| key < h),
+                "key above its bound"
+            );
             assert!(entry.version >= 1, "version 0");
-            *last_key = Some(key);
+            *last_key = Some(key.to_vec());
         }
     }
-    assert_eq!(side_index, leaf.side().len(), "side values unreferenced");
+    if let Some(leaf) = mem {
+        assert_eq!(side_index, leaf.side().len(), "side values unreferenced");
+    }
+    Ok(())
 }
 
-/// Overflow reference number `index` of `leaf` names its side value `index`, of the size
-/// it says.
-fn check_side(leaf: &Leaf, reference: crate::OverflowRef, index: usize) {
-    assert_eq!(
-        reference.first.id.0,
-        SIDE_ID_BASE + index as u64,
-        "side value order"
-    );
-    assert_eq!(reference.first.checksum, 0, "side value checksum");
-    let value = leaf.side().get(index).expect("side value present");
-    assert_eq!(
-        value.len() as u64,
-        u64::from(reference.value_size),
-        "side value size"
-    );
-}
-
-fn check_branch(b: &crate::node::Branch, visit: &Visit<'_>, page_bytes: usize) {
+fn check_branch(b: &Branch, visit: &Visit, page_bytes: usize) {
     let count = b.separators.len();
     assert!(count >= 1, "branch without a separator");
     assert_eq!(b.children.len(), count + 1, "children per separator");
@@ -185,11 +218,12 @@ fn check_branch(b: &crate::node::Branch, visit: &Visit<'_>, page_bytes: usize) {
     let first = b.separators.first().expect("count >= 1");
     let last = b.separators.last().expect("count >= 1");
     assert!(
-        visit.low.is_none_or(|l| l < first.as_slice()),
+        visit.low.as_deref().is_none_or(|l| l < first.as_slice()),
         "separator below its bound"
     );
     assert!(
-        visit.high.is_none_or(|h| last.as_slice() < h),
+        visit.high.as_deref().is_none_or(|h| last.as_slice() < h),
         "separator above its bound"
     );
+    let _ = Node::level;
 }

@@ -1,18 +1,17 @@
-//! popdb-btree: PopDB's read-optimized table engine, a copy-on-write B+tree. So far: its
-//! page layer (the byte layout of every page and the codecs that build and read them) and
-//! the in-memory copy-on-write tree built on it ([`Tree`], [`ReadView`], [`RangeIter`]).
+//! popdb-btree: PopDB's read-optimized table engine, a copy-on-write B+tree in one file.
 //!
-//! The tree applies batches stamped with an LSN ([`Tree::apply`]) by copying the path to
-//! each changed leaf, and publishes each result as an immutable root that read views pin
-//! ([`Tree::read_view`], [`Tree::read_view_at`] over a small ring of recent roots). Leaves
-//! are page images made by [`LeafBuilder`]; branches hold their separators in memory and
-//! are sized by the branch page's rules, so every node fits its page. A value too large
-//! for a leaf is held beside it in memory (a side value) until checkpoints write it to
-//! overflow pages. Checkpoints, the map and the free list come next.
+//! [`Tree::open`] opens (or creates) the tree's file in a directory. [`Tree::apply`]
+//! applies a batch stamped with an LSN by copying the path to each changed leaf into
+//! memory, and publishes the result as an immutable root that read views pin
+//! ([`Tree::read_view`], [`Tree::read_view_at`] over a small ring of recent roots).
+//! [`Tree::checkpoint`] writes the tree under one root to free pages, syncs, and commits
+//! it with the next meta page; reads then go straight to the pages through a read-only
+//! map. A free list hands pages back only once no root, view or cursor can reach them and
+//! the meta that freed them is durable.
 //!
-//! The engine will take writes stamped with an LSN, serve reads straight from a read-only
-//! map of its file, and write only through popdb-io's positional writes; it knows nothing
-//! of the log, Raft or the network. The file is an array of pages of one size
+//! The engine takes writes stamped with an LSN, serves reads straight from a read-only map
+//! of its file, and writes only through popdb-io's positional writes; it knows nothing of
+//! the log, Raft or the network. The file is an array of pages of one size
 //! ([`PageSize`], 4 KiB by default), each with a common header and a crc32:
 //!
 //! - two meta pages ([`Meta`], pages 0 and 1, alternated by checkpoints and chosen at open
@@ -31,8 +30,8 @@
 //! allocate nothing. Builders assert their invariants. The page codecs are public so that
 //! the fuzz crate and the format tests reach them, as the LSM's block codec is.
 //!
-//! Format: docs/format/btree.md (section 11 specifies the file-level protocol the tree
-//! will implement). Limits: docs/limits.md.
+//! Format: docs/format/btree.md (section 11 is the file-level protocol the tree follows).
+//! Limits: docs/limits.md.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -40,6 +39,7 @@
 mod apply;
 mod branch_builder;
 mod branch_page;
+mod checkpoint;
 mod error;
 mod free_list;
 mod invariants;
@@ -50,12 +50,15 @@ mod node;
 mod overflow;
 mod page_format;
 mod page_size;
+mod pages;
+mod pins;
 mod range;
 mod read_view;
 mod tree;
 
 pub use branch_builder::BranchBuilder;
 pub use branch_page::BranchPage;
+pub use checkpoint::FILE_PAGES_MAX;
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use free_list::{FreeEntry, FreeListPage};
 pub use invariants::TreeStats;
@@ -72,7 +75,10 @@ pub use page_size::{
 };
 pub use range::{Direction, RangeIter};
 pub use read_view::{ReadView, Versioned, prefix_bounds};
-pub use tree::{LSN_MAX, ROOTS_RETAINED_DEFAULT, Tree, TreeOptions};
+pub use tree::{
+    BATCH_SIZE_MAX, BATCH_WRITES_MAX, CheckpointStats, FILE_NAME, LSN_MAX, ROOTS_RETAINED_DEFAULT,
+    Stats, Tree, TreeOptions, TreeRecovery,
+};
 
 /// The page layout's offset constants, for the fuzz crate and format tests. Not a stable
 /// API.

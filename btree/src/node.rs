@@ -1,35 +1,66 @@
-//! The in-memory nodes of the copy-on-write tree, and how lists of them are packed into
-//! nodes that fit a page. Spec of the page images: docs/format/btree.md (sections 5 and 6);
-//! the file protocol they will be written under: section 11.
+//! The nodes of the copy-on-write tree: pages of the file, read through the map, and
+//! in-memory nodes made by applies since. Spec of the page images: docs/format/btree.md
+//! (sections 5 and 6); the protocol they are written under: section 11.
 //!
-//! A leaf is a page image made by [`LeafBuilder`]: the checkpoint will write it as is,
-//! after stamping its page id, transaction and checksum. Until then it carries the
-//! placeholder page id [`FIRST_TREE_PAGE`] and transaction 0. A value too large to store
-//! inline is a **side value**: an `Arc<[u8]>` held by the leaf, which its entry references
-//! as an overflow reference with the placeholder page id `SIDE_ID_BASE + index` (index into
-//! the leaf's side values) and checksum 0; the checkpoint will write each side value as an
-//! overflow chain and put the chain's real reference in the entry. A branch keeps its
-//! separators in a `Vec` rather than a page image, because a branch page stores each
-//! child's page id and checksum, which an in-memory child does not have yet; its size is
-//! still measured with the branch page's rules ([`branch_bytes`]), so a checkpoint can
-//! always encode it into one page.
+//! A child is either a page of the file ([`Child::Disk`], a reference with its checksum)
+//! or an in-memory node ([`Child::Mem`]). An apply copies the path from the root to each
+//! leaf it changes into new in-memory nodes; everything else is shared, in memory or on
+//! disk. A checkpoint writes the in-memory nodes it reaches and records each one's page in
+//! its `written` slot; the tree then swaps such nodes for their pages (`swizzle`), so
+//! memory holds only what was written since.
 //!
-//! Invariants (checked by `Tree::check_invariants`): a node always fits its page; a branch
-//! at level `L` has `children.len() == separators.len() + 1` children, all at level
+//! An in-memory leaf is a page image made by [`LeafBuilder`], with the placeholder page id
+//! [`LEAF_PLACEHOLDER`] and transaction 0: a checkpoint re-encodes it under its real id.
+//! A value too large to store inline that an apply wrote is a **side value**: an
+//! `Arc<[u8]>` held by the leaf, which its entry references as an overflow reference with
+//! the placeholder id `SIDE_ID_BASE + index` (index into the leaf's side values) and
+//! checksum 0. An overflow reference below [`SIDE_ID_BASE`] names a chain already in the
+//! file, which the leaf shares. A branch keeps its separators in a `Vec` rather than a page
+//! image, because a branch page stores each child's page id and checksum, which an
+//! in-memory child does not have yet; its size is still measured with the branch page's
+//! rules ([`branch_bytes`]), so a checkpoint can always encode it into one page.
+//!
+//! Invariants (checked by `ReadView::check_invariants`): a node always fits its page; a
+//! branch at level `L` has `children.len() == separators.len() + 1` children, all at level
 //! `L - 1`, except transiently inside an apply, where a branch may drop to one child and is
-//! merged with a sibling (or collapsed, at the root) before the apply publishes.
+//! merged with a sibling (or collapsed, at the root) before the apply publishes. Real page
+//! ids stay below [`SIDE_ID_BASE`] (the file's page limit, docs/limits.md).
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use crate::LeafBuilder;
 use crate::branch_builder::BranchBuilder;
+use crate::branch_page::BranchPage;
+use crate::error::Result;
 use crate::leaf_page::{LeafEntry, LeafPage, LeafValue};
 use crate::overflow::OverflowRef;
-use crate::page_format::{BRANCH_SLOTS_AT, FIRST_TREE_PAGE, LEAF_SLOTS_AT, PageId, PageRef, TxnId};
+use crate::page_format::{BRANCH_SLOTS_AT, LEAF_SLOTS_AT, PAGE_ID_MAX, PageId, PageRef, TxnId};
 use crate::page_size::PageSize;
+use crate::pages::Pages;
 
-/// A node of the tree: a leaf image or a branch.
+/// The page id an in-memory leaf image carries until a checkpoint writes it.
+pub(crate) const LEAF_PLACEHOLDER: PageId = PageId(PAGE_ID_MAX);
+
+/// The placeholder page id of a leaf's side value 0. Real page ids stay below it.
+pub(crate) const SIDE_ID_BASE: u64 = PAGE_ID_MAX - (1 << 16);
+
+/// Whether an overflow reference of an in-memory leaf names one of its side values.
+pub(crate) fn is_side(reference: OverflowRef) -> bool {
+    reference.first.id.0 >= SIDE_ID_BASE
+}
+
+/// A child of a branch, or a root: a page of the file or an in-memory node.
 #[derive(Clone, Debug)]
+pub(crate) enum Child {
+    /// An in-memory node.
+    Mem(Arc<Node>),
+    /// A page of the file.
+    Disk(PageRef),
+}
+
+/// An in-memory node: a leaf image or a branch.
+#[derive(Debug)]
 pub(crate) enum Node {
     /// A leaf page image.
     Leaf(Leaf),
@@ -37,8 +68,8 @@ pub(crate) enum Node {
     Branch(Branch),
 }
 
-/// A leaf: one page image built by [`LeafBuilder`].
-#[derive(Clone, Debug)]
+/// An in-memory leaf: one page image built by [`LeafBuilder`].
+#[derive(Debug)]
 pub(crate) struct Leaf {
     image: Box<[u8]>,
     page_size: PageSize,
@@ -46,18 +77,17 @@ pub(crate) struct Leaf {
     used: usize,
     /// The side values its overflow references name, in entry order.
     side: Vec<Arc<[u8]>>,
+    /// The page a checkpoint wrote this leaf to.
+    written: OnceLock<PageRef>,
 }
 
-/// The placeholder page id of a leaf's side value 0: above the leaf's own placeholder id,
-/// as the page layer requires of an overflow reference.
-pub(crate) const SIDE_ID_BASE: u64 = FIRST_TREE_PAGE + 1;
-
-/// A leaf entry's value while a leaf is rebuilt: in a page (or a write), a side value, or
-/// a tombstone.
+/// A leaf entry's value while a leaf is rebuilt: in a page (or a write), a side value, a
+/// chain in the file, or a tombstone.
 #[derive(Clone, Debug)]
 pub(crate) enum Stored<'a> {
     Inline(&'a [u8]),
     Side(Arc<[u8]>),
+    Chain(OverflowRef),
     Tombstone,
 }
 
@@ -81,6 +111,7 @@ impl<'a> Item<'a> {
                 },
                 value_size: u32::try_from(v.len()).expect("values are below VALUE_SIZE_MAX"),
             }),
+            Stored::Chain(r) => LeafValue::Overflow(*r),
             Stored::Tombstone => LeafValue::Tombstone,
         };
         LeafEntry {
@@ -89,25 +120,41 @@ impl<'a> Item<'a> {
             value,
         }
     }
+
+    /// The item of a leaf page's entry (never a side value: pages hold real references).
+    pub(crate) fn of_page(entry: LeafEntry<'a>) -> Self {
+        let value = match entry.value {
+            LeafValue::Inline(v) => Stored::Inline(v),
+            LeafValue::Overflow(r) => Stored::Chain(r),
+            LeafValue::Tombstone => Stored::Tombstone,
+        };
+        Item {
+            key: entry.key,
+            version: entry.version,
+            value,
+        }
+    }
 }
 
-/// A branch: `separators[i]` is the least key child `i + 1` may hold.
-#[derive(Clone, Debug)]
+/// An in-memory branch: `separators[i]` is the least key child `i + 1` may hold.
+#[derive(Debug)]
 pub(crate) struct Branch {
     pub(crate) level: u8,
     pub(crate) separators: Vec<Vec<u8>>,
-    pub(crate) children: Vec<Arc<Node>>,
+    pub(crate) children: Vec<Child>,
+    /// The page a checkpoint wrote this branch to.
+    written: OnceLock<PageRef>,
 }
 
 /// A node with the least key its subtree may hold (its separator in the parent; the
 /// parent's own low bound for the first child).
-pub(crate) type Piece = (Vec<u8>, Arc<Node>);
+pub(crate) type Piece = (Vec<u8>, Child);
 
 impl Node {
     /// An empty leaf: the root of an empty tree.
     pub(crate) fn empty(page_size: PageSize) -> Self {
         let mut builder = LeafBuilder::new(page_size);
-        Node::Leaf(Leaf::finish(&mut builder))
+        Node::Leaf(Leaf::finish(&mut builder, Vec::new()))
     }
 
     /// The node's level: 0 for a leaf.
@@ -116,6 +163,24 @@ impl Node {
             Node::Leaf(_) => 0,
             Node::Branch(b) => b.level,
         }
+    }
+
+    /// The page a checkpoint wrote this node to, if one did.
+    pub(crate) fn written(&self) -> Option<PageRef> {
+        match self {
+            Node::Leaf(l) => l.written.get().copied(),
+            Node::Branch(b) => b.written.get().copied(),
+        }
+    }
+
+    /// Records the page a checkpoint wrote this node to.
+    pub(crate) fn set_written(&self, page: PageRef) {
+        let slot = match self {
+            Node::Leaf(l) => &l.written,
+            Node::Branch(b) => &b.written,
+        };
+        let previous = slot.set(page);
+        assert!(previous.is_ok(), "a node is written once");
     }
 
     /// Whether the node is below a quarter full (or a branch of one child), and so should
@@ -132,13 +197,181 @@ impl Node {
     }
 }
 
+impl Child {
+    /// Whether the child should be merged with a sibling. A page of the file never is: it
+    /// was balanced when it was made, and reading it to check would cost a page read.
+    pub(crate) fn is_underfull(&self, page_size: PageSize) -> bool {
+        match self {
+            Child::Mem(node) => node.is_underfull(page_size),
+            Child::Disk(_) => false,
+        }
+    }
+
+    /// The child as a page reference, if it is in the file or a checkpoint wrote it.
+    pub(crate) fn page(&self) -> Option<PageRef> {
+        match self {
+            Child::Mem(node) => node.written(),
+            Child::Disk(page) => Some(*page),
+        }
+    }
+
+    /// The items of this child, a leaf (a level-0 child).
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] reading a page.
+    pub(crate) fn items<'a>(&'a self, pages: &'a Pages) -> Result<Vec<Item<'a>>> {
+        match self {
+            Child::Mem(node) => {
+                let leaf = node.as_leaf();
+                Ok((0..leaf.len()).map(|i| leaf.item(i)).collect())
+            }
+            Child::Disk(page) => pages
+                .leaf(*page)?
+                .entries()
+                .map(|e| e.map(Item::of_page))
+                .collect(),
+        }
+    }
+
+    /// This child as a branch at `level`: borrowed if in memory, decoded from its page
+    /// (children as references) otherwise.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] reading a page.
+    pub(crate) fn branch<'a>(&'a self, pages: &Pages, level: u8) -> Result<Cow<'a, Branch>> {
+        match self {
+            Child::Mem(node) => match &**node {
+                Node::Branch(b) => Ok(Cow::Borrowed(b)),
+                Node::Leaf(_) => unreachable!("a child above level 0 is a branch"),
+            },
+            Child::Disk(page) => Ok(Cow::Owned(Branch::of_page(&pages.branch(*page, level)?)?)),
+        }
+    }
+}
+
+/// A branch to read: in memory, or a page of the file.
+pub(crate) enum BranchRef<'a> {
+    Mem(&'a Branch),
+    Page(BranchPage<'a>),
+}
+
+impl BranchRef<'_> {
+    /// The number of children.
+    pub(crate) fn child_count(&self) -> usize {
+        match self {
+            BranchRef::Mem(b) => b.children.len(),
+            BranchRef::Page(p) => p.child_count(),
+        }
+    }
+
+    /// Child `index`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] from the page.
+    pub(crate) fn child(&self, index: usize) -> Result<Child> {
+        match self {
+            BranchRef::Mem(b) => Ok(b
+                .children
+                .get(index)
+                .expect("index within children")
+                .clone()),
+            BranchRef::Page(p) => p.child(index).map(Child::Disk),
+        }
+    }
+
+    /// The index of the child whose subtree holds `key`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] from the page.
+    pub(crate) fn child_index(&self, key: &[u8]) -> Result<usize> {
+        match self {
+            BranchRef::Mem(b) => Ok(b.child_index(key)),
+            BranchRef::Page(p) => p.child_index(key),
+        }
+    }
+}
+
+impl Child {
+    /// This child, a branch at `level`, to read.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] reading its page.
+    pub(crate) fn branch_ref<'a>(&'a self, pages: &'a Pages, level: u8) -> Result<BranchRef<'a>> {
+        match self {
+            Child::Mem(node) => match &**node {
+                Node::Branch(b) => Ok(BranchRef::Mem(b)),
+                Node::Leaf(_) => unreachable!("a child above level 0 is a branch"),
+            },
+            Child::Disk(page) => pages.branch(*page, level).map(BranchRef::Page),
+        }
+    }
+
+    /// This child, a leaf, as a page read in place.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] reading its page.
+    pub(crate) fn leaf_page<'a>(&'a self, pages: &'a Pages) -> Result<LeafPage<'a>> {
+        match self {
+            Child::Mem(node) => Ok(node.as_leaf().page()),
+            Child::Disk(page) => pages.leaf(*page),
+        }
+    }
+
+    /// Appends the value of `entry`, an entry of this leaf, to `out`; `false` for a
+    /// tombstone.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] reading an overflow chain.
+    pub(crate) fn value_into(
+        &self,
+        pages: &Pages,
+        entry: &LeafEntry<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        match entry.value {
+            LeafValue::Inline(v) => out.extend_from_slice(v),
+            LeafValue::Overflow(r) => match self {
+                Child::Mem(node) if is_side(r) => {
+                    out.extend_from_slice(node.as_leaf().side_value(r));
+                }
+                _ => pages.read_value(r, out)?,
+            },
+            LeafValue::Tombstone => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Whether two children are the same node or page.
+    pub(crate) fn same(&self, other: &Child) -> bool {
+        match (self, other) {
+            (Child::Mem(a), Child::Mem(b)) => Arc::ptr_eq(a, b),
+            (Child::Disk(a), Child::Disk(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Node {
+    /// The node as a leaf.
+    ///
+    /// # Panics
+    /// If it is a branch (a caller bug: levels say which it is).
+    pub(crate) fn as_leaf(&self) -> &Leaf {
+        match self {
+            Node::Leaf(l) => l,
+            Node::Branch(_) => unreachable!("a level-0 node is a leaf"),
+        }
+    }
+}
+
 impl Leaf {
-    /// Finishes the builder's page as an in-memory leaf and resets the builder.
-    fn finish(builder: &mut LeafBuilder) -> Self {
+    /// Finishes the builder's page as an in-memory leaf with these side values and resets
+    /// the builder.
+    fn finish(builder: &mut LeafBuilder, side: Vec<Arc<[u8]>>) -> Self {
         let page_size = builder.page_size();
         let used = page_size.bytes() - LEAF_SLOTS_AT - builder.free_space();
         let image = builder
-            .finish(PageId(FIRST_TREE_PAGE), TxnId(0))
+            .finish(LEAF_PLACEHOLDER, TxnId(0))
             .to_vec()
             .into_boxed_slice();
         builder.reset();
@@ -146,13 +379,14 @@ impl Leaf {
             image,
             page_size,
             used,
-            side: Vec::new(),
+            side,
+            written: OnceLock::new(),
         }
     }
 
     /// The leaf's page, read in place.
     pub(crate) fn page(&self) -> LeafPage<'_> {
-        LeafPage::decode_verified(&self.image, self.page_size, PageId(FIRST_TREE_PAGE))
+        LeafPage::decode_verified(&self.image, self.page_size, LEAF_PLACEHOLDER)
             .expect("an in-memory leaf is an image LeafBuilder made")
     }
 
@@ -163,17 +397,8 @@ impl Leaf {
             .expect("an in-memory leaf is an image LeafBuilder made")
     }
 
-    /// The bytes of `entry`'s value, `None` for a tombstone.
-    pub(crate) fn value<'s>(&'s self, entry: &LeafEntry<'s>) -> Option<&'s [u8]> {
-        match entry.value {
-            LeafValue::Inline(v) => Some(v),
-            LeafValue::Overflow(r) => Some(self.side_value(r)),
-            LeafValue::Tombstone => None,
-        }
-    }
-
     /// The side value an overflow reference of this leaf names.
-    fn side_value(&self, reference: OverflowRef) -> &Arc<[u8]> {
+    pub(crate) fn side_value(&self, reference: OverflowRef) -> &Arc<[u8]> {
         let index = reference.first.id.0 - SIDE_ID_BASE;
         usize::try_from(index)
             .ok()
@@ -186,7 +411,8 @@ impl Leaf {
         let entry = self.entry(index);
         let value = match entry.value {
             LeafValue::Inline(v) => Stored::Inline(v),
-            LeafValue::Overflow(r) => Stored::Side(Arc::clone(self.side_value(r))),
+            LeafValue::Overflow(r) if is_side(r) => Stored::Side(Arc::clone(self.side_value(r))),
+            LeafValue::Overflow(r) => Stored::Chain(r),
             LeafValue::Tombstone => Stored::Tombstone,
         };
         Item {
@@ -205,23 +431,44 @@ impl Leaf {
     pub(crate) fn len(&self) -> usize {
         self.page().len()
     }
-
-    /// Bytes of the image in use, header included.
-    pub(crate) fn used_bytes(&self) -> usize {
-        LEAF_SLOTS_AT + self.used
-    }
-
-    /// The page image.
-    pub(crate) fn image(&self) -> &[u8] {
-        &self.image
-    }
 }
 
 impl Branch {
+    /// A branch with these separators and children, not yet written.
+    pub(crate) fn new(level: u8, separators: Vec<Vec<u8>>, children: Vec<Child>) -> Self {
+        Self {
+            level,
+            separators,
+            children,
+            written: OnceLock::new(),
+        }
+    }
+
+    /// The branch a page holds, its children as references.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] from the page's accessors.
+    pub(crate) fn of_page(page: &BranchPage<'_>) -> Result<Self> {
+        let separators = (0..page.len())
+            .map(|i| page.separator(i).map(<[u8]>::to_vec))
+            .collect::<Result<_>>()?;
+        let children = (0..page.child_count())
+            .map(|i| page.child(i).map(Child::Disk))
+            .collect::<Result<_>>()?;
+        Ok(Self::new(page.level(), separators, children))
+    }
+
     /// The index of the child whose subtree holds `key`: the number of separators at or
     /// below it.
     pub(crate) fn child_index(&self, key: &[u8]) -> usize {
         self.separators.partition_point(|s| s.as_slice() <= key)
+    }
+}
+
+impl Clone for Branch {
+    /// A copy to change: not written.
+    fn clone(&self) -> Self {
+        Self::new(self.level, self.separators.clone(), self.children.clone())
     }
 }
 
@@ -279,11 +526,8 @@ pub(crate) fn pack_leaves(low: Vec<u8>, items: &[Item<'_>], page_size: PageSize)
         }
         let first = run_items.first().expect("runs are not empty").key;
         let run_low = low.take().unwrap_or_else(|| first.to_vec());
-        let leaf = Leaf {
-            side,
-            ..Leaf::finish(&mut builder)
-        };
-        pieces.push((run_low, Arc::new(Node::Leaf(leaf))));
+        let leaf = Leaf::finish(&mut builder, side);
+        pieces.push((run_low, Child::Mem(Arc::new(Node::Leaf(leaf)))));
     }
     pieces
 }
@@ -311,11 +555,7 @@ pub(crate) fn pack_branches(level: u8, children: Vec<Piece>, page_size: PageSize
         let end = starts.get(run + 1).copied().unwrap_or(sizes.len());
         let mut run_children = rest.by_ref().take(end - start);
         let (low, first) = run_children.next().expect("runs are not empty");
-        let mut branch = Branch {
-            level,
-            separators: Vec::with_capacity(end - start - 1),
-            children: vec![first],
-        };
+        let mut branch = Branch::new(level, Vec::with_capacity(end - start - 1), vec![first]);
         for (separator, child) in run_children {
             branch.separators.push(separator);
             branch.children.push(child);
@@ -324,7 +564,7 @@ pub(crate) fn pack_branches(level: u8, children: Vec<Piece>, page_size: PageSize
             branch_bytes(&branch.separators) <= page_size.bytes(),
             "packed branch does not fit its page"
         );
-        pieces.push((low, Arc::new(Node::Branch(branch))));
+        pieces.push((low, Child::Mem(Arc::new(Node::Branch(branch)))));
     }
     pieces
 }

@@ -1,10 +1,12 @@
 //! A cursor over a range of one pinned tree, in either direction.
 //!
-//! The cursor holds the path from the root to its leaf: a stack of (branch, child index)
-//! no deeper than the tree (bounded by [`crate::TREE_HEIGHT_MAX`]), then the leaf and an
-//! entry index. Stepping past a leaf's end pops to the nearest branch with a next (or
+//! The cursor holds the path from the root to its leaf: a stack of (branch, level, child
+//! index) no deeper than the tree (bounded by [`crate::TREE_HEIGHT_MAX`]), then the leaf
+//! and an entry index; each is an in-memory node or a page of the map. Stepping past a leaf's end pops to the nearest branch with a next (or
 //! previous) child and descends its leftmost (or rightmost) path. Keys and values are
-//! slices of the leaf's page image. Tombstones are stepped over; the cursor becomes
+//! slices of the leaf's page (values in overflow chains of the file are read into a buffer
+//! when the cursor lands on them). The cursor pins its root, so no page it can reach is
+//! reused while it lives. Tombstones are stepped over; the cursor becomes
 //! invalid past the range's far bound.
 //!
 //! Invariant: when valid, the cursor is on a live entry within the bounds, and every
@@ -15,7 +17,10 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::leaf_page::{LeafEntry, LeafValue};
-use crate::node::{Leaf, Node};
+use crate::node::Child;
+use crate::pages::Pages;
+use crate::pins::Pin;
+use crate::tree::Root;
 
 /// The order of a scan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,10 +34,16 @@ pub enum Direction {
 /// A cursor over the live entries of a range, in one direction.
 #[derive(Debug)]
 pub struct RangeIter {
-    /// Branches from the root down, each with the index of the child the cursor is in.
-    stack: Vec<(Arc<Node>, usize)>,
+    pages: Arc<Pages>,
+    /// Keeps every page the cursor can reach from being reused.
+    _pin: Arc<Pin>,
+    /// Branches from the root down, each with its level and the index of the child the
+    /// cursor is in.
+    stack: Vec<(Child, u8, usize)>,
     /// The current leaf and entry; `None` once the cursor is exhausted.
-    leaf: Option<(Arc<Node>, usize)>,
+    leaf: Option<(Child, usize)>,
+    /// The current entry's value when it lives in an overflow chain of the file.
+    chain_value: Option<Vec<u8>>,
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
     direction: Direction,
@@ -40,20 +51,23 @@ pub struct RangeIter {
 
 impl RangeIter {
     pub(crate) fn new(
-        root: Arc<Node>,
+        root: &Root,
         (lower, upper): (Bound<Vec<u8>>, Bound<Vec<u8>>),
         direction: Direction,
-    ) -> Self {
+    ) -> Result<Self> {
         let mut iter = Self {
+            pages: Arc::clone(&root.pages),
+            _pin: Arc::clone(&root.pin),
             stack: Vec::new(),
             leaf: None,
+            chain_value: None,
             lower,
             upper,
             direction,
         };
-        iter.seek(root);
-        iter.settle();
-        iter
+        iter.seek(root.node.clone(), root.level)?;
+        iter.settle()?;
+        Ok(iter)
     }
 
     /// Whether the cursor is on an entry.
@@ -74,10 +88,18 @@ impl RangeIter {
     /// # Panics
     /// If the cursor is not [`RangeIter::valid`].
     pub fn value(&self) -> &[u8] {
-        let (node, index) = self.leaf.as_ref().expect("the cursor is valid");
-        let leaf = as_leaf(node);
-        leaf.value(&leaf.entry(*index))
-            .expect("the cursor rests on live entries only")
+        if let Some(value) = &self.chain_value {
+            return value;
+        }
+        let (leaf, _) = self.leaf.as_ref().expect("the cursor is valid");
+        match self.entry().value {
+            LeafValue::Inline(v) => v,
+            LeafValue::Overflow(r) => match leaf {
+                Child::Mem(node) => node.as_leaf().side_value(r),
+                Child::Disk(_) => unreachable!("a chain's value is read when the cursor lands"),
+            },
+            LeafValue::Tombstone => unreachable!("the cursor rests on live entries only"),
+        }
     }
 
     /// The current entry's version (the LSN that wrote it).
@@ -91,52 +113,77 @@ impl RangeIter {
     /// Moves to the next entry in the scan's direction.
     ///
     /// # Errors
-    /// None yet: the tree is in memory. Reads through the file will return
-    /// [`crate::Error::Corruption`].
+    /// [`crate::Error::Corruption`] naming the page, for a damaged page on the way; the
+    /// cursor is then exhausted.
     #[expect(
         clippy::should_implement_trait,
         reason = "a cursor, as popdb-lsm's: next returns a Result and the entry is read in place"
     )]
     pub fn next(&mut self) -> Result<()> {
-        self.step();
-        self.settle();
-        Ok(())
+        let moved = self.step().and_then(|()| self.settle());
+        if moved.is_err() {
+            self.end();
+        }
+        moved
     }
 
+    /// The current entry, which `settle` validated when the cursor landed on it.
     fn entry(&self) -> LeafEntry<'_> {
-        let (node, index) = self.leaf.as_ref().expect("the cursor is valid");
-        as_leaf(node).entry(*index)
+        let (leaf, index) = self.leaf.as_ref().expect("the cursor is valid");
+        leaf.leaf_page(&self.pages)
+            .and_then(|page| page.entry(*index))
+            .expect("validated when the cursor landed")
+    }
+
+    fn end(&mut self) {
+        self.leaf = None;
+        self.chain_value = None;
+        self.stack.clear();
+    }
+
+    /// The number of entries in leaf `child`.
+    fn leaf_len(&self, child: &Child) -> Result<usize> {
+        Ok(child.leaf_page(&self.pages)?.len())
     }
 
     /// Descends from `root` to the first entry in the scan's direction at or past its near
     /// bound (possibly past the leaf's last entry, or before its first).
-    fn seek(&mut self, root: Arc<Node>) {
+    fn seek(&mut self, root: Child, root_level: u8) -> Result<()> {
         let target = match self.direction {
             Direction::Forward => bound_key(&self.lower),
             Direction::Backward => bound_key(&self.upper),
         }
         .map(<[u8]>::to_vec);
         let mut node = root;
-        while let Node::Branch(b) = &*node {
+        let mut level = root_level;
+        while level > 0 {
             assert!(self.stack.len() < crate::TREE_HEIGHT_MAX, "tree too tall");
-            let index = match (&target, self.direction) {
-                (Some(key), _) => b.child_index(key),
-                (None, Direction::Forward) => 0,
-                (None, Direction::Backward) => b.children.len() - 1,
+            let (index, child) = {
+                let branch = node.branch_ref(&self.pages, level)?;
+                let index = match (&target, self.direction) {
+                    (Some(key), _) => branch.child_index(key)?,
+                    (None, Direction::Forward) => 0,
+                    (None, Direction::Backward) => branch.child_count() - 1,
+                };
+                (index, branch.child(index)?)
             };
-            let child = Arc::clone(b.children.get(index).expect("index within children"));
-            self.stack.push((node, index));
+            self.stack.push((node, level, index));
             node = child;
+            level -= 1;
         }
-        let page = as_leaf(&node).page();
-        let len = page.len();
-        let at = target.as_deref().map(|key| {
-            let at = page
-                .lower_bound(key)
-                .expect("in-memory leaves are well formed");
-            let hit = at < len && page.key(at).expect("index within the leaf") == key;
-            (at, hit)
-        });
+        let (len, at) = {
+            let page = node.leaf_page(&self.pages)?;
+            let len = page.len();
+            let at = match target.as_deref() {
+                None => None,
+                Some(key) => {
+                    let at = page.lower_bound(key)?;
+                    let hit = at < len && page.key(at)? == key;
+                    Some((at, hit))
+                }
+            };
+            (len, at)
+        };
         let excluded = matches!(
             (self.direction, &self.lower, &self.upper),
             (Direction::Forward, Bound::Excluded(_), _)
@@ -148,106 +195,133 @@ impl RangeIter {
                 let at = if hit && excluded { at + 1 } else { at };
                 self.leaf = Some((node, at));
             }
-            (Direction::Backward, None) => self.land_backward(node, len),
+            (Direction::Backward, None) => self.land_backward(node, len)?,
             (Direction::Backward, Some((at, hit))) => {
                 let end = if hit && !excluded { at + 1 } else { at };
-                self.land_backward(node, end);
+                self.land_backward(node, end)?;
             }
         }
         if let Some((node, index)) = &self.leaf
-            && *index >= as_leaf(node).len()
+            && *index >= self.leaf_len(node)?
         {
-            self.next_leaf();
+            self.next_leaf()?;
         }
+        Ok(())
     }
 
     /// Positions a backward cursor on the entry before `end` in `node`, or the previous
     /// leaf's last if `end` is 0.
-    fn land_backward(&mut self, node: Arc<Node>, end: usize) {
+    fn land_backward(&mut self, node: Child, end: usize) -> Result<()> {
         if let Some(index) = end.checked_sub(1) {
             self.leaf = Some((node, index));
+            Ok(())
         } else {
             self.leaf = Some((node, 0));
-            self.prev_leaf();
+            self.prev_leaf()
         }
     }
 
     /// One entry on, in the scan's direction.
-    fn step(&mut self) {
-        let Some((node, index)) = self.leaf.as_mut() else {
-            return;
+    fn step(&mut self) -> Result<()> {
+        let Some((node, index)) = self.leaf.as_ref() else {
+            return Ok(());
         };
+        let index = *index;
         match self.direction {
             Direction::Forward => {
-                *index += 1;
-                if *index >= as_leaf(node).len() {
-                    self.next_leaf();
+                if index + 1 >= self.leaf_len(node)? {
+                    return self.next_leaf();
+                }
+                if let Some((_, at)) = self.leaf.as_mut() {
+                    *at = index + 1;
                 }
             }
             Direction::Backward => {
-                if *index == 0 {
-                    self.prev_leaf();
-                } else {
-                    *index -= 1;
+                if index == 0 {
+                    return self.prev_leaf();
+                }
+                if let Some((_, at)) = self.leaf.as_mut() {
+                    *at = index - 1;
                 }
             }
         }
+        Ok(())
     }
 
     /// Moves to the first entry of the next leaf, or ends the cursor.
-    fn next_leaf(&mut self) {
+    fn next_leaf(&mut self) -> Result<()> {
         self.leaf = None;
-        while let Some((branch, index)) = self.stack.pop() {
-            let Node::Branch(b) = &*branch else {
-                unreachable!("the stack holds branches")
-            };
-            if index + 1 < b.children.len() {
-                self.stack.push((Arc::clone(&branch), index + 1));
-                self.descend(Direction::Forward);
-                return;
+        while let Some((branch, level, index)) = self.stack.pop() {
+            let count = branch.branch_ref(&self.pages, level)?.child_count();
+            if index + 1 < count {
+                self.stack.push((branch, level, index + 1));
+                return self.descend(Direction::Forward);
             }
         }
+        Ok(())
     }
 
     /// Moves to the last entry of the previous leaf, or ends the cursor.
-    fn prev_leaf(&mut self) {
+    fn prev_leaf(&mut self) -> Result<()> {
         self.leaf = None;
-        while let Some((branch, index)) = self.stack.pop() {
+        while let Some((branch, level, index)) = self.stack.pop() {
             if index > 0 {
-                self.stack.push((branch, index - 1));
-                self.descend(Direction::Backward);
-                return;
+                self.stack.push((branch, level, index - 1));
+                return self.descend(Direction::Backward);
             }
         }
+        Ok(())
     }
 
     /// From the child named by the stack's top, descends the leftmost (forward) or
     /// rightmost (backward) path to a leaf and lands on its first or last entry.
-    fn descend(&mut self, towards: Direction) {
-        let (top, index) = self.stack.last().expect("descend starts from a branch");
-        let mut node = Arc::clone(child(top, *index));
-        while let Node::Branch(b) = &*node {
-            let index = match towards {
-                Direction::Forward => 0,
-                Direction::Backward => b.children.len() - 1,
+    fn descend(&mut self, towards: Direction) -> Result<()> {
+        let (mut node, mut level) = {
+            let (top, level, index) = self.stack.last().expect("descend starts from a branch");
+            (
+                top.branch_ref(&self.pages, *level)?.child(*index)?,
+                *level - 1,
+            )
+        };
+        while level > 0 {
+            assert!(self.stack.len() < crate::TREE_HEIGHT_MAX, "tree too tall");
+            let (index, next) = {
+                let branch = node.branch_ref(&self.pages, level)?;
+                let index = match towards {
+                    Direction::Forward => 0,
+                    Direction::Backward => branch.child_count() - 1,
+                };
+                (index, branch.child(index)?)
             };
-            let next = Arc::clone(child(&node, index));
-            self.stack.push((node, index));
+            self.stack.push((node, level, index));
             node = next;
+            level -= 1;
         }
-        let len = as_leaf(&node).len();
-        assert!(len > 0, "only an empty tree's root leaf is empty");
+        let len = self.leaf_len(&node)?;
+        if len == 0 {
+            let id = node.page().map_or(0, |p| p.id.0);
+            return Err(crate::Error::corruption(
+                crate::PageId(id),
+                crate::page_format::COUNT_AT,
+                "leaf count (an empty leaf below the root)",
+                crate::CorruptionKind::InvalidValue { found: 0 },
+            ));
+        }
         let index = match towards {
             Direction::Forward => 0,
             Direction::Backward => len - 1,
         };
         self.leaf = Some((node, index));
+        Ok(())
     }
 
-    /// Steps over tombstones, and ends the cursor past the far bound.
-    fn settle(&mut self) {
-        while self.leaf.is_some() {
-            let entry = self.entry();
+    /// Steps over tombstones, ends the cursor past the far bound, and reads the value of
+    /// an entry whose value is an overflow chain of the file.
+    fn settle(&mut self) -> Result<()> {
+        self.chain_value = None;
+        while let Some((leaf, index)) = &self.leaf {
+            let page = leaf.leaf_page(&self.pages)?;
+            let entry = page.entry(*index)?;
             let beyond = match self.direction {
                 Direction::Forward => match &self.upper {
                     Bound::Included(k) => entry.key > k.as_slice(),
@@ -261,15 +335,24 @@ impl RangeIter {
                 },
             };
             if beyond {
-                self.leaf = None;
-                self.stack.clear();
-                return;
+                self.end();
+                return Ok(());
             }
-            if !matches!(entry.value, LeafValue::Tombstone) {
-                return;
+            match entry.value {
+                LeafValue::Tombstone => {}
+                LeafValue::Overflow(r)
+                    if matches!(leaf, Child::Disk(_)) || !crate::node::is_side(r) =>
+                {
+                    let mut value = Vec::new();
+                    self.pages.read_value(r, &mut value)?;
+                    self.chain_value = Some(value);
+                    return Ok(());
+                }
+                LeafValue::Inline(_) | LeafValue::Overflow(_) => return Ok(()),
             }
-            self.step();
+            self.step()?;
         }
+        Ok(())
     }
 }
 
@@ -277,19 +360,5 @@ fn bound_key(bound: &Bound<Vec<u8>>) -> Option<&[u8]> {
     match bound {
         Bound::Included(k) | Bound::Excluded(k) => Some(k),
         Bound::Unbounded => None,
-    }
-}
-
-fn as_leaf(node: &Node) -> &Leaf {
-    match node {
-        Node::Leaf(l) => l,
-        Node::Branch(_) => unreachable!("the cursor's node is a leaf"),
-    }
-}
-
-fn child(node: &Node, index: usize) -> &Arc<Node> {
-    match node {
-        Node::Branch(b) => b.children.get(index).expect("index within children"),
-        Node::Leaf(_) => unreachable!("the stack holds branches"),
     }
 }

@@ -1,16 +1,18 @@
 //! A read view: one published root, pinned. Writes applied after it was taken build new
-//! nodes and leave every node it reaches unchanged, so it reads one consistent tree for as
-//! long as it lives, and holding it never blocks the writer.
+//! nodes and leave every node and page it reaches unchanged (the free list does not hand
+//! out a page while a pin can reach it), so it reads one consistent tree for as long as it
+//! lives, and holding it never blocks the writer.
 //!
-//! Gets descend from the root in a loop bounded by the tree height, binary-searching the
-//! separators of each branch and the slots of the leaf; tombstones read as absent.
+//! Gets descend from the root in a loop bounded by the tree height, through in-memory
+//! nodes and then pages of the map, binary-searching the separators of each branch and the
+//! slots of the leaf; tombstones read as absent.
 
 use std::ops::Bound;
-use std::sync::Arc;
 
 use crate::error::Result;
-use crate::node::Node;
+use crate::node::{Child, Node};
 use crate::page_size::PageSize;
+use crate::pages::Pages;
 use crate::range::{Direction, RangeIter};
 use crate::tree::Root;
 
@@ -20,7 +22,6 @@ pub struct ReadView {
     root: Root,
     /// The LSN the view reads at: the root's, or the one `read_view_at` was asked for.
     lsn: Option<u64>,
-    page_size: PageSize,
 }
 
 /// A value and its version (the LSN that wrote it).
@@ -35,17 +36,13 @@ pub struct Versioned {
 impl ReadView {
     /// A view of `root` at `lsn`, which is the root's LSN or above it (below the next
     /// root's).
-    pub(crate) fn new(root: Root, lsn: Option<u64>, page_size: PageSize) -> Self {
+    pub(crate) fn new(root: Root, lsn: Option<u64>) -> Self {
         assert!(
             lsn >= root.lsn,
             "view at {lsn:?} below its root's {:?}",
             root.lsn
         );
-        Self {
-            root,
-            lsn,
-            page_size,
-        }
+        Self { root, lsn }
     }
 
     /// The LSN the view reads at: every batch at or below it is visible, none above;
@@ -57,8 +54,7 @@ impl ReadView {
     /// The value of `key` and its version; `None` if absent or deleted.
     ///
     /// # Errors
-    /// None yet: the tree is in memory. Reads through the file will return
-    /// [`crate::Error::Corruption`].
+    /// [`crate::Error::Corruption`] naming the page, for a damaged page on the way.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
         let mut value = Vec::new();
         let version = self.get_into(key, &mut value)?;
@@ -72,28 +68,43 @@ impl ReadView {
     /// As [`ReadView::get`].
     pub fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u64>> {
         value.clear();
-        let mut node = &self.root.node;
-        for _ in 0..crate::TREE_HEIGHT_MAX {
-            match &**node {
-                Node::Branch(b) => {
-                    node = b
-                        .children
-                        .get(b.child_index(key))
-                        .expect("a branch has a child per separator and one more");
-                }
-                Node::Leaf(leaf) => {
-                    let found = leaf
-                        .page()
-                        .find(key)
-                        .expect("in-memory leaves are well formed");
-                    return Ok(found.and_then(|entry| {
-                        value.extend_from_slice(leaf.value(&entry)?);
-                        Some(entry.version)
-                    }));
-                }
+        let pages = &*self.root.pages;
+        let mut level = self.root.level;
+        // In-memory nodes first (borrowed, no reference counting), then pages of the map.
+        let mut child = &self.root.node;
+        let mut page = loop {
+            match child {
+                Child::Disk(page) => break *page,
+                Child::Mem(node) => match &**node {
+                    Node::Branch(b) => {
+                        child = b
+                            .children
+                            .get(b.child_index(key))
+                            .expect("a branch has a child per separator and one more");
+                        level -= 1;
+                    }
+                    Node::Leaf(leaf) => {
+                        let Some(entry) = leaf.page().find(key)? else {
+                            return Ok(None);
+                        };
+                        let live = child.value_into(pages, &entry, value)?;
+                        return Ok(live.then_some(entry.version));
+                    }
+                },
             }
+        };
+        for _ in 0..crate::TREE_HEIGHT_MAX {
+            if level == 0 {
+                let Some(entry) = pages.leaf(page)?.find(key)? else {
+                    return Ok(None);
+                };
+                let live = Child::Disk(page).value_into(pages, &entry, value)?;
+                return Ok(live.then_some(entry.version));
+            }
+            page = pages.branch(page, level)?.child_for(key)?;
+            level -= 1;
         }
-        unreachable!("tree taller than TREE_HEIGHT_MAX")
+        unreachable!("levels are at most LEVEL_MAX")
     }
 
     /// An ascending or descending scan of the keys within `bounds` (lower, upper).
@@ -105,11 +116,7 @@ impl ReadView {
         bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         direction: Direction,
     ) -> Result<RangeIter> {
-        Ok(RangeIter::new(
-            Arc::clone(&self.root.node),
-            bounds,
-            direction,
-        ))
+        RangeIter::new(&self.root, bounds, direction)
     }
 
     /// A scan of the keys starting with `prefix`, in `direction`.
@@ -120,14 +127,24 @@ impl ReadView {
         self.scan(prefix_bounds(prefix), direction)
     }
 
-    /// The root node, for the invariant checks and statistics.
-    pub(crate) fn root_node(&self) -> &Arc<Node> {
+    /// The root, for the invariant checks and statistics.
+    pub(crate) fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// The root node.
+    pub(crate) fn root_node(&self) -> &Child {
         &self.root.node
+    }
+
+    /// The pages the view reads.
+    pub(crate) fn pages(&self) -> &Pages {
+        &self.root.pages
     }
 
     /// The page size nodes fit.
     pub(crate) fn page_size(&self) -> PageSize {
-        self.page_size
+        self.root.pages.page_size()
     }
 }
 

@@ -1,7 +1,9 @@
-//! The in-memory tree against a `BTreeMap` model: random batches (repeated keys, deletes,
-//! empty and maximal keys and values, values too large for a leaf), gets, scans both ways with every bound kind,
-//! prefixes, read views held across many writes, `read_view_at`, and the tree's
-//! invariants after every apply.
+//! The tree against a `BTreeMap` model: random batches (repeated keys, deletes, empty and
+//! maximal keys and values, values too large for a leaf), gets, scans both ways with every
+//! bound kind, prefixes, read views held across many writes and checkpoints,
+//! `read_view_at`, checkpoints (at the latest LSN, a retained one, or above), reopens
+//! (some after a simulated crash) that come back at the watermark, and the tree's and
+//! file's invariants after every step.
 //!
 //! Replay one seed: `BTREE_SEED=<seed> cargo test --profile checked -p popdb-btree --test
 //! tree_model` (the page size rotates with the seed). `BTREE_SEEDS=<n>` runs more seeds.
@@ -12,7 +14,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
+use std::path::Path;
+use std::sync::Arc;
+
 use popdb_btree::{Direction, Error, PageSize, ReadView, Tree, TreeOptions, Versioned};
+use popdb_io::{FsRef, SimFs};
 use popdb_testkit::Rng;
 
 /// Key -> (value or `None` for a tombstone, version).
@@ -98,25 +104,31 @@ impl Gen {
     }
 }
 
-fn run_seed(seed: u64, applies: u64) {
-    let page_size = PageSize::new(PAGE_SIZES[usize::try_from(seed % 3).unwrap()]).unwrap();
+fn open(fs: &SimFs, page_size: PageSize) -> Tree {
     let options = TreeOptions {
         page_size,
         roots_retained: RETAINED,
     };
-    let tree = Tree::new(options).unwrap();
+    let fs: FsRef = Arc::new(fs.clone());
+    Tree::open(fs, Path::new("/t"), options).unwrap()
+}
+
+fn run_seed(seed: u64, applies: u64) {
+    let page_size = PageSize::new(PAGE_SIZES[usize::try_from(seed % 3).unwrap()]).unwrap();
+    let fs = SimFs::new(seed);
+    let mut tree = open(&fs, page_size);
     let mut g = Gen {
         rng: Rng(seed),
         page_size,
     };
     let mut model = Model::new();
     let mut history: VecDeque<(u64, Model)> = VecDeque::from([(0, Model::new())]);
+    let mut durable: (u64, Model) = (0, Model::new());
     let mut held: Vec<(ReadView, Model)> = Vec::new();
     let mut lsn = 0;
     for _ in 0..applies {
         lsn += 1 + g.rng.below(3);
         apply_batch(&tree, &mut g, &mut model, lsn);
-        tree.check_invariants();
         if history.len() == RETAINED {
             history.pop_front();
         }
@@ -135,18 +147,40 @@ fn run_seed(seed: u64, applies: u64) {
             check_scan_all(&view, &snapshot);
         }
         check_view_at(&tree, &history, &mut g);
+        if g.rng.chance(8) {
+            let c = checkpoint(&tree, &mut g, &mut history, &mut durable);
+            lsn = lsn.max(c);
+        }
+        tree.check_invariants();
+        if g.rng.chance(40) {
+            // Reopen (after a crash, half the time): the tree reads at its watermark, and
+            // the writes after it are gone until the owner replays them.
+            for (view, snapshot) in held.drain(..) {
+                check_scan_all(&view, &snapshot);
+            }
+            drop(tree);
+            if g.rng.chance(2) {
+                fs.crash();
+                fs.restart();
+            }
+            tree = open(&fs, page_size);
+            let watermark = tree.watermark().unwrap_or(0);
+            assert_eq!(watermark, durable.0);
+            assert_eq!(tree.last_applied(), tree.watermark());
+            model = durable.1.clone();
+            history = VecDeque::from([durable.clone()]);
+            lsn = lsn.max(watermark);
+            check_scan_all(&tree.read_view(), &model);
+            tree.check_invariants();
+        }
     }
     for (view, snapshot) in &held {
         check_scan_all(view, snapshot);
     }
-    let stats = tree.read_view().stats();
+    let stats = tree.read_view().stats().unwrap();
     let live = model.values().filter(|(v, _)| v.is_some()).count();
     assert_eq!(stats.entry_count, live as u64);
-    assert_eq!(
-        stats.entry_count + stats.tombstone_count,
-        model.len() as u64
-    );
-    let side: usize = model
+    let large: usize = model
         .iter()
         .filter_map(|(k, (v, _))| {
             v.as_ref()
@@ -154,7 +188,53 @@ fn run_seed(seed: u64, applies: u64) {
         })
         .map(Vec::len)
         .sum();
-    assert_eq!(stats.side_value_bytes, side as u64);
+    assert_eq!(stats.overflow_value_bytes, large as u64);
+}
+
+/// A checkpoint at the last applied LSN, or at a retained one, or above the last applied
+/// (an idle tree's watermark moves too).
+fn checkpoint(
+    tree: &Tree,
+    g: &mut Gen,
+    history: &mut VecDeque<(u64, Model)>,
+    durable: &mut (u64, Model),
+) -> u64 {
+    let (latest, _) = history.back().unwrap().clone();
+    let c = match g.rng.below(4) {
+        0 => {
+            let candidates: Vec<u64> = history
+                .iter()
+                .map(|(l, _)| *l)
+                .filter(|l| *l >= durable.0)
+                .collect();
+            candidates[g.rng.index(candidates.len())]
+        }
+        1 => latest + 1 + g.rng.below(2),
+        _ => latest,
+    };
+    if c == 0 {
+        return 0;
+    }
+    tree.checkpoint(c).unwrap();
+    assert_eq!(tree.watermark(), Some(c));
+    let (root_lsn, snapshot) = history.iter().rev().find(|(l, _)| *l <= c).unwrap().clone();
+    *durable = (c, snapshot);
+    // Roots below the checkpoint's are no longer retained.
+    history.retain(|(l, _)| *l >= root_lsn);
+    if c > latest {
+        // No later batch may take an LSN through `c`.
+        let again = tree.apply(c, &[(b"k".as_slice(), Some(b"v".as_slice()))]);
+        assert!(
+            matches!(again, Err(Error::LsnNotIncreasing { .. })),
+            "{again:?}"
+        );
+        let behind = tree.checkpoint(c - 1);
+        assert!(
+            matches!(behind, Err(Error::CheckpointBehind { .. })),
+            "{behind:?}"
+        );
+    }
+    c
 }
 
 fn apply_batch(tree: &Tree, g: &mut Gen, model: &mut Model, lsn: u64) {
@@ -301,7 +381,7 @@ fn check_view_at(tree: &Tree, history: &VecDeque<(u64, Model)>, g: &mut Gen) {
 /// entry's value, version or presence, or the harness is broken.
 #[test]
 fn canary_model_checks_catch_a_wrong_model() {
-    let tree = Tree::new(TreeOptions::default()).unwrap();
+    let tree = open(&SimFs::new(1), PageSize::DEFAULT);
     tree.apply(3, &[(b"a", Some(b"1")), (b"b", Some(b"2"))])
         .unwrap();
     let right: Model = [

@@ -8,7 +8,10 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::path::Path;
+
 use popdb_btree::{Direction, Error, PageSize, ReadView, Tree, TreeOptions};
+use popdb_io::{FsRef, SimFs};
 use popdb_testkit::Rng;
 
 fn small_tree() -> Tree {
@@ -16,7 +19,8 @@ fn small_tree() -> Tree {
         page_size: PageSize::new(512).unwrap(),
         roots_retained: 2,
     };
-    Tree::new(options).unwrap()
+    let fs: FsRef = Arc::new(SimFs::new(1));
+    Tree::open(fs, Path::new("/t"), options).unwrap()
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -55,7 +59,7 @@ fn tree_grows_and_shrinks_through_every_level() {
         tree.apply(lsn, &batch).unwrap();
         tree.check_invariants();
     }
-    let full = tree.read_view().stats();
+    let full = tree.read_view().stats().unwrap();
     assert!(full.depth >= 4, "{full:?}");
     assert_eq!(full.entry_count, keys);
     // Deleting every value leaves small tombstones: leaves and branches merge level by
@@ -67,7 +71,7 @@ fn tree_grows_and_shrinks_through_every_level() {
         tree.apply(lsn, &batch).unwrap();
         tree.check_invariants();
     }
-    let emptied = tree.read_view().stats();
+    let emptied = tree.read_view().stats().unwrap();
     assert_eq!(emptied.entry_count, 0);
     assert_eq!(emptied.tombstone_count, keys);
     let branches = |s: &popdb_btree::TreeStats| s.node_count - s.leaf_count;
@@ -88,8 +92,47 @@ fn tree_grows_and_shrinks_through_every_level() {
         .collect();
     tree.apply(lsn, &batch).unwrap();
     tree.check_invariants();
-    assert!(tree.read_view().stats().node_count > emptied.node_count);
+    assert!(tree.read_view().stats().unwrap().node_count > emptied.node_count);
     assert_eq!(count_live(&tree.read_view()), 3000);
+}
+
+#[test]
+fn tombstones_below_the_watermark_go_and_empty_pages_with_them() {
+    let tree = small_tree();
+    let keys = 3000;
+    let batch: Vec<_> = (0..keys)
+        .map(|i| (key(i), Some(b"value".to_vec())))
+        .collect();
+    tree.apply(1, &batch).unwrap();
+    tree.checkpoint(1).unwrap();
+    let full = tree.read_view().stats().unwrap();
+    let deletes: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..keys).map(|i| (key(i), None)).collect();
+    tree.apply(2, &deletes).unwrap();
+    tree.checkpoint(2).unwrap();
+    tree.check_invariants();
+    let deleted = tree.read_view().stats().unwrap();
+    assert_eq!(
+        deleted.tombstone_count, keys,
+        "tombstones above the watermark stay"
+    );
+    // One delete per 10 keys rebuilds every leaf: the tombstones at or below the
+    // watermark go, leaves empty and merge, and the tree shrinks.
+    let sparse: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        (0..keys).step_by(10).map(|i| (key(i), None)).collect();
+    tree.apply(3, &sparse).unwrap();
+    tree.check_invariants();
+    let shrunk = tree.read_view().stats().unwrap();
+    assert_eq!(shrunk.tombstone_count, keys / 10, "{shrunk:?}");
+    assert!(shrunk.bytes * 5 < full.bytes, "{shrunk:?} vs {full:?}");
+    assert!(
+        shrunk.leaf_count * 2 < full.leaf_count,
+        "{shrunk:?} vs {full:?}"
+    );
+    tree.checkpoint(3).unwrap();
+    tree.check_invariants();
+    let stats = tree.stats();
+    assert!(stats.free_pages > full.node_count / 2, "{stats:?}");
+    assert_eq!(count_live(&tree.read_view()), 0);
 }
 
 #[test]
@@ -101,11 +144,11 @@ fn root_collapses_when_its_children_merge() {
         .collect();
     tree.apply(1, &batch).unwrap();
     tree.check_invariants();
-    assert_eq!(tree.read_view().stats().depth, 2);
+    assert_eq!(tree.read_view().stats().unwrap().depth, 2);
     let deletes: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..10).map(|i| (key(i), None)).collect();
     tree.apply(2, &deletes).unwrap();
     tree.check_invariants();
-    let stats = tree.read_view().stats();
+    let stats = tree.read_view().stats().unwrap();
     assert_eq!(
         (stats.depth, stats.node_count, stats.tombstone_count),
         (1, 1, 10)
@@ -158,7 +201,7 @@ fn apply_over_a_limit_is_refused_and_applies_nothing() {
         largest
     );
     assert_eq!(
-        tree.stats().side_value_bytes,
+        tree.read_view().stats().unwrap().overflow_value_bytes,
         u64::from(popdb_btree::VALUE_SIZE_MAX)
     );
     tree.check_invariants();
@@ -176,13 +219,13 @@ fn apply_over_a_limit_is_refused_and_applies_nothing() {
         "{err}"
     );
     tree.apply(6, &[(b"k".as_slice(), None::<&[u8]>)]).unwrap();
-    assert!(
-        Tree::new(TreeOptions {
-            roots_retained: 0,
-            ..TreeOptions::default()
-        })
-        .is_err()
-    );
+    let options = TreeOptions {
+        roots_retained: 0,
+        ..TreeOptions::default()
+    };
+    let fs: FsRef = Arc::new(SimFs::new(2));
+    let err = Tree::open(fs, Path::new("/t"), options).unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions(_)), "{err}");
 }
 
 #[test]
@@ -199,7 +242,7 @@ fn last_write_to_a_key_in_a_batch_wins() {
     let view = tree.read_view();
     assert_eq!(view.get(b"a").unwrap().unwrap().value, b"3");
     assert_eq!(view.get(b"b").unwrap().unwrap().value, b"2");
-    assert_eq!(view.stats().entry_count, 2);
+    assert_eq!(view.stats().unwrap().entry_count, 2);
 }
 
 const ACCOUNTS: u64 = 200;

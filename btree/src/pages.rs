@@ -1,0 +1,196 @@
+//! The file's pages as readers see them: a read-only map of `[0, page_count)` (the
+//! high-water mark of the meta it was made for) and one flag per page saying whether the
+//! page was verified since it was last written. Spec: docs/format/btree.md (section 11,
+//! "Open" and "Reads").
+//!
+//! A page is verified in full (its checksum, every structural rule, and the checksum its
+//! parent's reference holds for it) the first time it is read, and only its header after
+//! that, as LMDB pays nothing per get for checksums. A checkpoint clears the flag of every
+//! page it rewrites before writing it, so reused pages are verified again. The flags are
+//! shared hints: a stale clear flag costs one more verification, never a wrong answer.
+//!
+//! A new `Pages` is made when a checkpoint grows the file; older ones stay alive for the
+//! read views that hold them, and cover every page those views can reach.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use popdb_io::Mapping;
+
+use crate::branch_page::BranchPage;
+use crate::error::{CorruptionKind, Error, Result};
+use crate::leaf_page::LeafPage;
+use crate::overflow::{OverflowRef, read_overflow_chain};
+use crate::page_format::{LEVEL_AT, PageId, PageRef, invalid, verify_parent_checksum};
+use crate::page_size::PageSize;
+
+/// A read-only map of the file's pages below a high-water mark.
+#[derive(Debug)]
+pub(crate) struct Pages {
+    map: Mapping,
+    page_size: PageSize,
+    page_count: u64,
+    /// Bit `i` of word `i / 64`: page `i` was verified in full since it was last written.
+    verified: Box<[AtomicU64]>,
+}
+
+impl Pages {
+    /// The pages of `map`, which holds exactly `page_count` pages. Verification flags are
+    /// carried over from `previous` for the pages it covers.
+    pub(crate) fn new(
+        map: Mapping,
+        page_size: PageSize,
+        page_count: u64,
+        previous: Option<&Pages>,
+    ) -> Self {
+        debug_assert_eq!(map.len() as u64, page_count * page_size.bytes() as u64);
+        let words = usize::try_from(page_count.div_ceil(64)).expect("the map fits memory");
+        let verified: Box<[AtomicU64]> = (0..words)
+            .map(|i| {
+                let bits = previous
+                    .and_then(|p| p.verified.get(i))
+                    .map_or(0, |w| w.load(Ordering::Relaxed));
+                AtomicU64::new(bits)
+            })
+            .collect();
+        Self {
+            map,
+            page_size,
+            page_count,
+            verified,
+        }
+    }
+
+    /// The high-water mark this map covers.
+    pub(crate) fn page_count(&self) -> u64 {
+        self.page_count
+    }
+
+    /// The page size.
+    pub(crate) fn page_size(&self) -> PageSize {
+        self.page_size
+    }
+
+    /// The bytes of page `id`.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if `id` is at or past the high-water mark: a reference to a
+    /// page the file does not hold.
+    pub(crate) fn bytes(&self, id: PageId) -> Result<&[u8]> {
+        let size = self.page_size.bytes() as u64;
+        if id.0 >= self.page_count {
+            let what = "page id (at or past the high-water mark)";
+            return Err(Error::corruption(
+                id,
+                0,
+                what,
+                CorruptionKind::InvalidValue { found: id.0 },
+            ));
+        }
+        let start = usize::try_from(id.0 * size).expect("the map fits memory");
+        Ok(self
+            .map
+            .get(start..start + self.page_size.bytes())
+            .expect("the map holds page_count pages"))
+    }
+
+    fn flag(&self, id: PageId) -> (&AtomicU64, u64) {
+        let word = usize::try_from(id.0 / 64).expect("ids below page_count fit");
+        let word = self
+            .verified
+            .get(word)
+            .expect("ids below page_count have a flag");
+        (word, 1 << (id.0 % 64))
+    }
+
+    fn is_verified(&self, id: PageId) -> bool {
+        let (word, bit) = self.flag(id);
+        word.load(Ordering::Acquire) & bit != 0
+    }
+
+    fn mark_verified(&self, id: PageId) {
+        let (word, bit) = self.flag(id);
+        word.fetch_or(bit, Ordering::Release);
+    }
+
+    /// Forgets that page `id` was verified: a checkpoint is about to rewrite it. Ids past
+    /// this map are ignored (a later map starts them unverified).
+    pub(crate) fn unverify(&self, id: PageId) {
+        if id.0 < self.page_count {
+            let (word, bit) = self.flag(id);
+            word.fetch_and(!bit, Ordering::Release);
+        }
+    }
+
+    /// The leaf `reference` names, verified in full on its first read.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] naming the page.
+    pub(crate) fn leaf(&self, reference: PageRef) -> Result<LeafPage<'_>> {
+        let bytes = self.bytes(reference.id)?;
+        if self.is_verified(reference.id) {
+            return LeafPage::decode_verified(bytes, self.page_size, reference.id);
+        }
+        let page = LeafPage::decode(bytes, self.page_size, reference.id)?;
+        verify_parent_checksum(bytes, reference)?;
+        self.mark_verified(reference.id);
+        Ok(page)
+    }
+
+    /// The branch `reference` names, which must be at `level`; verified in full on its
+    /// first read.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] naming the page, also for a branch at another level.
+    pub(crate) fn branch(&self, reference: PageRef, level: u8) -> Result<BranchPage<'_>> {
+        let bytes = self.bytes(reference.id)?;
+        let verified = self.is_verified(reference.id);
+        let page = if verified {
+            BranchPage::decode_verified(bytes, self.page_size, reference.id)?
+        } else {
+            let page = BranchPage::decode(bytes, self.page_size, reference.id)?;
+            verify_parent_checksum(bytes, reference)?;
+            page
+        };
+        if page.level() != level {
+            let what = "branch level (not its parent's less one)";
+            return Err(invalid(reference.id, LEVEL_AT, what, page.level().into()));
+        }
+        if !verified {
+            self.mark_verified(reference.id);
+        }
+        Ok(page)
+    }
+
+    /// Appends the value of the overflow chain `reference` names to `out`, verifying every
+    /// page of the chain.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] naming the page.
+    pub(crate) fn read_value(&self, reference: OverflowRef, out: &mut Vec<u8>) -> Result<()> {
+        out.reserve(reference.value_size as usize);
+        read_overflow_chain(
+            self.page_size,
+            reference,
+            |id| self.bytes(id),
+            |chunk| out.extend_from_slice(chunk),
+        )
+    }
+
+    /// The page ids of the overflow chain `reference` names, verifying every page.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] naming the page.
+    pub(crate) fn chain_ids(&self, reference: OverflowRef) -> Result<Vec<PageId>> {
+        let mut ids = Vec::new();
+        read_overflow_chain(
+            self.page_size,
+            reference,
+            |id| {
+                ids.push(id);
+                self.bytes(id)
+            },
+            |_| {},
+        )?;
+        Ok(ids)
+    }
+}
