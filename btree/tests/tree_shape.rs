@@ -1,6 +1,6 @@
-//! Splits and merges at every level on the smallest page, the limits an apply enforces,
-//! and a concurrency check: readers and held views see a constant sum while a writer moves
-//! amounts between keys.
+//! Splits and merges at every level on the smallest page, tombstones purged below the
+//! watermark, the limits an apply enforces, and a concurrency check: readers and held
+//! views see a constant sum while a writer moves amounts between keys and checkpoints.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
@@ -262,7 +262,7 @@ fn sum(view: &ReadView) -> u64 {
 }
 
 #[test]
-fn readers_and_held_views_see_a_constant_sum_under_writes() {
+fn readers_and_held_views_see_a_constant_sum_under_writes_and_checkpoints() {
     let tree = Arc::new(small_tree());
     let acct = |i: u64| format!("acct{i:05}").into_bytes();
     let init: Vec<_> = (0..ACCOUNTS)
@@ -305,6 +305,11 @@ fn readers_and_held_views_see_a_constant_sum_under_writes() {
             (acct(to as u64), Some(balances[to].to_le_bytes())),
         ];
         tree.apply(lsn, &batch).unwrap();
+        // Checkpoints go on under the readers: their views and cursors keep the pages
+        // they reach from being reused.
+        if lsn % 97 == 0 {
+            tree.checkpoint(lsn - rng.below(2)).unwrap();
+        }
     }
     done.store(true, Ordering::Release);
     for reader in readers {
