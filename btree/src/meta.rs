@@ -408,14 +408,43 @@ pub fn select_meta(meta_0: Result<Meta>, meta_1: Result<Meta>) -> Result<MetaCho
 /// claim that page size as their offset and decode in full.
 ///
 /// # Errors
-/// As [`select_meta`].
+/// As [`select_meta`]; and `UnsupportedVersion` when a meta with a valid checksum is of a
+/// newer format, rather than falling back to the other meta.
 pub fn recover_meta(head: &[u8]) -> Result<MetaChoice> {
     let meta_0 = decode_at(head, PageId(0), 0);
     let meta_1 = match &meta_0 {
         Ok(m) => decode_at(head, PageId(1), m.page_size.bytes()),
         Err(_) => probe_meta_1(head),
     };
+    // A meta a newer build wrote (its checksum holds) is not damage: falling back to the
+    // other one would open an older checkpoint of a file that build has moved on from.
+    if let Err(e) = &meta_0
+        && is_newer_format(head, PageId(0), 0, e)
+    {
+        return Err(e.clone());
+    }
+    if let (Ok(m), Err(e)) = (&meta_0, &meta_1)
+        && is_newer_format(head, PageId(1), m.page_size.bytes(), e)
+    {
+        return Err(e.clone());
+    }
     select_meta(meta_0, meta_1)
+}
+
+/// Whether `error`, from the meta at `offset` of `head`, is an unsupported version on a
+/// page whose checksum holds.
+fn is_newer_format(head: &[u8], id: PageId, offset: usize, error: &Error) -> bool {
+    let unsupported = error
+        .as_corruption()
+        .is_some_and(|c| matches!(c.kind, CorruptionKind::UnsupportedVersion { .. }));
+    let rest = head.get(offset..).unwrap_or_default();
+    // The page size field keeps its place across versions (section 12).
+    unsupported
+        && field_u32(rest, id, META_PAGE_SIZE_AT, "meta page_size")
+            .ok()
+            .and_then(PageSize::from_u32)
+            .and_then(|size| rest.get(..size.bytes()))
+            .is_some_and(|page| verify_checksum(page, id).is_ok())
 }
 
 fn decode_at(head: &[u8], id: PageId, offset: usize) -> Result<Meta> {

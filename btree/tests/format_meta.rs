@@ -166,6 +166,30 @@ fn meta_checks_magic_and_version_before_the_checksum() {
 }
 
 #[test]
+fn meta_of_a_newer_format_refuses_the_file_rather_than_fall_back() {
+    let older = encode(&Meta::empty(PageSize::DEFAULT, TxnId(2)));
+    // The newer checkpoint's meta, written (and sealed) by a build of format version 2.
+    let newer = flipped_resealed(&encode(&Meta::empty(PageSize::DEFAULT, TxnId(3))), 32, 3);
+    let err = recover_meta(&head(&older, &newer)).unwrap_err();
+    assert!(
+        matches!(
+            err.as_corruption().unwrap().kind,
+            CorruptionKind::UnsupportedVersion { found: 2, max: 1 }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn meta_with_a_damaged_version_field_falls_back() {
+    let older = encode(&Meta::empty(PageSize::DEFAULT, TxnId(2)));
+    let damaged = flipped(&encode(&Meta::empty(PageSize::DEFAULT, TxnId(3))), 32, 3);
+    let choice = recover_meta(&head(&older, &damaged)).unwrap();
+    assert_eq!(choice.current.txn_id, TxnId(2));
+    assert!(choice.damaged.is_some());
+}
+
+#[test]
 fn meta_recover_takes_the_newer_of_two_valid_metas() {
     let mut rng = Rng(0x2e7a);
     for _ in 0..200 {
