@@ -223,7 +223,13 @@ impl Child {
         match self {
             Child::Mem(node) => {
                 let leaf = node.as_leaf();
-                Ok((0..leaf.len()).map(|i| leaf.item(i)).collect())
+                Ok(leaf
+                    .page()
+                    .entries()
+                    .map(|entry| {
+                        leaf.item_of(entry.expect("an in-memory leaf is an image LeafBuilder made"))
+                    })
+                    .collect())
             }
             Child::Disk(page) => pages
                 .leaf(*page)?
@@ -390,11 +396,9 @@ impl Leaf {
             .expect("an in-memory leaf is an image LeafBuilder made")
     }
 
-    /// Entry `index`, borrowing the image.
-    pub(crate) fn entry(&self, index: usize) -> LeafEntry<'_> {
-        self.page()
-            .entry(index)
-            .expect("an in-memory leaf is an image LeafBuilder made")
+    /// The page image.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.image
     }
 
     /// The side value an overflow reference of this leaf names.
@@ -406,9 +410,8 @@ impl Leaf {
             .expect("an in-memory overflow reference names a side value of its leaf")
     }
 
-    /// Entry `index` while rebuilding: side values shared, not copied.
-    pub(crate) fn item(&self, index: usize) -> Item<'_> {
-        let entry = self.entry(index);
+    /// `entry`, one of this leaf's, while rebuilding: side values shared, not copied.
+    pub(crate) fn item_of<'a>(&'a self, entry: LeafEntry<'a>) -> Item<'a> {
         let value = match entry.value {
             LeafValue::Inline(v) => Stored::Inline(v),
             LeafValue::Overflow(r) if is_side(r) => Stored::Side(Arc::clone(self.side_value(r))),

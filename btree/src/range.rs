@@ -12,12 +12,12 @@
 //! Invariant: when valid, the cursor is on a live entry within the bounds, and every
 //! (branch, index) on the stack names the child below it.
 
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::leaf_page::{LeafEntry, LeafValue};
-use crate::node::Child;
+use crate::leaf_page::LeafValue;
+use crate::node::{Child, is_side};
 use crate::pages::Pages;
 use crate::pins::Pin;
 use crate::tree::Root;
@@ -31,6 +31,22 @@ pub enum Direction {
     Backward,
 }
 
+/// The entry the cursor rests on, decoded once when it landed: where its key and value lie
+/// in the leaf's bytes, or the value itself when it lives elsewhere.
+#[derive(Debug)]
+struct Current {
+    key: Range<usize>,
+    value: CurrentValue,
+    version: u64,
+}
+
+#[derive(Debug)]
+enum CurrentValue {
+    InLeaf(Range<usize>),
+    Side(Arc<[u8]>),
+    Chain(Vec<u8>),
+}
+
 /// A cursor over the live entries of a range, in one direction.
 #[derive(Debug)]
 pub struct RangeIter {
@@ -42,8 +58,10 @@ pub struct RangeIter {
     stack: Vec<(Child, u8, usize)>,
     /// The current leaf and entry; `None` once the cursor is exhausted.
     leaf: Option<(Child, usize)>,
-    /// The current entry's value when it lives in an overflow chain of the file.
-    chain_value: Option<Vec<u8>>,
+    /// The number of entries in the current leaf.
+    count: usize,
+    /// The current entry, once `settle` landed on a live one.
+    current: Option<Current>,
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
     direction: Direction,
@@ -60,7 +78,8 @@ impl RangeIter {
             _pin: Arc::clone(&root.pin),
             stack: Vec::new(),
             leaf: None,
-            chain_value: None,
+            count: 0,
+            current: None,
             lower,
             upper,
             direction,
@@ -80,7 +99,10 @@ impl RangeIter {
     /// # Panics
     /// If the cursor is not [`RangeIter::valid`].
     pub fn key(&self) -> &[u8] {
-        self.entry().key
+        let current = self.current();
+        self.leaf_bytes()
+            .get(current.key.clone())
+            .expect("decoded when landed")
     }
 
     /// The current value.
@@ -88,17 +110,13 @@ impl RangeIter {
     /// # Panics
     /// If the cursor is not [`RangeIter::valid`].
     pub fn value(&self) -> &[u8] {
-        if let Some(value) = &self.chain_value {
-            return value;
-        }
-        let (leaf, _) = self.leaf.as_ref().expect("the cursor is valid");
-        match self.entry().value {
-            LeafValue::Inline(v) => v,
-            LeafValue::Overflow(r) => match leaf {
-                Child::Mem(node) => node.as_leaf().side_value(r),
-                Child::Disk(_) => unreachable!("a chain's value is read when the cursor lands"),
-            },
-            LeafValue::Tombstone => unreachable!("the cursor rests on live entries only"),
+        match &self.current().value {
+            CurrentValue::InLeaf(range) => self
+                .leaf_bytes()
+                .get(range.clone())
+                .expect("decoded when landed"),
+            CurrentValue::Side(value) => value,
+            CurrentValue::Chain(value) => value,
         }
     }
 
@@ -107,7 +125,19 @@ impl RangeIter {
     /// # Panics
     /// If the cursor is not [`RangeIter::valid`].
     pub fn version(&self) -> u64 {
-        self.entry().version
+        self.current().version
+    }
+
+    fn current(&self) -> &Current {
+        self.current.as_ref().expect("the cursor is valid")
+    }
+
+    /// The bytes of the current leaf: its image, or its page in the map.
+    fn leaf_bytes(&self) -> &[u8] {
+        match &self.leaf.as_ref().expect("the cursor is valid").0 {
+            Child::Mem(node) => node.as_leaf().bytes(),
+            Child::Disk(page) => self.pages.bytes(page.id).expect("read when landed"),
+        }
     }
 
     /// Moves to the next entry in the scan's direction.
@@ -127,18 +157,17 @@ impl RangeIter {
         moved
     }
 
-    /// The current entry, which `settle` validated when the cursor landed on it.
-    fn entry(&self) -> LeafEntry<'_> {
-        let (leaf, index) = self.leaf.as_ref().expect("the cursor is valid");
-        leaf.leaf_page(&self.pages)
-            .and_then(|page| page.entry(*index))
-            .expect("validated when the cursor landed")
-    }
-
     fn end(&mut self) {
         self.leaf = None;
-        self.chain_value = None;
+        self.current = None;
         self.stack.clear();
+    }
+
+    /// Makes `node` the current leaf, at `index`.
+    fn land(&mut self, node: Child, index: usize) -> Result<()> {
+        self.count = self.leaf_len(&node)?;
+        self.leaf = Some((node, index));
+        Ok(())
     }
 
     /// The number of entries in leaf `child`.
@@ -190,10 +219,10 @@ impl RangeIter {
                 | (Direction::Backward, _, Bound::Excluded(_))
         );
         match (self.direction, at) {
-            (Direction::Forward, None) => self.leaf = Some((node, 0)),
+            (Direction::Forward, None) => self.land(node, 0)?,
             (Direction::Forward, Some((at, hit))) => {
                 let at = if hit && excluded { at + 1 } else { at };
-                self.leaf = Some((node, at));
+                self.land(node, at)?;
             }
             (Direction::Backward, None) => self.land_backward(node, len)?,
             (Direction::Backward, Some((at, hit))) => {
@@ -201,8 +230,8 @@ impl RangeIter {
                 self.land_backward(node, end)?;
             }
         }
-        if let Some((node, index)) = &self.leaf
-            && *index >= self.leaf_len(node)?
+        if let Some((_, index)) = &self.leaf
+            && *index >= self.count
         {
             self.next_leaf()?;
         }
@@ -213,23 +242,22 @@ impl RangeIter {
     /// leaf's last if `end` is 0.
     fn land_backward(&mut self, node: Child, end: usize) -> Result<()> {
         if let Some(index) = end.checked_sub(1) {
-            self.leaf = Some((node, index));
-            Ok(())
+            self.land(node, index)
         } else {
-            self.leaf = Some((node, 0));
+            self.land(node, 0)?;
             self.prev_leaf()
         }
     }
 
     /// One entry on, in the scan's direction.
     fn step(&mut self) -> Result<()> {
-        let Some((node, index)) = self.leaf.as_ref() else {
+        let Some((_, index)) = self.leaf.as_ref() else {
             return Ok(());
         };
         let index = *index;
         match self.direction {
             Direction::Forward => {
-                if index + 1 >= self.leaf_len(node)? {
+                if index + 1 >= self.count {
                     return self.next_leaf();
                 }
                 if let Some((_, at)) = self.leaf.as_mut() {
@@ -311,15 +339,18 @@ impl RangeIter {
             Direction::Forward => 0,
             Direction::Backward => len - 1,
         };
-        self.leaf = Some((node, index));
-        Ok(())
+        self.land(node, index)
     }
 
-    /// Steps over tombstones, ends the cursor past the far bound, and reads the value of
-    /// an entry whose value is an overflow chain of the file.
+    /// Steps over tombstones, ends the cursor past the far bound, and decodes the entry it
+    /// rests on (reading the value of an overflow chain of the file).
     fn settle(&mut self) -> Result<()> {
-        self.chain_value = None;
+        self.current = None;
         while let Some((leaf, index)) = &self.leaf {
+            let bytes = match leaf {
+                Child::Mem(node) => node.as_leaf().bytes(),
+                Child::Disk(page) => self.pages.bytes(page.id)?,
+            };
             let page = leaf.leaf_page(&self.pages)?;
             let entry = page.entry(*index)?;
             let beyond = match self.direction {
@@ -338,22 +369,38 @@ impl RangeIter {
                 self.end();
                 return Ok(());
             }
-            match entry.value {
-                LeafValue::Tombstone => {}
-                LeafValue::Overflow(r)
-                    if matches!(leaf, Child::Disk(_)) || !crate::node::is_side(r) =>
-                {
-                    let mut value = Vec::new();
-                    self.pages.read_value(r, &mut value)?;
-                    self.chain_value = Some(value);
-                    return Ok(());
-                }
-                LeafValue::Inline(_) | LeafValue::Overflow(_) => return Ok(()),
+            let value = match entry.value {
+                LeafValue::Tombstone => None,
+                LeafValue::Inline(v) => Some(CurrentValue::InLeaf(within(bytes, v))),
+                LeafValue::Overflow(r) => Some(match leaf {
+                    Child::Mem(node) if is_side(r) => {
+                        CurrentValue::Side(Arc::clone(node.as_leaf().side_value(r)))
+                    }
+                    _ => {
+                        let mut value = Vec::new();
+                        self.pages.read_value(r, &mut value)?;
+                        CurrentValue::Chain(value)
+                    }
+                }),
+            };
+            if let Some(value) = value {
+                self.current = Some(Current {
+                    key: within(bytes, entry.key),
+                    value,
+                    version: entry.version,
+                });
+                return Ok(());
             }
             self.step()?;
         }
         Ok(())
     }
+}
+
+/// Where `part`, a slice of `whole`, lies in it.
+fn within(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr().addr() - whole.as_ptr().addr();
+    start..start + part.len()
 }
 
 fn bound_key(bound: &Bound<Vec<u8>>) -> Option<&[u8]> {
