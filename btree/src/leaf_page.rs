@@ -99,6 +99,25 @@ impl<'a> LeafPage<'a> {
         Self::from_header(page, page_size, header)
     }
 
+    /// Reopens a page this process decoded before, from the fields that decode found,
+    /// without reading its header again (a cursor stepping through one leaf). Accessors
+    /// still check every offset they follow.
+    pub(crate) fn reopen(
+        page: &'a [u8],
+        page_size: PageSize,
+        page_id: PageId,
+        txn_id: TxnId,
+        count: usize,
+    ) -> Self {
+        Self {
+            page,
+            page_size,
+            page_id,
+            txn_id,
+            count,
+        }
+    }
+
     fn from_header(page: &'a [u8], page_size: PageSize, header: PageHeader) -> Result<Self> {
         let id = header.page_id;
         if header.level != 0 {

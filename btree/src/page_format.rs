@@ -275,7 +275,30 @@ impl PageHeader {
         expected_id: PageId,
         expected_type: PageType,
     ) -> Result<Self> {
-        let tag = field_u8(page, expected_id, PAGE_TYPE_AT, "page type")?;
+        // One bounds check for the whole header: this runs on every page a read visits.
+        let Some(header) = page.first_chunk::<HEADER_SIZE>() else {
+            return Err(truncated(page, expected_id, 0, HEADER_SIZE, "page header"));
+        };
+        // checksum (4), type, level, count (2), page id (8), txn id (8): section 4.
+        let [
+            _,
+            _,
+            _,
+            _,
+            tag,
+            level,
+            count_0,
+            count_1,
+            id @ ..,
+            t0,
+            t1,
+            t2,
+            t3,
+            t4,
+            t5,
+            t6,
+            t7,
+        ] = *header;
         let page_type = PageType::from_tag(tag).ok_or_else(|| {
             Error::corruption(
                 expected_id,
@@ -296,7 +319,7 @@ impl PageHeader {
                 kind,
             ));
         }
-        let page_id = field_u64(page, expected_id, PAGE_ID_AT, "page id")?;
+        let page_id = u64::from_le_bytes(id);
         let meta_slot = expected_id.0 < FIRST_TREE_PAGE;
         if meta_slot != (page_type == PageType::Meta) || expected_id.0 > PAGE_ID_MAX {
             let what = "page id (pages 0 and 1 are the metas)";
@@ -308,10 +331,10 @@ impl PageHeader {
         }
         Ok(Self {
             page_type,
-            level: field_u8(page, expected_id, LEVEL_AT, "page level")?,
-            count: field_u16(page, expected_id, COUNT_AT, "page count")?,
+            level,
+            count: u16::from_le_bytes([count_0, count_1]),
             page_id: PageId(page_id),
-            txn_id: TxnId(field_u64(page, expected_id, TXN_ID_AT, "page txn_id")?),
+            txn_id: TxnId(u64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7])),
         })
     }
 }

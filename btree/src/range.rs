@@ -16,8 +16,9 @@ use std::ops::{Bound, Range};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::leaf_page::LeafValue;
+use crate::leaf_page::{LeafPage, LeafValue};
 use crate::node::{Child, is_side};
+use crate::page_format::{PageId, TxnId};
 use crate::pages::Pages;
 use crate::pins::Pin;
 use crate::tree::Root;
@@ -58,8 +59,11 @@ pub struct RangeIter {
     stack: Vec<(Child, u8, usize)>,
     /// The current leaf and entry; `None` once the cursor is exhausted.
     leaf: Option<(Child, usize)>,
-    /// The number of entries in the current leaf.
+    /// The number of entries in the current leaf, and its page id and transaction, as
+    /// decoded when the cursor landed on it.
     count: usize,
+    leaf_id: PageId,
+    leaf_txn: TxnId,
     /// The current entry, once `settle` landed on a live one.
     current: Option<Current>,
     lower: Bound<Vec<u8>>,
@@ -79,6 +83,8 @@ impl RangeIter {
             stack: Vec::new(),
             leaf: None,
             count: 0,
+            leaf_id: PageId(0),
+            leaf_txn: TxnId(0),
             current: None,
             lower,
             upper,
@@ -165,14 +171,10 @@ impl RangeIter {
 
     /// Makes `node` the current leaf, at `index`.
     fn land(&mut self, node: Child, index: usize) -> Result<()> {
-        self.count = self.leaf_len(&node)?;
+        let page = node.leaf_page(&self.pages)?;
+        (self.count, self.leaf_id, self.leaf_txn) = (page.len(), page.page_id(), page.txn_id());
         self.leaf = Some((node, index));
         Ok(())
-    }
-
-    /// The number of entries in leaf `child`.
-    fn leaf_len(&self, child: &Child) -> Result<usize> {
-        Ok(child.leaf_page(&self.pages)?.len())
     }
 
     /// Descends from `root` to the first entry in the scan's direction at or past its near
@@ -325,7 +327,7 @@ impl RangeIter {
             node = next;
             level -= 1;
         }
-        let len = self.leaf_len(&node)?;
+        let len = node.leaf_page(&self.pages)?.len();
         if len == 0 {
             let id = node.page().map_or(0, |p| p.id.0);
             return Err(crate::Error::corruption(
@@ -351,7 +353,13 @@ impl RangeIter {
                 Child::Mem(node) => node.as_leaf().bytes(),
                 Child::Disk(page) => self.pages.bytes(page.id)?,
             };
-            let page = leaf.leaf_page(&self.pages)?;
+            let page = LeafPage::reopen(
+                bytes,
+                self.pages.page_size(),
+                self.leaf_id,
+                self.leaf_txn,
+                self.count,
+            );
             let entry = page.entry(*index)?;
             let beyond = match self.direction {
                 Direction::Forward => match &self.upper {
