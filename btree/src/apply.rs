@@ -19,7 +19,10 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::node::{Child, Item, Node, Piece, Stored, pack_branches, pack_leaves, unpack_branch};
+use crate::leaf_builder::LeafBuilder;
+use crate::node::{
+    Child, Item, Key, Node, Piece, Stored, pack_branches, pack_leaves, unpack_branch,
+};
 use crate::page_size::PageSize;
 use crate::pages::Pages;
 
@@ -41,6 +44,8 @@ pub(crate) struct Apply<'p> {
     /// Tombstones at or below it are dropped when their leaf is rebuilt: the tree's
     /// watermark, below which no read view or condition looks.
     pub(crate) horizon: u64,
+    /// Reused for every leaf the batch builds.
+    builder: LeafBuilder,
     /// Entries added and removed so far.
     added: u64,
     removed: u64,
@@ -52,6 +57,7 @@ impl<'p> Apply<'p> {
         Self {
             pages,
             page_size: pages.page_size(),
+            builder: LeafBuilder::new(pages.page_size()),
             lsn,
             horizon,
             added: 0,
@@ -78,7 +84,7 @@ impl<'p> Apply<'p> {
                 entries,
             });
         }
-        let mut pieces = self.apply_node(root, level, Vec::new(), writes)?;
+        let mut pieces = self.apply_node(root, level, Key::default(), writes)?;
         let mut level = level;
         while pieces.len() > 1 {
             level += 1;
@@ -115,7 +121,7 @@ impl<'p> Apply<'p> {
         &mut self,
         node: &Child,
         level: u8,
-        low: Vec<u8>,
+        low: Key,
         writes: &[Write<'_>],
     ) -> Result<Vec<Piece>> {
         if level == 0 {
@@ -124,7 +130,7 @@ impl<'p> Apply<'p> {
             let merged = self.merge_leaf(old, writes);
             self.added += merged.len() as u64;
             self.removed += old_len as u64;
-            return Ok(pack_leaves(low, &merged, self.page_size));
+            return Ok(pack_leaves(low, &merged, &mut self.builder));
         }
         let branch = node.branch(self.pages, level)?;
         let children =
@@ -141,9 +147,9 @@ impl<'p> Apply<'p> {
     fn apply_children(
         &mut self,
         children: &[Child],
-        separators: &[Vec<u8>],
+        separators: &[Key],
         level: u8,
-        low: Vec<u8>,
+        low: Key,
         writes: &[Write<'_>],
     ) -> Result<Vec<Piece>> {
         let mut pieces = Vec::with_capacity(children.len() + 2);
@@ -151,7 +157,7 @@ impl<'p> Apply<'p> {
         let lows = std::iter::once(low).chain(separators.iter().cloned());
         for (index, (child_low, child)) in lows.zip(children).enumerate() {
             let take = match separators.get(index) {
-                Some(upper) => rest.partition_point(|(k, _)| *k < upper.as_slice()),
+                Some(upper) => rest.partition_point(|(k, _)| **k < **upper),
                 None => rest.len(),
             };
             let (mine, after) = rest.split_at(take);
@@ -202,7 +208,7 @@ impl<'p> Apply<'p> {
             let before = items.len();
             items.retain(|item| !self.expired(item));
             self.removed += (before - items.len()) as u64;
-            return Ok(pack_leaves(left_low, &items, self.page_size));
+            return Ok(pack_leaves(left_low, &items, &mut self.builder));
         }
         let a = left_node.branch(self.pages, level)?;
         let b = right_node.branch(self.pages, level)?;

@@ -112,11 +112,11 @@ impl ReadView {
                     stack.push(Visit {
                         node: child.clone(),
                         level: visit.level - 1,
-                        low: low.cloned().or_else(|| visit.low.clone()),
+                        low: low.map(|s| s.to_vec()).or_else(|| visit.low.clone()),
                         high: branch
                             .separators
                             .get(index)
-                            .cloned()
+                            .map(|s| s.to_vec())
                             .or_else(|| visit.high.clone()),
                         depth: visit.depth + 1,
                     });
@@ -218,11 +218,11 @@ fn check_branch(b: &Branch, visit: &Visit, page_bytes: usize) {
     let first = b.separators.first().expect("count >= 1");
     let last = b.separators.last().expect("count >= 1");
     assert!(
-        visit.low.as_deref().is_none_or(|l| l < first.as_slice()),
+        visit.low.as_deref().is_none_or(|l| l < &**first),
         "separator below its bound"
     );
     assert!(
-        visit.high.as_deref().is_none_or(|h| last.as_slice() < h),
+        visit.high.as_deref().is_none_or(|h| &**last < h),
         "separator above its bound"
     );
     let _ = Node::level;

@@ -24,7 +24,7 @@ use crate::page_format::{
     COUNT_AT, KIND_INLINE, KIND_OVERFLOW, KIND_TOMBSTONE, LEAF_ENTRY_HEADER_SIZE, LEAF_KEY_LEN_AT,
     LEAF_KIND_AT, LEAF_SLOTS_AT, LEAF_VALUE_SIZE_AT, LEAF_VERSION_AT, LEVEL_AT, OVERFLOW_REF_SIZE,
     PageHeader, PageId, PageRef, PageType, SLOT_SIZE, TxnId, check_len, check_zero, field_bytes,
-    field_u8, field_u16, field_u32, field_u64, invalid, is_referable,
+    field_u16, field_u32, field_u64, invalid, is_referable,
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
 
@@ -242,17 +242,32 @@ impl<'a> LeafPage<'a> {
     /// Decodes the entry at page offset `start`: the entry and the offset one past it.
     fn parse(&self, start: usize) -> Result<(LeafEntry<'a>, usize)> {
         let (page, id) = (self.page, self.page_id);
-        let key_len = usize::from(field_u16(
+        // One bounds check for the entry's fixed part: this runs for every entry a leaf
+        // rebuild or a cursor step reads.
+        let header = field_bytes(
             page,
             id,
-            start + LEAF_KEY_LEN_AT,
-            "leaf key length",
-        )?);
+            start..start + LEAF_ENTRY_HEADER_SIZE,
+            "leaf entry header",
+        )?;
+        const _: () = assert!(
+            LEAF_KEY_LEN_AT == 0
+                && LEAF_KIND_AT == 2
+                && LEAF_VERSION_AT == 3
+                && LEAF_VALUE_SIZE_AT == 11
+                && LEAF_ENTRY_HEADER_SIZE == 15,
+            "the destructuring below follows section 5's entry layout"
+        );
+        let Some(&[k0, k1, kind, v0, v1, v2, v3, v4, v5, v6, v7, s0, s1, s2, s3]) =
+            header.first_chunk::<LEAF_ENTRY_HEADER_SIZE>()
+        else {
+            unreachable!("field_bytes returned the whole header")
+        };
+        let key_len = usize::from(u16::from_le_bytes([k0, k1]));
         if key_len > self.page_size.key_size_max() {
             return Err(invalid(id, start, "leaf key length", key_len as u64));
         }
-        let kind = field_u8(page, id, start + LEAF_KIND_AT, "leaf entry kind")?;
-        let version = field_u64(page, id, start + LEAF_VERSION_AT, "leaf entry version")?;
+        let version = u64::from_le_bytes([v0, v1, v2, v3, v4, v5, v6, v7]);
         if version == 0 {
             return Err(invalid(
                 id,
@@ -262,7 +277,7 @@ impl<'a> LeafPage<'a> {
             ));
         }
         let size_at = start + LEAF_VALUE_SIZE_AT;
-        let value_size = field_u32(page, id, size_at, "leaf value size")?;
+        let value_size = u32::from_le_bytes([s0, s1, s2, s3]);
         let key_at = start + LEAF_ENTRY_HEADER_SIZE;
         let body_at = key_at + key_len;
         let key = field_bytes(page, id, key_at..body_at, "leaf key")?;

@@ -136,11 +136,14 @@ impl<'a> Item<'a> {
     }
 }
 
+/// A separator or low bound: shared, so that copying a branch copies no key bytes.
+pub(crate) type Key = Arc<[u8]>;
+
 /// An in-memory branch: `separators[i]` is the least key child `i + 1` may hold.
 #[derive(Debug)]
 pub(crate) struct Branch {
     pub(crate) level: u8,
-    pub(crate) separators: Vec<Vec<u8>>,
+    pub(crate) separators: Vec<Key>,
     pub(crate) children: Vec<Child>,
     /// The page a checkpoint wrote this branch to.
     written: OnceLock<PageRef>,
@@ -148,7 +151,7 @@ pub(crate) struct Branch {
 
 /// A node with the least key its subtree may hold (its separator in the parent; the
 /// parent's own low bound for the first child).
-pub(crate) type Piece = (Vec<u8>, Child);
+pub(crate) type Piece = (Key, Child);
 
 impl Node {
     /// An empty leaf: the root of an empty tree.
@@ -438,7 +441,7 @@ impl Leaf {
 
 impl Branch {
     /// A branch with these separators and children, not yet written.
-    pub(crate) fn new(level: u8, separators: Vec<Vec<u8>>, children: Vec<Child>) -> Self {
+    pub(crate) fn new(level: u8, separators: Vec<Key>, children: Vec<Child>) -> Self {
         Self {
             level,
             separators,
@@ -453,7 +456,7 @@ impl Branch {
     /// [`crate::Error::Corruption`] from the page's accessors.
     pub(crate) fn of_page(page: &BranchPage<'_>) -> Result<Self> {
         let separators = (0..page.len())
-            .map(|i| page.separator(i).map(<[u8]>::to_vec))
+            .map(|i| page.separator(i).map(Key::from))
             .collect::<Result<_>>()?;
         let children = (0..page.child_count())
             .map(|i| page.child(i).map(Child::Disk))
@@ -464,7 +467,7 @@ impl Branch {
     /// The index of the child whose subtree holds `key`: the number of separators at or
     /// below it.
     pub(crate) fn child_index(&self, key: &[u8]) -> usize {
-        self.separators.partition_point(|s| s.as_slice() <= key)
+        self.separators.partition_point(|s| **s <= *key)
     }
 }
 
@@ -477,7 +480,7 @@ impl Clone for Branch {
 
 /// Bytes a branch page with these separators takes: the fixed part, the slots and the
 /// entries.
-pub(crate) fn branch_bytes(separators: &[Vec<u8>]) -> usize {
+pub(crate) fn branch_bytes(separators: &[Key]) -> usize {
     BRANCH_SLOTS_AT
         + separators
             .iter()
@@ -505,16 +508,17 @@ fn split_runs(sizes: &[usize], capacity: usize) -> Vec<usize> {
     starts
 }
 
-/// Packs `items` (in strictly increasing key order) into leaves that fit the page.
+/// Packs `items` (in strictly increasing key order) into leaves that fit the page, with
+/// `builder` (reused across calls: it holds a page-sized buffer).
 /// The first leaf gets `low` as its low bound, each next one its first key. No items, no
 /// leaves.
-pub(crate) fn pack_leaves(low: Vec<u8>, items: &[Item<'_>], page_size: PageSize) -> Vec<Piece> {
+pub(crate) fn pack_leaves(low: Key, items: &[Item<'_>], builder: &mut LeafBuilder) -> Vec<Piece> {
     if items.is_empty() {
         return Vec::new();
     }
     let sizes: Vec<usize> = items.iter().map(|i| i.entry(0).encoded_size()).collect();
-    let starts = split_runs(&sizes, page_size.bytes() - LEAF_SLOTS_AT);
-    let mut builder = LeafBuilder::new(page_size);
+    let starts = split_runs(&sizes, builder.page_size().bytes() - LEAF_SLOTS_AT);
+    builder.reset();
     let mut pieces = Vec::with_capacity(starts.len());
     let mut low = Some(low);
     for (run, &start) in starts.iter().enumerate() {
@@ -528,8 +532,8 @@ pub(crate) fn pack_leaves(low: Vec<u8>, items: &[Item<'_>], page_size: PageSize)
             }
         }
         let first = run_items.first().expect("runs are not empty").key;
-        let run_low = low.take().unwrap_or_else(|| first.to_vec());
-        let leaf = Leaf::finish(&mut builder, side);
+        let run_low = low.take().unwrap_or_else(|| Key::from(first));
+        let leaf = Leaf::finish(builder, side);
         pieces.push((run_low, Child::Mem(Arc::new(Node::Leaf(leaf)))));
     }
     pieces
@@ -573,7 +577,7 @@ pub(crate) fn pack_branches(level: u8, children: Vec<Piece>, page_size: PageSize
 }
 
 /// The children of `node` (a branch) as pieces, `low` being the branch's own low bound.
-pub(crate) fn unpack_branch(low: Vec<u8>, branch: &Branch) -> impl Iterator<Item = Piece> + '_ {
+pub(crate) fn unpack_branch(low: Key, branch: &Branch) -> impl Iterator<Item = Piece> + '_ {
     std::iter::once(low)
         .chain(branch.separators.iter().cloned())
         .zip(branch.children.iter().cloned())
@@ -619,6 +623,7 @@ mod tests {
 
     #[test]
     fn pack_leaves_of_nothing_is_no_leaf() {
-        assert!(pack_leaves(Vec::new(), &[], PageSize::DEFAULT).is_empty());
+        let mut builder = LeafBuilder::new(PageSize::DEFAULT);
+        assert!(pack_leaves(Key::default(), &[], &mut builder).is_empty());
     }
 }

@@ -280,6 +280,15 @@ impl PageHeader {
             return Err(truncated(page, expected_id, 0, HEADER_SIZE, "page header"));
         };
         // checksum (4), type, level, count (2), page id (8), txn id (8): section 4.
+        const _: () = assert!(
+            PAGE_TYPE_AT == 4
+                && LEVEL_AT == 5
+                && COUNT_AT == 6
+                && PAGE_ID_AT == 8
+                && TXN_ID_AT == 16
+                && HEADER_SIZE == 24,
+            "the destructuring below follows section 4's header layout"
+        );
         let [
             _,
             _,
