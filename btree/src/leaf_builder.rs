@@ -176,6 +176,28 @@ impl LeafBuilder {
     /// If `page_id` is a meta page or past [`PAGE_ID_MAX`], or an overflow reference names
     /// the page itself.
     pub fn finish(&mut self, page_id: PageId, txn_id: TxnId) -> &[u8] {
+        self.write_header(page_id, txn_id);
+        seal(&mut self.page);
+        &self.page
+    }
+
+    /// Finishes the page for use in memory only: the header is written with `page_id` and
+    /// transaction 0 and the checksum field is left zero (the page is re-encoded under its
+    /// real id before it reaches a file). The builder hands over its buffer and starts the
+    /// next page on a fresh one, so nothing is copied or cleared.
+    ///
+    /// # Panics
+    /// As [`LeafBuilder::finish`].
+    pub(crate) fn take_in_memory(&mut self, page_id: PageId) -> Box<[u8]> {
+        self.write_header(page_id, TxnId(0));
+        let fresh = vec![0; self.page_size.bytes()];
+        self.count = 0;
+        self.heap_start = fresh.len();
+        std::mem::replace(&mut self.page, fresh).into_boxed_slice()
+    }
+
+    /// Writes the header after checking the page id (see [`LeafBuilder::finish`]).
+    fn write_header(&mut self, page_id: PageId, txn_id: TxnId) {
         assert!(
             (FIRST_TREE_PAGE..=PAGE_ID_MAX).contains(&page_id.0),
             "leaf page id {page_id:?}"
@@ -199,8 +221,6 @@ impl LeafBuilder {
             txn_id,
         }
         .write(&mut self.page);
-        seal(&mut self.page);
-        &self.page
     }
 
     /// Checks the builder's state: slots point at entries packed back to back from the

@@ -35,7 +35,7 @@ use crate::branch_page::BranchPage;
 use crate::error::Result;
 use crate::leaf_page::{LeafEntry, LeafPage, LeafValue};
 use crate::overflow::OverflowRef;
-use crate::page_format::{BRANCH_SLOTS_AT, LEAF_SLOTS_AT, PAGE_ID_MAX, PageId, PageRef, TxnId};
+use crate::page_format::{BRANCH_SLOTS_AT, LEAF_SLOTS_AT, PAGE_ID_MAX, PageId, PageRef};
 use crate::page_size::PageSize;
 use crate::pages::Pages;
 
@@ -374,16 +374,12 @@ impl Node {
 }
 
 impl Leaf {
-    /// Finishes the builder's page as an in-memory leaf with these side values and resets
-    /// the builder.
+    /// Takes the builder's page as an in-memory leaf with these side values (no checksum:
+    /// a checkpoint re-encodes it); the builder starts over.
     fn finish(builder: &mut LeafBuilder, side: Vec<Arc<[u8]>>) -> Self {
         let page_size = builder.page_size();
         let used = page_size.bytes() - LEAF_SLOTS_AT - builder.free_space();
-        let image = builder
-            .finish(LEAF_PLACEHOLDER, TxnId(0))
-            .to_vec()
-            .into_boxed_slice();
-        builder.reset();
+        let image = builder.take_in_memory(LEAF_PLACEHOLDER);
         Self {
             image,
             page_size,
@@ -509,7 +505,8 @@ fn split_runs(sizes: &[usize], capacity: usize) -> Vec<usize> {
 }
 
 /// Packs `items` (in strictly increasing key order) into leaves that fit the page, with
-/// `builder` (reused across calls: it holds a page-sized buffer).
+/// `builder` (empty; reused across calls, since it holds a page-sized buffer, and left
+/// empty).
 /// The first leaf gets `low` as its low bound, each next one its first key. No items, no
 /// leaves.
 pub(crate) fn pack_leaves(low: Key, items: &[Item<'_>], builder: &mut LeafBuilder) -> Vec<Piece> {
@@ -518,7 +515,10 @@ pub(crate) fn pack_leaves(low: Key, items: &[Item<'_>], builder: &mut LeafBuilde
     }
     let sizes: Vec<usize> = items.iter().map(|i| i.entry(0).encoded_size()).collect();
     let starts = split_runs(&sizes, builder.page_size().bytes() - LEAF_SLOTS_AT);
-    builder.reset();
+    assert!(
+        builder.is_empty(),
+        "pack_leaves starts from an empty builder"
+    );
     let mut pieces = Vec::with_capacity(starts.len());
     let mut low = Some(low);
     for (run, &start) in starts.iter().enumerate() {
