@@ -1,0 +1,113 @@
+//! Faults during a checkpoint: every write and sync it makes fails in turn (EIO, ENOSPC, a
+//! short write, a failed fsync). The checkpoint returns the error and poisons the tree:
+//! writes and checkpoints are refused with `Poisoned`, reads go on and see everything
+//! applied. After a crash and a reopen, the tree holds the last completed checkpoint (or
+//! the failed one, if its meta reached the medium after all) exactly, and its file passes
+//! the allocator's checks.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use popdb_btree::{Direction, Error, PageSize, Tree, TreeOptions};
+use popdb_io::{Fault, FaultError, FaultOp, FsRef, SimFs};
+
+type Model = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
+
+fn open(fs: &SimFs) -> Tree {
+    let fs: FsRef = Arc::new(fs.clone());
+    let options = TreeOptions {
+        page_size: PageSize::new(512).unwrap(),
+        roots_retained: 4,
+    };
+    Tree::open(fs, Path::new("/t"), options).unwrap()
+}
+
+fn contents(tree: &Tree) -> Model {
+    let view = tree.read_view();
+    let mut iter = view
+        .scan((Bound::Unbounded, Bound::Unbounded), Direction::Forward)
+        .unwrap();
+    let mut got = Model::new();
+    while iter.valid() {
+        got.insert(iter.key().to_vec(), (iter.value().to_vec(), iter.version()));
+        iter.next().unwrap();
+    }
+    got
+}
+
+/// Applies `count` batches after `lsn`, some values in overflow chains.
+fn write(tree: &Tree, model: &mut Model, lsn: &mut u64, count: u64) {
+    for _ in 0..count {
+        *lsn += 1;
+        let batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..6)
+            .map(|i| {
+                let key = format!("k{:03}", (*lsn * 7 + i * 13) % 150).into_bytes();
+                let len = if i == 0 { 400 } else { 20 };
+                (key, Some(vec![u8::try_from(*lsn % 250).unwrap(); len]))
+            })
+            .collect();
+        tree.apply(*lsn, &batch).unwrap();
+        for (key, value) in batch {
+            model.insert(key, (value.unwrap(), *lsn));
+        }
+    }
+}
+
+#[test]
+fn a_failed_checkpoint_poisons_writes_and_loses_nothing_completed() {
+    let cases = [
+        (FaultOp::Write, FaultError::Eio),
+        (FaultOp::Write, FaultError::Enospc),
+        (FaultOp::Write, FaultError::ShortWrite),
+        (FaultOp::Sync, FaultError::Eio),
+    ];
+    let mut failures = 0;
+    for (op, error) in cases {
+        for countdown in 0.. {
+            let fs = SimFs::new(countdown + 1);
+            let tree = open(&fs);
+            let (mut model, mut lsn) = (Model::new(), 0);
+            write(&tree, &mut model, &mut lsn, 20);
+            tree.checkpoint(lsn).unwrap();
+            let completed = (lsn, model.clone());
+            write(&tree, &mut model, &mut lsn, 20);
+            fs.inject(Fault::new(op, error).after(countdown));
+            let Err(err) = tree.checkpoint(lsn) else {
+                // The checkpoint made fewer operations of this kind than the countdown.
+                break;
+            };
+            failures += 1;
+            let context = format!("{op:?} {error:?} after {countdown}");
+            assert!(matches!(err, Error::Io { .. }), "{context}: {err}");
+            assert!(tree.poison_cause().is_some(), "{context}");
+            let refused = tree.apply(lsn + 1, &[(b"x".as_slice(), Some(b"y".as_slice()))]);
+            assert!(matches!(refused, Err(Error::Poisoned { .. })), "{context}");
+            let refused = tree.checkpoint(lsn);
+            assert!(matches!(refused, Err(Error::Poisoned { .. })), "{context}");
+            assert!(
+                contents(&tree) == model,
+                "{context}: reads after the failure"
+            );
+            drop(tree);
+            fs.clear_faults();
+            fs.crash();
+            let tree = open(&fs);
+            let expected = match tree.watermark() {
+                Some(w) if w == completed.0 => &completed.1,
+                Some(w) if w == lsn => &model,
+                other => panic!("{context}: reopened at {other:?}"),
+            };
+            assert!(
+                contents(&tree) == *expected,
+                "{context}: contents after reopen"
+            );
+            tree.check_invariants();
+        }
+    }
+    eprintln!("{failures} failed checkpoints: each poisoned writes and lost nothing");
+    assert!(failures > 20, "{failures}");
+}
