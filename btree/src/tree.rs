@@ -474,8 +474,8 @@ impl Tree {
         for (id, _) in &plan.writes {
             durable.pages.unverify(*id);
         }
-        let writes: Vec<WriteOp<'_>> = plan
-            .writes
+        let runs = coalesce(&plan.writes, page_bytes);
+        let writes: Vec<WriteOp<'_>> = runs
             .iter()
             .map(|(id, bytes)| WriteOp {
                 offset: offset(*id),
@@ -634,6 +634,28 @@ impl Tree {
         let durable = lock(&self.durable);
         check_file(&durable);
     }
+}
+
+/// The most bytes one write of a checkpoint carries.
+const WRITE_RUN_MAX: usize = 1 << 20;
+
+/// `pages` (sorted by id) as runs of consecutive pages, each one buffer of at most
+/// [`WRITE_RUN_MAX`] bytes: pages past the old high-water mark are allocated in order, so
+/// most of a large checkpoint goes out in long sequential writes.
+fn coalesce(pages: &[(PageId, Box<[u8]>)], page_bytes: usize) -> Vec<(PageId, Vec<u8>)> {
+    let mut runs: Vec<(PageId, Vec<u8>)> = Vec::new();
+    for (id, bytes) in pages {
+        match runs.last_mut() {
+            Some((first, run))
+                if first.0 + (run.len() / page_bytes) as u64 == id.0
+                    && run.len() + bytes.len() <= WRITE_RUN_MAX =>
+            {
+                run.extend_from_slice(bytes);
+            }
+            _ => runs.push((*id, bytes.to_vec())),
+        }
+    }
+    runs
 }
 
 /// Creates the file's two metas and makes the file's name durable.
