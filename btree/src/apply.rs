@@ -34,6 +34,8 @@ pub(crate) struct Applied {
     pub(crate) root: Child,
     pub(crate) level: u8,
     pub(crate) entries: u64,
+    /// In-memory nodes no checkpoint wrote yet.
+    pub(crate) dirty: u64,
 }
 
 /// One batch being applied.
@@ -49,6 +51,9 @@ pub(crate) struct Apply<'p> {
     /// Entries added and removed so far.
     added: u64,
     removed: u64,
+    /// Unwritten in-memory nodes made and dropped so far.
+    made: u64,
+    dropped: u64,
 }
 
 impl<'p> Apply<'p> {
@@ -62,11 +67,13 @@ impl<'p> Apply<'p> {
             horizon,
             added: 0,
             removed: 0,
+            made: 0,
+            dropped: 0,
         }
     }
 
     /// The tree after applying `writes` (strictly increasing keys) to `root`, at `level`,
-    /// holding `entries` entries.
+    /// holding `entries` entries and `dirty` unwritten in-memory nodes.
     ///
     /// # Errors
     /// [`crate::Error::Corruption`] reading a page; nothing is applied.
@@ -75,6 +82,7 @@ impl<'p> Apply<'p> {
         root: &Child,
         level: u8,
         entries: u64,
+        dirty: u64,
         writes: &[Write<'_>],
     ) -> Result<Applied> {
         if writes.is_empty() {
@@ -82,37 +90,63 @@ impl<'p> Apply<'p> {
                 root: root.clone(),
                 level,
                 entries,
+                dirty,
             });
         }
         let mut pieces = self.apply_node(root, level, Key::default(), writes)?;
         let mut level = level;
         while pieces.len() > 1 {
             level += 1;
-            pieces = pack_branches(level, pieces, self.page_size);
+            pieces = self.branches(level, pieces);
         }
         let entries = (entries + self.added)
             .checked_sub(self.removed)
             .expect("a tree holds the entries it counts");
-        let Some((_, mut node)) = pieces.pop() else {
-            return Ok(Applied {
-                root: Child::Mem(Arc::new(Node::empty(self.page_size))),
-                level: 0,
-                entries,
-            });
+        let mut node = if let Some((_, node)) = pieces.pop() {
+            node
+        } else {
+            self.made += 1;
+            Child::Mem(Arc::new(Node::empty(self.page_size)))
         };
         // An in-memory branch of one child collapses into it; a page never has one child.
         while let Child::Mem(mem) = &node
             && let Node::Branch(b) = &**mem
             && b.children.len() == 1
         {
+            self.drop_node(&node);
             node = b.children.first().expect("one child").clone();
             level -= 1;
         }
+        let dirty = (dirty + self.made)
+            .checked_sub(self.dropped)
+            .expect("a tree holds the nodes it counts");
         Ok(Applied {
             root: node,
             level,
             entries,
+            dirty,
         })
+    }
+
+    /// Counts `node` out, if it is an unwritten in-memory node: the batch replaces it.
+    fn drop_node(&mut self, node: &Child) {
+        if matches!(node, Child::Mem(n) if n.written().is_none()) {
+            self.dropped += 1;
+        }
+    }
+
+    /// `items` packed into new leaves, counted in.
+    fn leaves(&mut self, low: Key, items: &[Item<'_>]) -> Vec<Piece> {
+        let pieces = pack_leaves(low, items, &mut self.builder);
+        self.made += pieces.len() as u64;
+        pieces
+    }
+
+    /// `children` packed into new branches at `level`, counted in.
+    fn branches(&mut self, level: u8, children: Vec<Piece>) -> Vec<Piece> {
+        let pieces = pack_branches(level, children, self.page_size);
+        self.made += pieces.len() as u64;
+        pieces
     }
 
     /// The pieces (all at `level`) that replace `node`, whose low bound is `low`, after
@@ -124,13 +158,14 @@ impl<'p> Apply<'p> {
         low: Key,
         writes: &[Write<'_>],
     ) -> Result<Vec<Piece>> {
+        self.drop_node(node);
         if level == 0 {
             let old = node.items(self.pages)?;
             let old_len = old.len();
             let merged = self.merge_leaf(old, writes);
             self.added += merged.len() as u64;
             self.removed += old_len as u64;
-            return Ok(pack_leaves(low, &merged, &mut self.builder));
+            return Ok(self.leaves(low, &merged));
         }
         let branch = node.branch(self.pages, level)?;
         let children =
@@ -139,7 +174,7 @@ impl<'p> Apply<'p> {
         if children.is_empty() {
             return Ok(children);
         }
-        Ok(pack_branches(level, children, self.page_size))
+        Ok(self.branches(level, children))
     }
 
     /// A branch's children as pieces, each child that `writes` touch replaced by the
@@ -202,20 +237,23 @@ impl<'p> Apply<'p> {
     /// Two neighbouring nodes at `level`, repacked into one or more.
     fn merge_pair(&mut self, left: Piece, right: Piece, level: u8) -> Result<Vec<Piece>> {
         let ((left_low, left_node), (right_low, right_node)) = (left, right);
+        self.drop_node(&left_node);
+        self.drop_node(&right_node);
         if level == 0 {
             let mut items = left_node.items(self.pages)?;
             items.extend(right_node.items(self.pages)?);
             let before = items.len();
             items.retain(|item| !self.expired(item));
             self.removed += (before - items.len()) as u64;
-            return Ok(pack_leaves(left_low, &items, &mut self.builder));
+            return Ok(self.leaves(left_low, &items));
         }
         let a = left_node.branch(self.pages, level)?;
         let b = right_node.branch(self.pages, level)?;
         let children: Vec<Piece> = unpack_branch(left_low, &a)
             .chain(unpack_branch(right_low, &b))
             .collect();
-        Ok(pack_branches(level, children, self.page_size))
+        drop((a, b));
+        Ok(self.branches(level, children))
     }
 
     /// Whether `item` is a tombstone at or below the horizon, which a rebuild drops.

@@ -71,14 +71,16 @@ impl Default for TreeOptions {
 }
 
 /// A published root: the LSN of the batch that made it (`None` for the empty tree before
-/// any batch), its node or page and level, its entry count (tombstones included), the
-/// pages it reads, and its pin.
+/// any batch), its node or page and level, its entry count (tombstones included), how many
+/// of its nodes are in memory only, the pages it reads, and its pin.
 #[derive(Clone, Debug)]
 pub(crate) struct Root {
     pub(crate) lsn: Option<u64>,
     pub(crate) node: Child,
     pub(crate) level: u8,
     pub(crate) entries: u64,
+    /// In-memory nodes no checkpoint wrote yet.
+    pub(crate) dirty: u64,
     pub(crate) pages: Arc<Pages>,
     pub(crate) pin: Arc<Pin>,
 }
@@ -131,6 +133,9 @@ pub struct Stats {
     pub depth: usize,
     /// Leaf entries of the latest tree, tombstones included.
     pub entries: u64,
+    /// Nodes of the latest tree held in memory until a checkpoint writes them: each takes
+    /// about a page (the owner's memory budget triggers checkpoints on it).
+    pub dirty_pages: u64,
     /// Checkpoints completed since open.
     pub checkpoints: u64,
     /// Bytes written by checkpoints since open.
@@ -214,6 +219,7 @@ impl Tree {
             },
             level: meta.root.map_or(0, |r| r.level),
             entries: meta.entry_count,
+            dirty: u64::from(meta.root.is_none()),
             pages: Arc::clone(&pages),
             pin: pins.pin(watermark.unwrap_or(0)),
         };
@@ -229,6 +235,7 @@ impl Tree {
             free_pages: meta.free_page_count,
             depth: usize::from(root.level) + 1,
             entries: meta.entry_count,
+            dirty_pages: u64::from(meta.root.is_none()),
             checkpoints: 0,
             checkpoint_bytes: 0,
             last_checkpoint: CheckpointStats::default(),
@@ -311,6 +318,7 @@ impl Tree {
             &latest.node,
             latest.level,
             latest.entries,
+            latest.dirty,
             &writes,
         )?;
         let root = Root {
@@ -318,6 +326,7 @@ impl Tree {
             node: applied.root,
             level: applied.level,
             entries: applied.entries,
+            dirty: applied.dirty,
             pages: Arc::clone(&latest.pages),
             pin: self.pins.pin(lsn),
         };
@@ -556,6 +565,7 @@ impl Tree {
         let mut memo = HashMap::new();
         for root in &mut ring.roots {
             root.node = swizzle(&root.node, &mut memo);
+            root.dirty = count_mem(&root.node);
             root.pages = Arc::clone(pages);
         }
     }
@@ -566,6 +576,7 @@ impl Tree {
         let mut stats = *lock(&self.counters);
         stats.depth = usize::from(latest.level) + 1;
         stats.entries = latest.entries;
+        stats.dirty_pages = latest.dirty;
         stats
     }
 
@@ -630,6 +641,7 @@ impl Tree {
             view.root().entries,
             "entry count"
         );
+        assert_eq!(stats.mem_node_count, view.root().dirty, "dirty node count");
         let _checkpointing = lock(&self.checkpointing);
         let durable = lock(&self.durable);
         check_file(&durable);
@@ -844,6 +856,19 @@ fn swizzle(child: &Child, memo: &mut HashMap<usize, Child>) -> Child {
     };
     memo.insert(key, out.clone());
     out
+}
+
+/// The in-memory nodes under `child` (each once; a tree shares none within itself).
+fn count_mem(child: &Child) -> u64 {
+    let mut count = 0;
+    let mut stack = vec![child];
+    while let Some(Child::Mem(node)) = stack.pop() {
+        count += 1;
+        if let Node::Branch(b) = &**node {
+            stack.extend(b.children.iter().filter(|c| matches!(c, Child::Mem(_))));
+        }
+    }
+    count
 }
 
 /// Locks a mutex whose data a panic cannot leave half changed.
