@@ -121,7 +121,8 @@ impl<'a> Item<'a> {
         }
     }
 
-    /// The item of a leaf page's entry (never a side value: pages hold real references).
+    /// The item of a leaf page's entry, its overflow references naming chains of the file
+    /// (an in-memory leaf's side values go through `Leaf::item_of`).
     pub(crate) fn of_page(entry: LeafEntry<'a>) -> Self {
         let value = match entry.value {
             LeafValue::Inline(v) => Stored::Inline(v),
@@ -411,16 +412,13 @@ impl Leaf {
 
     /// `entry`, one of this leaf's, while rebuilding: side values shared, not copied.
     pub(crate) fn item_of<'a>(&'a self, entry: LeafEntry<'a>) -> Item<'a> {
-        let value = match entry.value {
-            LeafValue::Inline(v) => Stored::Inline(v),
-            LeafValue::Overflow(r) if is_side(r) => Stored::Side(Arc::clone(self.side_value(r))),
-            LeafValue::Overflow(r) => Stored::Chain(r),
-            LeafValue::Tombstone => Stored::Tombstone,
-        };
-        Item {
-            key: entry.key,
-            version: entry.version,
-            value,
+        match entry.value {
+            LeafValue::Overflow(r) if is_side(r) => Item {
+                key: entry.key,
+                version: entry.version,
+                value: Stored::Side(Arc::clone(self.side_value(r))),
+            },
+            _ => Item::of_page(entry),
         }
     }
 
