@@ -1,0 +1,163 @@
+//! The engine trait: what the Db asks of a table's engine, and nothing more. Both engines
+//! implement it through thin adapters (`engine_lsm.rs`, `engine_btree.rs`); the
+//! conformance suite (`db/tests/engine_conformance.rs`) runs the same randomized
+//! operations against both and a model.
+//!
+//! The contract, which both engines document in their own terms:
+//! - `apply(lsn, batch)` applies a batch atomically at `lsn`, strictly above every LSN
+//!   applied and the watermark; within a batch the last write to a key wins; an error
+//!   means nothing was applied.
+//! - Reads return the value and its version (the LSN that wrote it). A read view is
+//!   consistent and pinned; views at an older LSN are available from the watermark up,
+//!   as far back as the engine retains (the B+tree keeps a ring of recent roots).
+//! - `checkpoint(c)` makes the engine's own files hold exactly the writes through `c`;
+//!   then `watermark()` is `c`. A reopened engine reads at its watermark: the owner
+//!   replays its log from there with the same LSNs.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use popdb_io::FsRef;
+
+use crate::engine_btree::BtreeEngine;
+use crate::engine_lsm::LsmEngine;
+use crate::error::Result;
+
+/// One write of a batch: `(key, Some(value))` stores, `(key, None)` deletes.
+pub type Write<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// The order of a scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Ascending keys.
+    Forward,
+    /// Descending keys.
+    Backward,
+}
+
+/// Which engine a table uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// The write-optimized LSM tree (`popdb-lsm`).
+    Lsm,
+    /// The read-optimized copy-on-write B+tree (`popdb-btree`).
+    Btree,
+}
+
+/// How to open an engine: its kind and that engine's options.
+#[derive(Clone, Debug)]
+pub enum EngineOptions {
+    /// An LSM tree. The Db opens it log-backed: it reopens at its watermark.
+    Lsm(popdb_lsm::TreeOptions),
+    /// A B+tree.
+    Btree(popdb_btree::TreeOptions),
+}
+
+impl EngineOptions {
+    /// The engine these options open.
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            EngineOptions::Lsm(_) => EngineKind::Lsm,
+            EngineOptions::Btree(_) => EngineKind::Btree,
+        }
+    }
+}
+
+/// A table's engine.
+pub trait Engine: Send + Sync + std::fmt::Debug {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+
+    /// Applies `batch` atomically at `lsn` (see the module header).
+    ///
+    /// # Errors
+    /// The engine's: a limit, an LSN not increasing, a poisoned engine, an i/o failure.
+    fn apply(&self, lsn: u64, batch: &[Write<'_>]) -> Result<()>;
+
+    /// A read view of everything applied.
+    fn read_view(&self) -> Box<dyn EngineView>;
+
+    /// A read view at `lsn`: every batch at or below it visible, none above.
+    ///
+    /// # Errors
+    /// The engine's `ViewOutOfRange` outside what it retains.
+    fn read_view_at(&self, lsn: u64) -> Result<Box<dyn EngineView>>;
+
+    /// Makes the engine's files hold exactly the writes through `lsn`.
+    ///
+    /// # Errors
+    /// The engine's (an i/o failure poisons it).
+    fn checkpoint(&self, lsn: u64) -> Result<()>;
+
+    /// The LSN through which the engine's files hold every write; `None` before the first
+    /// checkpoint.
+    fn watermark(&self) -> Option<u64>;
+
+    /// The LSN of the last batch applied (the watermark right after open).
+    fn last_applied(&self) -> Option<u64>;
+
+    /// Runs one step of background work (an LSM flush or compaction); `false` when there
+    /// was nothing to do. The Db's scheduler calls it; the B+tree has none (its work is
+    /// the checkpoint).
+    ///
+    /// # Errors
+    /// The engine's (an i/o failure poisons it).
+    fn maintenance_step(&self) -> Result<bool>;
+}
+
+/// A consistent, pinned view of an engine at one LSN.
+pub trait EngineView: Send + Sync {
+    /// The LSN the view reads at; `None` before any write.
+    fn lsn(&self) -> Option<u64>;
+
+    /// The value of `key` into `value` (cleared first) and its version; `None` if absent.
+    ///
+    /// # Errors
+    /// The engine's (corruption, i/o).
+    fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u64>>;
+
+    /// A cursor over the keys within (`lower`, `upper`) in `direction`.
+    ///
+    /// # Errors
+    /// As [`EngineView::get_into`].
+    fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+    ) -> Result<Box<dyn Cursor + '_>>;
+}
+
+/// A cursor over the live entries of a range, in one direction.
+pub trait Cursor {
+    /// Whether the cursor is on an entry.
+    fn valid(&self) -> bool;
+    /// The current key. Panics if not [`Cursor::valid`].
+    fn key(&self) -> &[u8];
+    /// The current value. Panics if not [`Cursor::valid`].
+    fn value(&self) -> &[u8];
+    /// The current version. Panics if not [`Cursor::valid`].
+    fn version(&self) -> u64;
+    /// Moves to the next entry.
+    ///
+    /// # Errors
+    /// As [`EngineView::get_into`].
+    fn next(&mut self) -> Result<()>;
+}
+
+/// Opens (or creates) an engine in directory `dir`.
+///
+/// # Errors
+/// The engine's open errors.
+pub fn open_engine(fs: FsRef, dir: &Path, options: EngineOptions) -> Result<Arc<dyn Engine>> {
+    Ok(match options {
+        EngineOptions::Lsm(options) => Arc::new(LsmEngine::open(fs, dir, options)?),
+        EngineOptions::Btree(options) => Arc::new(BtreeEngine::open(fs, dir, options)?),
+    })
+}
+
+/// Owned bounds, as the engines take them.
+pub(crate) fn owned(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    (lower.map(<[u8]>::to_vec), upper.map(<[u8]>::to_vec))
+}

@@ -1,0 +1,109 @@
+//! The B+tree engine behind the [`Engine`] trait.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use popdb_btree::{ReadView, Tree, TreeOptions};
+use popdb_io::FsRef;
+
+use crate::engine::{Cursor, Direction, Engine, EngineKind, EngineView, Write, owned};
+use crate::error::Result;
+
+/// A B+tree as a table's engine.
+#[derive(Debug)]
+pub(crate) struct BtreeEngine {
+    tree: Tree,
+}
+
+impl BtreeEngine {
+    pub(crate) fn open(fs: FsRef, dir: &Path, options: TreeOptions) -> Result<Self> {
+        Ok(Self {
+            tree: Tree::open(fs, dir, options)?,
+        })
+    }
+}
+
+impl Engine for BtreeEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Btree
+    }
+
+    fn apply(&self, lsn: u64, batch: &[Write<'_>]) -> Result<()> {
+        Ok(self.tree.apply(lsn, batch)?)
+    }
+
+    fn read_view(&self) -> Box<dyn EngineView> {
+        Box::new(BtreeView(self.tree.read_view()))
+    }
+
+    fn read_view_at(&self, lsn: u64) -> Result<Box<dyn EngineView>> {
+        Ok(Box::new(BtreeView(self.tree.read_view_at(lsn)?)))
+    }
+
+    fn checkpoint(&self, lsn: u64) -> Result<()> {
+        Ok(self.tree.checkpoint(lsn)?)
+    }
+
+    fn watermark(&self) -> Option<u64> {
+        self.tree.watermark()
+    }
+
+    fn last_applied(&self) -> Option<u64> {
+        self.tree.last_applied()
+    }
+
+    fn maintenance_step(&self) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+struct BtreeView(ReadView);
+
+impl EngineView for BtreeView {
+    fn lsn(&self) -> Option<u64> {
+        self.0.lsn()
+    }
+
+    fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u64>> {
+        Ok(self.0.get_into(key, value)?)
+    }
+
+    fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+    ) -> Result<Box<dyn Cursor + '_>> {
+        let direction = match direction {
+            Direction::Forward => popdb_btree::Direction::Forward,
+            Direction::Backward => popdb_btree::Direction::Backward,
+        };
+        Ok(Box::new(BtreeCursor(
+            self.0.scan(owned(lower, upper), direction)?,
+        )))
+    }
+}
+
+struct BtreeCursor(popdb_btree::RangeIter);
+
+impl Cursor for BtreeCursor {
+    fn valid(&self) -> bool {
+        self.0.valid()
+    }
+
+    fn key(&self) -> &[u8] {
+        self.0.key()
+    }
+
+    fn value(&self) -> &[u8] {
+        self.0.value()
+    }
+
+    fn version(&self) -> u64 {
+        self.0.version()
+    }
+
+    fn next(&mut self) -> Result<()> {
+        Ok(self.0.next()?)
+    }
+}

@@ -1,0 +1,115 @@
+//! The LSM engine behind the [`Engine`] trait. The tree is opened log-backed: it reopens
+//! at its watermark, and the Db replays its log from there.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use popdb_io::FsRef;
+use popdb_lsm::{ReadView, Tree, TreeOptions};
+
+use crate::engine::{Cursor, Direction, Engine, EngineKind, EngineView, Write, owned};
+use crate::error::Result;
+
+/// An LSM tree as a table's engine.
+#[derive(Debug)]
+pub(crate) struct LsmEngine {
+    tree: Tree,
+}
+
+impl LsmEngine {
+    pub(crate) fn open(fs: FsRef, dir: &Path, options: TreeOptions) -> Result<Self> {
+        let options = TreeOptions {
+            log_backed: true,
+            ..options
+        };
+        Ok(Self {
+            tree: Tree::open(fs, dir, options)?,
+        })
+    }
+}
+
+impl Engine for LsmEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Lsm
+    }
+
+    fn apply(&self, lsn: u64, batch: &[Write<'_>]) -> Result<()> {
+        Ok(self.tree.apply(lsn, batch)?)
+    }
+
+    fn read_view(&self) -> Box<dyn EngineView> {
+        Box::new(LsmView(self.tree.read_view()))
+    }
+
+    fn read_view_at(&self, lsn: u64) -> Result<Box<dyn EngineView>> {
+        Ok(Box::new(LsmView(self.tree.read_view_at(lsn)?)))
+    }
+
+    fn checkpoint(&self, lsn: u64) -> Result<()> {
+        Ok(self.tree.checkpoint(lsn)?)
+    }
+
+    fn watermark(&self) -> Option<u64> {
+        self.tree.watermark()
+    }
+
+    fn last_applied(&self) -> Option<u64> {
+        self.tree.last_applied()
+    }
+
+    fn maintenance_step(&self) -> Result<bool> {
+        Ok(self.tree.maintenance_step()? != popdb_lsm::Progress::Idle)
+    }
+}
+
+struct LsmView(ReadView);
+
+impl EngineView for LsmView {
+    fn lsn(&self) -> Option<u64> {
+        // LSNs start at 1: the LSM's 0 is "before any write".
+        Some(self.0.lsn()).filter(|&lsn| lsn > 0)
+    }
+
+    fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u64>> {
+        Ok(self.0.get_into(key, value)?)
+    }
+
+    fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+    ) -> Result<Box<dyn Cursor + '_>> {
+        let direction = match direction {
+            Direction::Forward => popdb_lsm::Direction::Forward,
+            Direction::Backward => popdb_lsm::Direction::Backward,
+        };
+        Ok(Box::new(LsmCursor(
+            self.0.scan(owned(lower, upper), direction)?,
+        )))
+    }
+}
+
+struct LsmCursor<'v>(popdb_lsm::RangeIter<'v>);
+
+impl Cursor for LsmCursor<'_> {
+    fn valid(&self) -> bool {
+        self.0.valid()
+    }
+
+    fn key(&self) -> &[u8] {
+        self.0.key()
+    }
+
+    fn value(&self) -> &[u8] {
+        self.0.value()
+    }
+
+    fn version(&self) -> u64 {
+        self.0.version()
+    }
+
+    fn next(&mut self) -> Result<()> {
+        Ok(self.0.next()?)
+    }
+}
