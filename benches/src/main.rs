@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::disallowed_methods, reason = "benchmarks measure real time")]
 
+mod keys;
 mod lsmbench;
 mod machine;
 mod measure;
