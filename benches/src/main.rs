@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::disallowed_methods, reason = "benchmarks measure real time")]
 
+mod btreebench;
 mod keys;
 mod lsmbench;
 mod machine;
@@ -41,6 +42,32 @@ enum Command {
     /// The LSM engine alone on db_bench's workloads (fillseq, fillrandom, overwrite,
     /// readrandom, readmissing, seekrandom): 16-byte keys, 100-byte values, no log.
     Lsm(LsmArgs),
+    /// The B+tree engine alone on the same workloads: one apply per 1,000 keys, a
+    /// checkpoint every 100,000 keys and at the end, reads through the map after a reopen.
+    Btree(BtreeArgs),
+}
+
+/// Options of `popdb-bench btree`.
+#[derive(Debug, Args)]
+struct BtreeArgs {
+    /// Keys loaded (db_bench's `--num`).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// 100,000 keys instead.
+    #[arg(long)]
+    quick: bool,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Keys per apply (the peers' notes: one redb or LMDB transaction per 1,000 keys).
+    #[arg(long, default_value_t = 1_000)]
+    batch_keys: u64,
+    /// Keys between checkpoints (there is always one at the end of a load).
+    #[arg(long, default_value_t = 100_000)]
+    checkpoint_keys: u64,
+    /// Where the data goes (a fresh directory inside it). Default: target/popdb-bench/.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 /// Options of `popdb-bench lsm`.
@@ -108,9 +135,7 @@ fn main() -> anyhow::Result<()> {
         Command::Wal(args) => suite::run_wal(&args),
         Command::Lsm(args) => {
             let keys = if args.quick { 100_000 } else { args.keys };
-            let dir = args.dir.unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/popdb-bench")
-            });
+            let dir = args.dir.unwrap_or_else(default_dir);
             lsmbench::run(lsmbench::LsmBenchOptions {
                 keys,
                 value_size: args.value_size,
@@ -119,5 +144,22 @@ fn main() -> anyhow::Result<()> {
                 dir,
             })
         }
+        Command::Btree(args) => {
+            let keys = if args.quick { 100_000 } else { args.keys };
+            btreebench::run(btreebench::BtreeBenchOptions {
+                keys,
+                value_size: args.value_size,
+                reads: keys,
+                seeks: keys / 10,
+                batch_keys: args.batch_keys,
+                checkpoint_keys: args.checkpoint_keys,
+                dir: args.dir.unwrap_or_else(default_dir),
+            })
+        }
     }
+}
+
+/// Where the engine runs put their data: target/popdb-bench/ in the workspace.
+fn default_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/popdb-bench")
 }
