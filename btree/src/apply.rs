@@ -18,11 +18,12 @@
 
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{CorruptionKind, Error, Result};
 use crate::leaf_builder::LeafBuilder;
 use crate::node::{
     Child, Item, Key, Node, Piece, Stored, pack_branches, pack_leaves, unpack_branch,
 };
+use crate::page_format::PageId;
 use crate::page_size::PageSize;
 use crate::pages::Pages;
 
@@ -99,9 +100,10 @@ impl<'p> Apply<'p> {
             level += 1;
             pieces = self.branches(level, pieces);
         }
-        let entries = (entries + self.added)
-            .checked_sub(self.removed)
-            .expect("a tree holds the entries it counts");
+        // Counts are statistics: a file whose meta miscounts must not stop a write.
+        let entries = entries
+            .saturating_add(self.added)
+            .saturating_sub(self.removed);
         let mut node = if let Some((_, node)) = pieces.pop() {
             node
         } else {
@@ -117,9 +119,7 @@ impl<'p> Apply<'p> {
             node = b.children.first().expect("one child").clone();
             level -= 1;
         }
-        let dirty = (dirty + self.made)
-            .checked_sub(self.dropped)
-            .expect("a tree holds the nodes it counts");
+        let dirty = dirty.saturating_add(self.made).saturating_sub(self.dropped);
         Ok(Applied {
             root: node,
             level,
@@ -161,6 +161,7 @@ impl<'p> Apply<'p> {
         self.drop_node(node);
         if level == 0 {
             let old = node.items(self.pages)?;
+            check_order(node, &low, &old)?;
             let old_len = old.len();
             let merged = self.merge_leaf(old, writes);
             self.added += merged.len() as u64;
@@ -241,7 +242,15 @@ impl<'p> Apply<'p> {
         self.drop_node(&right_node);
         if level == 0 {
             let mut items = left_node.items(self.pages)?;
-            items.extend(right_node.items(self.pages)?);
+            check_order(&left_node, &left_low, &items)?;
+            let right = right_node.items(self.pages)?;
+            check_order(&right_node, &right_low, &right)?;
+            if let (Some(last), Some(first)) = (items.last(), right.first())
+                && last.key >= first.key
+            {
+                return Err(misplaced(&right_node));
+            }
+            items.extend(right);
             let before = items.len();
             items.retain(|item| !self.expired(item));
             self.removed += (before - items.len()) as u64;
@@ -298,4 +307,28 @@ impl<'p> Apply<'p> {
         }
         merged
     }
+}
+
+/// Checks that a leaf's entries, about to be rebuilt, increase and start at or above the
+/// leaf's low bound. A page passed its own checks when first read, but only its parent
+/// places it: a file whose checksums all hold can still misplace a page, and the rebuild
+/// must refuse it rather than build a page out of order.
+fn check_order(leaf: &Child, low: &[u8], items: &[Item<'_>]) -> Result<()> {
+    let increasing = items.windows(2).all(|w| w[0].key < w[1].key);
+    if !increasing || items.first().is_some_and(|i| i.key < low) {
+        return Err(misplaced(leaf));
+    }
+    Ok(())
+}
+
+/// The corruption of a leaf whose keys are out of place.
+fn misplaced(leaf: &Child) -> Error {
+    let id = leaf.page().map_or(PageId(0), |p| p.id);
+    let kind = CorruptionKind::OutOfOrder { index: 0 };
+    Error::corruption(
+        id,
+        0,
+        "leaf keys (out of order or below the parent's separator)",
+        kind,
+    )
 }

@@ -32,7 +32,7 @@ use crate::leaf_page::LeafValue;
 use crate::meta::{Meta, RootRef};
 use crate::node::{Branch, Child, Leaf, Node, SIDE_ID_BASE, is_side};
 use crate::overflow::{OverflowRef, write_overflow_chain};
-use crate::page_format::{PageId, PageRef, TxnId};
+use crate::page_format::{PageId, PageRef, TXN_ID_AT, TxnId, invalid};
 use crate::page_size::PageSize;
 use crate::pages::Pages;
 
@@ -97,16 +97,40 @@ pub(crate) struct Plan {
 pub(crate) fn plan(durable: &Durable, target: &Target<'_>, oldest_pin: u64) -> Result<Plan> {
     let pages = &durable.pages;
     let page_size = pages.page_size();
-    let txn = TxnId(durable.meta.txn_id.0 + 1);
+    let Some(next_txn) = durable.meta.txn_id.0.checked_add(1) else {
+        let what = "meta txn_id (no transaction after it)";
+        return Err(invalid(
+            durable.meta.page_id(),
+            TXN_ID_AT,
+            what,
+            durable.meta.txn_id.0,
+        ));
+    };
+    let txn = TxnId(next_txn);
 
     let mut frontier = Frontier::default();
     frontier.walk(target.root);
     let freed = freed_pages(durable, &frontier)?;
+    let listed: HashSet<PageId> = durable.free.iter().map(|s| s.entry.page_id).collect();
+    if let Some(&id) = freed.iter().find(|id| listed.contains(id)) {
+        let what = "free-list entry (a page the durable tree reaches)";
+        return Err(invalid(id, 0, what, id.0));
+    }
 
     let (mut reusable, kept): (Vec<FreeSlot>, Vec<FreeSlot>) = durable
         .free
         .iter()
         .partition(|slot| slot.freed_at <= oldest_pin);
+    // A listed page the new tree still shares would be overwritten under it. Only a
+    // damaged or forged file lists one; refuse to write rather than destroy the tree.
+    if let Some(live) = reusable.iter().find(|slot| {
+        frontier.pages.contains(&slot.entry.page_id)
+            || frontier.chains.contains(&slot.entry.page_id)
+    }) {
+        let id = live.entry.page_id;
+        let what = "free-list entry (a page the tree still reaches)";
+        return Err(invalid(id, 0, what, id.0));
+    }
     // Popped from the end: lowest ids first, which keeps the file's tail free.
     reusable.sort_unstable_by_key(|slot| std::cmp::Reverse(slot.entry.page_id));
     let listed_reusable = reusable.len() as u64;
