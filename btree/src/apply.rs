@@ -25,6 +25,7 @@ use crate::node::{
 };
 use crate::page_format::PageId;
 use crate::page_size::PageSize;
+use crate::pages::Bounds;
 use crate::pages::Pages;
 
 /// One write of a batch: a value, or `None` for a delete.
@@ -94,7 +95,7 @@ impl<'p> Apply<'p> {
                 dirty,
             });
         }
-        let mut pieces = self.apply_node(root, level, Key::default(), writes)?;
+        let mut pieces = self.apply_node(root, level, Key::default(), None, writes)?;
         let mut level = level;
         while pieces.len() > 1 {
             level += 1;
@@ -149,18 +150,23 @@ impl<'p> Apply<'p> {
         pieces
     }
 
-    /// The pieces (all at `level`) that replace `node`, whose low bound is `low`, after
-    /// applying `writes`, all of which belong to its subtree.
+    /// The pieces (all at `level`) that replace `node`, whose bounds are `low` and `high`,
+    /// after applying `writes`, all of which belong to its subtree.
     fn apply_node(
         &mut self,
         node: &Child,
         level: u8,
         low: Key,
+        high: Option<Key>,
         writes: &[Write<'_>],
     ) -> Result<Vec<Piece>> {
         self.drop_node(node);
+        let bounds = Some(Bounds {
+            low: Some(&low),
+            high: high.as_deref(),
+        });
         if level == 0 {
-            let old = node.items(self.pages)?;
+            let old = node.items(self.pages, bounds)?;
             check_order(node, &low, &old)?;
             let old_len = old.len();
             let merged = self.merge_leaf(old, writes);
@@ -168,9 +174,14 @@ impl<'p> Apply<'p> {
             self.removed += old_len as u64;
             return Ok(self.leaves(low, &merged));
         }
-        let branch = node.branch(self.pages, level)?;
-        let children =
-            self.apply_children(&branch.children, &branch.separators, level, low, writes)?;
+        let branch = node.branch(self.pages, level, bounds)?;
+        let children = self.apply_children(
+            &branch.children,
+            &branch.separators,
+            level,
+            (low, high),
+            writes,
+        )?;
         let children = self.rebalance(children, level - 1)?;
         if children.is_empty() {
             return Ok(children);
@@ -179,20 +190,21 @@ impl<'p> Apply<'p> {
     }
 
     /// A branch's children as pieces, each child that `writes` touch replaced by the
-    /// pieces applying its share gives.
+    /// pieces applying its share gives; the branch lies within (`low`, `high`).
     fn apply_children(
         &mut self,
         children: &[Child],
         separators: &[Key],
         level: u8,
-        low: Key,
+        (low, high): (Key, Option<Key>),
         writes: &[Write<'_>],
     ) -> Result<Vec<Piece>> {
         let mut pieces = Vec::with_capacity(children.len() + 2);
         let mut rest = writes;
         let lows = std::iter::once(low).chain(separators.iter().cloned());
         for (index, (child_low, child)) in lows.zip(children).enumerate() {
-            let take = match separators.get(index) {
+            let upper = separators.get(index);
+            let take = match upper {
                 Some(upper) => rest.partition_point(|(k, _)| **k < **upper),
                 None => rest.len(),
             };
@@ -201,7 +213,8 @@ impl<'p> Apply<'p> {
             if mine.is_empty() {
                 pieces.push((child_low, child.clone()));
             } else {
-                pieces.extend(self.apply_node(child, level - 1, child_low, mine)?);
+                let child_high = upper.cloned().or_else(|| high.clone());
+                pieces.extend(self.apply_node(child, level - 1, child_low, child_high, mine)?);
             }
         }
         assert!(rest.is_empty(), "writes past the last child");
@@ -241,9 +254,15 @@ impl<'p> Apply<'p> {
         self.drop_node(&left_node);
         self.drop_node(&right_node);
         if level == 0 {
-            let mut items = left_node.items(self.pages)?;
+            let left_bounds = Some(Bounds {
+                low: Some(&left_low),
+                high: Some(&right_low),
+            });
+            let mut items = left_node.items(self.pages, left_bounds)?;
             check_order(&left_node, &left_low, &items)?;
-            let right = right_node.items(self.pages)?;
+            // The right one's upper bound is its next sibling's low, not known here: its
+            // page is verified without being marked.
+            let right = right_node.items(self.pages, None)?;
             check_order(&right_node, &right_low, &right)?;
             if let (Some(last), Some(first)) = (items.last(), right.first())
                 && last.key >= first.key
@@ -256,8 +275,12 @@ impl<'p> Apply<'p> {
             self.removed += (before - items.len()) as u64;
             return Ok(self.leaves(left_low, &items));
         }
-        let a = left_node.branch(self.pages, level)?;
-        let b = right_node.branch(self.pages, level)?;
+        let left_bounds = Some(Bounds {
+            low: Some(&left_low),
+            high: Some(&right_low),
+        });
+        let a = left_node.branch(self.pages, level, left_bounds)?;
+        let b = right_node.branch(self.pages, level, None)?;
         let children: Vec<Piece> = unpack_branch(left_low, &a)
             .chain(unpack_branch(right_low, &b))
             .collect();

@@ -283,13 +283,15 @@ fn freed_pages(durable: &Durable, frontier: &Frontier) -> Result<Vec<PageId>> {
         }
         freed.push(page.id);
         if level > 0 {
-            let branch = pages.branch(page, level)?;
+            // The old tree's pages are verified here without their bounds (and so not
+            // marked): nothing read here reaches a reader.
+            let branch = pages.branch(page, level, None)?;
             for index in 0..branch.child_count() {
                 stack.push((branch.child(index)?, level - 1));
             }
             continue;
         }
-        for entry in pages.leaf(page)?.entries() {
+        for entry in pages.leaf(page, None)?.entries() {
             if let LeafValue::Overflow(chain) = entry?.value
                 && !frontier.chains.contains(&chain.first.id)
             {

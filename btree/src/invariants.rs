@@ -11,6 +11,7 @@
 use crate::error::Result;
 use crate::leaf_page::{LeafPage, LeafValue};
 use crate::node::{Branch, Child, Node, SIDE_ID_BASE, branch_bytes, is_side};
+use crate::pages::Bounds;
 use crate::read_view::ReadView;
 
 /// Statistics of one tree.
@@ -57,6 +58,15 @@ struct Visit {
     depth: usize,
 }
 
+impl Visit {
+    fn bounds(&self) -> Bounds<'_> {
+        Bounds {
+            low: self.low.as_deref(),
+            high: self.high.as_deref(),
+        }
+    }
+}
+
 impl ReadView {
     /// Checks the invariants of the module header, in O(tree size).
     ///
@@ -101,7 +111,9 @@ impl ReadView {
                 }
             }
             if visit.level > 0 {
-                let branch = visit.node.branch(pages, visit.level)?;
+                let branch = visit
+                    .node
+                    .branch(pages, visit.level, Some(visit.bounds()))?;
                 stats.bytes += branch_bytes(&branch.separators) as u64;
                 if check {
                     check_branch(&branch, &visit, page_size.bytes());
@@ -124,7 +136,7 @@ impl ReadView {
                 continue;
             }
             stats.leaf_count += 1;
-            let page = visit.node.leaf_page(pages)?;
+            let page = visit.node.leaf_page(pages, Some(visit.bounds()))?;
             stats.bytes += page.used_bytes()? as u64;
             let depth = *leaf_depth.get_or_insert(visit.depth);
             assert_eq!(depth, visit.depth, "leaves at different depths");

@@ -37,7 +37,7 @@ use crate::leaf_page::{LeafEntry, LeafPage, LeafValue};
 use crate::overflow::OverflowRef;
 use crate::page_format::{BRANCH_SLOTS_AT, LEAF_SLOTS_AT, PAGE_ID_MAX, PageId, PageRef};
 use crate::page_size::PageSize;
-use crate::pages::Pages;
+use crate::pages::{Bounds, Pages};
 
 /// The page id an in-memory leaf image carries until a checkpoint writes it.
 pub(crate) const LEAF_PLACEHOLDER: PageId = PageId(PAGE_ID_MAX);
@@ -223,7 +223,11 @@ impl Child {
     ///
     /// # Errors
     /// [`crate::Error::Corruption`] reading a page.
-    pub(crate) fn items<'a>(&'a self, pages: &'a Pages) -> Result<Vec<Item<'a>>> {
+    pub(crate) fn items<'a>(
+        &'a self,
+        pages: &'a Pages,
+        bounds: Option<Bounds<'_>>,
+    ) -> Result<Vec<Item<'a>>> {
         match self {
             Child::Mem(node) => {
                 let leaf = node.as_leaf();
@@ -236,7 +240,7 @@ impl Child {
                     .collect())
             }
             Child::Disk(page) => pages
-                .leaf(*page)?
+                .leaf(*page, bounds)?
                 .entries()
                 .map(|e| e.map(Item::of_page))
                 .collect(),
@@ -248,13 +252,20 @@ impl Child {
     ///
     /// # Errors
     /// [`crate::Error::Corruption`] reading a page.
-    pub(crate) fn branch<'a>(&'a self, pages: &Pages, level: u8) -> Result<Cow<'a, Branch>> {
+    pub(crate) fn branch<'a>(
+        &'a self,
+        pages: &Pages,
+        level: u8,
+        bounds: Option<Bounds<'_>>,
+    ) -> Result<Cow<'a, Branch>> {
         match self {
             Child::Mem(node) => match &**node {
                 Node::Branch(b) => Ok(Cow::Borrowed(b)),
                 Node::Leaf(_) => unreachable!("a child above level 0 is a branch"),
             },
-            Child::Disk(page) => Ok(Cow::Owned(Branch::of_page(&pages.branch(*page, level)?)?)),
+            Child::Disk(page) => Ok(Cow::Owned(Branch::of_page(
+                &pages.branch(*page, level, bounds)?,
+            )?)),
         }
     }
 }
@@ -289,6 +300,38 @@ impl BranchRef<'_> {
         }
     }
 
+    /// Separator `index`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] from the page.
+    pub(crate) fn separator(&self, index: usize) -> Result<&[u8]> {
+        match self {
+            BranchRef::Mem(b) => Ok(b.separators.get(index).expect("index within separators")),
+            BranchRef::Page(p) => p.separator(index),
+        }
+    }
+
+    /// The bounds of child `index`, within the branch's own `bounds`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] from the page.
+    pub(crate) fn child_bounds<'b>(
+        &'b self,
+        index: usize,
+        bounds: Bounds<'b>,
+    ) -> Result<Bounds<'b>> {
+        let low = match index.checked_sub(1) {
+            Some(i) => Some(self.separator(i)?),
+            None => bounds.low,
+        };
+        let high = if index + 1 < self.child_count() {
+            Some(self.separator(index)?)
+        } else {
+            bounds.high
+        };
+        Ok(Bounds { low, high })
+    }
+
     /// The index of the child whose subtree holds `key`.
     ///
     /// # Errors
@@ -306,13 +349,18 @@ impl Child {
     ///
     /// # Errors
     /// [`crate::Error::Corruption`] reading its page.
-    pub(crate) fn branch_ref<'a>(&'a self, pages: &'a Pages, level: u8) -> Result<BranchRef<'a>> {
+    pub(crate) fn branch_ref<'a>(
+        &'a self,
+        pages: &'a Pages,
+        level: u8,
+        bounds: Option<Bounds<'_>>,
+    ) -> Result<BranchRef<'a>> {
         match self {
             Child::Mem(node) => match &**node {
                 Node::Branch(b) => Ok(BranchRef::Mem(b)),
                 Node::Leaf(_) => unreachable!("a child above level 0 is a branch"),
             },
-            Child::Disk(page) => pages.branch(*page, level).map(BranchRef::Page),
+            Child::Disk(page) => pages.branch(*page, level, bounds).map(BranchRef::Page),
         }
     }
 
@@ -320,10 +368,14 @@ impl Child {
     ///
     /// # Errors
     /// [`crate::Error::Corruption`] reading its page.
-    pub(crate) fn leaf_page<'a>(&'a self, pages: &'a Pages) -> Result<LeafPage<'a>> {
+    pub(crate) fn leaf_page<'a>(
+        &'a self,
+        pages: &'a Pages,
+        bounds: Option<Bounds<'_>>,
+    ) -> Result<LeafPage<'a>> {
         match self {
             Child::Mem(node) => Ok(node.as_leaf().page()),
-            Child::Disk(page) => pages.leaf(*page),
+            Child::Disk(page) => pages.leaf(*page, bounds),
         }
     }
 

@@ -23,6 +23,14 @@ use crate::overflow::{OverflowRef, read_overflow_chain};
 use crate::page_format::{LEVEL_AT, PageId, PageRef, invalid, verify_parent_checksum};
 use crate::page_size::PageSize;
 
+/// Where a page's parent places it: its keys lie at or above `low` and below `high` (a
+/// branch's separators strictly above `low`). `None` means unbounded on that side.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Bounds<'a> {
+    pub(crate) low: Option<&'a [u8]>,
+    pub(crate) high: Option<&'a [u8]>,
+}
+
 /// A read-only map of the file's pages below a high-water mark.
 #[derive(Debug)]
 pub(crate) struct Pages {
@@ -121,27 +129,44 @@ impl Pages {
         }
     }
 
-    /// The leaf `reference` names, verified in full on its first read.
+    /// The leaf `reference` names, verified in full on its first read: its structure, the
+    /// checksum its parent holds for it, and that its keys lie within `bounds`. With
+    /// `bounds` unknown (`None`), an unverified page is verified but not marked, so that
+    /// the next read that knows its place checks it.
     ///
     /// # Errors
     /// [`Error::Corruption`] naming the page.
-    pub(crate) fn leaf(&self, reference: PageRef) -> Result<LeafPage<'_>> {
+    pub(crate) fn leaf(
+        &self,
+        reference: PageRef,
+        bounds: Option<Bounds<'_>>,
+    ) -> Result<LeafPage<'_>> {
         let bytes = self.bytes(reference.id)?;
         if self.is_verified(reference.id) {
             return LeafPage::decode_verified(bytes, self.page_size, reference.id);
         }
         let page = LeafPage::decode(bytes, self.page_size, reference.id)?;
         verify_parent_checksum(bytes, reference)?;
-        self.mark_verified(reference.id);
+        if let Some(bounds) = bounds {
+            if let Some(last) = page.len().checked_sub(1) {
+                check_within(reference.id, page.key(0)?, page.key(last)?, bounds, false)?;
+            }
+            self.mark_verified(reference.id);
+        }
         Ok(page)
     }
 
     /// The branch `reference` names, which must be at `level`; verified in full on its
-    /// first read.
+    /// first read, as [`Pages::leaf`] (its separators strictly above `bounds.low`).
     ///
     /// # Errors
     /// [`Error::Corruption`] naming the page, also for a branch at another level.
-    pub(crate) fn branch(&self, reference: PageRef, level: u8) -> Result<BranchPage<'_>> {
+    pub(crate) fn branch(
+        &self,
+        reference: PageRef,
+        level: u8,
+        bounds: Option<Bounds<'_>>,
+    ) -> Result<BranchPage<'_>> {
         let bytes = self.bytes(reference.id)?;
         let verified = self.is_verified(reference.id);
         let page = if verified {
@@ -155,7 +180,11 @@ impl Pages {
             let what = "branch level (not its parent's less one)";
             return Err(invalid(reference.id, LEVEL_AT, what, page.level().into()));
         }
-        if !verified {
+        if !verified && let Some(bounds) = bounds {
+            if let Some(last) = page.len().checked_sub(1) {
+                let (first, last) = (page.separator(0)?, page.separator(last)?);
+                check_within(reference.id, first, last, bounds, true)?;
+            }
             self.mark_verified(reference.id);
         }
         Ok(page)
@@ -193,4 +222,28 @@ impl Pages {
         )?;
         Ok(ids)
     }
+}
+
+/// Checks that a page's keys, `first` to `last`, lie within its parent's `bounds`.
+fn check_within(
+    id: PageId,
+    first: &[u8],
+    last: &[u8],
+    bounds: Bounds<'_>,
+    strictly_above_low: bool,
+) -> Result<()> {
+    let above = bounds.low.is_none_or(|low| {
+        if strictly_above_low {
+            first > low
+        } else {
+            first >= low
+        }
+    });
+    let below = bounds.high.is_none_or(|high| last < high);
+    if above && below {
+        return Ok(());
+    }
+    let kind = CorruptionKind::OutOfOrder { index: 0 };
+    let what = "page keys (outside the separators its parent places it between)";
+    Err(Error::corruption(id, 0, what, kind))
 }

@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::leaf_page::{LeafPage, LeafValue};
-use crate::node::{Child, is_side};
+use crate::node::{Child, Key, is_side};
 use crate::page_format::{PageId, TxnId};
+use crate::pages::Bounds;
 use crate::pages::Pages;
 use crate::pins::Pin;
 use crate::tree::Root;
@@ -30,6 +31,26 @@ pub enum Direction {
     Forward,
     /// Descending keys.
     Backward,
+}
+
+/// A branch on the cursor's path: the node, its level, the child the cursor is in, and
+/// where its parent places it (checked when a page below is first read).
+#[derive(Debug)]
+struct Frame {
+    node: Child,
+    level: u8,
+    index: usize,
+    low: Option<Key>,
+    high: Option<Key>,
+}
+
+impl Frame {
+    fn bounds(&self) -> Bounds<'_> {
+        Bounds {
+            low: self.low.as_deref(),
+            high: self.high.as_deref(),
+        }
+    }
 }
 
 /// The entry the cursor rests on, decoded once when it landed: where its key and value lie
@@ -54,9 +75,8 @@ pub struct RangeIter {
     pages: Arc<Pages>,
     /// Keeps every page the cursor can reach from being reused.
     _pin: Arc<Pin>,
-    /// Branches from the root down, each with its level and the index of the child the
-    /// cursor is in.
-    stack: Vec<(Child, u8, usize)>,
+    /// Branches from the root down, each with the index of the child the cursor is in.
+    stack: Vec<Frame>,
     /// The current leaf and entry; `None` once the cursor is exhausted.
     leaf: Option<(Child, usize)>,
     /// The number of entries in the current leaf, and its page id and transaction, as
@@ -169,9 +189,9 @@ impl RangeIter {
         self.stack.clear();
     }
 
-    /// Makes `node` the current leaf, at `index`.
-    fn land(&mut self, node: Child, index: usize) -> Result<()> {
-        let page = node.leaf_page(&self.pages)?;
+    /// Makes `node`, which lies within `bounds`, the current leaf, at `index`.
+    fn land(&mut self, node: Child, bounds: Bounds<'_>, index: usize) -> Result<()> {
+        let page = node.leaf_page(&self.pages, Some(bounds))?;
         (self.count, self.leaf_id, self.leaf_txn) = (page.len(), page.page_id(), page.txn_id());
         self.leaf = Some((node, index));
         Ok(())
@@ -187,23 +207,39 @@ impl RangeIter {
         .map(<[u8]>::to_vec);
         let mut node = root;
         let mut level = root_level;
+        let (mut low, mut high): (Option<Key>, Option<Key>) = (None, None);
         while level > 0 {
             assert!(self.stack.len() < crate::TREE_HEIGHT_MAX, "tree too tall");
-            let (index, child) = {
-                let branch = node.branch_ref(&self.pages, level)?;
+            let (index, child, child_low, child_high) = {
+                let own = Bounds {
+                    low: low.as_deref(),
+                    high: high.as_deref(),
+                };
+                let branch = node.branch_ref(&self.pages, level, Some(own))?;
                 let index = match (&target, self.direction) {
                     (Some(key), _) => branch.child_index(key)?,
                     (None, Direction::Forward) => 0,
                     (None, Direction::Backward) => branch.child_count() - 1,
                 };
-                (index, branch.child(index)?)
+                let (child_low, child_high) = owned(branch.child_bounds(index, own)?);
+                (index, branch.child(index)?, child_low, child_high)
             };
-            self.stack.push((node, level, index));
-            node = child;
+            self.stack.push(Frame {
+                node,
+                level,
+                index,
+                low,
+                high,
+            });
+            (node, low, high) = (child, child_low, child_high);
             level -= 1;
         }
+        let leaf_bounds = Bounds {
+            low: low.as_deref(),
+            high: high.as_deref(),
+        };
         let (len, at) = {
-            let page = node.leaf_page(&self.pages)?;
+            let page = node.leaf_page(&self.pages, Some(leaf_bounds))?;
             let len = page.len();
             let at = match target.as_deref() {
                 None => None,
@@ -221,15 +257,15 @@ impl RangeIter {
                 | (Direction::Backward, _, Bound::Excluded(_))
         );
         match (self.direction, at) {
-            (Direction::Forward, None) => self.land(node, 0)?,
+            (Direction::Forward, None) => self.land(node, leaf_bounds, 0)?,
             (Direction::Forward, Some((at, hit))) => {
                 let at = if hit && excluded { at + 1 } else { at };
-                self.land(node, at)?;
+                self.land(node, leaf_bounds, at)?;
             }
-            (Direction::Backward, None) => self.land_backward(node, len)?,
+            (Direction::Backward, None) => self.land_backward(node, leaf_bounds, len)?,
             (Direction::Backward, Some((at, hit))) => {
                 let end = if hit && !excluded { at + 1 } else { at };
-                self.land_backward(node, end)?;
+                self.land_backward(node, leaf_bounds, end)?;
             }
         }
         if let Some((_, index)) = &self.leaf
@@ -242,11 +278,11 @@ impl RangeIter {
 
     /// Positions a backward cursor on the entry before `end` in `node`, or the previous
     /// leaf's last if `end` is 0.
-    fn land_backward(&mut self, node: Child, end: usize) -> Result<()> {
+    fn land_backward(&mut self, node: Child, bounds: Bounds<'_>, end: usize) -> Result<()> {
         if let Some(index) = end.checked_sub(1) {
-            self.land(node, index)
+            self.land(node, bounds, index)
         } else {
-            self.land(node, 0)?;
+            self.land(node, bounds, 0)?;
             self.prev_leaf()
         }
     }
@@ -281,10 +317,14 @@ impl RangeIter {
     /// Moves to the first entry of the next leaf, or ends the cursor.
     fn next_leaf(&mut self) -> Result<()> {
         self.leaf = None;
-        while let Some((branch, level, index)) = self.stack.pop() {
-            let count = branch.branch_ref(&self.pages, level)?.child_count();
-            if index + 1 < count {
-                self.stack.push((branch, level, index + 1));
+        while let Some(mut frame) = self.stack.pop() {
+            let count = frame
+                .node
+                .branch_ref(&self.pages, frame.level, Some(frame.bounds()))?
+                .child_count();
+            if frame.index + 1 < count {
+                frame.index += 1;
+                self.stack.push(frame);
                 return self.descend(Direction::Forward);
             }
         }
@@ -294,9 +334,10 @@ impl RangeIter {
     /// Moves to the last entry of the previous leaf, or ends the cursor.
     fn prev_leaf(&mut self) -> Result<()> {
         self.leaf = None;
-        while let Some((branch, level, index)) = self.stack.pop() {
-            if index > 0 {
-                self.stack.push((branch, level, index - 1));
+        while let Some(mut frame) = self.stack.pop() {
+            if frame.index > 0 {
+                frame.index -= 1;
+                self.stack.push(frame);
                 return self.descend(Direction::Backward);
             }
         }
@@ -306,28 +347,44 @@ impl RangeIter {
     /// From the child named by the stack's top, descends the leftmost (forward) or
     /// rightmost (backward) path to a leaf and lands on its first or last entry.
     fn descend(&mut self, towards: Direction) -> Result<()> {
-        let (mut node, mut level) = {
-            let (top, level, index) = self.stack.last().expect("descend starts from a branch");
-            (
-                top.branch_ref(&self.pages, *level)?.child(*index)?,
-                *level - 1,
-            )
+        let (mut node, mut level, mut low, mut high) = {
+            let top = self.stack.last().expect("descend starts from a branch");
+            let branch = top
+                .node
+                .branch_ref(&self.pages, top.level, Some(top.bounds()))?;
+            let (low, high) = owned(branch.child_bounds(top.index, top.bounds())?);
+            (branch.child(top.index)?, top.level - 1, low, high)
         };
         while level > 0 {
             assert!(self.stack.len() < crate::TREE_HEIGHT_MAX, "tree too tall");
-            let (index, next) = {
-                let branch = node.branch_ref(&self.pages, level)?;
+            let (index, next, next_low, next_high) = {
+                let own = Bounds {
+                    low: low.as_deref(),
+                    high: high.as_deref(),
+                };
+                let branch = node.branch_ref(&self.pages, level, Some(own))?;
                 let index = match towards {
                     Direction::Forward => 0,
                     Direction::Backward => branch.child_count() - 1,
                 };
-                (index, branch.child(index)?)
+                let (next_low, next_high) = owned(branch.child_bounds(index, own)?);
+                (index, branch.child(index)?, next_low, next_high)
             };
-            self.stack.push((node, level, index));
-            node = next;
+            self.stack.push(Frame {
+                node,
+                level,
+                index,
+                low,
+                high,
+            });
+            (node, low, high) = (next, next_low, next_high);
             level -= 1;
         }
-        let len = node.leaf_page(&self.pages)?.len();
+        let bounds = Bounds {
+            low: low.as_deref(),
+            high: high.as_deref(),
+        };
+        let len = node.leaf_page(&self.pages, Some(bounds))?.len();
         if len == 0 {
             let id = node.page().map_or(0, |p| p.id.0);
             return Err(crate::Error::corruption(
@@ -341,7 +398,7 @@ impl RangeIter {
             Direction::Forward => 0,
             Direction::Backward => len - 1,
         };
-        self.land(node, index)
+        self.land(node, bounds, index)
     }
 
     /// Steps over tombstones, ends the cursor past the far bound, and decodes the entry it
@@ -409,6 +466,11 @@ impl RangeIter {
 fn within(whole: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr().addr() - whole.as_ptr().addr();
     start..start + part.len()
+}
+
+/// Bounds as owned keys, to keep on the stack.
+fn owned(bounds: Bounds<'_>) -> (Option<Key>, Option<Key>) {
+    (bounds.low.map(Key::from), bounds.high.map(Key::from))
 }
 
 fn bound_key(bound: &Bound<Vec<u8>>) -> Option<&[u8]> {

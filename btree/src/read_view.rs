@@ -9,10 +9,11 @@
 
 use std::ops::Bound;
 
+use crate::branch_page::BranchPage;
 use crate::error::Result;
 use crate::node::{Child, Node};
 use crate::page_size::PageSize;
-use crate::pages::Pages;
+use crate::pages::{Bounds, Pages};
 use crate::range::{Direction, RangeIter};
 use crate::tree::Root;
 
@@ -70,6 +71,8 @@ impl ReadView {
         value.clear();
         let pages = &*self.root.pages;
         let mut level = self.root.level;
+        // Where the parent places the node: checked when a page is first read.
+        let mut bounds = Bounds::default();
         // In-memory nodes first (borrowed, no reference counting), then pages of the map.
         let mut child = &self.root.node;
         let mut page = loop {
@@ -77,9 +80,18 @@ impl ReadView {
                 Child::Disk(page) => break *page,
                 Child::Mem(node) => match &**node {
                     Node::Branch(b) => {
+                        let index = b.child_index(key);
+                        bounds = Bounds {
+                            low: index
+                                .checked_sub(1)
+                                .and_then(|i| b.separators.get(i))
+                                .map(|k| &**k)
+                                .or(bounds.low),
+                            high: b.separators.get(index).map(|k| &**k).or(bounds.high),
+                        };
                         child = b
                             .children
-                            .get(b.child_index(key))
+                            .get(index)
                             .expect("a branch has a child per separator and one more");
                         level -= 1;
                     }
@@ -95,13 +107,16 @@ impl ReadView {
         };
         for _ in 0..crate::TREE_HEIGHT_MAX {
             if level == 0 {
-                let Some(entry) = pages.leaf(page)?.find(key)? else {
+                let Some(entry) = pages.leaf(page, Some(bounds))?.find(key)? else {
                     return Ok(None);
                 };
                 let live = Child::Disk(page).value_into(pages, &entry, value)?;
                 return Ok(live.then_some(entry.version));
             }
-            page = pages.branch(page, level)?.child_for(key)?;
+            let branch = pages.branch(page, level, Some(bounds))?;
+            let index = branch.child_index(key)?;
+            page = branch.child(index)?;
+            bounds = child_bounds(&branch, index, bounds)?;
             level -= 1;
         }
         unreachable!("levels are at most LEVEL_MAX")
@@ -146,6 +161,25 @@ impl ReadView {
     pub(crate) fn page_size(&self) -> PageSize {
         self.root.pages.page_size()
     }
+}
+
+/// The bounds of child `index` of a branch page within the branch's own `bounds`,
+/// borrowing the page.
+fn child_bounds<'a>(
+    branch: &BranchPage<'a>,
+    index: usize,
+    bounds: Bounds<'a>,
+) -> Result<Bounds<'a>> {
+    let low = match index.checked_sub(1) {
+        Some(i) => Some(branch.separator(i)?),
+        None => bounds.low,
+    };
+    let high = if index < branch.len() {
+        Some(branch.separator(index)?)
+    } else {
+        bounds.high
+    };
+    Ok(Bounds { low, high })
 }
 
 /// The bounds of the keys that start with `prefix`: from the prefix, up to the next key

@@ -792,13 +792,19 @@ fn check_file(durable: &Durable) {
         while let Some((page, level)) = stack.pop() {
             claim(page.id, "tree");
             if level > 0 {
-                let branch = pages.branch(page, level).expect("durable branch reads");
+                let branch = pages
+                    .branch(page, level, None)
+                    .expect("durable branch reads");
                 for i in 0..branch.child_count() {
                     stack.push((branch.child(i).expect("child reads"), level - 1));
                 }
                 continue;
             }
-            for entry in pages.leaf(page).expect("durable leaf reads").entries() {
+            for entry in pages
+                .leaf(page, None)
+                .expect("durable leaf reads")
+                .entries()
+            {
                 let entry = entry.expect("entry reads");
                 entries += 1;
                 if let crate::LeafValue::Overflow(chain) = entry.value {
