@@ -1,0 +1,317 @@
+//! The body of fuzz target `btree_file_open`: arbitrary bytes written as a tree's file on a
+//! fresh simulated file system, opened with [`Tree::open`], and, if it opens, read in full.
+//! Spec of what must hold: docs/format/btree.md (section 11) and the issue's contract:
+//! "corrupt or truncated files: open and reads fail with a Corruption error naming the
+//! page, never a panic or wrong data; a torn meta page falls back to the other one".
+//!
+//! [`fuzz_file_open`] never panics itself: a panic that escapes it is the tree's (the
+//! finding). It returns a [`FileOpenSummary`] whose `disagreements` list reads of the one
+//! file that contradict one another (a forward scan that is not the backward one reversed,
+//! a get that does not find what a scan met, a checkpointed write that a reopen does not
+//! return); the fuzz target and the replay test assert that it is empty.
+//!
+//! Bounds: every scan stops after [`ENTRIES_MAX`] entries, so that a damaged tree whose
+//! pages are shared by many parents (a DAG a checksum forger could build) cannot make the
+//! fuzzer hang here; passing it is reported as a disagreement, since the file cannot hold
+//! that many entries. Memory is bounded by the input: the tree maps at most the file.
+//!
+//! Compiled only with the `internals` feature (the fuzz crate and the tests enable it).
+
+#![cfg(feature = "internals")]
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use popdb_io::{FsRef, OpenOptions, SimFs};
+
+use crate::error::{Error, Result};
+use crate::meta::Meta;
+use crate::page_format::{HEADER_SIZE, PageId, seal};
+use crate::page_size::PageSize;
+use crate::range::Direction;
+use crate::read_view::ReadView;
+use crate::tree::{FILE_NAME, LSN_MAX, Tree, TreeOptions};
+
+/// The directory the file is written to on the simulated file system.
+const DIR: &str = "/fuzz";
+
+/// The most entries one scan reads. A file of at most a few MiB (libFuzzer's inputs are far
+/// smaller) cannot hold more: every entry takes a slot and a header in a leaf.
+pub const ENTRIES_MAX: usize = 1 << 18;
+
+/// Bit of the control byte: re-seal every page's own checksum before opening, so that
+/// mutations reach the structure checks behind it (a parent's copy of the checksum still
+/// catches them, except in the metas, which have no parent).
+pub const CONTROL_RESEAL: u8 = 1;
+
+/// Bit of the control byte: after reading, apply a batch, checkpoint it, reopen and read
+/// again.
+pub const CONTROL_WRITE: u8 = 2;
+
+/// Keys the check looks up beside those a scan met (absent from most files).
+const PROBES: [&[u8]; 4] = [b"", b"\x00", b"m", b"\xff\xff\xff\xff"];
+
+/// What [`fuzz_file_open`] found.
+#[derive(Debug, Default)]
+pub struct FileOpenSummary {
+    /// Whether the first open succeeded.
+    pub opened: bool,
+    /// Live entries the first forward scan met (all of them if it did not fail).
+    pub entries: usize,
+    /// Errors met (open, reads, apply, checkpoint, reopen); each is allowed.
+    pub errors: usize,
+    /// Errors that were not [`Error::Corruption`] (an apply's `LimitExceeded` or
+    /// `LsnNotIncreasing` on a strange but valid file, say); allowed too, counted apart.
+    pub other_errors: usize,
+    /// Whether the batch was applied and checkpointed.
+    pub checkpointed: bool,
+    /// Reads that contradict one another or what was written: wrong data.
+    pub disagreements: Vec<String>,
+}
+
+impl FileOpenSummary {
+    fn error(&mut self, e: &Error) {
+        self.errors += 1;
+        if e.as_corruption().is_none() {
+            self.other_errors += 1;
+        }
+    }
+}
+
+/// One entry a scan met: key, value, version.
+type Row = (Vec<u8>, Vec<u8>, u64);
+
+/// The body of fuzz target `btree_file_open`. Input layout: `[c0, file...]`; `file` is
+/// written as the tree's file (an empty one makes the tree create a new file); `c0`'s bits
+/// are [`CONTROL_RESEAL`] and [`CONTROL_WRITE`], and, when resealing and meta 0 names no
+/// page size, bits 4-6 pick the page size (512 shifted left by them). An empty input is
+/// ignored.
+///
+/// Never panics unless the tree does.
+pub fn fuzz_file_open(data: &[u8]) -> FileOpenSummary {
+    let mut summary = FileOpenSummary::default();
+    let Some((&c0, file)) = data.split_first() else {
+        return summary;
+    };
+    let mut file = file.to_vec();
+    if c0 & CONTROL_RESEAL != 0 {
+        reseal(&mut file, c0);
+    }
+    let sim = SimFs::new(u64::from(c0));
+    let fs: FsRef = Arc::new(sim);
+    if write_file(&fs, &file).is_err() {
+        // The simulated file system has no limit set: this cannot happen, and is no
+        // finding of the tree's if it does.
+        return summary;
+    }
+    let tree = match Tree::open(Arc::clone(&fs), Path::new(DIR), TreeOptions::default()) {
+        Ok(tree) => tree,
+        Err(e) => {
+            summary.error(&e);
+            return summary;
+        }
+    };
+    summary.opened = true;
+    let _ = tree.stats();
+    let rows = read_all(&tree.read_view(), &mut summary);
+    summary.entries = rows.as_ref().map_or(0, Vec::len);
+    if c0 & CONTROL_WRITE != 0 {
+        write_and_reopen(tree, &fs, rows.as_deref(), &mut summary);
+    }
+    summary
+}
+
+/// Re-seals every page of `file` at the page size meta 0 claims (or `c0`'s bits 4-6).
+fn reseal(file: &mut [u8], c0: u8) {
+    let size = Meta::peek_page_size(file, PageId(0)).unwrap_or_else(|_| {
+        PageSize::from_u32(512 << ((c0 >> 4) & 7)).unwrap_or(PageSize::DEFAULT)
+    });
+    for page in file.chunks_mut(size.bytes()) {
+        if page.len() >= HEADER_SIZE {
+            seal(page);
+        }
+    }
+}
+
+/// Writes `bytes` as the tree's file, durably, with its directory.
+fn write_file(fs: &FsRef, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = Path::new(DIR);
+    popdb_io::create_dir_durably(fs.as_ref(), dir)?;
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let file = fs.open(&dir.join(FILE_NAME), OpenOptions::create())?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_all()?;
+    fs.sync_dir(dir)
+}
+
+/// Reads everything through `view`: both scans, a get of every key met and of the probes,
+/// and the statistics walk. Returns the forward scan's entries if every read succeeded.
+fn read_all(view: &ReadView, summary: &mut FileOpenSummary) -> Option<Vec<Row>> {
+    let forward = scan(view, Direction::Forward, summary);
+    let backward = scan(view, Direction::Backward, summary);
+    let stats = view.stats();
+    if let Err(e) = &stats {
+        summary.error(e);
+    }
+    let mut complete = stats.is_ok();
+    if let (Some(forward), Some(backward)) = (&forward, &backward) {
+        if !forward.iter().eq(backward.iter().rev()) {
+            summary.disagreements.push(format!(
+                "the forward scan ({} entries) is not the backward one ({}) reversed",
+                forward.len(),
+                backward.len()
+            ));
+        }
+        if let Ok(stats) = &stats
+            && stats.entry_count != forward.len() as u64
+        {
+            summary.disagreements.push(format!(
+                "stats count {} live entries, a scan meets {}",
+                stats.entry_count,
+                forward.len()
+            ));
+        }
+    }
+    if let Some(rows) = forward.as_ref().or(backward.as_ref()) {
+        complete &= check_gets(view, rows, summary);
+    }
+    for probe in PROBES {
+        if let Err(e) = view.get(probe) {
+            summary.error(&e);
+            complete = false;
+        }
+    }
+    forward.filter(|_| complete && backward.is_some())
+}
+
+/// A scan of every key in `direction`; `None` if it failed or passed [`ENTRIES_MAX`].
+fn scan(view: &ReadView, direction: Direction, summary: &mut FileOpenSummary) -> Option<Vec<Row>> {
+    let result = scan_rows(view, direction);
+    match result {
+        Ok(Some(rows)) => Some(rows),
+        Ok(None) => {
+            summary
+                .disagreements
+                .push(format!("a {direction:?} scan passed {ENTRIES_MAX} entries"));
+            None
+        }
+        Err(e) => {
+            summary.error(&e);
+            None
+        }
+    }
+}
+
+fn scan_rows(view: &ReadView, direction: Direction) -> Result<Option<Vec<Row>>> {
+    let mut it = view.scan((Bound::Unbounded, Bound::Unbounded), direction)?;
+    let mut rows = Vec::new();
+    while it.valid() {
+        if rows.len() == ENTRIES_MAX {
+            return Ok(None);
+        }
+        rows.push((it.key().to_vec(), it.value().to_vec(), it.version()));
+        it.next()?;
+    }
+    Ok(Some(rows))
+}
+
+/// Gets every key of `rows` both ways; each must return its row. Returns whether every
+/// get succeeded.
+fn check_gets(view: &ReadView, rows: &[Row], summary: &mut FileOpenSummary) -> bool {
+    let mut complete = true;
+    let mut value = Vec::new();
+    for (key, expected, version) in rows {
+        match view.get_into(key, &mut value) {
+            Ok(found) => {
+                if found != Some(*version) || value != *expected {
+                    summary.disagreements.push(format!(
+                        "get {key:02x?} found version {found:?} and {} bytes; a scan met \
+                         version {version} and {} bytes",
+                        value.len(),
+                        expected.len()
+                    ));
+                }
+            }
+            Err(e) => {
+                summary.error(&e);
+                complete = false;
+            }
+        }
+        // The allocating variant must agree with the other.
+        if let Ok(got) = view.get(key)
+            && got.as_ref().map(|v| (&v.value, v.version)) != Some((expected, *version))
+        {
+            summary
+                .disagreements
+                .push(format!("get {key:02x?} disagrees with get_into"));
+        }
+    }
+    complete
+}
+
+/// Applies a batch (a small value, an overflow value, a delete of the first key met),
+/// checkpoints it, drops the tree, reopens the file and reads it again. `rows` is the first
+/// read's result if it read everything.
+fn write_and_reopen(tree: Tree, fs: &FsRef, rows: Option<&[Row]>, summary: &mut FileOpenSummary) {
+    let Some(lsn) = tree
+        .last_applied()
+        .unwrap_or(0)
+        .checked_add(1)
+        .filter(|&lsn| lsn <= LSN_MAX)
+    else {
+        return;
+    };
+    let big = vec![0xab; 2 * tree.page_size().bytes() + 7];
+    let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
+        (b"fuzz-small".to_vec(), Some(b"v".to_vec())),
+        (b"fuzz-big".to_vec(), Some(big.clone())),
+    ];
+    // A key of the batch is written once, so that what a reopen must return is plain.
+    if let Some((first, ..)) = rows.and_then(<[Row]>::first)
+        && batch.iter().all(|(key, _)| key != first)
+    {
+        batch.push((first.clone(), None));
+    }
+    let written = tree.apply(lsn, &batch).and_then(|()| tree.checkpoint(lsn));
+    if let Err(e) = &written {
+        summary.error(e);
+        return;
+    }
+    summary.checkpointed = true;
+    let read_cleanly = rows.is_some();
+    drop(tree);
+    let tree = match Tree::open(Arc::clone(fs), Path::new(DIR), TreeOptions::default()) {
+        Ok(tree) => tree,
+        Err(e) => {
+            summary.error(&e);
+            if read_cleanly {
+                summary.disagreements.push(format!(
+                    "a file that read cleanly and took a checkpoint does not reopen: {e}"
+                ));
+            }
+            return;
+        }
+    };
+    let view = tree.read_view();
+    if read_all(&view, summary).is_none() {
+        return;
+    }
+    for (key, value) in &batch {
+        match view.get(key) {
+            Ok(got) => {
+                let got = got.map(|v| (v.value, v.version));
+                let expected = value.clone().map(|v| (v, lsn));
+                if got != expected {
+                    summary.disagreements.push(format!(
+                        "after the checkpoint and reopen, get {key:02x?} is not what was \
+                         written at lsn {lsn}"
+                    ));
+                }
+            }
+            Err(e) => summary.error(&e),
+        }
+    }
+}
