@@ -27,7 +27,14 @@ use popdb_io::{FsRef, OpenOptions, SimFs};
 
 use crate::error::{Error, Result};
 use crate::meta::Meta;
-use crate::page_format::{HEADER_SIZE, PageId, seal};
+use crate::page_format::{
+    BRANCH_CHILD_CHECKSUM_AT, BRANCH_CHILD_ID_AT, BRANCH_LEFTMOST_CHECKSUM_AT,
+    BRANCH_LEFTMOST_ID_AT, BRANCH_SLOTS_AT, CHECKSUM_AT, COUNT_AT, HAS_NEXT_AT, HEADER_SIZE,
+    KIND_OVERFLOW, LEAF_ENTRY_HEADER_SIZE, LEAF_KEY_LEN_AT, LEAF_KIND_AT, LEAF_SLOTS_AT,
+    META_FREE_LIST_CHECKSUM_AT, META_FREE_LIST_ID_AT, META_HAS_FREE_LIST_AT, META_HAS_ROOT_AT,
+    META_ROOT_CHECKSUM_AT, META_ROOT_ID_AT, NEXT_CHECKSUM_AT, NEXT_ID_AT, PAGE_TYPE_AT, PageId,
+    PageType, SLOT_SIZE, TREE_HEIGHT_MAX, seal,
+};
 use crate::page_size::PageSize;
 use crate::range::Direction;
 use crate::read_view::ReadView;
@@ -48,6 +55,16 @@ pub const CONTROL_RESEAL: u8 = 1;
 /// Bit of the control byte: after reading, apply a batch, checkpoint it, reopen and read
 /// again.
 pub const CONTROL_WRITE: u8 = 2;
+
+/// Bit of the control byte: re-seal every page and also every reference to a page (a
+/// branch's children, a leaf's overflow chains, the next page of a chain or free list, a
+/// meta's root and free list), so that mutations reach the checks behind both copies of a
+/// checksum: the file's structure across pages.
+pub const CONTROL_RESEAL_REFS: u8 = 4;
+
+/// The most passes [`reseal_refs`] makes; each settles at least one more level of the
+/// references (one pass settles a chain or a tree whose pages refer to lower ids only).
+const RESEAL_PASSES_MAX: usize = TREE_HEIGHT_MAX + 8;
 
 /// Keys the check looks up beside those a scan met (absent from most files).
 const PROBES: [&[u8]; 4] = [b"", b"\x00", b"m", b"\xff\xff\xff\xff"];
@@ -84,7 +101,7 @@ type Row = (Vec<u8>, Vec<u8>, u64);
 
 /// The body of fuzz target `btree_file_open`. Input layout: `[c0, file...]`; `file` is
 /// written as the tree's file (an empty one makes the tree create a new file); `c0`'s bits
-/// are [`CONTROL_RESEAL`] and [`CONTROL_WRITE`], and, when resealing and meta 0 names no
+/// are [`CONTROL_RESEAL`], [`CONTROL_WRITE`] and [`CONTROL_RESEAL_REFS`], and, when resealing and meta 0 names no
 /// page size, bits 4-6 pick the page size (512 shifted left by them). An empty input is
 /// ignored.
 ///
@@ -95,8 +112,13 @@ pub fn fuzz_file_open(data: &[u8]) -> FileOpenSummary {
         return summary;
     };
     let mut file = file.to_vec();
-    if c0 & CONTROL_RESEAL != 0 {
-        reseal(&mut file, c0);
+    if c0 & (CONTROL_RESEAL | CONTROL_RESEAL_REFS) != 0 {
+        let size = reseal_page_size(&file, c0);
+        if c0 & CONTROL_RESEAL_REFS != 0 {
+            reseal_refs(&mut file, size);
+        } else {
+            reseal(&mut file, size);
+        }
     }
     let sim = SimFs::new(u64::from(c0));
     let fs: FsRef = Arc::new(sim);
@@ -122,15 +144,127 @@ pub fn fuzz_file_open(data: &[u8]) -> FileOpenSummary {
     summary
 }
 
-/// Re-seals every page of `file` at the page size meta 0 claims (or `c0`'s bits 4-6).
-fn reseal(file: &mut [u8], c0: u8) {
-    let size = Meta::peek_page_size(file, PageId(0)).unwrap_or_else(|_| {
-        PageSize::from_u32(512 << ((c0 >> 4) & 7)).unwrap_or(PageSize::DEFAULT)
-    });
-    for page in file.chunks_mut(size.bytes()) {
+/// The page size meta 0 claims, or else `c0`'s bits 4-6 pick.
+fn reseal_page_size(file: &[u8], c0: u8) -> usize {
+    Meta::peek_page_size(file, PageId(0))
+        .unwrap_or_else(|_| PageSize::from_u32(512 << ((c0 >> 4) & 7)).unwrap_or(PageSize::DEFAULT))
+        .bytes()
+}
+
+/// Re-seals every page of `file` (the last one too, if it holds a header).
+fn reseal(file: &mut [u8], size: usize) {
+    for page in file.chunks_mut(size) {
         if page.len() >= HEADER_SIZE {
             seal(page);
         }
+    }
+}
+
+/// Re-seals every whole page of `file` and sets every reference's checksum to its target's,
+/// pass after pass (highest page first) until nothing changes, at most
+/// [`RESEAL_PASSES_MAX`] passes. References are found by the page type byte alone, with
+/// every field bounds-checked: a page that does not decode is still sealed.
+fn reseal_refs(file: &mut [u8], size: usize) {
+    let pages = file.len() / size;
+    for _ in 0..RESEAL_PASSES_MAX {
+        let mut changed = false;
+        for index in (0..pages).rev() {
+            let start = index * size;
+            let refs = references(file.get(start..start + size).unwrap_or_default(), index);
+            // A field past the page's end (a slot pointing there) is no reference.
+            let inside = |&(id_at, checksum_at): &(usize, usize)| {
+                id_at + 8 <= size && checksum_at + 4 <= size
+            };
+            for (id_at, checksum_at) in refs.into_iter().filter(inside) {
+                let target = read_u64(file, start + id_at)
+                    .and_then(|id| usize::try_from(id).ok())
+                    .filter(|&id| id < pages);
+                if let Some(checksum) =
+                    target.and_then(|id| read_u32(file, id * size + CHECKSUM_AT))
+                {
+                    write_u32(file, start + checksum_at, checksum);
+                }
+            }
+            let Some(page) = file.get_mut(start..start + size) else {
+                break;
+            };
+            let before = read_u32(page, CHECKSUM_AT);
+            changed |= before != Some(seal(page));
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+/// The (id offset, checksum offset) of every page reference in page `index`.
+fn references(page: &[u8], index: usize) -> Vec<(usize, usize)> {
+    let flag = |at: usize| page.get(at).is_some_and(|&b| b != 0);
+    if index < 2 {
+        let mut refs = Vec::new();
+        if flag(META_HAS_ROOT_AT) {
+            refs.push((META_ROOT_ID_AT, META_ROOT_CHECKSUM_AT));
+        }
+        if flag(META_HAS_FREE_LIST_AT) {
+            refs.push((META_FREE_LIST_ID_AT, META_FREE_LIST_CHECKSUM_AT));
+        }
+        return refs;
+    }
+    let page_type = page.get(PAGE_TYPE_AT).copied().unwrap_or_default();
+    let slots = |slots_at: usize| {
+        let count = read_u16(page, COUNT_AT).unwrap_or_default();
+        (0..usize::from(count))
+            .filter_map(move |i| read_u16(page, slots_at + i * SLOT_SIZE).map(usize::from))
+    };
+    if page_type == PageType::Branch as u8 {
+        let mut refs = vec![(BRANCH_LEFTMOST_ID_AT, BRANCH_LEFTMOST_CHECKSUM_AT)];
+        refs.extend(
+            slots(BRANCH_SLOTS_AT)
+                .map(|at| (at + BRANCH_CHILD_ID_AT, at + BRANCH_CHILD_CHECKSUM_AT)),
+        );
+        refs
+    } else if page_type == PageType::Leaf as u8 {
+        slots(LEAF_SLOTS_AT)
+            .filter(|&at| page.get(at + LEAF_KIND_AT) == Some(&KIND_OVERFLOW))
+            .filter_map(|at| {
+                let key_len = usize::from(read_u16(page, at + LEAF_KEY_LEN_AT)?);
+                let ref_at = at + LEAF_ENTRY_HEADER_SIZE + key_len;
+                Some((ref_at, ref_at + 8))
+            })
+            .collect()
+    } else if page_type == PageType::Overflow as u8 || page_type == PageType::FreeList as u8 {
+        if flag(HAS_NEXT_AT) {
+            vec![(NEXT_ID_AT, NEXT_CHECKSUM_AT)]
+        } else {
+            Vec::new()
+        }
+    } else {
+        Vec::new()
+    }
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(
+        bytes.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+/// Writes `value` at `at` if the field lies inside `bytes`.
+fn write_u32(bytes: &mut [u8], at: usize, value: u32) {
+    if let Some(field) = at.checked_add(4).and_then(|end| bytes.get_mut(at..end)) {
+        field.copy_from_slice(&value.to_le_bytes());
     }
 }
 

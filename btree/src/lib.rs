@@ -86,7 +86,8 @@ pub use tree::{
 #[cfg(feature = "internals")]
 pub mod internals {
     pub use crate::fuzz_open::{
-        CONTROL_RESEAL, CONTROL_WRITE, ENTRIES_MAX, FileOpenSummary, fuzz_file_open,
+        CONTROL_RESEAL, CONTROL_RESEAL_REFS, CONTROL_WRITE, ENTRIES_MAX, FileOpenSummary,
+        fuzz_file_open,
     };
     pub use crate::page_format::*;
 }

@@ -12,7 +12,7 @@
 use std::cell::Cell;
 
 use popdb_btree::internals::{
-    CONTROL_RESEAL, CONTROL_WRITE, HEADER_SIZE, META_SIZE, fuzz_file_open,
+    CONTROL_RESEAL, CONTROL_RESEAL_REFS, CONTROL_WRITE, HEADER_SIZE, META_SIZE, fuzz_file_open,
 };
 use popdb_btree::{Meta, PageId, PageSize};
 use popdb_testkit::{Mutations, Rng, fuzz_dir, read_inputs, replay_corpus, replay_mutations};
@@ -59,6 +59,30 @@ fn btree_file_open_corpus_files_open_and_read_without_errors() {
         if data[0] & CONTROL_WRITE != 0 {
             assert!(summary.checkpointed, "{name}: {summary:?}");
         }
+    }
+}
+
+/// The deep re-seal must carry a changed value past both copies of every checksum, or the
+/// fuzzer's inputs with that bit stop at the first parent reference.
+#[test]
+fn btree_file_open_deep_reseal_reaches_past_parent_checksums() {
+    let (_, data) = read_inputs(&fuzz_dir("corpus", TARGET))
+        .into_iter()
+        .find(|(name, _)| name == "small-512")
+        .unwrap();
+    let at = data.windows(8).position(|w| w == b"vvvvvvvv").unwrap();
+    for (c0, errors) in [
+        (0, true),
+        (CONTROL_RESEAL, true),
+        (CONTROL_RESEAL_REFS, false),
+    ] {
+        let mut changed = data.clone();
+        changed[0] = c0 | CONTROL_WRITE;
+        changed[at] = b'w';
+        let summary = fuzz_file_open(&changed);
+        assert!(summary.opened, "{summary:?}");
+        assert_eq!(summary.errors > 0, errors, "control {c0}: {summary:?}");
+        assert!(summary.disagreements.is_empty(), "{summary:?}");
     }
 }
 
@@ -158,12 +182,10 @@ fn mutate(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
         }
         mutate_once(rng, corpus, &mut data);
     }
-    // Half re-seal, so that they reach the checks behind the pages' own checksums.
-    if rng.chance(2) {
-        data[0] |= CONTROL_RESEAL;
-    } else {
-        data[0] &= !CONTROL_RESEAL;
-    }
+    // A third re-seal the pages, a third the references too, so that they reach the checks
+    // behind the pages' own checksums and behind their parents' copies.
+    data[0] &= !(CONTROL_RESEAL | CONTROL_RESEAL_REFS);
+    data[0] |= [0, CONTROL_RESEAL, CONTROL_RESEAL_REFS][rng.index(3)];
     data
 }
 
