@@ -6,19 +6,90 @@
 //!
 //! The target's body is `fuzz_file_open` in btree/src/fuzz_open.rs, reached through the
 //! `internals` feature; the libFuzzer wrapper is fuzz/fuzz_targets/btree_file_open.rs.
+//!
+//! Regressions the tree does not pass yet are listed in [`KNOWN_FAILING`] and
+//! [`KNOWN_WRONG_DATA`]: the test checks that they still fail, so that a fix shows up as a
+//! failure here asking for the name to be removed (then the input is replayed like the
+//! others). Mutations are not drawn from the known failing ones.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::Once;
 
 use popdb_btree::internals::{
     CONTROL_RESEAL, CONTROL_RESEAL_REFS, CONTROL_WRITE, HEADER_SIZE, META_SIZE, fuzz_file_open,
 };
 use popdb_btree::{Meta, PageId, PageSize};
-use popdb_testkit::{Mutations, Rng, fuzz_dir, read_inputs, replay_corpus, replay_mutations};
+use popdb_testkit::{Rng, fuzz_dir, read_inputs, replay_corpus, run_check};
 
 const TARGET: &str = "btree_file_open";
 const MUTATIONS_COUNT: u64 = 10_000;
+const MUTATIONS_SEED: u64 = 0xf11e_0be7;
+
+/// Regressions that still panic (found by this target; reported, not fixed here). Each
+/// is a file whose every checksum is right, with `CONTROL_WRITE` set:
+/// - `apply-entry-count-below-the-tree-underflows`: the newest meta of `small-512` says
+///   `entry_count` 0 for a leaf of 12 entries; once a rebuilt leaf drops tombstones,
+///   `Apply::run` panics at `expect("a tree holds the entries it counts")` (apply.rs).
+/// - `apply-entry-count-max-overflows`: the newest meta says `entry_count` `u64::MAX`;
+///   `entries + self.added` overflows in `Apply::run` (apply.rs).
+/// - `checkpoint-txn-id-max-overflows`: the metas of `empty-512` with transaction ids
+///   `u64::MAX - 1` and `u64::MAX`; `durable.meta.txn_id.0 + 1` overflows in
+///   `checkpoint::plan`.
+///
+/// Two more come from inputs whose references the hook re-sealed (`CONTROL_RESEAL_REFS`
+/// and `CONTROL_WRITE`), so every checksum of the file it opens is right too:
+/// - `forged-leaf-keys-out-of-order-apply-panics`: a leaf whose keys are out of order is
+///   read without complaint; the apply that rebuilds it panics in `LeafBuilder::push`
+///   ("leaf keys out of order", leaf_builder.rs).
+/// - `forged-overflow-names-its-own-leaf-apply-panics`: a leaf entry's overflow reference
+///   names the leaf's own page; the apply that rebuilds it panics in `LeafBuilder`
+///   ("overflow names its own leaf", leaf_builder.rs).
+const KNOWN_FAILING: &[&str] = &[
+    "apply-entry-count-below-the-tree-underflows",
+    "apply-entry-count-max-overflows",
+    "checkpoint-txn-id-max-overflows",
+    "forged-leaf-keys-out-of-order-apply-panics",
+    "forged-overflow-names-its-own-leaf-apply-panics",
+];
+
+/// The panics of [`KNOWN_FAILING`], as (source file, message start): mutations that meet
+/// one are counted and printed, not failed, until the bug is fixed. Any other panic fails.
+const KNOWN_PANICS: &[(&str, &str)] = &[
+    ("btree/src/apply.rs", "a tree holds the entries it counts"),
+    ("btree/src/apply.rs", "attempt to add with overflow"),
+    ("btree/src/checkpoint.rs", "attempt to add with overflow"),
+    ("btree/src/leaf_builder.rs", "leaf keys out of order"),
+    (
+        "btree/src/leaf_builder.rs",
+        "assertion `left != right` failed: overflow names its own leaf",
+    ),
+];
+
+thread_local! {
+    /// The source file of this thread's last panic.
+    static PANIC_FILE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Records each panic's source file for [`KNOWN_PANICS`], then reports it as before.
+fn record_panic_files() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let file = info.location().map(|l| l.file().to_string());
+            PANIC_FILE.with(|f| *f.borrow_mut() = file.unwrap_or_default());
+            previous(info);
+        }));
+    });
+}
+
+/// Regressions whose reads disagree (wrong data), on files forged with every reference
+/// re-sealed (`CONTROL_RESEAL_REFS`, where the target does not assert agreement yet):
+/// - `forged-leaf-key-outside-separators-get-misses`: a leaf holds a key above its parent's
+///   next separator; a scan returns it out of order and a get does not find it.
+const KNOWN_WRONG_DATA: &[&str] = &["forged-leaf-key-outside-separators-get-misses"];
 
 thread_local! {
     /// Inputs checked on this thread: opened, read without an error, checkpointed.
@@ -28,6 +99,7 @@ thread_local! {
 /// The target's assertion: nothing panics, and reads of the one file agree.
 fn check(data: &[u8]) {
     let summary = fuzz_file_open(data);
+    let wrong = summary.wrong_data().to_vec();
     OUTCOMES.with(|o| {
         let [count, opened, clean, checkpointed] = o.get();
         o.set([
@@ -37,11 +109,7 @@ fn check(data: &[u8]) {
             checkpointed + u64::from(summary.checkpointed),
         ]);
     });
-    assert!(
-        summary.disagreements.is_empty(),
-        "wrong data: {:?}",
-        summary.disagreements
-    );
+    assert!(wrong.is_empty(), "wrong data: {wrong:?}");
 }
 
 #[test]
@@ -87,8 +155,32 @@ fn btree_file_open_deep_reseal_reaches_past_parent_checksums() {
 }
 
 #[test]
-fn btree_file_open_regressions_replay_clean() {
-    replay_corpus("regressions", TARGET, check);
+fn btree_file_open_regressions_replay_clean_but_the_known_failing() {
+    let inputs = read_inputs(&fuzz_dir("regressions", TARGET));
+    for name in KNOWN_FAILING.iter().chain(KNOWN_WRONG_DATA) {
+        assert!(
+            inputs.iter().any(|(n, _)| n == name),
+            "{name} is listed but missing"
+        );
+    }
+    for (name, data) in &inputs {
+        let failed = run_check(check, data);
+        if KNOWN_FAILING.contains(&name.as_str()) {
+            assert!(
+                failed.is_some(),
+                "{name} passes now: remove it from KNOWN_FAILING"
+            );
+        } else {
+            assert_eq!(failed, None, "{name}");
+        }
+        if KNOWN_WRONG_DATA.contains(&name.as_str()) {
+            let summary = fuzz_file_open(data);
+            assert!(
+                !summary.disagreements.is_empty(),
+                "{name} reads consistently now: remove it from KNOWN_WRONG_DATA: {summary:?}"
+            );
+        }
+    }
 }
 
 const INTERESTING: [u64; 10] = [
@@ -191,16 +283,49 @@ fn mutate(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
 
 #[test]
 fn btree_file_open_mutations_of_the_corpus_replay_clean() {
-    let plan = Mutations {
-        seed: 0xf11e_0be7_u64,
-        count: MUTATIONS_COUNT,
-        random_len_max: 4096,
-    };
-    replay_mutations(TARGET, check, plan, mutate);
+    // As popdb_testkit::replay_mutations, with the known failing regressions left out.
+    let mut corpus = read_inputs(&fuzz_dir("corpus", TARGET));
+    corpus.extend(
+        read_inputs(&fuzz_dir("regressions", TARGET))
+            .into_iter()
+            .filter(|(name, _)| !KNOWN_FAILING.contains(&name.as_str())),
+    );
+    record_panic_files();
+    let mut known = Vec::new();
+    let mut rng = Rng(MUTATIONS_SEED);
+    for i in 0..MUTATIONS_COUNT {
+        let data = if rng.chance(8) {
+            let len = rng.index(4096);
+            (0..len).map(|_| rng.next() as u8).collect()
+        } else {
+            mutate(&mut rng, &corpus)
+        };
+        if let Some(why) = run_check(check, &data) {
+            let file = PANIC_FILE.with(|f| f.borrow().clone());
+            if KNOWN_PANICS
+                .iter()
+                .any(|(f, message)| file.ends_with(f) && why.starts_with(message))
+            {
+                known.push(format!("mutation {i}: {file}: {why}"));
+                continue;
+            }
+            panic!(
+                "{TARGET}: mutation {i} (seed {MUTATIONS_SEED:#x}) failed: {why}\ninput ({} \
+                 bytes): {:02x?}",
+                data.len(),
+                &data[..data.len().min(256)]
+            );
+        }
+    }
     let [count, opened, clean, checkpointed] = OUTCOMES.with(Cell::get);
     println!(
         "{count} inputs: {opened} opened, {clean} read without an error, {checkpointed} \
          took a checkpoint"
+    );
+    println!(
+        "{} met a known panic (KNOWN_PANICS):\n{}",
+        known.len(),
+        known.join("\n")
     );
     // The mutations must reach past open, or they test little.
     assert!(opened > count / 4, "{opened} of {count} opened");
