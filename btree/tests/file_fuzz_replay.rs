@@ -40,9 +40,11 @@ const MUTATIONS_SEED: u64 = 0xf11e_0be7;
 ///
 /// Two more come from inputs whose references the hook re-sealed (`CONTROL_RESEAL_REFS`
 /// and `CONTROL_WRITE`), so every checksum of the file it opens is right too:
-/// - `forged-leaf-keys-out-of-order-apply-panics`: a leaf whose keys are out of order is
-///   read without complaint; the apply that rebuilds it panics in `LeafBuilder::push`
-///   ("leaf keys out of order", leaf_builder.rs).
+/// - `forged-leaf-keys-out-of-order-apply-panics`: each leaf is in order alone (a leaf
+///   out of order in itself is a `Corruption` error), but a key lies outside its parent's
+///   separators; reads do not check that, and when the apply merges the leaf with its
+///   sibling (`Apply::merge_pair`, `pack_leaves`), `LeafBuilder::push` panics ("leaf keys
+///   out of order", leaf_builder.rs). The same gap as [`KNOWN_WRONG_DATA`].
 /// - `forged-free-list-names-a-live-leaf-checkpoint-panics`: branch 9 (the newest meta's
 ///   root) names leaf 2 as a child while the free list names page 2 as free. Open trusts
 ///   the free list, so a checkpoint reuses the live page: the next one writes a leaf whose
