@@ -42,6 +42,7 @@ mod branch_page;
 mod checkpoint;
 mod error;
 mod free_list;
+mod fuzz_open;
 mod invariants;
 mod leaf_builder;
 mod leaf_page;
@@ -84,5 +85,9 @@ pub use tree::{
 /// API.
 #[cfg(feature = "internals")]
 pub mod internals {
+    pub use crate::fuzz_open::{
+        CONTROL_RESEAL, CONTROL_RESEAL_REFS, CONTROL_WRITE, ENTRIES_MAX, FileOpenSummary,
+        fuzz_file_open,
+    };
     pub use crate::page_format::*;
 }
