@@ -698,10 +698,13 @@ fn create_file(
 
 /// Reads the metas from the medium and chooses one; checks the file holds its pages.
 fn read_meta(file: &FileRef, len: u64) -> Result<(Meta, Option<Error>)> {
-    // After a failed sync the cache may hold bytes the medium lost.
-    file.evict_cache()
-        .map_err(|e| Error::io("tree evict cache", e))?;
     let head_len = usize::try_from(len.min(META_READ_SIZE as u64)).expect("small");
+    // After a failed sync the cache may hold bytes the medium lost. Only the metas need
+    // reading from the medium: every page a durable meta reaches was synced before it, so
+    // the cache holds what the medium does for those, and pages a failed checkpoint wrote
+    // are free under the meta found here.
+    file.evict_cache_range(0, head_len as u64)
+        .map_err(|e| Error::io("tree evict cache", e))?;
     let mut head = vec![0; head_len];
     file.read_exact_at(&mut head, 0)
         .map_err(|e| Error::io("tree read metas", e))?;

@@ -170,6 +170,15 @@ pub trait File: Send + Sync + fmt::Debug {
     /// maps); a process that saw a failed sync reopens its files in recovery anyway.
     fn evict_cache(&self) -> io::Result<()>;
 
+    /// As [`File::evict_cache`], for the `len` bytes at `offset` only (implementations may
+    /// drop more, up to the whole file, which is the default). A reader that trusts the
+    /// cache for the rest, because everything it reaches there was synced successfully,
+    /// evicts only what it must read from the medium.
+    fn evict_cache_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        self.evict_cache()
+    }
+
     /// A hint to start writing `len` bytes at `offset` back to the medium now, so that a
     /// later sync has less to wait for. It makes nothing durable and may do nothing; clean
     /// cached pages of the range may be dropped.

@@ -72,6 +72,15 @@ impl File for RealFile {
             .map_err(io::Error::from)
     }
 
+    fn evict_cache_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        // fadvise reads a zero length as "to the end of the file".
+        let Some(len) = std::num::NonZeroU64::new(len) else {
+            return Ok(());
+        };
+        rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::DontNeed)
+            .map_err(io::Error::from)
+    }
+
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         // fadvise reads a zero length as "to the end of the file".
         if len == 0 {
