@@ -152,13 +152,33 @@ impl<'a> BranchPage<'a> {
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.separator(mid)? <= key {
+            let separator = match self.probe(mid) {
+                Some(separator) => separator,
+                None => self.separator(mid)?,
+            };
+            if separator <= key {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
         Ok(lo)
+    }
+
+    /// Separator `index` for a search, or `None` where [`BranchPage::separator`] may
+    /// return an error (which the caller then asks it for). Reads the same bytes with the
+    /// same checks, without building a `Result` per probe.
+    fn probe(&self, index: usize) -> Option<&'a [u8]> {
+        let at = BRANCH_SLOTS_AT + index * SLOT_SIZE;
+        let &slot = self.page.get(at..)?.first_chunk::<2>()?;
+        let start = usize::from(u16::from_le_bytes(slot));
+        if start < BRANCH_SLOTS_AT + self.count * SLOT_SIZE {
+            return None;
+        }
+        let entry = self.page.get(start..)?;
+        let &len = entry.first_chunk::<2>()?;
+        let key_at = BRANCH_ENTRY_HEADER_SIZE;
+        entry.get(key_at..key_at + usize::from(u16::from_le_bytes(len)))
     }
 
     /// The child whose key range holds `key`.

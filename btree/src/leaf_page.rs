@@ -195,13 +195,33 @@ impl<'a> LeafPage<'a> {
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.key(mid)? < key {
+            let probed = match self.probe(mid) {
+                Some(probed) => probed,
+                None => self.key(mid)?,
+            };
+            if probed < key {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
         Ok(lo)
+    }
+
+    /// Key `index` for a search, or `None` where [`LeafPage::key`] may return an error
+    /// (which the caller then asks it for). Reads the same bytes with the same checks,
+    /// without building a `Result` per probe.
+    fn probe(&self, index: usize) -> Option<&'a [u8]> {
+        let at = LEAF_SLOTS_AT + index * SLOT_SIZE;
+        let &slot = self.page.get(at..)?.first_chunk::<2>()?;
+        let start = usize::from(u16::from_le_bytes(slot));
+        if start < self.slots_end() || start + LEAF_ENTRY_HEADER_SIZE > self.page.len() {
+            return None;
+        }
+        let entry = self.page.get(start..)?;
+        let &len = entry.first_chunk::<2>()?;
+        let key_at = LEAF_ENTRY_HEADER_SIZE;
+        entry.get(key_at..key_at + usize::from(u16::from_le_bytes(len)))
     }
 
     /// The entry of `key`, if the page holds it.
