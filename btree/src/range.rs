@@ -205,35 +205,11 @@ impl RangeIter {
             Direction::Backward => bound_key(&self.upper),
         }
         .map(<[u8]>::to_vec);
-        let mut node = root;
-        let mut level = root_level;
-        let (mut low, mut high): (Option<Key>, Option<Key>) = (None, None);
-        while level > 0 {
-            assert!(self.stack.len() < crate::TREE_HEIGHT_MAX, "tree too tall");
-            let (index, child, child_low, child_high) = {
-                let own = Bounds {
-                    low: low.as_deref(),
-                    high: high.as_deref(),
-                };
-                let branch = node.branch_ref(&self.pages, level, Some(own))?;
-                let index = match (&target, self.direction) {
-                    (Some(key), _) => branch.child_index(key)?,
-                    (None, Direction::Forward) => 0,
-                    (None, Direction::Backward) => branch.child_count() - 1,
-                };
-                let (child_low, child_high) = owned(branch.child_bounds(index, own)?);
-                (index, branch.child(index)?, child_low, child_high)
-            };
-            self.stack.push(Frame {
-                node,
-                level,
-                index,
-                low,
-                high,
-            });
-            (node, low, high) = (child, child_low, child_high);
-            level -= 1;
-        }
+        let (node, low, high) = self.down_to_leaf(
+            (root, root_level, None, None),
+            target.as_deref(),
+            self.direction,
+        )?;
         let leaf_bounds = Bounds {
             low: low.as_deref(),
             high: high.as_deref(),
@@ -274,6 +250,44 @@ impl RangeIter {
             self.next_leaf()?;
         }
         Ok(())
+    }
+
+    /// Descends from `node` (at its level, within its bounds) to a leaf, pushing a frame
+    /// per branch: towards `target` if given, else to the first or last child `towards`
+    /// says. Returns the leaf and its bounds.
+    fn down_to_leaf(
+        &mut self,
+        (mut node, mut level, mut low, mut high): (Child, u8, Option<Key>, Option<Key>),
+        target: Option<&[u8]>,
+        towards: Direction,
+    ) -> Result<(Child, Option<Key>, Option<Key>)> {
+        while level > 0 {
+            assert!(self.stack.len() < crate::TREE_HEIGHT_MAX, "tree too tall");
+            let (index, child, child_low, child_high) = {
+                let own = Bounds {
+                    low: low.as_deref(),
+                    high: high.as_deref(),
+                };
+                let branch = node.branch_ref(&self.pages, level, Some(own))?;
+                let index = match (target, towards) {
+                    (Some(key), _) => branch.child_index(key)?,
+                    (None, Direction::Forward) => 0,
+                    (None, Direction::Backward) => branch.child_count() - 1,
+                };
+                let (child_low, child_high) = owned(branch.child_bounds(index, own)?);
+                (index, branch.child(index)?, child_low, child_high)
+            };
+            self.stack.push(Frame {
+                node,
+                level,
+                index,
+                low,
+                high,
+            });
+            (node, low, high) = (child, child_low, child_high);
+            level -= 1;
+        }
+        Ok((node, low, high))
     }
 
     /// Positions a backward cursor on the entry before `end` in `node`, or the previous
@@ -347,7 +361,7 @@ impl RangeIter {
     /// From the child named by the stack's top, descends the leftmost (forward) or
     /// rightmost (backward) path to a leaf and lands on its first or last entry.
     fn descend(&mut self, towards: Direction) -> Result<()> {
-        let (mut node, mut level, mut low, mut high) = {
+        let (node, level, low, high) = {
             let top = self.stack.last().expect("descend starts from a branch");
             let branch = top
                 .node
@@ -355,31 +369,7 @@ impl RangeIter {
             let (low, high) = owned(branch.child_bounds(top.index, top.bounds())?);
             (branch.child(top.index)?, top.level - 1, low, high)
         };
-        while level > 0 {
-            assert!(self.stack.len() < crate::TREE_HEIGHT_MAX, "tree too tall");
-            let (index, next, next_low, next_high) = {
-                let own = Bounds {
-                    low: low.as_deref(),
-                    high: high.as_deref(),
-                };
-                let branch = node.branch_ref(&self.pages, level, Some(own))?;
-                let index = match towards {
-                    Direction::Forward => 0,
-                    Direction::Backward => branch.child_count() - 1,
-                };
-                let (next_low, next_high) = owned(branch.child_bounds(index, own)?);
-                (index, branch.child(index)?, next_low, next_high)
-            };
-            self.stack.push(Frame {
-                node,
-                level,
-                index,
-                low,
-                high,
-            });
-            (node, low, high) = (next, next_low, next_high);
-            level -= 1;
-        }
+        let (node, low, high) = self.down_to_leaf((node, level, low, high), None, towards)?;
         let bounds = Bounds {
             low: low.as_deref(),
             high: high.as_deref(),

@@ -7,15 +7,15 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+mod tree_common;
+
+use tree_common::{Model, contents};
+
 use std::path::Path;
 use std::sync::Arc;
 
-use popdb_btree::{Direction, Error, PageSize, Tree, TreeOptions};
+use popdb_btree::{Error, PageSize, Tree, TreeOptions};
 use popdb_io::{Fault, FaultError, FaultOp, FsRef, SimFs};
-
-type Model = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 
 fn open(fs: &SimFs) -> Tree {
     let fs: FsRef = Arc::new(fs.clone());
@@ -24,19 +24,6 @@ fn open(fs: &SimFs) -> Tree {
         roots_retained: 4,
     };
     Tree::open(fs, Path::new("/t"), options).unwrap()
-}
-
-fn contents(tree: &Tree) -> Model {
-    let view = tree.read_view();
-    let mut iter = view
-        .scan((Bound::Unbounded, Bound::Unbounded), Direction::Forward)
-        .unwrap();
-    let mut got = Model::new();
-    while iter.valid() {
-        got.insert(iter.key().to_vec(), (iter.value().to_vec(), iter.version()));
-        iter.next().unwrap();
-    }
-    got
 }
 
 /// Applies `count` batches after `lsn`, some values in overflow chains.

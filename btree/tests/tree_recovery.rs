@@ -10,16 +10,16 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+mod tree_common;
+
+use tree_common::{Model, contents};
+
 use std::path::Path;
 use std::sync::Arc;
 
-use popdb_btree::{Direction, PageSize, Tree, TreeOptions};
+use popdb_btree::{PageSize, Tree, TreeOptions};
 use popdb_io::{FsRef, SimFs};
 use popdb_testkit::Rng;
-
-type Model = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 
 fn options() -> TreeOptions {
     TreeOptions {
@@ -85,15 +85,8 @@ fn workload(fs: &SimFs, seed: u64, rounds: usize) -> Run {
 }
 
 fn check_contents(tree: &Tree, model: &Model, context: &str) {
+    let got = contents(tree);
     let view = tree.read_view();
-    let mut iter = view
-        .scan((Bound::Unbounded, Bound::Unbounded), Direction::Forward)
-        .unwrap();
-    let mut got = Model::new();
-    while iter.valid() {
-        got.insert(iter.key().to_vec(), (iter.value().to_vec(), iter.version()));
-        iter.next().unwrap();
-    }
     assert!(
         got == *model,
         "{context}: contents differ from the checkpoint's"
