@@ -55,6 +55,14 @@ const MUTATIONS_SEED: u64 = 0xf11e_0be7;
 ///   trust: root branch 12 names page 16 as a child, the free list names it free, and the
 ///   checkpoint writes the new root at page 16; `BranchBuilder::finish` panics ("a branch
 ///   names itself as a child", branch_builder.rs, from `Planner::write_branch`).
+/// - `forged-separators-out-of-order-checkpoint-panics` (libFuzzer, before the fixes):
+///   root branch 12's first separator is `Key-00009` (0x4b) while its leftmost child holds
+///   `key-00000` to `key-00008`; the checkpoint's `BranchBuilder::push` panicked
+///   ("separators out of order", branch_builder.rs, from `Planner::write_branch`).
+/// - `forged-branch-names-a-child-twice-checkpoint-panics` (libFuzzer, before the fixes):
+///   root branch 12 names page 3 as two children; the checkpoint freed it twice and
+///   `FreeListPage::encode` panicked on two equal entries (free_list.rs, from
+///   `Planner::write_free_list`).
 ///
 /// The fixes: counts saturate; the last transaction id is a `Corruption`; a rebuild refuses
 /// entries out of order; a page's first read checks its keys against its parent's
