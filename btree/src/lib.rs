@@ -81,8 +81,9 @@ pub use tree::{
     Stats, Tree, TreeOptions, TreeRecovery,
 };
 
-/// The page layout's offset constants, for the fuzz crate and format tests. Not a stable
-/// API.
+/// The page layout's offset constants and the `btree_file_open` fuzz hook
+/// ([`internals::fuzz_file_open`]), for the fuzz crate and the format and replay tests. Not
+/// a stable API.
 #[cfg(feature = "internals")]
 pub mod internals {
     pub use crate::fuzz_open::{
