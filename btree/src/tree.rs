@@ -174,7 +174,8 @@ const NO_WATERMARK: u64 = u64::MAX;
 
 impl Tree {
     /// Opens the tree in directory `dir`, creating the directory and an empty tree if
-    /// there is none, and taking the directory's lock. A reopened tree reads at its
+    /// there is none (or only an empty file, as a create that a crash interrupted leaves),
+    /// and taking the directory's lock. A reopened tree reads at its
     /// watermark: the owner replays its log from there.
     ///
     /// # Errors
@@ -182,6 +183,20 @@ impl Tree {
     /// holds the directory); [`Error::Corruption`] naming the page if neither meta page is
     /// valid, the file is shorter than its meta says, or the free list is damaged.
     pub fn open(fs: FsRef, dir: &Path, options: TreeOptions) -> Result<Self> {
+        Self::open_with(fs, dir, options, false)
+    }
+
+    /// As [`Tree::open`], for a tree its owner knows was created: a missing or empty file
+    /// is not a tree to create but one that was lost.
+    ///
+    /// # Errors
+    /// As [`Tree::open`]; [`Error::Corruption`] (`Truncated`, page 0) for a missing or
+    /// empty file.
+    pub fn open_existing(fs: FsRef, dir: &Path, options: TreeOptions) -> Result<Self> {
+        Self::open_with(fs, dir, options, true)
+    }
+
+    fn open_with(fs: FsRef, dir: &Path, options: TreeOptions, must_exist: bool) -> Result<Self> {
         if options.roots_retained == 0 {
             return Err(Error::InvalidOptions("roots_retained must be at least 1"));
         }
@@ -191,11 +206,28 @@ impl Tree {
             .lock_dir(dir)
             .map_err(|e| Error::io("tree lock dir", e))?;
         let path = dir.join(FILE_NAME);
-        let file = fs
-            .open(&path, OpenOptions::create())
-            .map_err(|e| Error::io("tree open file", e))?;
+        let lost = || {
+            let kind = CorruptionKind::Truncated {
+                needed: 2 * options.page_size.bytes() as u64,
+                available: 0,
+            };
+            let what = "file length (missing or empty: the tree's file was lost)";
+            Error::corruption(PageId(0), 0, what, kind)
+        };
+        let how = if must_exist {
+            OpenOptions::read_write()
+        } else {
+            OpenOptions::create()
+        };
+        let file = fs.open(&path, how).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound if must_exist => lost(),
+            _ => Error::io("tree open file", e),
+        })?;
         let len = file.len().map_err(|e| Error::io("tree file length", e))?;
         let created = len == 0;
+        if created && must_exist {
+            return Err(lost());
+        }
         let (meta, damaged_meta) = if created {
             create_file(&fs, dir, &file, options.page_size)?
         } else {

@@ -239,3 +239,28 @@ fn a_torn_meta_falls_back_to_the_other_one() {
 }
 
 use popdb_io::FileSystem as _;
+
+#[test]
+fn a_lost_file_is_refused_when_the_tree_must_exist() {
+    let fs = fresh(9);
+    let file = fs
+        .open(
+            Path::new("/t/tree.btree"),
+            popdb_io::OpenOptions::read_write(),
+        )
+        .unwrap();
+    file.set_len(0).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    let shared: FsRef = Arc::new(fs.clone());
+    let err = Tree::open_existing(shared, Path::new("/t"), options()).unwrap_err();
+    let corruption = err.as_corruption().expect("a corruption error");
+    assert_eq!(corruption.page_id.0, 0, "{err}");
+    // Without the owner's knowledge, an empty file is a create to finish.
+    let tree = open(&fs).unwrap();
+    assert!(tree.recovery().created);
+    drop(tree);
+    let shared: FsRef = Arc::new(fs.clone());
+    let missing = Tree::open_existing(shared, Path::new("/elsewhere"), options()).unwrap_err();
+    assert!(missing.as_corruption().is_some(), "{missing}");
+}
