@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::leaf_builder::LeafBuilder;
 use crate::node::{
-    Child, Item, Key, Node, Piece, Stored, pack_branches, pack_leaves, unpack_branch,
+    Branch, Child, Item, Key, Node, Piece, Stored, pack_branches, pack_leaves, unpack_branch,
 };
 use crate::page_format::PageId;
 use crate::page_size::PageSize;
@@ -175,13 +175,38 @@ impl<'p> Apply<'p> {
             return Ok(self.leaves(low, &merged));
         }
         let branch = node.branch(self.pages, level, bounds)?;
-        let children = self.apply_children(
-            &branch.children,
-            &branch.separators,
-            level,
-            (low, high),
-            writes,
-        )?;
+        let touched = self.apply_children(&branch, level, (&low, high.as_ref()), writes)?;
+        // The common case: every touched child became one node that needs no merge. The
+        // separators are the same, so the copy shares them and swaps those children.
+        let in_place = touched.iter().all(|(_, pieces)| {
+            pieces.len() == 1
+                && pieces
+                    .first()
+                    .is_some_and(|(_, child)| !child.is_underfull(self.page_size))
+        });
+        if in_place {
+            let mut children = branch.children.clone();
+            for (index, mut pieces) in touched {
+                let (_, child) = pieces.pop().expect("one piece");
+                *children.get_mut(index).expect("a touched child exists") = child;
+            }
+            self.made += 1;
+            let copy = Branch::new(level, Arc::clone(&branch.separators), children);
+            return Ok(vec![(low, Child::Mem(Arc::new(Node::Branch(copy))))]);
+        }
+        let mut children = Vec::with_capacity(branch.children.len() + touched.len());
+        let mut touched = touched.into_iter().peekable();
+        for (index, child) in branch.children.iter().enumerate() {
+            if let Some((_, pieces)) = touched.next_if(|(i, _)| *i == index) {
+                children.extend(pieces);
+            } else {
+                let child_low = match index.checked_sub(1) {
+                    Some(i) => Key::from(branch.separators.get(i).expect("a separator per child")),
+                    None => low.clone(),
+                };
+                children.push((child_low, child.clone()));
+            }
+        }
         let children = self.rebalance(children, level - 1)?;
         if children.is_empty() {
             return Ok(children);
@@ -189,36 +214,40 @@ impl<'p> Apply<'p> {
         Ok(self.branches(level, children))
     }
 
-    /// A branch's children as pieces, each child that `writes` touch replaced by the
-    /// pieces applying its share gives; the branch lies within (`low`, `high`).
+    /// Applies `writes` to the children of `branch` (which lies within `low` and `high`)
+    /// they fall in: for each child touched, in order, its index and the pieces that
+    /// replace it.
     fn apply_children(
         &mut self,
-        children: &[Child],
-        separators: &[Key],
+        branch: &Branch,
         level: u8,
-        (low, high): (Key, Option<Key>),
+        (low, high): (&Key, Option<&Key>),
         writes: &[Write<'_>],
-    ) -> Result<Vec<Piece>> {
-        let mut pieces = Vec::with_capacity(children.len() + 2);
+    ) -> Result<Vec<(usize, Vec<Piece>)>> {
+        let mut touched = Vec::new();
         let mut rest = writes;
-        let lows = std::iter::once(low).chain(separators.iter().cloned());
-        for (index, (child_low, child)) in lows.zip(children).enumerate() {
-            let upper = separators.get(index);
+        while let Some(&(first, _)) = rest.first() {
+            let index = branch.separators.count_at_or_below(first);
+            let upper = branch.separators.get(index);
             let take = match upper {
-                Some(upper) => rest.partition_point(|(k, _)| **k < **upper),
+                Some(upper) => rest.partition_point(|(k, _)| *k < upper),
                 None => rest.len(),
             };
             let (mine, after) = rest.split_at(take);
             rest = after;
-            if mine.is_empty() {
-                pieces.push((child_low, child.clone()));
-            } else {
-                let child_high = upper.cloned().or_else(|| high.clone());
-                pieces.extend(self.apply_node(child, level - 1, child_low, child_high, mine)?);
-            }
+            let child_low = match index.checked_sub(1) {
+                Some(i) => Key::from(branch.separators.get(i).expect("a separator per child")),
+                None => low.clone(),
+            };
+            let child_high = upper.map(Key::from).or_else(|| high.cloned());
+            let child = branch
+                .children
+                .get(index)
+                .expect("a child per separator and one more");
+            let pieces = self.apply_node(child, level - 1, child_low, child_high, mine)?;
+            touched.push((index, pieces));
         }
-        assert!(rest.is_empty(), "writes past the last child");
-        Ok(pieces)
+        Ok(touched)
     }
 
     /// Merges every underfull piece (all at `level`) with a neighbour (the next one, or

@@ -224,17 +224,20 @@ fn check_branch(b: &Branch, visit: &Visit, page_bytes: usize) {
         "branch does not fit its page"
     );
     assert!(
-        b.separators.windows(2).all(|w| w[0] < w[1]),
+        b.separators
+            .iter()
+            .zip(b.separators.iter().skip(1))
+            .all(|(a, b)| a < b),
         "separators out of order"
     );
-    let first = b.separators.first().expect("count >= 1");
-    let last = b.separators.last().expect("count >= 1");
+    let first = b.separators.get(0).expect("count >= 1");
+    let last = b.separators.get(count - 1).expect("count >= 1");
     assert!(
-        visit.low.as_deref().is_none_or(|l| l < &**first),
+        visit.low.as_deref().is_none_or(|l| l < first),
         "separator below its bound"
     );
     assert!(
-        visit.high.as_deref().is_none_or(|h| &**last < h),
+        visit.high.as_deref().is_none_or(|h| last < h),
         "separator above its bound"
     );
     let _ = Node::level;

@@ -137,14 +137,78 @@ impl<'a> Item<'a> {
     }
 }
 
-/// A separator or low bound: shared, so that copying a branch copies no key bytes.
+/// A low bound of a piece being packed.
 pub(crate) type Key = Arc<[u8]>;
 
-/// An in-memory branch: `separators[i]` is the least key child `i + 1` may hold.
+/// A branch's separators, end to end in one buffer, shared between the copies of a branch
+/// whose children changed but whose separators did not: copying such a branch copies no
+/// key and touches no reference count per key.
+#[derive(Debug, Default)]
+pub(crate) struct Separators {
+    bytes: Box<[u8]>,
+    /// The end of each separator in `bytes`.
+    ends: Box<[u32]>,
+    /// Bytes their entries take in a branch page, slots included.
+    encoded: usize,
+}
+
+impl Separators {
+    /// The separators `keys`, in order.
+    pub(crate) fn new<'k>(keys: impl IntoIterator<Item = &'k [u8]>) -> Self {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        let mut encoded = 0;
+        for key in keys {
+            bytes.extend_from_slice(key);
+            ends.push(u32::try_from(bytes.len()).expect("a branch's keys fit a page"));
+            encoded += BranchBuilder::encoded_size(key.len());
+        }
+        Self {
+            bytes: bytes.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+            encoded,
+        }
+    }
+
+    /// The number of separators.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Separator `index`, if there is one.
+    pub(crate) fn get(&self, index: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(index)? as usize;
+        let start = index
+            .checked_sub(1)
+            .map_or(0, |i| self.ends.get(i).map_or(0, |&e| e as usize));
+        self.bytes.get(start..end)
+    }
+
+    /// The separators in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// The number of separators at or below `key`.
+    pub(crate) fn count_at_or_below(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid).is_some_and(|s| s <= key) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+/// An in-memory branch: separator `i` is the least key child `i + 1` may hold.
 #[derive(Debug)]
 pub(crate) struct Branch {
     pub(crate) level: u8,
-    pub(crate) separators: Vec<Key>,
+    pub(crate) separators: Arc<Separators>,
     pub(crate) children: Vec<Child>,
     /// The page a checkpoint wrote this branch to.
     written: OnceLock<PageRef>,
@@ -194,8 +258,7 @@ impl Node {
             Node::Leaf(l) => l.used < (page_size.bytes() - LEAF_SLOTS_AT) / 4,
             Node::Branch(b) => {
                 b.children.len() < 2
-                    || branch_bytes(&b.separators) - BRANCH_SLOTS_AT
-                        < (page_size.bytes() - BRANCH_SLOTS_AT) / 4
+                    || b.separators.encoded < (page_size.bytes() - BRANCH_SLOTS_AT) / 4
             }
         }
     }
@@ -487,7 +550,7 @@ impl Leaf {
 
 impl Branch {
     /// A branch with these separators and children, not yet written.
-    pub(crate) fn new(level: u8, separators: Vec<Key>, children: Vec<Child>) -> Self {
+    pub(crate) fn new(level: u8, separators: Arc<Separators>, children: Vec<Child>) -> Self {
         Self {
             level,
             separators,
@@ -501,9 +564,10 @@ impl Branch {
     /// # Errors
     /// [`crate::Error::Corruption`] from the page's accessors.
     pub(crate) fn of_page(page: &BranchPage<'_>) -> Result<Self> {
-        let separators = (0..page.len())
-            .map(|i| page.separator(i).map(Key::from))
-            .collect::<Result<_>>()?;
+        let keys = (0..page.len())
+            .map(|i| page.separator(i))
+            .collect::<Result<Vec<_>>>()?;
+        let separators = Arc::new(Separators::new(keys));
         let children = (0..page.child_count())
             .map(|i| page.child(i).map(Child::Disk))
             .collect::<Result<_>>()?;
@@ -513,25 +577,25 @@ impl Branch {
     /// The index of the child whose subtree holds `key`: the number of separators at or
     /// below it.
     pub(crate) fn child_index(&self, key: &[u8]) -> usize {
-        self.separators.partition_point(|s| **s <= *key)
+        self.separators.count_at_or_below(key)
     }
 }
 
 impl Clone for Branch {
     /// A copy to change: not written.
     fn clone(&self) -> Self {
-        Self::new(self.level, self.separators.clone(), self.children.clone())
+        Self::new(
+            self.level,
+            Arc::clone(&self.separators),
+            self.children.clone(),
+        )
     }
 }
 
 /// Bytes a branch page with these separators takes: the fixed part, the slots and the
 /// entries.
-pub(crate) fn branch_bytes(separators: &[Key]) -> usize {
-    BRANCH_SLOTS_AT
-        + separators
-            .iter()
-            .map(|s| BranchBuilder::encoded_size(s.len()))
-            .sum::<usize>()
+pub(crate) fn branch_bytes(separators: &Separators) -> usize {
+    BRANCH_SLOTS_AT + separators.encoded
 }
 
 /// Splits `sizes` (each at most a quarter of `capacity`) into consecutive runs that each
@@ -612,15 +676,19 @@ pub(crate) fn pack_branches(level: u8, children: Vec<Piece>, page_size: PageSize
         let end = starts.get(run + 1).copied().unwrap_or(sizes.len());
         let mut run_children = rest.by_ref().take(end - start);
         let (low, first) = run_children.next().expect("runs are not empty");
-        let mut branch = Branch::new(level, Vec::with_capacity(end - start - 1), vec![first]);
+        let mut keys: Vec<Key> = Vec::with_capacity(end - start - 1);
+        let mut kids = Vec::with_capacity(end - start);
+        kids.push(first);
         for (separator, child) in run_children {
-            branch.separators.push(separator);
-            branch.children.push(child);
+            keys.push(separator);
+            kids.push(child);
         }
+        let separators = Separators::new(keys.iter().map(|k| &**k));
         assert!(
-            branch_bytes(&branch.separators) <= page_size.bytes(),
+            branch_bytes(&separators) <= page_size.bytes(),
             "packed branch does not fit its page"
         );
+        let branch = Branch::new(level, Arc::new(separators), kids);
         pieces.push((low, Child::Mem(Arc::new(Node::Branch(branch)))));
     }
     pieces
@@ -629,7 +697,7 @@ pub(crate) fn pack_branches(level: u8, children: Vec<Piece>, page_size: PageSize
 /// The children of `node` (a branch) as pieces, `low` being the branch's own low bound.
 pub(crate) fn unpack_branch(low: Key, branch: &Branch) -> impl Iterator<Item = Piece> + '_ {
     std::iter::once(low)
-        .chain(branch.separators.iter().cloned())
+        .chain(branch.separators.iter().map(Key::from))
         .zip(branch.children.iter().cloned())
 }
 

@@ -85,9 +85,8 @@ impl ReadView {
                             low: index
                                 .checked_sub(1)
                                 .and_then(|i| b.separators.get(i))
-                                .map(|k| &**k)
                                 .or(bounds.low),
-                            high: b.separators.get(index).map(|k| &**k).or(bounds.high),
+                            high: b.separators.get(index).or(bounds.high),
                         };
                         child = b
                             .children

@@ -890,7 +890,7 @@ fn swizzle(child: &Child, memo: &mut HashMap<usize, Child>) -> Child {
             if children.iter().zip(&b.children).all(|(a, b)| a.same(b)) {
                 child.clone()
             } else {
-                let branch = Branch::new(b.level, b.separators.clone(), children);
+                let branch = Branch::new(b.level, Arc::clone(&b.separators), children);
                 Child::Mem(Arc::new(Node::Branch(branch)))
             }
         }
