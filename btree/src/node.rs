@@ -15,10 +15,12 @@
 //! `Arc<[u8]>` held by the leaf, which its entry references as an overflow reference with
 //! the placeholder id `SIDE_ID_BASE + index` (index into the leaf's side values) and
 //! checksum 0. An overflow reference below [`SIDE_ID_BASE`] names a chain already in the
-//! file, which the leaf shares. A branch keeps its separators in a `Vec` rather than a page
-//! image, because a branch page stores each child's page id and checksum, which an
-//! in-memory child does not have yet; its size is still measured with the branch page's
-//! rules ([`branch_bytes`]), so a checkpoint can always encode it into one page.
+//! file, which the leaf shares. A branch keeps its separators end to end in one buffer
+//! ([`Separators`], shared by copies whose separators did not change) and its children in
+//! a `Vec`, rather than a page image, because a branch page stores each child's page id
+//! and checksum, which an in-memory child does not have yet; its size is still measured
+//! with the branch page's rules ([`branch_bytes`]), so a checkpoint can always encode it
+//! into one page.
 //!
 //! Invariants (checked by `ReadView::check_invariants`): a node always fits its page; a
 //! branch at level `L` has `children.len() == separators.len() + 1` children, all at level
