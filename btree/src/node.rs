@@ -341,7 +341,7 @@ pub(crate) enum BranchRef<'a> {
     Page(BranchPage<'a>),
 }
 
-impl BranchRef<'_> {
+impl<'a> BranchRef<'a> {
     /// The number of children.
     pub(crate) fn child_count(&self) -> usize {
         match self {
@@ -369,7 +369,7 @@ impl BranchRef<'_> {
     ///
     /// # Errors
     /// [`crate::Error::Corruption`] from the page.
-    pub(crate) fn separator(&self, index: usize) -> Result<&[u8]> {
+    pub(crate) fn separator(&self, index: usize) -> Result<&'a [u8]> {
         match self {
             BranchRef::Mem(b) => Ok(b.separators.get(index).expect("index within separators")),
             BranchRef::Page(p) => p.separator(index),
@@ -380,11 +380,7 @@ impl BranchRef<'_> {
     ///
     /// # Errors
     /// [`crate::Error::Corruption`] from the page.
-    pub(crate) fn child_bounds<'b>(
-        &'b self,
-        index: usize,
-        bounds: Bounds<'b>,
-    ) -> Result<Bounds<'b>> {
+    pub(crate) fn child_bounds(&self, index: usize, bounds: Bounds<'a>) -> Result<Bounds<'a>> {
         let low = match index.checked_sub(1) {
             Some(i) => Some(self.separator(i)?),
             None => bounds.low,

@@ -9,9 +9,8 @@
 
 use std::ops::Bound;
 
-use crate::branch_page::BranchPage;
 use crate::error::Result;
-use crate::node::{Child, Node};
+use crate::node::{BranchRef, Child, Node};
 use crate::page_size::PageSize;
 use crate::pages::{Bounds, Pages};
 use crate::range::{Direction, RangeIter};
@@ -81,13 +80,7 @@ impl ReadView {
                 Child::Mem(node) => match &**node {
                     Node::Branch(b) => {
                         let index = b.child_index(key);
-                        bounds = Bounds {
-                            low: index
-                                .checked_sub(1)
-                                .and_then(|i| b.separators.get(i))
-                                .or(bounds.low),
-                            high: b.separators.get(index).or(bounds.high),
-                        };
+                        bounds = BranchRef::Mem(b).child_bounds(index, bounds)?;
                         child = b
                             .children
                             .get(index)
@@ -115,7 +108,7 @@ impl ReadView {
             let branch = pages.branch(page, level, Some(bounds))?;
             let index = branch.child_index(key)?;
             page = branch.child(index)?;
-            bounds = child_bounds(&branch, index, bounds)?;
+            bounds = BranchRef::Page(branch).child_bounds(index, bounds)?;
             level -= 1;
         }
         unreachable!("levels are at most LEVEL_MAX")
@@ -160,25 +153,6 @@ impl ReadView {
     pub(crate) fn page_size(&self) -> PageSize {
         self.root.pages.page_size()
     }
-}
-
-/// The bounds of child `index` of a branch page within the branch's own `bounds`,
-/// borrowing the page.
-fn child_bounds<'a>(
-    branch: &BranchPage<'a>,
-    index: usize,
-    bounds: Bounds<'a>,
-) -> Result<Bounds<'a>> {
-    let low = match index.checked_sub(1) {
-        Some(i) => Some(branch.separator(i)?),
-        None => bounds.low,
-    };
-    let high = if index < branch.len() {
-        Some(branch.separator(index)?)
-    } else {
-        bounds.high
-    };
-    Ok(Bounds { low, high })
 }
 
 /// The bounds of the keys that start with `prefix`: from the prefix, up to the next key
