@@ -15,8 +15,24 @@ mod engine;
 mod engine_btree;
 mod engine_lsm;
 mod error;
+pub mod limits;
+mod outcome;
+mod record;
+mod state_file;
+mod table;
 
 pub use engine::{
     Cursor, Direction, Engine, EngineKind, EngineOptions, EngineView, Write, open_engine,
 };
 pub use error::{Error, Result};
+pub use outcome::Outcome;
+pub use record::{Check, IdempotencyKey};
+pub use table::{Compression, TableDesc, TableOptions, validate_name};
+
+/// The decoders of the Db's log records and state file, for the fuzz crate and the codec
+/// tests. Not a stable API.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::record::{Condition, DecodeError, LogRecord, TableWrite, WriteRecord};
+    pub use crate::state_file::{CheckpointImage, DbState};
+}
