@@ -494,6 +494,57 @@ impl Tree {
                 self.read_view_at(c)?.root().clone()
             }
         };
+        self.checkpoint_root(root, c)
+    }
+
+    /// Like [`Tree::checkpoint`], with the tree at `c` given by `view`, a read view taken
+    /// at `c` (or, for a tree idle since, at its last batch): the owner pins it when it
+    /// picks `c`, so the checkpoint does not depend on `c`'s root still being among the
+    /// retained ones however many batches come in meanwhile.
+    ///
+    /// # Errors
+    /// As [`Tree::checkpoint`]; [`Error::ViewOutOfRange`] if `view` is not the tree at
+    /// `c` (a batch at or below `c` is newer than the view).
+    pub fn checkpoint_view(&self, view: &ReadView, c: u64) -> Result<()> {
+        self.check_poisoned()?;
+        let _checkpointing = lock(&self.checkpointing);
+        if let Some(watermark) = self.watermark() {
+            if c < watermark {
+                return Err(Error::CheckpointBehind { lsn: c, watermark });
+            }
+            if c == watermark {
+                return Ok(());
+            }
+        }
+        let root = view.root().clone();
+        let root_lsn = root.lsn.unwrap_or(0);
+        {
+            let _writer = lock(&self.writer);
+            let mut ring = self.lock_ring();
+            let newer_at_or_below_c = ring
+                .roots
+                .iter()
+                .any(|r| r.lsn.is_some_and(|lsn| lsn > root_lsn && lsn <= c));
+            if root_lsn > c || newer_at_or_below_c {
+                let from = ring.roots.front().and_then(|r| r.lsn).unwrap_or(0);
+                let through = ring.roots.back().and_then(|r| r.lsn).unwrap_or(0);
+                return Err(Error::ViewOutOfRange {
+                    lsn: c,
+                    from,
+                    through,
+                });
+            }
+            if c >= ring.roots.back().expect("never empty").lsn.unwrap_or(0) {
+                // The tree at `c` is the latest; no batch may come in at or below `c`.
+                ring.floor = ring.floor.max(c);
+            }
+        }
+        self.checkpoint_root(root, c)
+    }
+
+    /// Writes `root`, the tree at `c`, and installs it as the durable tree with watermark
+    /// `c`. The caller holds `checkpointing` and has checked `c` against the watermark.
+    fn checkpoint_root(&self, root: Root, c: u64) -> Result<()> {
         let root_lsn = root.lsn.unwrap_or(0);
         let durable_root_lsn = self.durable_root_lsn.load(Ordering::Acquire);
         assert!(

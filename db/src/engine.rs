@@ -90,12 +90,29 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// The engine's (an i/o failure poisons it).
     fn checkpoint(&self, lsn: u64) -> Result<()>;
 
+    /// Like [`Engine::checkpoint`], with the engine's state at `lsn` given by `view`, a view
+    /// of this engine taken when `lsn` was its latest state (the Db pins one per table when
+    /// it picks a checkpoint LSN), so the checkpoint holds however many batches come in
+    /// meanwhile.
+    ///
+    /// # Errors
+    /// As [`Engine::checkpoint`].
+    fn checkpoint_view(&self, view: &dyn EngineView, lsn: u64) -> Result<()>;
+
+    /// Tells the engine the log is durable through `lsn`: an LSM flushes no write above it,
+    /// so its files never hold a write a crash could take from a lazily synced log.
+    fn set_durable_lsn(&self, lsn: u64);
+
     /// The LSN through which the engine's files hold every write; `None` before the first
     /// checkpoint.
     fn watermark(&self) -> Option<u64>;
 
     /// The LSN of the last batch applied (the watermark right after open).
     fn last_applied(&self) -> Option<u64>;
+
+    /// Bytes of memory the engine holds that only a checkpoint (or an LSM flush) releases:
+    /// memtables, or the B+tree's in-memory pages. The Db's memory budget counts them.
+    fn memory_bytes(&self) -> u64;
 
     /// Runs one step of background work (an LSM flush or compaction); `false` when there
     /// was nothing to do. The Db's scheduler calls it; the B+tree has none (its work is
@@ -110,6 +127,9 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 pub trait EngineView: Send + Sync {
     /// The LSN the view reads at; `None` before any write.
     fn lsn(&self) -> Option<u64>;
+
+    /// The view as `Any`, for its own engine's [`Engine::checkpoint_view`].
+    fn as_any(&self) -> &dyn std::any::Any;
 
     /// The value of `key` into `value` (cleared first) and its version; `None` if absent.
     ///

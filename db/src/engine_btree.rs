@@ -44,12 +44,28 @@ impl Engine for BtreeEngine {
         Ok(self.tree.checkpoint(lsn)?)
     }
 
+    fn checkpoint_view(&self, view: &dyn EngineView, lsn: u64) -> Result<()> {
+        match view.as_any().downcast_ref::<BtreeView>() {
+            Some(view) => Ok(self.tree.checkpoint_view(&view.0, lsn)?),
+            None => Ok(self.tree.checkpoint(lsn)?),
+        }
+    }
+
+    fn set_durable_lsn(&self, _lsn: u64) {
+        // The B+tree writes only at checkpoints, which the Db orders after the log's sync.
+    }
+
     fn watermark(&self) -> Option<u64> {
         self.tree.watermark()
     }
 
     fn last_applied(&self) -> Option<u64> {
         self.tree.last_applied()
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        let stats = self.tree.stats();
+        stats.dirty_pages * stats.page_size.bytes() as u64
     }
 
     fn maintenance_step(&self) -> Result<bool> {
@@ -62,6 +78,10 @@ struct BtreeView(ReadView);
 impl EngineView for BtreeView {
     fn lsn(&self) -> Option<u64> {
         self.0.lsn()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u64>> {

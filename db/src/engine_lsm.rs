@@ -49,12 +49,26 @@ impl Engine for LsmEngine {
         Ok(self.tree.checkpoint(lsn)?)
     }
 
+    fn checkpoint_view(&self, _view: &dyn EngineView, lsn: u64) -> Result<()> {
+        // The memtable keeps every version above the watermark: freezing it at `lsn` needs
+        // no pinned view.
+        Ok(self.tree.checkpoint(lsn)?)
+    }
+
+    fn set_durable_lsn(&self, lsn: u64) {
+        self.tree.set_durable_lsn(lsn);
+    }
+
     fn watermark(&self) -> Option<u64> {
         self.tree.watermark()
     }
 
     fn last_applied(&self) -> Option<u64> {
         self.tree.last_applied()
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.tree.stats().memtable_bytes as u64
     }
 
     fn maintenance_step(&self) -> Result<bool> {
@@ -68,6 +82,10 @@ impl EngineView for LsmView {
     fn lsn(&self) -> Option<u64> {
         // LSNs start at 1: the LSM's 0 is "before any write".
         Some(self.0.lsn()).filter(|&lsn| lsn > 0)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u64>> {

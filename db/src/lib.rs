@@ -1,33 +1,83 @@
-//! popdb-db: PopDB as an embedded database. So far: the engine layer, the one place that
-//! knows both engines ([`Engine`], [`EngineView`], [`Cursor`]), with an adapter for each
-//! (`popdb-lsm` for write-heavy tables, `popdb-btree` for read-heavy ones) and the
-//! conformance suite both must pass (`db/tests/engine_conformance.rs`). The catalog, the
-//! shared log, the apply stage, transactions and recovery come next (docs/architecture.md).
+//! popdb-db: PopDB as an embedded database. Tables on either engine (`popdb-lsm` for
+//! write-heavy tables, `popdb-btree` for read-heavy ones) under one write-ahead log
+//! (`popdb-wal`), atomic batches across tables, transactions validated in log order,
+//! Db-wide checkpoints and recovery. DESIGN.md's "The write path", "Checkpoints and
+//! recovery" and "Versions and transactions" are its specification; docs/format/layout.md
+//! describes its files.
 //!
-//! The engines take writes stamped with an LSN and say up to which LSN their files hold
-//! (their watermark); a reopened engine reads at its watermark and the Db replays its log
-//! from there, with the same LSNs.
+//! ```
+//! # fn main() -> popdb_db::Result<()> {
+//! use popdb_db::{Check, Commit, Condition, Db, DbOptions, EngineKind, Error, TableOptions, WriteBatch};
+//! # let temp = std::env::temp_dir().join(format!("popdb-doc-lib-{}", std::process::id()));
+//! let db = Db::open(&temp, DbOptions::default())?;
+//! db.create_table("routes", TableOptions::new(EngineKind::Btree))?;
+//! db.create_table("hits", TableOptions::new(EngineKind::Lsm))?;
+//!
+//! // One atomic batch across two tables: one log record, one LSN.
+//! let mut batch = WriteBatch::new();
+//! batch.put("routes", "/a", "origin-1").put("hits", "/a", "0");
+//! let lsn = db.write(batch)?;
+//!
+//! // A transaction whose condition no longer holds is refused whole.
+//! let mut writes = WriteBatch::new();
+//! writes.put("routes", "/a", "origin-2");
+//! let stale = Commit {
+//!     conditions: vec![Condition {
+//!         table: "routes".into(),
+//!         check: Check::Version { key: b"/a".to_vec(), version: lsn - 1 },
+//!     }],
+//!     writes,
+//!     ..Commit::default()
+//! };
+//! assert!(matches!(db.commit(stale), Err(Error::Conflict { condition: 0, .. })));
+//! assert_eq!(db.get("routes", b"/a")?, Some((b"origin-1".to_vec(), lsn)));
+//! # drop(db);
+//! # std::fs::remove_dir_all(&temp).ok();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The engine layer underneath ([`Engine`], [`EngineView`], [`Cursor`]) is the one place
+//! that knows both engines; `db/tests/engine_conformance.rs` runs both against one model.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod apply;
+mod background;
+mod batch;
+mod db;
 mod engine;
 mod engine_btree;
 mod engine_lsm;
 mod error;
+mod idempotency;
 pub mod limits;
+mod options;
 mod outcome;
+mod read;
 mod record;
+mod recovery;
 mod state_file;
 mod table;
+mod tables;
+mod transaction;
 
+pub use apply::Applied;
+pub use batch::{Commit, Condition, WriteBatch};
+pub use db::{Db, DbStats, TableStats};
 pub use engine::{
     Cursor, Direction, Engine, EngineKind, EngineOptions, EngineView, Write, open_engine,
 };
 pub use error::{Error, Result};
+pub use options::{DbOptions, Durability, WriteOptions};
 pub use outcome::Outcome;
+pub use popdb_wal::RecordKind;
+pub use read::{Entry, ReadView, Scan};
 pub use record::{Check, IdempotencyKey};
+pub use recovery::DbRecovery;
 pub use table::{Compression, TableDesc, TableOptions, validate_name};
+pub use transaction::Transaction;
 
 /// The decoders of the Db's log records and state file, for the fuzz crate and the codec
 /// tests. Not a stable API.

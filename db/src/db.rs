@@ -1,0 +1,836 @@
+//! The Db: tables on either engine under one log. This module holds the handle, the write
+//! path (log, then the apply stage, then the visible LSN), reads at the visible LSN, and
+//! checkpoints; `recovery.rs` opens a Db, `apply.rs` applies records.
+//!
+//! The write path. A write is resolved (table names to ids), checked against the limits,
+//! encoded as one log record and handed to the log under the sequencer lock, which assigns
+//! LSNs in submission order. The log calls back once the record is written (and synced, if
+//! the write asked): callbacks run one at a time in LSN order, so the callback is the
+//! apply stage. It applies the record to every table it names, then publishes the visible
+//! LSN, and only then does the writer hear its outcome.
+//!
+//! Lock order: `checkpoints`, then `sequencer`, then `apply`, then `stored`, then
+//! `published`; `poisoned` is a leaf.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use popdb_io::{DirLock, FsRef};
+use popdb_wal::{LogId, Lsn, NodeId, Record, RecordKind, Term, Wal, WalStats};
+
+use crate::apply::{Applied, ApplyEnv, ApplyState, apply_record};
+use crate::batch::{Commit, WriteBatch};
+use crate::engine::EngineView;
+use crate::error::{Error, Result};
+use crate::options::{DbOptions, Durability, WriteOptions};
+use crate::outcome::Outcome;
+use crate::read::{Entry, ReadView, Scan, engine_view_at, scan_view};
+use crate::record::{self, LogRecord, TableWrite, WriteRecord};
+use crate::recovery::DbRecovery;
+use crate::state_file::{CheckpointImage, DbState};
+use crate::table::{TableDesc, TableOptions, validate_name};
+use crate::tables::{Table, Tables, table_dir};
+
+/// LSNs are leased this many at a time: a record that readers may see before the log has
+/// made it durable first needs its LSN under a durable lease.
+const LEASE_STEP: u64 = 1 << 20;
+
+/// An open PopDB database. See the crate docs for an example.
+pub struct Db {
+    inner: Arc<Inner>,
+    background: Option<JoinHandle<()>>,
+    recovery: DbRecovery,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dir", &self.inner.dir)
+            .field("visible_lsn", &self.visible_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the Db shares with its log callbacks and its background thread.
+pub(crate) struct Inner {
+    pub(crate) fs: FsRef,
+    pub(crate) dir: PathBuf,
+    pub(crate) gen_dir: PathBuf,
+    pub(crate) options: DbOptions,
+    pub(crate) wal: Wal,
+    pub(crate) block_cache: Arc<popdb_lsm::BlockCache>,
+    /// Held while an LSN is chosen and its record handed to the log.
+    sequencer: Mutex<()>,
+    pub(crate) apply: Mutex<ApplyState>,
+    published: RwLock<Published>,
+    /// The state file as last stored.
+    pub(crate) stored: Mutex<DbState>,
+    /// Held for a whole checkpoint (one at a time); when the last one was taken.
+    checkpoints: Mutex<CheckpointClock>,
+    poisoned: Mutex<Option<Arc<Error>>>,
+    /// Set to stop the background thread, which waits on the condvar between rounds.
+    pub(crate) stop: Mutex<bool>,
+    pub(crate) wake: Condvar,
+    /// The last error the background thread met (it carries on).
+    pub(crate) background_error: Mutex<Option<Error>>,
+    _lock: DirLock,
+}
+
+/// What readers take: the visible LSN and the tables live at it.
+#[derive(Clone, Debug, Default)]
+struct Published {
+    visible: u64,
+    tables: Arc<Tables>,
+}
+
+#[derive(Debug)]
+struct CheckpointClock {
+    at: Duration,
+    log_bytes: u64,
+}
+
+/// Where a writer waits for the apply stage's answer.
+#[derive(Default)]
+struct Answer {
+    result: Mutex<Option<Result<Applied>>>,
+    ready: Condvar,
+}
+
+impl Answer {
+    fn fill(&self, result: Result<Applied>) {
+        *self.result.lock() = Some(result);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Result<Applied> {
+        let mut result = self.result.lock();
+        loop {
+            if let Some(result) = result.take() {
+                return result;
+            }
+            self.ready.wait(&mut result);
+        }
+    }
+}
+
+/// Counters and positions of a Db.
+#[derive(Clone, Debug)]
+pub struct DbStats {
+    /// The visible LSN: every record through it is applied and readable.
+    pub visible_lsn: u64,
+    /// The log is durable through this LSN.
+    pub durable_lsn: u64,
+    /// The last completed checkpoint's LSN: the log is kept above it (it pins the log).
+    pub checkpoint_lsn: Option<u64>,
+    /// What pins the log: "checkpoint at LSN c" (records above c are needed for
+    /// recovery), or "nothing".
+    pub log_pinned_by: String,
+    /// The log's counters since open.
+    pub wal: WalStats,
+    /// Per table.
+    pub tables: Vec<TableStats>,
+    /// The last error the background thread met, if any.
+    pub background_error: Option<String>,
+}
+
+/// Counters of one table.
+#[derive(Clone, Debug)]
+pub struct TableStats {
+    /// The table.
+    pub desc: TableDesc,
+    /// Its files hold every record through this LSN.
+    pub watermark: Option<u64>,
+    /// The last record applied to it.
+    pub last_applied: Option<u64>,
+    /// Memory only a checkpoint releases (memtables, in-memory pages).
+    pub memory_bytes: u64,
+}
+
+impl Db {
+    /// Opens the database in `dir`, creating it if there is none, and recovers it: replays
+    /// the log from the last completed checkpoint (see [`Db::recovery`] for what it did).
+    /// Takes the directory's lock: a second opener gets an error naming the holder.
+    ///
+    /// ```
+    /// # fn main() -> popdb_db::Result<()> {
+    /// use popdb_db::{Db, DbOptions, EngineKind, TableOptions, WriteBatch};
+    /// # let temp = std::env::temp_dir().join(format!("popdb-doc-{}", std::process::id()));
+    /// let db = Db::open(&temp, DbOptions::default())?;
+    /// db.create_table("users", TableOptions::new(EngineKind::Btree))?;
+    /// let mut batch = WriteBatch::new();
+    /// batch.put("users", "alice", "admin");
+    /// let lsn = db.write(batch)?;
+    /// assert_eq!(db.get("users", b"alice")?, Some((b"admin".to_vec(), lsn)));
+    /// # drop(db);
+    /// # std::fs::remove_dir_all(&temp).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `Io` (the lock is held: the message names the holder), `Corruption` naming the
+    /// damaged file, the log's and the engines' open errors.
+    pub fn open(dir: impl AsRef<Path>, options: DbOptions) -> Result<Db> {
+        let (inner, recovery) = crate::recovery::open(dir.as_ref(), options)?;
+        let background = inner
+            .options
+            .background
+            .then(|| crate::background::start(Arc::clone(&inner)))
+            .transpose()?;
+        Ok(Db {
+            inner,
+            background,
+            recovery,
+        })
+    }
+
+    /// What opening the Db found and did.
+    pub fn recovery(&self) -> &DbRecovery {
+        &self.recovery
+    }
+
+    /// The visible LSN: every record through it is applied; reads are taken at it.
+    pub fn visible_lsn(&self) -> u64 {
+        self.inner.published.read().visible
+    }
+
+    /// Creates table `name` on the engine and with the options given.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name or options; [`Error::TableExists`];
+    /// [`Error::LimitExceeded`] past [`crate::limits::TABLES_MAX`]; the log's errors.
+    pub fn create_table(&self, name: &str, options: TableOptions) -> Result<TableDesc> {
+        validate_name(name)?;
+        options.validate()?;
+        if self.inner.published().1.by_name(name).is_some() {
+            return Err(Error::TableExists(name.to_string()));
+        }
+        let record = LogRecord::CreateTable {
+            name: name.to_string(),
+            options,
+        };
+        match self.inner.submit(record, Durability::Sync)? {
+            Applied::TableCreated(desc) => Ok(desc),
+            Applied::Refused(error) => Err(error),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Drops table `name`. Its files are deleted once a checkpoint covering the drop is
+    /// durable.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTable`]; the log's errors.
+    pub fn drop_table(&self, name: &str) -> Result<TableDesc> {
+        let id = self.table(name)?.desc.id;
+        match self
+            .inner
+            .submit(LogRecord::DropTable { id }, Durability::Sync)?
+        {
+            Applied::TableDropped(desc) => Ok(desc),
+            Applied::Refused(error) => Err(error),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The live tables, in id (creation) order.
+    pub fn tables(&self) -> Vec<TableDesc> {
+        self.inner.published().1.descs()
+    }
+
+    /// What the catalog says of table `name`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTable`].
+    pub fn describe(&self, name: &str) -> Result<TableDesc> {
+        Ok(self.table(name)?.desc.clone())
+    }
+
+    fn table(&self, name: &str) -> Result<Arc<Table>> {
+        self.inner
+            .published()
+            .1
+            .by_name(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTable(name.to_string()))
+    }
+
+    /// Applies `batch` atomically (one log record), durably unless the Db's default says
+    /// otherwise; returns its LSN, the version of every value it wrote.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTable`], [`Error::LimitExceeded`] (nothing logged);
+    /// [`Error::Unknown`] if the log failed after accepting it; [`Error::Poisoned`].
+    pub fn write(&self, batch: WriteBatch) -> Result<u64> {
+        self.write_with(batch, WriteOptions::default())
+    }
+
+    /// [`Db::write`] with options.
+    ///
+    /// # Errors
+    /// As [`Db::write`].
+    pub fn write_with(&self, batch: WriteBatch, options: WriteOptions) -> Result<u64> {
+        self.commit(Commit {
+            writes: batch,
+            durability: options.durability,
+            ..Commit::default()
+        })
+    }
+
+    /// Commits a transaction: its conditions are checked when it applies, in log order;
+    /// all of its writes apply or none does. Returns the LSN it committed at.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] naming the first failed condition (certainly not applied);
+    /// [`Error::Unknown`] (it may have applied: resend with the same idempotency key, or
+    /// read); [`Error::UnknownTable`], [`Error::LimitExceeded`] (nothing logged);
+    /// [`Error::Poisoned`].
+    pub fn commit(&self, commit: Commit) -> Result<u64> {
+        commit.check_limits()?;
+        if let Some(key) = commit.idempotency
+            && let Some(first) = self.inner.apply.lock().idempotency.get(&key)
+        {
+            return outcome_result(first);
+        }
+        let tables = self.inner.published().1;
+        let id_of = |name: &str| {
+            tables
+                .by_name(name)
+                .map(|t| t.desc.id)
+                .ok_or_else(|| Error::UnknownTable(name.to_string()))
+        };
+        let mut conditions = Vec::with_capacity(commit.conditions.len());
+        for condition in commit.conditions {
+            conditions.push(record::Condition {
+                table: id_of(&condition.table)?,
+                check: condition.check,
+            });
+        }
+        let mut writes = Vec::with_capacity(commit.writes.writes.len());
+        for write in commit.writes.writes {
+            writes.push(TableWrite {
+                table: id_of(&write.table)?,
+                key: write.key,
+                value: write.value,
+            });
+        }
+        let record = LogRecord::Write(WriteRecord {
+            idempotency: commit.idempotency,
+            conditions,
+            writes,
+        });
+        let durability = commit.durability.unwrap_or(self.inner.options.durability);
+        match self.inner.submit(record, durability)? {
+            Applied::Write(outcome) => outcome_result(outcome),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Applies a record that was made durable elsewhere (the Raft layer's state machine
+    /// calls this with each committed entry, in LSN order): the same apply stage as the
+    /// embedded write path. `kind` other than `Normal` only advances the LSN.
+    ///
+    /// # Errors
+    /// `Corruption` if the payload is not a Db record; `InvalidArgument` if `lsn` is not
+    /// above the last applied; [`Error::Poisoned`]; an engine's failure (which poisons).
+    pub fn apply_logged(&self, lsn: u64, kind: RecordKind, payload: &[u8]) -> Result<Applied> {
+        let record = decode_record(lsn, kind, payload)?;
+        self.inner.apply_one(lsn, record.as_ref(), true)
+    }
+
+    /// The value of `key` in `table` and its version (the LSN that wrote it), at the
+    /// visible LSN; `None` if absent.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTable`]; the engine's (corruption, i/o).
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        let view = self.table_view(table)?;
+        let mut value = Vec::new();
+        Ok(view
+            .get_into(key, &mut value)?
+            .map(|version| (value, version)))
+    }
+
+    /// The entries of `table` that `scan` covers, at the visible LSN.
+    ///
+    /// # Errors
+    /// As [`Db::get`].
+    pub fn scan(&self, table: &str, scan: &Scan) -> Result<Vec<Entry>> {
+        let view = self.table_view(table)?;
+        scan_view(view.as_ref(), scan)
+    }
+
+    /// A view of one table at the visible LSN.
+    fn table_view(&self, name: &str) -> Result<Box<dyn EngineView>> {
+        loop {
+            let (visible, tables) = self.inner.published();
+            let table = tables
+                .by_name(name)
+                .ok_or_else(|| Error::UnknownTable(name.to_string()))?;
+            if let Some(view) = engine_view_at(table.engine.as_ref(), visible)? {
+                return Ok(view);
+            }
+        }
+    }
+
+    /// A read view of every table at the visible LSN.
+    ///
+    /// # Errors
+    /// An engine's.
+    pub fn read_view(&self) -> Result<ReadView> {
+        loop {
+            let (visible, tables) = self.inner.published();
+            if let Some(view) = ReadView::take(visible, tables)? {
+                return Ok(view);
+            }
+        }
+    }
+
+    /// Takes a checkpoint now: every table's files then hold every record through the
+    /// returned LSN, and the log below it may go. Does nothing (and returns the last
+    /// checkpoint's LSN) if nothing was applied since.
+    ///
+    /// # Errors
+    /// `Io` from the state file, the log's sync or a table's checkpoint (the checkpoint is
+    /// then not complete; the next one redoes it).
+    pub fn checkpoint(&self) -> Result<u64> {
+        self.inner.checkpoint()
+    }
+
+    /// Makes every write so far durable (no-sync writes included).
+    ///
+    /// # Errors
+    /// The log's.
+    pub fn sync(&self) -> Result<u64> {
+        self.inner.sync()
+    }
+
+    /// Runs one round of background work by hand (for a Db opened without its background
+    /// thread): flushes and compactions, then a checkpoint if one is due. Returns whether
+    /// there was anything to do.
+    ///
+    /// # Errors
+    /// The first error met.
+    pub fn maintenance_step(&self) -> Result<bool> {
+        self.inner.maintenance_round()
+    }
+
+    /// Counters and positions.
+    pub fn stats(&self) -> DbStats {
+        self.inner.stats()
+    }
+
+    /// Why the Db refuses writes, if it does.
+    pub fn poison_cause(&self) -> Option<Arc<Error>> {
+        self.inner.poisoned.lock().clone()
+    }
+
+    /// Stops the background thread and makes every write durable.
+    ///
+    /// # Errors
+    /// The log's.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_background();
+        if self.inner.wal.is_poisoned() {
+            return Ok(());
+        }
+        self.inner.sync().map(|_| ())
+    }
+
+    fn stop_background(&mut self) {
+        *self.inner.stop.lock() = true;
+        self.inner.wake.notify_all();
+        if let Some(handle) = self.background.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.stop_background();
+    }
+}
+
+/// What a write's outcome means to its caller.
+fn outcome_result(outcome: Outcome) -> Result<u64> {
+    match outcome {
+        Outcome::Committed { lsn } => Ok(lsn),
+        Outcome::ConditionFailed { lsn, condition } => Err(Error::Conflict { condition, lsn }),
+        Outcome::UnknownTable { table, .. } => Err(Error::UnknownTable(format!(
+            "with id {table} (dropped while the write was logged)"
+        ))),
+    }
+}
+
+fn unexpected(applied: &Applied) -> Error {
+    Error::Unknown(format!(
+        "the apply stage answered {applied:?} to the wrong request"
+    ))
+}
+
+/// The Db record in a log record (`None` for Raft's own kinds).
+pub(crate) fn decode_record(
+    lsn: u64,
+    kind: RecordKind,
+    payload: &[u8],
+) -> Result<Option<LogRecord>> {
+    if kind != RecordKind::Normal {
+        return Ok(None);
+    }
+    LogRecord::decode(payload)
+        .map(Some)
+        .map_err(|e| Error::corruption("the log", format!("record {lsn}: {e}")))
+}
+
+impl Inner {
+    #[allow(clippy::too_many_arguments, reason = "built once, by recovery")]
+    pub(crate) fn new(
+        fs: FsRef,
+        dir: PathBuf,
+        gen_dir: PathBuf,
+        options: DbOptions,
+        wal: Wal,
+        block_cache: Arc<popdb_lsm::BlockCache>,
+        apply: ApplyState,
+        stored: DbState,
+        lock: DirLock,
+    ) -> Inner {
+        let published = Published {
+            visible: apply.last,
+            tables: Arc::clone(&apply.tables),
+        };
+        let log_bytes = wal.stats().bytes;
+        let now = options.clock.now();
+        Inner {
+            fs,
+            dir,
+            gen_dir,
+            options,
+            wal,
+            block_cache,
+            sequencer: Mutex::new(()),
+            apply: Mutex::new(apply),
+            published: RwLock::new(published),
+            stored: Mutex::new(stored),
+            checkpoints: Mutex::new(CheckpointClock { at: now, log_bytes }),
+            poisoned: Mutex::new(None),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            background_error: Mutex::new(None),
+            _lock: lock,
+        }
+    }
+
+    fn published(&self) -> (u64, Arc<Tables>) {
+        let published = self.published.read();
+        (published.visible, Arc::clone(&published.tables))
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if let Some(cause) = self.poisoned.lock().clone() {
+            return Err(Error::Poisoned { cause });
+        }
+        Ok(())
+    }
+
+    /// Stops writes for good (until a reopen); returns the error to report.
+    fn poison(&self, cause: Error) -> Error {
+        let mut poisoned = self.poisoned.lock();
+        let cause = Arc::clone(poisoned.get_or_insert_with(|| Arc::new(cause)));
+        Error::Poisoned { cause }
+    }
+
+    /// Logs `record` and waits for the apply stage's answer.
+    fn submit(self: &Arc<Self>, record: LogRecord, durability: Durability) -> Result<Applied> {
+        self.check_writable()?;
+        let payload = record.encode();
+        let answer = Arc::new(Answer::default());
+        {
+            let _sequencer = self.sequencer.lock();
+            let lsn = self.wal.next_lsn();
+            let log_record = Record {
+                id: LogId {
+                    lsn,
+                    term: Term(0),
+                    node: NodeId(0),
+                },
+                kind: RecordKind::Normal,
+                payload,
+            };
+            let inner = Arc::clone(self);
+            let answer = Arc::clone(&answer);
+            let _ = durability;
+            self.wal.submit_at_with(vec![log_record], move |appended| {
+                let result = match appended {
+                    Ok(appended) => inner
+                        .apply_one(lsn.0, Some(&record), appended.durable)
+                        .map_err(|error| {
+                            // The record is in the log: a reopen applies it.
+                            Error::Unknown(format!(
+                                "record {lsn} is logged but was not applied: {error}"
+                            ))
+                        }),
+                    Err(error) => Err(Error::Unknown(format!(
+                        "the log failed after accepting record {lsn}: {}",
+                        inner.poison(error.into())
+                    ))),
+                };
+                answer.fill(result);
+            })?;
+        }
+        answer.wait()
+    }
+
+    /// The apply stage: applies the record at `lsn` and publishes it. `durable` says the
+    /// log holds it durably; if not, its LSN is leased first, so no reader sees an LSN a
+    /// crash could hand out again.
+    pub(crate) fn apply_one(
+        &self,
+        lsn: u64,
+        record: Option<&LogRecord>,
+        durable: bool,
+    ) -> Result<Applied> {
+        self.check_writable()?;
+        let durable_lsn = if durable {
+            lsn.max(self.wal.durable_lsn())
+        } else {
+            self.wal.durable_lsn()
+        };
+        let mut state = self.apply.lock();
+        if lsn <= state.last {
+            return Err(Error::InvalidArgument(format!(
+                "record {lsn} is at or below the last applied, {}",
+                state.last
+            )));
+        }
+        if lsn > durable_lsn
+            && let Err(error) = self.lease(lsn)
+        {
+            return Err(self.poison(error));
+        }
+        let env = ApplyEnv {
+            fs: &self.fs,
+            gen_dir: &self.gen_dir,
+            options: &self.options,
+            block_cache: &self.block_cache,
+            durable_lsn,
+        };
+        match apply_record(&env, &mut state, lsn, record) {
+            Ok(applied) => {
+                *self.published.write() = Published {
+                    visible: state.last,
+                    tables: Arc::clone(&state.tables),
+                };
+                Ok(applied)
+            }
+            Err(error) => Err(self.poison(error)),
+        }
+    }
+
+    /// Makes sure `lsn` is under the durable LSN lease.
+    fn lease(&self, lsn: u64) -> Result<()> {
+        if lsn <= self.stored.lock().lsn_lease {
+            return Ok(());
+        }
+        self.store_state(|state| state.lsn_lease = lsn.saturating_add(LEASE_STEP))
+    }
+
+    /// Durably replaces the state file with the stored state changed by `change`.
+    pub(crate) fn store_state(&self, change: impl FnOnce(&mut DbState)) -> Result<()> {
+        let mut stored = self.stored.lock();
+        let mut next = stored.clone();
+        change(&mut next);
+        next.store(&*self.fs, &self.gen_dir)?;
+        *stored = next;
+        Ok(())
+    }
+
+    pub(crate) fn sync(&self) -> Result<u64> {
+        let durable = self.wal.sync()?;
+        for table in self.published().1.iter() {
+            table.engine.set_durable_lsn(durable);
+        }
+        Ok(durable)
+    }
+
+    /// A Db-wide checkpoint, as DESIGN.md's numbered steps.
+    pub(crate) fn checkpoint(&self) -> Result<u64> {
+        let mut clock = self.checkpoints.lock();
+        let log_bytes = self.wal.stats().bytes;
+        // 1. C is the visible LSN; pin every table's state at C.
+        let (image, pinned) = {
+            let state = self.apply.lock();
+            let pinned: Vec<(Arc<Table>, Box<dyn EngineView>)> = state
+                .tables
+                .iter()
+                .map(|t| (Arc::clone(t), t.engine.read_view()))
+                .collect();
+            let image = CheckpointImage {
+                lsn: state.last,
+                aborts: state.aborts.clone(),
+                tables: state.tables.descs(),
+                idempotency: state.idempotency.entries(),
+            };
+            (image, pinned)
+        };
+        let c = image.lsn;
+        let done = self.stored.lock().done.as_ref().map_or(0, |d| d.lsn);
+        if c <= done {
+            return Ok(done);
+        }
+        // 2. The intent, with the aborts of its window.
+        self.store_state(|state| state.intent = Some(image.clone()))?;
+        // 3. The log durable through C, then every table (idle ones too) at C.
+        let durable = self.wal.sync()?;
+        for (table, view) in &pinned {
+            table.engine.set_durable_lsn(durable);
+            table.engine.checkpoint_view(view.as_ref(), c)?;
+        }
+        // 4. Done. Then what it lets go: the files of tables dropped at or below C, the
+        // log through C.
+        self.store_state(|state| {
+            state.done = Some(image);
+            state.intent = None;
+        })?;
+        let gone: Vec<u64> = {
+            let mut state = self.apply.lock();
+            state.aborts.retain(|&lsn| lsn > c);
+            let (gone, kept): (Vec<_>, Vec<_>) = state
+                .dropped
+                .iter()
+                .partition(|&&(_, dropped)| dropped <= c);
+            state.dropped = kept;
+            gone.into_iter().map(|(id, _)| id).collect()
+        };
+        for id in gone {
+            remove_table_dir(&self.fs, &self.gen_dir, id)?;
+        }
+        if self.options.purge_log {
+            self.wal.purge(LogId {
+                lsn: Lsn(c),
+                term: Term(0),
+                node: NodeId(0),
+            })?;
+        }
+        *clock = CheckpointClock {
+            at: self.options.clock.now(),
+            log_bytes,
+        };
+        Ok(c)
+    }
+
+    /// Whether a background checkpoint is due: log bytes, age, or memory.
+    fn checkpoint_due(&self) -> bool {
+        let (log_bytes, age) = {
+            let clock = self.checkpoints.lock();
+            (
+                self.wal.stats().bytes.saturating_sub(clock.log_bytes),
+                self.options.clock.now().saturating_sub(clock.at),
+            )
+        };
+        if log_bytes == 0 {
+            return false;
+        }
+        let memory: u64 = self
+            .published()
+            .1
+            .iter()
+            .map(|t| t.engine.memory_bytes())
+            .sum();
+        log_bytes >= self.options.checkpoint_log_bytes
+            || age >= self.options.checkpoint_interval
+            || memory >= self.options.memory_budget
+    }
+
+    /// One round of background work: syncs no-sync writes, runs flushes and compactions
+    /// until none is left (at most a bounded number of steps), then a checkpoint if due.
+    pub(crate) fn maintenance_round(&self) -> Result<bool> {
+        let mut worked = false;
+        if self
+            .wal
+            .last_log_id()
+            .is_some_and(|last| last.lsn.0 > self.wal.durable_lsn())
+            && !self.wal.is_poisoned()
+        {
+            self.sync()?;
+            worked = true;
+        }
+        let tables = self.published().1;
+        let durable = self.wal.durable_lsn();
+        for table in tables.iter() {
+            table.engine.set_durable_lsn(durable);
+            for _ in 0..64 {
+                if !table.engine.maintenance_step()? {
+                    break;
+                }
+                worked = true;
+            }
+        }
+        if self.checkpoint_due() {
+            self.checkpoint()?;
+            worked = true;
+        }
+        Ok(worked)
+    }
+
+    fn stats(&self) -> DbStats {
+        let (visible, tables) = self.published();
+        let checkpoint_lsn = self.stored.lock().done.as_ref().map(|d| d.lsn);
+        DbStats {
+            visible_lsn: visible,
+            durable_lsn: self.wal.durable_lsn(),
+            checkpoint_lsn,
+            log_pinned_by: match checkpoint_lsn {
+                Some(c) => format!("checkpoint at LSN {c}"),
+                None => "no checkpoint yet: the whole log".to_string(),
+            },
+            wal: self.wal.stats(),
+            tables: tables
+                .iter()
+                .map(|t| TableStats {
+                    desc: t.desc.clone(),
+                    watermark: t.engine.watermark(),
+                    last_applied: t.engine.last_applied(),
+                    memory_bytes: t.engine.memory_bytes(),
+                })
+                .collect(),
+            background_error: self
+                .background_error
+                .lock()
+                .as_ref()
+                .map(ToString::to_string),
+        }
+    }
+}
+
+/// Deletes the directory of table `id` and everything in it.
+pub(crate) fn remove_table_dir(fs: &FsRef, gen_dir: &Path, id: u64) -> Result<()> {
+    let dir = table_dir(gen_dir, id);
+    remove_dir_all(fs, &dir)?;
+    fs.sync_dir(gen_dir)
+        .map_err(|e| Error::io(format!("sync {}", gen_dir.display()), e))
+}
+
+fn remove_dir_all(fs: &FsRef, dir: &Path) -> Result<()> {
+    if !fs
+        .exists(dir)
+        .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?
+    {
+        return Ok(());
+    }
+    let entries = fs
+        .read_dir(dir)
+        .map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+    for name in entries {
+        let path = dir.join(name);
+        if fs.remove_file(&path).is_err() {
+            remove_dir_all(fs, &path)?;
+        }
+    }
+    fs.remove_dir(dir)
+        .map_err(|e| Error::io(format!("remove {}", dir.display()), e))
+}

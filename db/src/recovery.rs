@@ -1,0 +1,221 @@
+//! Opening a Db: the directory, its lock, the live generation, the state file, the log,
+//! the tables of the last completed checkpoint, and the replay of the log above it through
+//! the same apply stage as every write. Spec: DESIGN.md "Checkpoints and recovery" and
+//! docs/format/layout.md.
+//!
+//! Steps, in order:
+//! 1. Create the directory if missing and take its lock.
+//! 2. Read `CURRENT` (a new Db points it at generation 1) and the generation's `STATE`.
+//! 3. Open the log (it truncates a torn tail and says which LSNs it lost).
+//! 4. Open every table of the last completed checkpoint.
+//! 5. Replay the log from just above the checkpoint. Tables skip records at or below their
+//!    own watermark; inside a checkpoint intent's window, a write's decision is the
+//!    intent's (its abort list), since some tables may already hold later writes.
+//!    Then delete the directories of tables neither live nor dropped within the replayed
+//!    log.
+//! 6. If the log would hand out an LSN a reader may have seen (the LSN lease, a table's
+//!    watermark), checkpoint and move the log past it.
+//!
+//! Replay changes nothing a second replay would not redo the same way, so a crash during
+//! recovery is harmless.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use popdb_io::create_dir_durably;
+use popdb_wal::{LogId, Lsn, NodeId, RecoveryReport, SyncPolicy, Term, Wal};
+
+use crate::apply::{ApplyState, Window};
+use crate::db::{Inner, decode_record, remove_table_dir};
+use crate::error::{Error, Result};
+use crate::idempotency::Idempotency;
+use crate::options::DbOptions;
+use crate::state_file::{DbState, generation_dir_name, load_current, store_current};
+use crate::tables::{Tables, open_table, parse_table_dir};
+
+/// The log's directory inside the data directory.
+pub(crate) const WAL_DIR: &str = "wal";
+
+/// Records read from the log per step of the replay.
+const REPLAY_CHUNK: u64 = 1024;
+
+/// What opening a Db found and did.
+#[derive(Clone, Debug)]
+pub struct DbRecovery {
+    /// The log's recovery: segments read, the torn tail removed (with the LSNs it lost).
+    pub wal: RecoveryReport,
+    /// The generation opened.
+    pub generation: u64,
+    /// The last completed checkpoint replay started above.
+    pub checkpoint_lsn: Option<u64>,
+    /// A checkpoint intent found (begun, not recorded as done).
+    pub intent_lsn: Option<u64>,
+    /// Records replayed from the log.
+    pub records_replayed: u64,
+    /// The first and last LSN replayed.
+    pub replayed: Option<(u64, u64)>,
+    /// Directories of dropped tables (or of tables whose creation a crash took) deleted.
+    pub table_dirs_removed: Vec<u64>,
+    /// The log was moved past this LSN (the lease of a run whose unsynced tail was lost).
+    pub log_skipped_to: Option<u64>,
+    /// The visible LSN after recovery.
+    pub visible_lsn: u64,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbRecovery)> {
+    let started = options.clock.now();
+    let fs = Arc::clone(&options.fs);
+    let io = |what: &str, e| Error::io(format!("{what} {}", dir.display()), e);
+    create_dir_durably(&*fs, dir).map_err(|e| io("create", e))?;
+    let lock = fs.lock_dir(dir).map_err(|e| io("lock", e))?;
+
+    let generation = if let Some(generation) = load_current(&*fs, dir)? {
+        generation
+    } else {
+        let generation = 1;
+        let gen_dir = dir.join(generation_dir_name(generation));
+        create_dir_durably(&*fs, &gen_dir).map_err(|e| io("create generation in", e))?;
+        store_current(&*fs, dir, generation)?;
+        generation
+    };
+    let gen_dir = dir.join(generation_dir_name(generation));
+    if !fs
+        .exists(&gen_dir)
+        .map_err(|e| io("stat generation in", e))?
+    {
+        return Err(Error::corruption(
+            "CURRENT",
+            format!("it names generation {generation}, whose directory is missing"),
+        ));
+    }
+    let stored = DbState::load(&*fs, &gen_dir)?.unwrap_or_default();
+
+    let wal_options = popdb_wal::WalOptions {
+        sync: SyncPolicy::Always,
+        clock: Arc::clone(&options.clock),
+        ..options.wal.clone()
+    };
+    let (wal, wal_report) = Wal::open(Arc::clone(&fs), &dir.join(WAL_DIR), wal_options)?;
+
+    let base = stored.done.clone().unwrap_or_default();
+    let block_cache = popdb_lsm::BlockCache::new(options.block_cache_bytes);
+    let mut tables = Tables::default();
+    for desc in &base.tables {
+        tables.insert(open_table(
+            &fs,
+            &gen_dir,
+            desc.clone(),
+            &options,
+            &block_cache,
+        )?);
+    }
+    let watermark_max = tables
+        .iter()
+        .filter_map(|t| t.engine.watermark())
+        .max()
+        .unwrap_or(0);
+
+    let window = stored
+        .intent
+        .as_ref()
+        .filter(|intent| intent.lsn > base.lsn)
+        .map(|intent| Window {
+            to: intent.lsn,
+            aborts: intent.aborts.iter().copied().collect::<HashSet<u64>>(),
+            idempotency: intent.idempotency.clone(),
+        });
+    let intent_lsn = window.as_ref().map(|w| w.to);
+    let apply = ApplyState {
+        last: base.lsn,
+        tables: Arc::new(tables),
+        idempotency: Idempotency::from_entries(&base.idempotency),
+        aborts: Vec::new(),
+        dropped: Vec::new(),
+        window,
+    };
+    let lease = stored.lsn_lease;
+    let checkpoint_lsn = stored.done.as_ref().map(|d| d.lsn);
+    let inner = Arc::new(Inner::new(
+        Arc::clone(&fs),
+        dir.to_path_buf(),
+        gen_dir,
+        options,
+        wal,
+        block_cache,
+        apply,
+        stored,
+        lock,
+    ));
+
+    // Replay.
+    let purged = inner.wal.last_purged().map_or(0, |p| p.lsn.0);
+    let mut at = base.lsn.max(purged) + 1;
+    let end = inner.wal.next_lsn().0;
+    let mut replayed = None;
+    let mut records_replayed = 0;
+    while at < end {
+        let to = end.min(at.saturating_add(REPLAY_CHUNK));
+        for record in inner.wal.read(Lsn(at)..Lsn(to))? {
+            let lsn = record.id.lsn.0;
+            let decoded = decode_record(lsn, record.kind, &record.payload)?;
+            inner.apply_one(lsn, decoded.as_ref(), true)?;
+            records_replayed += 1;
+            replayed = Some((replayed.map_or(lsn, |(first, _)| first), lsn));
+        }
+        at = to;
+    }
+    // Directories of tables that are neither live nor dropped within the log still held:
+    // dropped at or below the checkpoint, or created by a record a crash took.
+    let mut table_dirs_removed = Vec::new();
+    {
+        let state = inner.apply.lock();
+        let entries = fs
+            .read_dir(&inner.gen_dir)
+            .map_err(|e| io("list generation in", e))?;
+        for name in entries {
+            let Some(id) = name.to_str().and_then(parse_table_dir) else {
+                continue;
+            };
+            let pending = state.dropped.iter().any(|&(dropped, _)| dropped == id);
+            if state.tables.by_id(id).is_none() && !pending {
+                remove_table_dir(&fs, &inner.gen_dir, id)?;
+                table_dirs_removed.push(id);
+            }
+        }
+    }
+    // An intent whose window the log does not reach never got past its log sync: no
+    // table passed the last completed checkpoint for it.
+    inner.apply.lock().window = None;
+
+    // Never hand out an LSN a reader may have seen.
+    let floor = lease.max(watermark_max);
+    let mut log_skipped_to = None;
+    if inner.wal.next_lsn().0 <= floor {
+        inner.checkpoint()?;
+        inner.wal.purge(LogId {
+            lsn: Lsn(floor),
+            term: Term(0),
+            node: NodeId(0),
+        })?;
+        log_skipped_to = Some(floor);
+    }
+
+    let visible_lsn = inner.apply.lock().last;
+    let recovery = DbRecovery {
+        wal: wal_report,
+        generation,
+        checkpoint_lsn,
+        intent_lsn,
+        records_replayed,
+        replayed,
+        table_dirs_removed,
+        log_skipped_to,
+        visible_lsn,
+        elapsed: inner.options.clock.now().saturating_sub(started),
+    };
+    Ok((inner, recovery))
+}
