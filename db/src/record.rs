@@ -199,6 +199,7 @@ impl LogRecord {
     }
 
     /// Decodes a payload. Never panics, never allocates more than `bytes.len()` allows.
+    /// Checks structure only: the Db's limits are checked before a record is logged.
     ///
     /// # Errors
     /// [`DecodeError`] on anything but a well-formed record of a known version.
