@@ -84,5 +84,8 @@ pub use transaction::Transaction;
 #[cfg(feature = "internals")]
 pub mod internals {
     pub use crate::record::{Condition, DecodeError, LogRecord, TableWrite, WriteRecord};
-    pub use crate::state_file::{CheckpointImage, DbState};
+    pub use crate::state_file::{
+        CURRENT_FILE, CURRENT_TEMP_FILE, CheckpointImage, DbState, STATE_FILE, STATE_SIZE_MAX,
+        STATE_TEMP_FILE, decode_current, generation_dir_name, load_current, store_current,
+    };
 }
