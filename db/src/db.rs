@@ -548,6 +548,15 @@ impl Inner {
     fn submit(self: &Arc<Self>, record: LogRecord, durability: Durability) -> Result<Applied> {
         self.check_writable()?;
         let payload = record.encode();
+        let record_max = self.options.wal.record_size_max;
+        if payload.len() > record_max as usize {
+            // Only a log configured below the Db's limits can refuse a record they allow.
+            return Err(Error::LimitExceeded {
+                limit: "log record size",
+                actual: payload.len() as u64,
+                max: u64::from(record_max),
+            });
+        }
         let answer = Arc::new(Answer::default());
         {
             let _sequencer = self.sequencer.lock();
@@ -561,23 +570,31 @@ impl Inner {
                 kind: RecordKind::Normal,
                 payload,
             };
-            let inner = Arc::clone(self);
+            // Weak: the callback must never hold the last reference, or the log's own
+            // thread would drop (and join) the log. The writer waits for the answer, which
+            // is given only after the reference taken here is gone.
+            let inner = Arc::downgrade(self);
             let answer = Arc::clone(&answer);
             let _ = durability;
             self.wal.submit_at_with(vec![log_record], move |appended| {
-                let result = match appended {
-                    Ok(appended) => inner
-                        .apply_one(lsn.0, Some(&record), appended.durable)
-                        .map_err(|error| {
-                            // The record is in the log: a reopen applies it.
-                            Error::Unknown(format!(
-                                "record {lsn} is logged but was not applied: {error}"
-                            ))
-                        }),
-                    Err(error) => Err(Error::Unknown(format!(
-                        "the log failed after accepting record {lsn}: {}",
-                        inner.poison(error.into())
+                let result = match inner.upgrade() {
+                    None => Err(Error::Unknown(format!(
+                        "record {lsn} is logged but the Db closed before applying it"
                     ))),
+                    Some(inner) => match appended {
+                        Ok(appended) => inner
+                            .apply_one(lsn.0, Some(&record), appended.durable)
+                            .map_err(|error| {
+                                // The record is in the log: a reopen applies it.
+                                Error::Unknown(format!(
+                                    "record {lsn} is logged but was not applied: {error}"
+                                ))
+                            }),
+                        Err(error) => Err(Error::Unknown(format!(
+                            "the log failed after accepting record {lsn}: {}",
+                            inner.poison(error.into())
+                        ))),
+                    },
                 };
                 answer.fill(result);
             })?;

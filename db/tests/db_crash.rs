@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +38,7 @@ fn options(fs: &SimFs) -> DbOptions {
         ..DbOptions::default()
     };
     options.wal.segment_size = 64 * 1024;
+    options.wal.record_size_max = 60_000;
     options.lsm.memtable_size_max = 2 * 1024;
     options.lsm.l0_compaction_trigger = 2;
     options
@@ -207,6 +209,24 @@ fn fresh_db(fs: &SimFs) -> (Db, State) {
     (db, state)
 }
 
+/// A short form of a state for failure messages: key, value length, version.
+fn summary(state: &State) -> String {
+    let mut out = String::new();
+    for (table, rows) in state {
+        write!(out, "{table}: ").unwrap();
+        for (key, (value, version)) in rows {
+            write!(
+                out,
+                "{}={}@{version} ",
+                String::from_utf8_lossy(key),
+                value.len()
+            )
+            .unwrap();
+        }
+    }
+    out
+}
+
 /// Checks the reopened Db against what the run acknowledged.
 fn verify(found: &State, run: &Run, context: &str) {
     if found == &run.acknowledged {
@@ -214,8 +234,9 @@ fn verify(found: &State, run: &Run, context: &str) {
     }
     let Some(expected) = &run.with_in_flight else {
         panic!(
-            "{context}: lost or invented writes\nfound {found:?}\nexpected {:?}",
-            run.acknowledged
+            "{context}: lost or invented writes\nfound    {}\nexpected {}",
+            summary(found),
+            summary(&run.acknowledged)
         );
     };
     // The write in flight applied: its LSN is the largest version found.
@@ -232,9 +253,11 @@ fn verify(found: &State, run: &Run, context: &str) {
             }
         }
     }
-    assert_eq!(
-        found, &expected,
-        "{context}: neither without nor with the write in flight"
+    assert!(
+        found == &expected,
+        "{context}: neither without nor with the write in flight\nfound    {}\nexpected {}",
+        summary(found),
+        summary(&expected)
     );
 }
 
@@ -307,6 +330,7 @@ fn random_operations() {
         if rng.chance(3) {
             fs.set_crash_after_ops(rng.below(40));
             let _ = open(&fs);
+            fs.disarm_crash();
             fs.restart();
         }
         let db = open(&fs).unwrap();

@@ -48,6 +48,7 @@ fn options(fs: &SimFs, rng: &mut Rng) -> DbOptions {
         ..DbOptions::default()
     };
     options.wal.segment_size = 64 * 1024;
+    options.wal.record_size_max = 60_000;
     options.lsm.memtable_size_max = 4 * 1024;
     options.lsm.l0_compaction_trigger = 2;
     options.btree_roots_retained = 2 + rng.index(6);
@@ -109,6 +110,7 @@ fn run(seed: u64, steps: usize) {
     }
     case.reopen(false);
     case.verify_all();
+    eprintln!("seed {seed}: {:?}", case.counts);
     assert!(
         case.counts.get("conflict").copied().unwrap_or(0) > 0,
         "{:?}",
