@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     /// Held for a whole checkpoint (one at a time); when the last one was taken.
     checkpoints: Mutex<CheckpointClock>,
     poisoned: Mutex<Option<Arc<Error>>>,
+    /// Why the Db refuses writes for good (until a reopen), if it does.
+    read_only: Mutex<Option<String>>,
     /// Set to stop the background thread, which waits on the condvar between rounds.
     pub(crate) stop: Mutex<bool>,
     pub(crate) wake: Condvar,
@@ -518,6 +520,7 @@ impl Inner {
             stored: Mutex::new(stored),
             checkpoints: Mutex::new(CheckpointClock { at: now, log_bytes }),
             poisoned: Mutex::new(None),
+            read_only: Mutex::new(None),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             background_error: Mutex::new(None),
@@ -534,7 +537,34 @@ impl Inner {
         if let Some(cause) = self.poisoned.lock().clone() {
             return Err(Error::Poisoned { cause });
         }
+        if let Some(reason) = self.read_only.lock().clone() {
+            return Err(Error::ReadOnly(reason));
+        }
         Ok(())
+    }
+
+    /// Sets aside [`DbOptions::reserve_bytes`] in `path`; if that fails, the Db turns
+    /// read-only and says why.
+    pub(crate) fn take_reserve(&self, path: &Path) {
+        let bytes = self.options.reserve_bytes;
+        if bytes == 0 {
+            return;
+        }
+        let result = self
+            .fs
+            .open(path, popdb_io::OpenOptions::create())
+            .and_then(|file| {
+                file.allocate(bytes)?;
+                file.sync_data()
+            })
+            .and_then(|()| self.fs.sync_dir(&self.dir));
+        if let Err(error) = result {
+            let _ = self.fs.remove_file(path);
+            *self.read_only.lock() = Some(format!(
+                "could not set aside {bytes} bytes for checkpoints ({error}); free space and \
+                 reopen"
+            ));
+        }
     }
 
     /// Stops writes for good (until a reopen); returns the error to report.
@@ -700,7 +730,10 @@ impl Inner {
             return Ok(done);
         }
         // 2. The intent, with the aborts of its window.
-        self.store_state(|state| state.intent = Some(image.clone()))?;
+        self.store_state(|state| {
+            state.intent = Some(image.clone());
+            state.lsn_lease = state.lsn_lease.max(c);
+        })?;
         // 3. The log durable through C, then every table (idle ones too) at C.
         let durable = self.wal.sync()?;
         for (table, view) in &pinned {
@@ -832,7 +865,8 @@ pub(crate) fn remove_table_dir(fs: &FsRef, gen_dir: &Path, id: u64) -> Result<()
         .map_err(|e| Error::io(format!("sync {}", gen_dir.display()), e))
 }
 
-fn remove_dir_all(fs: &FsRef, dir: &Path) -> Result<()> {
+/// Deletes `dir` and everything in it (nothing if it does not exist).
+pub(crate) fn remove_dir_all(fs: &FsRef, dir: &Path) -> Result<()> {
     if !fs
         .exists(dir)
         .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?

@@ -58,6 +58,10 @@ pub enum Error {
         /// What poisoned it.
         cause: Arc<Error>,
     },
+    /// The Db opened read-only (it could not set aside space; see the reason) and refuses
+    /// writes; reads go on. Free space and reopen.
+    #[error("the database is read-only: {0}")]
+    ReadOnly(String),
     /// A file of the Db is damaged; nothing was changed.
     #[error("corruption in {file}: {what}")]
     Corruption {

@@ -56,6 +56,11 @@ pub struct DbOptions {
     /// How often the background thread looks for work and syncs no-sync writes. Default
     /// 20 ms.
     pub background_interval: Duration,
+    /// Bytes set aside at open in the data directory's `RESERVE` file and released at the
+    /// next open, so that recovery and its checkpoint can run on a disk that filled up.
+    /// If they cannot be set aside, the Db opens read-only and says so. Default 64 MiB; 0
+    /// for none.
+    pub reserve_bytes: u64,
     /// Whether a completed checkpoint purges the log below it. Default true; a replicated
     /// Db turns it off (only Raft purges its log).
     pub purge_log: bool,
@@ -76,6 +81,7 @@ impl Default for DbOptions {
             memory_budget: 256 << 20,
             background: true,
             background_interval: Duration::from_millis(20),
+            reserve_bytes: 64 << 20,
             purge_log: true,
         }
     }

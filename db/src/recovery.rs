@@ -24,19 +24,25 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use popdb_io::create_dir_durably;
+use popdb_io::{FsRef, create_dir_durably};
 use popdb_wal::{LogId, Lsn, NodeId, RecoveryReport, SyncPolicy, Term, Wal};
 
 use crate::apply::{ApplyState, Window};
-use crate::db::{Inner, decode_record, remove_table_dir};
+use crate::db::{Inner, decode_record, remove_dir_all, remove_table_dir};
 use crate::error::{Error, Result};
 use crate::idempotency::Idempotency;
 use crate::options::DbOptions;
-use crate::state_file::{DbState, generation_dir_name, load_current, store_current};
-use crate::tables::{Tables, open_table, parse_table_dir};
+use crate::state_file::{
+    CURRENT_FILE, CURRENT_TEMP_FILE, DbState, STATE_FILE, STATE_TEMP_FILE, decode_current,
+    generation_dir_name, load_current, store_current,
+};
+use crate::tables::{Tables, open_table, parse_table_dir, table_dir};
 
 /// The log's directory inside the data directory.
 pub(crate) const WAL_DIR: &str = "wal";
+
+/// The file that holds space back, so that a checkpoint can still run when the disk fills.
+pub(crate) const RESERVE_FILE: &str = "RESERVE";
 
 /// Records read from the log per step of the replay.
 const REPLAY_CHUNK: u64 = 1024;
@@ -72,39 +78,76 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
     let io = |what: &str, e| Error::io(format!("{what} {}", dir.display()), e);
     create_dir_durably(&*fs, dir).map_err(|e| io("create", e))?;
     let lock = fs.lock_dir(dir).map_err(|e| io("lock", e))?;
-
-    let generation = if let Some(generation) = load_current(&*fs, dir)? {
-        generation
-    } else {
-        let generation = 1;
-        let gen_dir = dir.join(generation_dir_name(generation));
-        create_dir_durably(&*fs, &gen_dir).map_err(|e| io("create generation in", e))?;
-        store_current(&*fs, dir, generation)?;
-        generation
-    };
-    let gen_dir = dir.join(generation_dir_name(generation));
-    if !fs
-        .exists(&gen_dir)
-        .map_err(|e| io("stat generation in", e))?
+    // The reserve goes first: recovery may need the space it held.
+    let reserve_path = dir.join(RESERVE_FILE);
+    if fs
+        .exists(&reserve_path)
+        .map_err(|e| io("stat the reserve in", e))?
     {
-        return Err(Error::corruption(
-            "CURRENT",
-            format!("it names generation {generation}, whose directory is missing"),
-        ));
+        fs.remove_file(&reserve_path)
+            .map_err(|e| io("remove the reserve in", e))?;
     }
-    let stored = DbState::load(&*fs, &gen_dir)?.unwrap_or_default();
 
+    let wal_dir = dir.join(WAL_DIR);
+    let had_wal = fs.exists(&wal_dir).map_err(|e| io("stat the log in", e))?;
     let wal_options = popdb_wal::WalOptions {
         sync: SyncPolicy::Always,
         clock: Arc::clone(&options.clock),
         ..options.wal.clone()
     };
-    let (wal, wal_report) = Wal::open(Arc::clone(&fs), &dir.join(WAL_DIR), wal_options)?;
+    let (wal, wal_report) = Wal::open(Arc::clone(&fs), &wal_dir, wal_options)?;
+
+    let generation = if let Some(generation) = load_current(&*fs, dir)? {
+        generation
+    } else {
+        if had_wal && wal.last_log_id().is_some() {
+            return Err(Error::corruption(
+                CURRENT_FILE,
+                "missing, while the log holds records: the log has no state to replay onto",
+            ));
+        }
+        // A new Db, or one whose creation was cut short (it logs nothing before CURRENT).
+        remove_generations(&fs, dir, None)?;
+        let generation = 1;
+        let gen_dir = dir.join(generation_dir_name(generation));
+        create_dir_durably(&*fs, &gen_dir).map_err(|e| io("create generation in", e))?;
+        DbState::default().store(&*fs, &gen_dir)?;
+        store_current(&*fs, dir, generation)?;
+        generation
+    };
+    let gen_dir = dir.join(generation_dir_name(generation));
+    let Some(stored) = DbState::load(&*fs, &gen_dir)? else {
+        return Err(Error::corruption(
+            format!("{}/{STATE_FILE}", generation_dir_name(generation)),
+            format!("missing: CURRENT names generation {generation}"),
+        ));
+    };
+    remove_generations(&fs, dir, Some(generation))?;
+    for debris in [dir.join(CURRENT_TEMP_FILE), gen_dir.join(STATE_TEMP_FILE)] {
+        if fs.exists(&debris).map_err(|e| io("stat debris in", e))? {
+            fs.remove_file(&debris)
+                .map_err(|e| io("remove debris in", e))?;
+        }
+    }
+    fs.sync_dir(dir).map_err(|e| io("sync", e))?;
 
     let base = stored.done.clone().unwrap_or_default();
     let block_cache = popdb_lsm::BlockCache::new(options.block_cache_bytes);
     let mut tables = Tables::default();
     for desc in &base.tables {
+        let table_dir = table_dir(&gen_dir, desc.id);
+        if !fs
+            .exists(&table_dir)
+            .map_err(|e| io("stat a table in", e))?
+        {
+            return Err(Error::corruption(
+                table_dir.display().to_string(),
+                format!(
+                    "missing: table {:?} (id {}) is in the checkpoint at LSN {}",
+                    desc.name, desc.id, base.lsn
+                ),
+            ));
+        }
         tables.insert(open_table(
             &fs,
             &gen_dir,
@@ -112,6 +155,19 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
             &options,
             &block_cache,
         )?);
+    }
+    // The log must hold every record above the checkpoint.
+    let purged = wal.last_purged().map_or(0, |p| p.lsn.0);
+    let first = wal_report.first.map_or(wal.next_lsn().0, |lsn| lsn.0);
+    if purged < base.lsn && first > base.lsn + 1 {
+        return Err(Error::corruption(
+            WAL_DIR,
+            format!(
+                "the log starts at LSN {first} (purged through {purged}), but the last \
+                 checkpoint is at {}: records in between are missing",
+                base.lsn
+            ),
+        ));
     }
     let watermark_max = tables
         .iter()
@@ -129,6 +185,7 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
             idempotency: intent.idempotency.clone(),
         });
     let intent_lsn = window.as_ref().map(|w| w.to);
+    let stored_intent = stored.intent.as_ref().map_or(0, |i| i.lsn);
     let apply = ApplyState {
         last: base.lsn,
         tables: Arc::new(tables),
@@ -152,7 +209,6 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
     ));
 
     // Replay.
-    let purged = inner.wal.last_purged().map_or(0, |p| p.lsn.0);
     let mut at = base.lsn.max(purged) + 1;
     let end = inner.wal.next_lsn().0;
     let mut replayed = None;
@@ -192,7 +248,11 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
     inner.apply.lock().window = None;
 
     // Never hand out an LSN a reader may have seen.
-    let floor = lease.max(watermark_max);
+    let floor = lease
+        .max(watermark_max)
+        .max(base.lsn)
+        .max(stored_intent)
+        .max(inner.wal.last_purged().map_or(0, |p| p.lsn.0));
     let mut log_skipped_to = None;
     if inner.wal.next_lsn().0 <= floor {
         inner.checkpoint()?;
@@ -203,6 +263,8 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
         })?;
         log_skipped_to = Some(floor);
     }
+
+    inner.take_reserve(&reserve_path);
 
     let visible_lsn = inner.apply.lock().last;
     let recovery = DbRecovery {
@@ -218,4 +280,23 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
         elapsed: inner.options.clock.now().saturating_sub(started),
     };
     Ok((inner, recovery))
+}
+
+/// Deletes every generation directory of `dir` but `keep`.
+fn remove_generations(fs: &FsRef, dir: &Path, keep: Option<u64>) -> Result<()> {
+    let entries = fs
+        .read_dir(dir)
+        .map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+    for name in entries {
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let Ok(generation) = decode_current(format!("{name}\n").as_bytes()) else {
+            continue;
+        };
+        if Some(generation) != keep {
+            remove_dir_all(fs, &dir.join(name))?;
+        }
+    }
+    Ok(())
 }

@@ -39,6 +39,7 @@ fn options(fs: &SimFs) -> DbOptions {
     };
     options.wal.segment_size = 64 * 1024;
     options.wal.record_size_max = 60_000;
+    options.reserve_bytes = 64 * 1024;
     options.lsm.memtable_size_max = 2 * 1024;
     options.lsm.l0_compaction_trigger = 2;
     options

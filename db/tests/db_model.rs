@@ -49,6 +49,7 @@ fn options(fs: &SimFs, rng: &mut Rng) -> DbOptions {
     };
     options.wal.segment_size = 64 * 1024;
     options.wal.record_size_max = 60_000;
+    options.reserve_bytes = 64 * 1024;
     options.lsm.memtable_size_max = 4 * 1024;
     options.lsm.l0_compaction_trigger = 2;
     options.btree_roots_retained = 2 + rng.index(6);
