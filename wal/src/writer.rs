@@ -276,9 +276,10 @@ impl Writer {
                 // A new segment: everything before it must be durable first.
                 let flushed = self.flush(&mut unit, &mut placed, true);
                 if let Err(e) = flushed {
+                    // In LSN order: the group's earlier appends, this one, the rest.
                     fail_all(done, &e);
-                    fail_all(requests.collect(), &e);
                     request.completion.complete(Err(e.clone()));
+                    fail_all(requests.collect(), &e);
                     return Err(e);
                 }
                 if let Err(e) = self.rotate(first) {
@@ -294,9 +295,10 @@ impl Writer {
                         }
                         return Ok(());
                     }
+                    // In LSN order: the group's earlier appends, this one, the rest.
                     fail_all(done, &e);
-                    fail_all(requests.collect(), &e);
                     request.completion.complete(Err(e.clone()));
+                    fail_all(requests.collect(), &e);
                     return Err(e);
                 }
             }
