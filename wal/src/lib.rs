@@ -4,9 +4,11 @@
 //! The log knows LSNs, terms, leader node ids, record kinds and opaque payloads, never
 //! keys or tables. Records are appended at consecutive LSNs starting at 1, written by one
 //! writer thread that gathers everything queued into one write and one fdatasync (group
-//! commit), and read back by LSN. It offers Raft's contract with openraft's semantics:
-//! appends at given indexes, `truncate`, `purge` (also past the end), the last purged id and
-//! a vote kept across restarts.
+//! commit), and read back by LSN. A group is synced if the log's `SyncPolicy` wants it or
+//! any append in it asks `Durability::Sync`; appends that ask `Durability::NoSync` are only
+//! written, and become durable with the next sync. It offers Raft's contract with
+//! openraft's semantics: appends at given indexes, `truncate`, `purge` (also past the end),
+//! the last purged id and a vote kept across restarts.
 //!
 //! Format: docs/format/wal.md. Durability: a record acknowledged with `durable: true` is on
 //! the medium; a failed fsync poisons the log until it is reopened; opening the log
@@ -31,7 +33,7 @@ mod writer;
 
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{LogId, Lsn, NodeId, Record, RecordKind, Term};
-pub use options::{SyncPolicy, WalOptions};
+pub use options::{Durability, SyncPolicy, WalOptions};
 pub use recovery::{RecoveryReport, TornTail};
 pub use state::VOTE_SIZE_MAX;
 pub use ticket::{Appended, Ticket};

@@ -10,16 +10,48 @@ use crate::format::{RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, UNIT_HEADER_SIZE};
 /// When appended records are made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncPolicy {
-    /// Every group-commit write is followed by an fdatasync before appenders hear back.
-    /// The default.
+    /// Every group-commit write is followed by an fdatasync before appenders hear back,
+    /// unless every append in it asked [`Durability::NoSync`]; such a write stays unsynced
+    /// until the next sync (no timer runs under `Always`). The default.
     Always,
     /// Writes are synced when the last sync is at least this old (checked at each write
-    /// and by a timer); appenders hear back after the write, told whether it is durable.
+    /// and by a timer), or at once if an append in them asks [`Durability::Sync`];
+    /// appenders hear back after the write, told whether it is durable.
     Interval(Duration),
-    /// Never synced by the log (only at segment switches, and by [`crate::Wal::sync`]); a
-    /// crash may lose the tail, and the LSNs of records lost in it are handed out again
-    /// (an LSN is a position in the log, as a Raft index is).
+    /// Never synced by the log (only at segment switches, for appends that ask
+    /// [`Durability::Sync`], and by [`crate::Wal::sync`]); a crash may lose the tail, and the
+    /// LSNs of records lost in it are handed out again (an LSN is a position in the log, as
+    /// a Raft index is).
     Never,
+}
+
+/// Whether one append must be durable before it completes, whatever the log's
+/// [`SyncPolicy`] does for the others.
+///
+/// A group-commit write is synced if any append in it asks [`Durability::Sync`], or if the
+/// policy wants it: under [`SyncPolicy::Always`] when any append in it is
+/// [`Durability::Policy`], under [`SyncPolicy::Interval`] when the interval is due. One
+/// fdatasync covers the whole tail of the segment, so it also makes durable every record
+/// written before it, [`Durability::NoSync`] ones included. [`crate::Appended::durable`]
+/// says, for each append, whether its group was synced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// As the log's SyncPolicy says (the default).
+    #[default]
+    Policy,
+    /// Synced before it completes, whatever the policy; group-committed with whatever else is
+    /// queued (one fdatasync for the group).
+    Sync,
+    /// Written (handed to the OS) before it completes, and not synced for its own sake: it
+    /// becomes durable with the next sync (a later Sync request's group, the policy's
+    /// interval, a segment switch, Wal::sync).
+    ///
+    /// Under [`SyncPolicy::Always`] such an append completes after the write, with `durable:
+    /// false` unless another append in its group needed the sync. Under
+    /// [`SyncPolicy::Interval`] it is synced with its group when the interval is due: the
+    /// interval bounds how long any written byte stays unsynced, and skipping that sync would
+    /// only hand it to the timer a moment later.
+    NoSync,
 }
 
 /// Options of [`crate::Wal::open`]. Every field has a documented default.
@@ -42,8 +74,11 @@ pub struct WalOptions {
     /// Whether spares are filled with zeros before use (true, the default) or only
     /// reserved with fallocate. Zero-filled blocks make the first sync into each block the
     /// cheap overwrite fdatasync (about 50 us here, against about 100 us into merely
-    /// reserved space). Under [`SyncPolicy::Never`] no append waits for a sync, so spares
-    /// are only reserved whatever this says: filling them would double the bytes written.
+    /// reserved space). Under [`SyncPolicy::Never`] spares are only reserved whatever this
+    /// says: most appends there wait for no sync, and filling would double the bytes
+    /// written. Appends that ask [`Durability::Sync`] under `Never` then pay the dearer
+    /// first sync into reserved space; a log that syncs most appends should use `Always`
+    /// and ask [`Durability::NoSync`] for the others.
     pub prewrite_segments: bool,
     /// The clock that times [`SyncPolicy::Interval`].
     pub clock: Arc<dyn Clock>,

@@ -20,7 +20,11 @@ pub struct Appended {
     pub first: Lsn,
     /// LSN of the last record appended.
     pub last: Lsn,
-    /// Whether the records are durable (always true under [`crate::SyncPolicy::Always`]).
+    /// Whether the records were durable when the append completed: true if their group
+    /// was synced (always for [`crate::Durability::Sync`], and for
+    /// [`crate::Durability::Policy`] under [`crate::SyncPolicy::Always`]), or if they were
+    /// written before a segment switch in the same group. False means not yet: they become
+    /// durable with the next sync ([`crate::Wal::durable_lsn`] tells when).
     pub durable: bool,
 }
 

@@ -4,9 +4,10 @@
 //! Concurrency: callers take the state lock only to validate, assign LSNs and queue their
 //! requests. Whoever leads (a blocking caller that found the log idle, or else the
 //! background writer thread) holds the writer and turns everything queued into one write
-//! and one fdatasync (group commit). Records queued but not yet written are readable from
-//! the queue, so a record can be read as soon as its append returns (openraft relies on
-//! that). Callbacks run after the leader has released the writer.
+//! and at most one fdatasync (group commit), synced as the policy and the requests in it
+//! ask. Records queued but not yet written are readable from the queue, so a record can be
+//! read as soon as its append returns (openraft relies on that). Callbacks run after the
+//! leader has released the writer.
 //!
 //! Lock order: `Wal::writer`, then `Shared::state`; never the reverse. The notifier's,
 //! the slots' and the deferred callbacks' locks are leaves. File I/O happens outside the
@@ -25,7 +26,7 @@ use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::RecordHeader;
 use crate::ids::{LogId, Lsn, NodeId, Record, RecordKind, Term};
 use crate::index::Index;
-use crate::options::WalOptions;
+use crate::options::{Durability, WalOptions};
 use crate::recovery::{self, RecoveryReport};
 use crate::scan::record_size;
 use crate::state::VOTE_SIZE_MAX;
@@ -135,6 +136,7 @@ pub(crate) enum Request {
 pub(crate) struct AppendRequest {
     pub(crate) records: Batch,
     pub(crate) bytes: u64,
+    pub(crate) durability: Durability,
     pub(crate) completion: Completion<Appended>,
 }
 
@@ -242,6 +244,7 @@ impl Wal {
         let slot = Slot::new(&self.shared.notifier);
         let lead = self.enqueue_append(
             Placement::Next(records),
+            Durability::Policy,
             Completion::Slot(Arc::clone(&slot)),
             true,
         )?;
@@ -254,9 +257,25 @@ impl Wal {
     /// Refused at once, changing nothing, if a record is too large, the batch is empty,
     /// or the log is poisoned or closed; otherwise the ticket carries the outcome.
     pub fn submit(&self, records: Vec<NewRecord>) -> Result<Ticket<Appended>> {
+        self.submit_with_durability(records, Durability::Policy)
+    }
+
+    /// Like submit, with the durability this request needs: [`Durability::Sync`] completes
+    /// only once the records are durable, whatever the sync policy; [`Durability::NoSync`]
+    /// completes once they are written, and they become durable with the next sync. Either
+    /// way the request joins the next group with whatever else is queued.
+    ///
+    /// # Errors
+    /// As [`Wal::submit`].
+    pub fn submit_with_durability(
+        &self,
+        records: Vec<NewRecord>,
+        durability: Durability,
+    ) -> Result<Ticket<Appended>> {
         let slot = Slot::new(&self.shared.notifier);
         self.enqueue_append(
             Placement::Next(records),
+            durability,
             Completion::Slot(Arc::clone(&slot)),
             false,
         )?;
@@ -273,6 +292,7 @@ impl Wal {
         let slot = Slot::new(&self.shared.notifier);
         self.enqueue_append(
             Placement::At(records),
+            Durability::Policy,
             Completion::Slot(Arc::clone(&slot)),
             false,
         )?;
@@ -293,8 +313,25 @@ impl Wal {
         records: Vec<Record>,
         callback: impl FnOnce(Result<Appended>) + Send + 'static,
     ) -> Result<()> {
+        self.submit_at_with_durability(records, Durability::Policy, callback)
+    }
+
+    /// Like submit_at_with, with the durability this request needs (see
+    /// [`Wal::submit_with_durability`]). Callbacks still run in LSN order, whatever each
+    /// request asked: a [`Durability::NoSync`] callback never overtakes an earlier
+    /// [`Durability::Sync`] one.
+    ///
+    /// # Errors
+    /// As [`Wal::submit_at`]; on a refusal the callback is not called.
+    pub fn submit_at_with_durability(
+        &self,
+        records: Vec<Record>,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>) + Send + 'static,
+    ) -> Result<()> {
         self.enqueue_append(
             Placement::At(records),
+            durability,
             Completion::Callback(Box::new(callback), Arc::clone(&self.shared.deferred)),
             false,
         )
@@ -306,6 +343,7 @@ impl Wal {
     fn enqueue_append(
         &self,
         placement: Placement,
+        durability: Durability,
         completion: Completion<Appended>,
         lead_if_idle: bool,
     ) -> Result<bool> {
@@ -402,6 +440,7 @@ impl Wal {
         state.requests.push_back(Request::Append(AppendRequest {
             records,
             bytes: bytes as u64,
+            durability,
             completion,
         }));
         if lead_if_idle && !state.leading {
@@ -633,8 +672,9 @@ impl Wal {
         self.shared.state.lock().vote.clone()
     }
 
-    /// Makes every record appended so far durable, whatever the sync policy; returns the
-    /// highest durable LSN (0 if the log is empty).
+    /// Makes every record appended so far durable, whatever the sync policy (and whatever
+    /// durability their appends asked); returns the highest durable LSN (0 if the log is
+    /// empty).
     pub fn sync(&self) -> Result<u64> {
         let slot = Slot::new(&self.shared.notifier);
         let lead = {
@@ -664,7 +704,9 @@ impl Wal {
         Lsn(self.shared.state.lock().next_lsn)
     }
 
-    /// The highest LSN known durable (0 if none).
+    /// The highest LSN known durable (0 if none). It moves only when the log really syncs
+    /// (or a truncate lowers it); every record at or below it is durable, including those
+    /// appended with [`Durability::NoSync`] before the sync.
     pub fn durable_lsn(&self) -> u64 {
         self.shared.state.lock().durable
     }

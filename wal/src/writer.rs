@@ -1,7 +1,8 @@
 //! The log writer: whoever leads (a blocking caller that found the log idle, or the
 //! background thread) holds it and turns everything queued into one write and (per the sync
-//! policy) one fdatasync: group commit. It performs truncate, purge and vote saves in queue
-//! order, so that a vote and an append are never reordered.
+//! policy and the durability each append asks) one fdatasync: group commit. It performs
+//! truncate, purge and vote saves in queue order, so that a vote and an append are never
+//! reordered.
 //!
 //! Invariants:
 //! - Units are written back to back in the tail segment; a segment is synced before the
@@ -10,6 +11,10 @@
 //!   was written (recovery uses it to tell a torn tail from corruption).
 //! - The index forgets records superseded by a truncation only once the superseding
 //!   segment is durable, in the same critical section that adds it.
+//! - An append completes with `durable: true` only if its unit was synced (by its own
+//!   group's sync, or before a segment switch). `State::durable` moves only after a real
+//!   sync, to the last LSN the synced segment holds: one sync covers every byte written
+//!   before it, records of `NoSync` appends included.
 //! - A failed write or sync poisons the log; it is never retried.
 //! - Waiters are completed, then woken, then their batches freed; callbacks run only after
 //!   the writer is released.
@@ -27,7 +32,7 @@ use crate::format::{
 };
 use crate::ids::LogId;
 use crate::index::{IndexedSegment, Loc};
-use crate::options::SyncPolicy;
+use crate::options::{Durability, SyncPolicy};
 use crate::segments::{Spares, install_segment, segment_name};
 use crate::state::LogState;
 use crate::ticket::{Appended, Slot};
@@ -234,9 +239,16 @@ impl Writer {
         }
     }
 
-    fn wants_sync(&self) -> bool {
+    /// Whether the unit holding `requests` must be synced: if any of them asks for it, or
+    /// if the policy wants it (under `Always` only for requests that follow the policy: a
+    /// `NoSync` request is not synced for its own sake; under `Interval` whenever it is due,
+    /// since the timer would otherwise sync the same bytes a moment later).
+    fn wants_sync(&self, requests: &[AppendRequest]) -> bool {
+        if requests.iter().any(|r| r.durability == Durability::Sync) {
+            return true;
+        }
         match self.shared.options.sync {
-            SyncPolicy::Always => true,
+            SyncPolicy::Always => requests.iter().any(|r| r.durability == Durability::Policy),
             SyncPolicy::Never => false,
             SyncPolicy::Interval(d) => {
                 self.shared
@@ -249,9 +261,13 @@ impl Writer {
         }
     }
 
-    /// Writes a group of appends: one unit per segment touched, one write, one sync.
+    /// Writes a group of appends: one unit per segment touched, one write, at most one sync
+    /// (as [`Writer::wants_sync`] says for the last unit; units before a segment switch are
+    /// always synced).
     fn write_appends(&mut self, requests: Vec<AppendRequest>) -> Result<()> {
         let mut done: Vec<AppendRequest> = Vec::with_capacity(requests.len());
+        // `done[..synced]` were written before a segment switch, so they are durable.
+        let mut synced = 0;
         let mut placed = Placed::default();
         let mut unit: Option<UnitHeader> = None;
         self.buf.clear();
@@ -276,17 +292,19 @@ impl Writer {
                 // A new segment: everything before it must be durable first.
                 let flushed = self.flush(&mut unit, &mut placed, true);
                 if let Err(e) = flushed {
+                    // In LSN order: the group's earlier appends, this one, the rest.
                     fail_all(done, &e);
-                    fail_all(requests.collect(), &e);
                     request.completion.complete(Err(e.clone()));
+                    fail_all(requests.collect(), &e);
                     return Err(e);
                 }
+                synced = done.len();
                 if let Err(e) = self.rotate(first) {
                     if matches!(e, Error::NoSpace { .. }) {
                         // Reset the log's view first, so that no refused appender can see
                         // its LSN still taken once it hears back.
                         let queued = self.refuse_queue();
-                        complete_all(done, true, &mut self.garbage);
+                        complete_all(done, synced, &mut self.garbage);
                         request.completion.complete(Err(e.clone()));
                         fail_all(requests.collect(), &e);
                         for request in queued {
@@ -294,9 +312,10 @@ impl Writer {
                         }
                         return Ok(());
                     }
+                    // In LSN order: the group's earlier appends, this one, the rest.
                     fail_all(done, &e);
-                    fail_all(requests.collect(), &e);
                     request.completion.complete(Err(e.clone()));
+                    fail_all(requests.collect(), &e);
                     return Err(e);
                 }
             }
@@ -340,10 +359,11 @@ impl Writer {
             placed.batches.push(Arc::clone(&request.records));
             done.push(request);
         }
-        let sync = self.wants_sync();
+        let sync = self.wants_sync(&done[synced..]);
         match self.flush(&mut unit, &mut placed, sync) {
             Ok(()) => {
-                complete_all(done, sync, &mut self.garbage);
+                let durable = if sync { done.len() } else { synced };
+                complete_all(done, durable, &mut self.garbage);
                 Ok(())
             }
             Err(e) => {
@@ -692,10 +712,17 @@ impl Writer {
     }
 }
 
-/// Completes written appends. Their batches go to `garbage`, freed after the waiters are
-/// woken: freeing thousands of small payloads is then off the appenders' critical path.
-fn complete_all(requests: Vec<AppendRequest>, durable: bool, garbage: &mut Vec<Batch>) {
-    for r in requests {
+/// Completes written appends, in LSN order; the first `durable_count` of them are durable.
+/// Their batches go to `garbage`, freed after the waiters are woken: freeing thousands of
+/// small payloads is then off the appenders' critical path.
+fn complete_all(requests: Vec<AppendRequest>, durable_count: usize, garbage: &mut Vec<Batch>) {
+    assert!(
+        durable_count <= requests.len(),
+        "{durable_count} durable of {} appends",
+        requests.len()
+    );
+    for (index, r) in requests.into_iter().enumerate() {
+        let durable = index < durable_count;
         let first = r.records.first().expect("non-empty").id.lsn;
         let last = r.records.last().expect("non-empty").id.lsn;
         r.completion.complete(Ok(Appended {

@@ -1,5 +1,5 @@
 //! Randomized differential test: the log against an in-memory model, through appends
-//! (assigned and at given LSNs), reads, truncate, purge (also past the end), votes and
+//! (assigned, with each durability, and at given LSNs), reads, truncate, purge (also past the end), votes and
 //! reopen, on the real file system. A failing case prints the seed that replays it:
 //! `WAL_MODEL_SEED=<seed> cargo test -p popdb-wal --test model`.
 
@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use popdb_io::{FsRef, RealFs};
 use popdb_wal::{
-    LogId, Lsn, NewRecord, NodeId, Record, RecordKind, SyncPolicy, Term, Wal, WalOptions,
+    Durability, LogId, Lsn, NewRecord, NodeId, Record, RecordKind, SyncPolicy, Term, Wal,
+    WalOptions,
 };
 
 #[derive(Default)]
@@ -92,8 +93,21 @@ fn run_case(seed: u64, ops: usize) {
                     })
                     .collect();
                 let first = model.next_lsn();
-                let done = wal.submit(records.clone()).unwrap().wait().unwrap();
+                // Chosen by step, not drawn from `rng`, so seeds replay as before.
+                let durability =
+                    [Durability::Policy, Durability::Sync, Durability::NoSync][step % 3];
+                let done = wal
+                    .submit_with_durability(records.clone(), durability)
+                    .unwrap()
+                    .wait()
+                    .unwrap();
                 assert_eq!(done.first, Lsn(first), "{}", ctx());
+                if durability == Durability::Sync {
+                    assert!(done.durable, "{}", ctx());
+                }
+                if done.durable {
+                    assert!(wal.durable_lsn() >= done.last.0, "{}", ctx());
+                }
                 for (i, r) in records.into_iter().enumerate() {
                     let lsn = first + i as u64;
                     model.records.insert(
@@ -194,6 +208,7 @@ fn run_case(seed: u64, ops: usize) {
             }
         }
         assert_eq!(wal.next_lsn(), Lsn(model.next_lsn()), "{}", ctx());
+        assert!(wal.durable_lsn() < model.next_lsn(), "{}", ctx());
         assert_eq!(wal.last_log_id(), model.last(), "{}", ctx());
         assert_eq!(wal.last_purged(), model.purged, "{}", ctx());
         assert_eq!(wal.vote(), model.vote, "{}", ctx());

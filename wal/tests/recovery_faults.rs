@@ -2,7 +2,8 @@
 //! unsynced is acknowledged; no room for a new segment refuses the append without
 //! poisoning; and the SQLite-style loop that fails the Nth file-system operation, for every
 //! N, once and persistently, with EIO, ENOSPC and short writes: the log returns errors but
-//! never loses an acknowledged operation, never invents one, and never panics.
+//! never loses an acknowledged operation, never invents one, and never panics. A group
+//! failed at a segment switch hears back in LSN order.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 use std::collections::BTreeMap;
@@ -309,4 +310,68 @@ fn faults_fail_every_nth_operation_once_and_persistently() {
         }
     }
     println!("fault loop: {fault_points} fault points, 0 lost or invented operations");
+}
+
+/// Regression: when the sync before a segment switch (or the switch itself) failed, the
+/// group's later appends were failed before the one that needed the new segment, so
+/// callbacks ran out of LSN order (12, 13, then 11). Root cause: the writer's error path
+/// failed the rest of the group before the request in hand. Found by the mixed-durability
+/// crash sweep; no issue number.
+#[test]
+fn faults_failed_segment_switch_fails_callbacks_in_lsn_order() {
+    let sim = SimFs::new(5);
+    let fs: FsRef = Arc::new(sim.clone());
+    let o = WalOptions {
+        sync: popdb_wal::SyncPolicy::Never,
+        ..options()
+    };
+    let wal = Wal::open(Arc::clone(&fs), Path::new(DIR), o).unwrap().0;
+    wal.append(RecordKind::Normal, b"unsynced".to_vec())
+        .unwrap();
+    let record = |lsn: u64| Record {
+        id: LogId {
+            lsn: Lsn(lsn),
+            term: Term(1),
+            node: NodeId(1),
+        },
+        kind: RecordKind::Normal,
+        payload: vec![lsn as u8; 10],
+    };
+    // Hold the background writer in a callback, so that what follows is one group.
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    wal.submit_at_with(vec![record(2)], move |r| {
+        r.unwrap();
+        entered_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    })
+    .unwrap();
+    entered_rx.recv().unwrap();
+    // A purge past the end makes the next append start a new segment, and the sync of the
+    // old tail before it fails.
+    wal.purge(LogId {
+        lsn: Lsn(10),
+        term: Term(1),
+        node: NodeId(1),
+    })
+    .unwrap();
+    sim.inject(Fault::new(FaultOp::Sync, FaultError::Eio));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for lsn in 11..=13 {
+        let seen = Arc::clone(&seen);
+        wal.submit_at_with(vec![record(lsn)], move |r| {
+            assert!(r.is_err());
+            seen.lock().unwrap().push(lsn);
+        })
+        .unwrap();
+    }
+    drop(release_tx);
+    for _ in 0..500 {
+        if seen.lock().unwrap().len() == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(*seen.lock().unwrap(), [11, 12, 13]);
+    assert!(wal.is_poisoned());
 }
