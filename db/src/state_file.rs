@@ -537,7 +537,7 @@ fn decode_table(r: &mut Reader<'_>) -> Result<TableDesc> {
     let name_len = usize::from(r.u16("table name length")?);
     let name = std::str::from_utf8(r.take(name_len, "table name")?)
         .map_err(|_| corrupt(name_at, "table name is not UTF-8"))?;
-    validate_name(name).map_err(|e| corrupt(name_at, e))?;
+    validate_name(name).map_err(|e| corrupt(name_at, refusal(e)))?;
     let engine_at = r.at;
     let engine = match r.u8("engine")? {
         ENGINE_LSM => EngineKind::Lsm,
@@ -564,7 +564,9 @@ fn decode_table(r: &mut Reader<'_>) -> Result<TableDesc> {
         page_size: r.u32("page size")?,
         bloom_bits_per_key: r.u32("bloom bits per key")?,
     };
-    options.validate().map_err(|e| corrupt(engine_at, e))?;
+    options
+        .validate()
+        .map_err(|e| corrupt(engine_at, refusal(e)))?;
     Ok(TableDesc {
         id,
         name: name.to_string(),
@@ -712,6 +714,15 @@ fn replace_durably(
         .map_err(|e| Error::io(format!("rename {} to {name}", temp.display()), e))?;
     fs.sync_dir(dir)
         .map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
+}
+
+/// What a validator refused, without the "invalid argument" its error carries (here the
+/// value comes from the file, not from a caller).
+fn refusal(e: Error) -> String {
+    match e {
+        Error::InvalidArgument(what) => what,
+        other => other.to_string(),
+    }
 }
 
 /// A `Corruption` of the state file at byte `at`.
