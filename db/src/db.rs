@@ -605,29 +605,33 @@ impl Inner {
             // is given only after the reference taken here is gone.
             let inner = Arc::downgrade(self);
             let answer = Arc::clone(&answer);
-            let _ = durability;
-            self.wal.submit_at_with(vec![log_record], move |appended| {
-                let result = match inner.upgrade() {
-                    None => Err(Error::Unknown(format!(
-                        "record {lsn} is logged but the Db closed before applying it"
-                    ))),
-                    Some(inner) => match appended {
-                        Ok(appended) => inner
-                            .apply_one(lsn.0, Some(&record), appended.durable)
-                            .map_err(|error| {
-                                // The record is in the log: a reopen applies it.
-                                Error::Unknown(format!(
-                                    "record {lsn} is logged but was not applied: {error}"
-                                ))
-                            }),
-                        Err(error) => Err(Error::Unknown(format!(
-                            "the log failed after accepting record {lsn}: {}",
-                            inner.poison(error.into())
+            let durability = match durability {
+                Durability::Sync => popdb_wal::Durability::Sync,
+                Durability::NoSync => popdb_wal::Durability::NoSync,
+            };
+            self.wal
+                .submit_at_with_durability(vec![log_record], durability, move |appended| {
+                    let result = match inner.upgrade() {
+                        None => Err(Error::Unknown(format!(
+                            "record {lsn} is logged but the Db closed before applying it"
                         ))),
-                    },
-                };
-                answer.fill(result);
-            })?;
+                        Some(inner) => match appended {
+                            Ok(appended) => inner
+                                .apply_one(lsn.0, Some(&record), appended.durable)
+                                .map_err(|error| {
+                                    // The record is in the log: a reopen applies it.
+                                    Error::Unknown(format!(
+                                        "record {lsn} is logged but was not applied: {error}"
+                                    ))
+                                }),
+                            Err(error) => Err(Error::Unknown(format!(
+                                "the log failed after accepting record {lsn}: {}",
+                                inner.poison(error.into())
+                            ))),
+                        },
+                    };
+                    answer.fill(result);
+                })?;
         }
         answer.wait()
     }

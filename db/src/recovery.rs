@@ -90,6 +90,7 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
 
     let wal_dir = dir.join(WAL_DIR);
     let had_wal = fs.exists(&wal_dir).map_err(|e| io("stat the log in", e))?;
+    // Each write says whether it needs a sync; `Always` only governs requests that do not.
     let wal_options = popdb_wal::WalOptions {
         sync: SyncPolicy::Always,
         clock: Arc::clone(&options.clock),

@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use popdb_db::{
-    Check, Commit, Condition, Db, DbOptions, Direction, EngineKind, Error, IdempotencyKey,
-    ReadView, Scan, TableOptions, WriteBatch,
+    Check, Commit, Condition, Db, DbOptions, Direction, Durability, EngineKind, Error,
+    IdempotencyKey, ReadView, Scan, TableOptions, WriteBatch, WriteOptions,
 };
 use popdb_io::SimFs;
 use popdb_testkit::Rng;
@@ -292,7 +292,10 @@ impl Case {
     fn batch(&mut self) {
         let (batch, writes) = self.writes();
         let missing = writes.iter().any(|(t, _, _)| !self.model.contains_key(t));
-        let result = self.db().write(batch);
+        // Some writes skip the sync: they are made durable before any crash below, and
+        // exercise the LSN lease.
+        let durability = self.rng.chance(3).then_some(Durability::NoSync);
+        let result = self.db().write_with(batch, WriteOptions { durability });
         if missing {
             assert!(matches!(result, Err(Error::UnknownTable(_))), "{result:?}");
             return;
@@ -540,6 +543,9 @@ impl Case {
         self.held = None;
         let db = self.db.take().unwrap();
         if crash {
+            // No-sync writes were acknowledged: make them durable first (losing them is
+            // allowed, and tested in db_faults.rs; the model here keeps everything).
+            db.sync().unwrap();
             self.fs.crash();
             drop(db);
             self.count("crash");
