@@ -73,6 +73,9 @@ pub(crate) struct Inner {
     poisoned: Mutex<Option<Arc<Error>>>,
     /// Why the Db refuses writes for good (until a reopen), if it does.
     read_only: Mutex<Option<String>>,
+    /// Records at or above this LSN are kept in the log whatever checkpoints allow
+    /// (`u64::MAX`: no retention point).
+    retain_from: std::sync::atomic::AtomicU64,
     /// Set to stop the background thread, which waits on the condvar between rounds.
     pub(crate) stop: Mutex<bool>,
     pub(crate) wake: Condvar,
@@ -136,6 +139,10 @@ pub struct DbStats {
     pub tables: Vec<TableStats>,
     /// The last error the background thread met, if any.
     pub background_error: Option<String>,
+    /// Why the Db is read-only, if it is.
+    pub read_only: Option<String>,
+    /// LSNs up to this one may have been handed out; the log continues above it.
+    pub lsn_lease: u64,
 }
 
 /// Counters of one table.
@@ -420,6 +427,16 @@ impl Db {
         self.inner.maintenance_round()
     }
 
+    /// Keeps the log's records from `lsn` up, whatever checkpoints would let go (`None`:
+    /// no retention point). A replication layer sets it to what a lagging follower still
+    /// needs.
+    pub fn retain_log_from(&self, lsn: Option<u64>) {
+        self.inner.retain_from.store(
+            lsn.unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+
     /// Counters and positions.
     pub fn stats(&self) -> DbStats {
         self.inner.stats()
@@ -521,6 +538,7 @@ impl Inner {
             checkpoints: Mutex::new(CheckpointClock { at: now, log_bytes }),
             poisoned: Mutex::new(None),
             read_only: Mutex::new(None),
+            retain_from: std::sync::atomic::AtomicU64::new(u64::MAX),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             background_error: Mutex::new(None),
@@ -763,9 +781,11 @@ impl Inner {
         for id in gone {
             remove_table_dir(&self.fs, &self.gen_dir, id)?;
         }
-        if self.options.purge_log {
+        let retain_from = self.retain_from.load(std::sync::atomic::Ordering::Acquire);
+        let purge_through = c.min(retain_from.saturating_sub(1));
+        if self.options.purge_log && purge_through > 0 {
             self.wal.purge(LogId {
-                lsn: Lsn(c),
+                lsn: Lsn(purge_through),
                 term: Term(0),
                 node: NodeId(0),
             })?;
@@ -838,9 +858,13 @@ impl Inner {
             visible_lsn: visible,
             durable_lsn: self.wal.durable_lsn(),
             checkpoint_lsn,
-            log_pinned_by: match checkpoint_lsn {
-                Some(c) => format!("checkpoint at LSN {c}"),
-                None => "no checkpoint yet: the whole log".to_string(),
+            log_pinned_by: {
+                let retain_from = self.retain_from.load(std::sync::atomic::Ordering::Acquire);
+                match checkpoint_lsn {
+                    Some(c) if retain_from <= c => format!("retention point at LSN {retain_from}"),
+                    Some(c) => format!("checkpoint at LSN {c}"),
+                    None => "no checkpoint yet: the whole log".to_string(),
+                }
             },
             wal: self.wal.stats(),
             tables: tables
@@ -857,6 +881,8 @@ impl Inner {
                 .lock()
                 .as_ref()
                 .map(ToString::to_string),
+            read_only: self.read_only.lock().clone(),
+            lsn_lease: self.stored.lock().lsn_lease,
         }
     }
 }
