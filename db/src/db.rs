@@ -398,6 +398,32 @@ impl Db {
         }
     }
 
+    /// A read view of every table at `lsn`, an LSN at or below the visible one that every
+    /// table still retains (an LSM table keeps every version above its watermark; a B+tree
+    /// table its last few roots). `Ok(None)` if some table no longer retains it, or `lsn` is
+    /// above the visible LSN. The view holds the tables live at the visible LSN that existed
+    /// at `lsn` (a table dropped since is not in it).
+    ///
+    /// # Errors
+    /// An engine's.
+    pub fn read_view_at(&self, lsn: u64) -> Result<Option<ReadView>> {
+        let (visible, tables) = self.inner.published();
+        if lsn > visible {
+            return Ok(None);
+        }
+        let tables = if tables.iter().any(|t| t.desc.id > lsn) {
+            // Tables created after `lsn` did not exist at it.
+            let mut older = Tables::clone(&tables);
+            for id in tables.iter().map(|t| t.desc.id).filter(|&id| id > lsn) {
+                older.remove(id);
+            }
+            Arc::new(older)
+        } else {
+            tables
+        };
+        ReadView::take(lsn, tables)
+    }
+
     /// Takes a checkpoint now: every table's files then hold every record through the
     /// returned LSN, and the log below it may go. Does nothing (and returns the last
     /// checkpoint's LSN) if nothing was applied since.

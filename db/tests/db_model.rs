@@ -87,6 +87,8 @@ struct Case {
     model: Model,
     /// A read view held across later operations, with the model as of it.
     held: Option<(ReadView, Model)>,
+    /// The model after each of the last few changes, for views at older LSNs.
+    history: std::collections::VecDeque<(u64, Model)>,
     last_lsn: u64,
     client_sequence: u64,
     counts: BTreeMap<&'static str, u64>,
@@ -102,6 +104,7 @@ fn run(seed: u64, steps: usize) {
         rng,
         model: Model::new(),
         held: None,
+        history: std::collections::VecDeque::new(),
         last_lsn: 0,
         client_sequence: 0,
         counts: BTreeMap::new(),
@@ -221,6 +224,14 @@ impl Case {
         self.last_lsn = lsn;
     }
 
+    /// Remembers the model as of `lsn` (call after applying the change at `lsn`).
+    fn remember(&mut self, lsn: u64) {
+        self.history.push_back((lsn, self.model.clone()));
+        if self.history.len() > 6 {
+            self.history.pop_front();
+        }
+    }
+
     fn create_table(&mut self) {
         let name = self.table_name();
         let engine = if self.rng.chance(2) {
@@ -303,6 +314,7 @@ impl Case {
         let lsn = result.unwrap();
         self.note_lsn(lsn);
         self.apply_to_model(lsn, &writes);
+        self.remember(lsn);
         self.count("batch");
     }
 
@@ -402,6 +414,7 @@ impl Case {
             let lsn = result.unwrap();
             self.note_lsn(lsn);
             self.apply_to_model(lsn, &model_writes);
+            self.remember(lsn);
             self.count("committed txn");
         }
         if idempotency.is_some() {
@@ -486,6 +499,25 @@ impl Case {
     }
 
     fn hold_view(&mut self) {
+        if self.rng.chance(2)
+            && let Some((lsn, model)) = self
+                .history
+                .get(self.rng.index(self.history.len().max(1)))
+                .cloned()
+        {
+            // A view at an older LSN, if every table still retains it; it holds the tables
+            // live now that existed then.
+            if let Some(view) = self.db().read_view_at(lsn).unwrap() {
+                assert_eq!(view.lsn(), lsn);
+                let live: Model = model
+                    .into_iter()
+                    .filter(|(name, t)| self.model.get(name).is_some_and(|now| now.id == t.id))
+                    .collect();
+                self.held = Some((view, live));
+                self.count("older view");
+            }
+            return;
+        }
         let view = self.db().read_view().unwrap();
         assert_eq!(view.lsn(), self.db().visible_lsn().min(view.lsn()));
         self.held = Some((view, self.model.clone()));
