@@ -51,6 +51,8 @@ mod engine;
 mod engine_btree;
 mod engine_lsm;
 mod error;
+#[cfg(feature = "internals")]
+mod fuzz_ops;
 mod idempotency;
 pub mod limits;
 mod options;
@@ -83,6 +85,7 @@ pub use transaction::Transaction;
 /// tests. Not a stable API.
 #[cfg(feature = "internals")]
 pub mod internals {
+    pub use crate::fuzz_ops::{OPS_MAX, fuzz_db_transactions, fuzz_engine_ops};
     pub use crate::record::{Condition, DecodeError, LogRecord, TableWrite, WriteRecord};
     pub use crate::state_file::{
         CURRENT_FILE, CURRENT_TEMP_FILE, CheckpointImage, DbState, STATE_FILE, STATE_SIZE_MAX,

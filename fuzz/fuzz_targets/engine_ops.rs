@@ -1,0 +1,11 @@
+//! Fuzz target `engine_ops`: the body is `fuzz_engine_ops` in db/src/fuzz_ops.rs (behind popdb-db's
+//! `internals` feature), shared with the replay test db/tests/fuzz_ops_replay.rs. It
+//! panics on any disagreement with its model.
+
+#![no_main]
+// `fuzz_target!` itself opens files (libfuzzer-sys's debug-output hook), not this code.
+#![allow(clippy::disallowed_methods)]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    popdb_db::internals::fuzz_engine_ops(data);
+});
