@@ -724,3 +724,185 @@ fn no_sync_writes_do_not_sync_each_write() {
         "50 no-sync writes made {syncs} syncs ({synced} for 50 sync writes)"
     );
 }
+
+/// A Db with a completed checkpoint, then, above it, a committed and a conflicted commit
+/// that carry idempotency keys (the conflict on condition 1) among plain writes. Returns
+/// the Db, the two commits and their results.
+fn window_setup(fs: &SimFs) -> (Db, Commit, u64, Commit, u64) {
+    let db = fresh(fs);
+    for i in 0..5 {
+        db.write(pair(i, 50)).unwrap();
+    }
+    db.checkpoint().unwrap();
+    let keyed = |sequence, conditions, writes| Commit {
+        conditions,
+        writes,
+        idempotency: Some(IdempotencyKey {
+            client: 9,
+            sequence,
+        }),
+        durability: None,
+    };
+    let exists = Condition {
+        table: "lsm".to_string(),
+        check: Check::Exists { key: key(0) },
+    };
+    let absent = Condition {
+        table: "btree".to_string(),
+        check: Check::Absent { key: key(0) },
+    };
+    db.write(pair(5, 50)).unwrap();
+    let committed = keyed(1, vec![exists.clone()], pair(6, 50));
+    let lsn = db.commit(committed.clone()).unwrap();
+    db.write(pair(7, 50)).unwrap();
+    let conflicted = keyed(2, vec![exists, absent], pair(8, 50));
+    let Err(Error::Conflict {
+        condition: 1,
+        lsn: conflict_lsn,
+    }) = db.commit(conflicted.clone())
+    else {
+        panic!("the second commit did not conflict on condition 1");
+    };
+    db.write(pair(9, 50)).unwrap();
+    (db, committed, lsn, conflicted, conflict_lsn)
+}
+
+/// A power loss at each sync of a checkpoint (between its intent and its completion, too):
+/// after the reopen, resends of the commits inside the checkpoint's window still get their
+/// first results (the conflict with its condition index), and apply nothing.
+#[test]
+fn idempotent_resend_after_a_crash_inside_a_checkpoint_returns_the_first_result() {
+    let fs = SimFs::new(30);
+    let (db, ..) = window_setup(&fs);
+    let before = fs.sync_count();
+    db.checkpoint().unwrap();
+    let syncs = fs.sync_count() - before;
+    drop(db);
+    let mut intents = 0;
+    for point in 0..syncs {
+        let fs = SimFs::new(31 + point);
+        let (db, committed, lsn, conflicted, conflict_lsn) = window_setup(&fs);
+        let expected = contents(&db);
+        fs.set_crash_after_syncs(point);
+        assert!(db.checkpoint().is_err(), "crash at sync {point}");
+        drop(db);
+        fs.restart();
+        let db = open(&fs);
+        if db.recovery().intent_lsn.is_some() {
+            intents += 1;
+        }
+        let context = format!("crash at checkpoint sync {point}");
+        assert_eq!(contents(&db), expected, "{context}");
+        let visible = db.visible_lsn();
+        assert_eq!(db.commit(committed.clone()).unwrap(), lsn, "{context}");
+        let again = db.commit(conflicted.clone());
+        assert!(
+            matches!(again, Err(Error::Conflict { condition: 1, lsn }) if lsn == conflict_lsn),
+            "{context}: {again:?}"
+        );
+        assert_eq!(db.visible_lsn(), visible, "{context}: a resend was logged");
+        assert_eq!(
+            contents(&db),
+            expected,
+            "{context}: a resend applied something"
+        );
+        // And once more after a checkpoint of the recovered Db and a reopen.
+        db.checkpoint().unwrap();
+        drop(db);
+        let db = open(&fs);
+        assert_eq!(db.commit(committed.clone()).unwrap(), lsn, "{context}");
+        let again = db.commit(conflicted);
+        assert!(
+            matches!(again, Err(Error::Conflict { condition: 1, lsn }) if lsn == conflict_lsn),
+            "{context}, checkpointed: {again:?}"
+        );
+    }
+    eprintln!("{syncs} crash points, {intents} reopened with an intent");
+    assert!(
+        intents > 0,
+        "no crash fell between an intent and its completion"
+    );
+}
+
+/// An EIO at each sync of a checkpoint in turn (the state file's intent and completion,
+/// each table's files): the checkpoint fails with an error, the Db either goes on writing
+/// or refuses clearly, and a reopen, with or without a power loss, holds every acknowledged
+/// write.
+#[test]
+fn failed_sync_at_each_step_of_a_checkpoint_loses_no_acknowledged_write() {
+    let fs = SimFs::new(40);
+    let db = fresh(&fs);
+    for i in 0..30 {
+        db.write(pair(i, 200)).unwrap();
+    }
+    let before = fs.sync_count();
+    db.checkpoint().unwrap();
+    let syncs = fs.sync_count() - before;
+    drop(db);
+    let mut poisoned = 0;
+    for point in 0..syncs {
+        for crash in [false, true] {
+            let context = format!("EIO at checkpoint sync {point}, crash {crash}");
+            let fs = SimFs::new(41 + point);
+            let db = fresh(&fs);
+            let mut ledger = Ledger::default();
+            for i in 0..30 {
+                let lsn = db.write(pair(i, 200)).unwrap();
+                ledger.acked.push((i, lsn, 200));
+            }
+            // Every sync under the data directory but the log's counts.
+            fs.inject(
+                Fault::new(FaultOp::Sync, FaultError::Eio)
+                    .after(point)
+                    .under("/db/gen-000001"),
+            );
+            let result = db.checkpoint();
+            let fired = fs.stats().faults_fired_count > 0;
+            match &result {
+                Err(error) => eprintln!("{context}: {}", describe(error)),
+                Ok(_) => assert!(!fired, "{context}: the checkpoint hid a failed sync"),
+            }
+            fs.clear_faults();
+            for i in 30..35 {
+                match db.write(pair(i, 200)) {
+                    Ok(lsn) => ledger.acked.push((i, lsn, 200)),
+                    Err(error) => {
+                        assert!(db.poison_cause().is_some(), "{context}: {error}");
+                        ledger.refused.push((i, 200));
+                    }
+                }
+            }
+            if db.poison_cause().is_some() {
+                poisoned += 1;
+            }
+            verify(
+                &contents(&db),
+                &ledger,
+                &format!("{context}: before reopen"),
+            );
+            // A second checkpoint either completes or fails clearly.
+            if let Err(error) = db.checkpoint() {
+                eprintln!("{context}: checkpoint again: {}", describe(&error));
+            }
+            drop(db);
+            if crash {
+                fs.crash();
+            }
+            let db = Db::open(Path::new("/db"), options(&fs))
+                .unwrap_or_else(|e| panic!("{context}: reopen: {}", describe(&e)));
+            verify(&contents(&db), &ledger, &format!("{context}: reopened"));
+            db.checkpoint().unwrap();
+            let lsn = db.write(pair(99, 10)).unwrap();
+            ledger.acked.push((99, lsn, 10));
+            drop(db);
+            fs.crash();
+            let db = open(&fs);
+            verify(
+                &contents(&db),
+                &ledger,
+                &format!("{context}: checkpointed, crashed"),
+            );
+        }
+    }
+    eprintln!("{syncs} sync points; the Db refused writes after {poisoned} of them");
+}
