@@ -906,3 +906,59 @@ fn failed_sync_at_each_step_of_a_checkpoint_loses_no_acknowledged_write() {
     }
     eprintln!("{syncs} sync points; the Db refused writes after {poisoned} of them");
 }
+
+/// Four writers share group commits when the log's fsync fails: every write in the failed
+/// group hears an error (none is acknowledged), every later one is refused, and after a
+/// power loss the reopened Db holds every acknowledged write and no batch in part.
+#[test]
+fn failed_log_fsync_under_concurrent_writers_loses_no_acknowledged_write() {
+    for seed in 0..4 {
+        let fs = SimFs::new(60 + seed);
+        let db = fresh(&fs);
+        fs.inject(
+            Fault::new(FaultOp::Sync, FaultError::Eio)
+                .after(10 + seed * 5)
+                .under("/db/wal"),
+        );
+        let ledger = parking_lot::Mutex::new(Ledger::default());
+        std::thread::scope(|scope| {
+            for thread in 0..4_u64 {
+                let (db, ledger) = (&db, &ledger);
+                scope.spawn(move || {
+                    for n in 0..40 {
+                        let i = thread * 1000 + n;
+                        match db.write(pair(i, 80)) {
+                            Ok(lsn) => ledger.lock().acked.push((i, lsn, 80)),
+                            Err(error) => {
+                                // In the failed group: Unknown. After it: the Db's
+                                // Poisoned, or the log's if the write reached the log
+                                // before the Db heard of the failure.
+                                assert!(
+                                    matches!(
+                                        error,
+                                        Error::Unknown(_)
+                                            | Error::Poisoned { .. }
+                                            | Error::Wal(popdb_wal::Error::Poisoned { .. })
+                                    ),
+                                    "{error:?}"
+                                );
+                                ledger.lock().refused.push((i, 80));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let ledger = ledger.into_inner();
+        assert!(
+            db.poison_cause().is_some(),
+            "seed {seed}: the fault never fired"
+        );
+        assert!(!ledger.refused.is_empty());
+        verify(&contents(&db), &ledger, &format!("seed {seed}: poisoned"));
+        drop(db);
+        fs.crash();
+        let db = open(&fs);
+        verify(&contents(&db), &ledger, &format!("seed {seed}: reopened"));
+    }
+}
