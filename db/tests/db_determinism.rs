@@ -137,13 +137,30 @@ fn run(seed: u64) {
     // B: every record in one go, on another file system.
     let fs_b = SimFs::new(seed + 1000);
     let b = Db::open(Path::new("/b"), options(&fs_b)).unwrap();
+    let mut duplicates = 0;
     for record in &records {
         let lsn = record.id.lsn.0;
         let applied = b.apply_logged(lsn, record.kind, &record.payload).unwrap();
         if let Some(told) = told.get(&lsn) {
             check_applied(lsn, &applied, told);
         }
+        // A logged resend of a decided idempotency key answers with the first result.
+        let first = match applied {
+            Applied::Write(
+                Outcome::Committed { lsn: first } | Outcome::ConditionFailed { lsn: first, .. },
+            ) if first != lsn => first,
+            _ => continue,
+        };
+        duplicates += 1;
+        assert!(
+            first < lsn,
+            "record {lsn} answered with a later record's result"
+        );
+        if let Some(told) = told.get(&first) {
+            check_applied(first, &applied, told);
+        }
     }
+    eprintln!("seed {seed}: {duplicates} logged resends of a decided key");
     assert_eq!(b.visible_lsn(), last);
     assert_same("B", &contents(&b), &expected);
 
@@ -261,9 +278,14 @@ fn workload(db: &Db, seed: u64) -> BTreeMap<u64, Told> {
                 let mut rng = Rng(seed * 100 + thread);
                 for i in 0..OPS_PER_THREAD {
                     let tag = format!("{thread}-{i}");
-                    if let Some((lsn, t)) = step(db, &mut rng, thread, &tag) {
-                        let previous = told.lock().insert(lsn, t);
-                        assert!(previous.is_none(), "LSN {lsn} handed out twice");
+                    if let Some((lsn, t)) = step(db, &mut rng, thread, i, &tag) {
+                        let previous = told.lock().insert(lsn, t.clone());
+                        // Two callers hear of one LSN only by sharing an idempotency key,
+                        // and then they hear the same.
+                        assert!(
+                            previous.is_none_or(|p| p == t),
+                            "LSN {lsn} handed out twice"
+                        );
                     }
                 }
             });
@@ -273,7 +295,7 @@ fn workload(db: &Db, seed: u64) -> BTreeMap<u64, Told> {
 }
 
 /// One operation of one thread; returns the LSN its caller was told of, with what.
-fn step(db: &Db, rng: &mut Rng, thread: u64, tag: &str) -> Option<(u64, Told)> {
+fn step(db: &Db, rng: &mut Rng, thread: u64, i: u64, tag: &str) -> Option<(u64, Told)> {
     match rng.below(20) {
         // Thread 0 churns a table: drops it or re-creates it on the other engine.
         0..=2 if thread == 0 => churn(db, rng),
@@ -286,7 +308,7 @@ fn step(db: &Db, rng: &mut Rng, thread: u64, tag: &str) -> Option<(u64, Told)> {
             None
         }
         0..=7 => batch(db, rng, tag),
-        8..=13 => Some(counter(db, rng, thread, tag)),
+        8..=13 => Some(counter(db, rng, thread, i, tag)),
         _ => Some(range(db, rng, tag)),
     }
 }
@@ -328,8 +350,10 @@ fn batch(db: &Db, rng: &mut Rng, tag: &str) -> Option<(u64, Told)> {
 
 /// Read-modify-write of a shared counter key, guarded by its version; a second condition
 /// on the other table that always holds comes first now and then, so the failing
-/// condition's index varies. Some commits carry an idempotency key and are resent.
-fn counter(db: &Db, rng: &mut Rng, thread: u64, tag: &str) -> (u64, Told) {
+/// condition's index varies. Some commits carry an idempotency key and are resent; some
+/// keys are shared by every thread at the same step, so racing commits share a key (the
+/// later ones are logged, apply nothing, and answer with the first one's result).
+fn counter(db: &Db, rng: &mut Rng, thread: u64, step: u64, tag: &str) -> (u64, Told) {
     let table = if rng.chance(2) { "lsm" } else { "btree" };
     let key = format!("counter{}", rng.below(2)).into_bytes();
     let check = match db.get(table, &key).unwrap() {
@@ -357,10 +381,17 @@ fn counter(db: &Db, rng: &mut Rng, thread: u64, tag: &str) -> (u64, Told) {
     let mut writes = WriteBatch::new();
     writes.put(table, key, value(rng, tag));
     writes.put("lsm", format!("by-{thread}"), value(rng, tag));
-    let idempotency = rng.chance(3).then(|| IdempotencyKey {
-        client: thread,
-        sequence: rng.next(),
-    });
+    let idempotency = match rng.below(6) {
+        0 | 1 => Some(IdempotencyKey {
+            client: thread,
+            sequence: rng.next(),
+        }),
+        2 => Some(IdempotencyKey {
+            client: 999,
+            sequence: step / 4,
+        }),
+        _ => None,
+    };
     let commit = Commit {
         conditions,
         writes,
