@@ -146,18 +146,21 @@ fn describe(error: &Error) -> String {
 /// error (never a panic); reads go on; after a reopen with room every acknowledged write is
 /// there and no refused one is there in part. Returns the texts of the errors met, and how
 /// many refused writes the reopened Db holds.
-fn disk_full_case(place: Full) -> (Vec<String>, usize) {
+/// With `crash`, the power fails while the disk is full. A reopen while it is still full
+/// opens, or fails with an error, and damages nothing.
+fn disk_full_case(place: Full, crash: bool) -> (Vec<String>, usize) {
     let fs = SimFs::new(1);
     let mut options = options(&fs);
     if place == Full::Log {
         // Memtables that never fill: only the log writes files until the disk is full.
         options.lsm.memtable_size_max = 4 << 20;
     }
-    let open = |fs: &SimFs| {
+    let try_open = |fs: &SimFs| {
         let mut reopen = options.clone();
         reopen.fs = Arc::new(fs.clone());
-        Db::open(Path::new("/db"), reopen).unwrap()
+        Db::open(Path::new("/db"), reopen)
     };
+    let open = |fs: &SimFs| try_open(fs).unwrap();
     let db = open(&fs);
     for (name, engine) in TABLES {
         db.create_table(name, TableOptions::new(engine)).unwrap();
@@ -220,6 +223,16 @@ fn disk_full_case(place: Full) -> (Vec<String>, usize) {
         Some((marker(first, len), lsn))
     );
     drop(db);
+    if crash {
+        fs.crash();
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| try_open(&fs)));
+    match result.expect("a reopen on a full disk panicked") {
+        Ok(db) => verify(&contents(&db), &ledger, "reopened on the full disk"),
+        Err(error) => {
+            eprintln!("full disk ({place:?}): reopen: {}", describe(&error));
+        }
+    }
 
     fs.set_capacity(None);
     let db = open(&fs);
@@ -258,19 +271,23 @@ fn says_disk_full(text: &str) -> bool {
 
 #[test]
 fn disk_full_in_the_log_refuses_writes_and_keeps_reads() {
-    let (errors, refused_present) = disk_full_case(Full::Log);
-    let first = errors.iter().find(|e| e.starts_with("write")).unwrap();
-    assert!(
-        says_disk_full(first),
-        "the write's error does not say the disk is full: {first}"
-    );
-    // The log refused the append whole (it had no segment to put it in).
-    assert_eq!(refused_present, 0, "a write the log refused was applied");
+    for crash in [false, true] {
+        let (errors, refused_present) = disk_full_case(Full::Log, crash);
+        let first = errors.iter().find(|e| e.starts_with("write")).unwrap();
+        assert!(
+            says_disk_full(first),
+            "the write's error does not say the disk is full: {first}"
+        );
+        // The log refused the append whole (it had no segment to put it in).
+        assert_eq!(refused_present, 0, "a write the log refused was applied");
+    }
 }
 
 #[test]
 fn disk_full_in_a_flush_refuses_writes_and_keeps_reads() {
-    disk_full_case(Full::Flush);
+    for crash in [false, true] {
+        disk_full_case(Full::Flush, crash);
+    }
 }
 
 /// The first write refused after an LSM flush met a full disk, and the Db's poison cause,
@@ -278,7 +295,7 @@ fn disk_full_in_a_flush_refuses_writes_and_keeps_reads() {
 #[test]
 #[ignore = "fails: the LSM's Poisoned error drops its cause, so the Db's write error and poison_cause() never say the disk is full"]
 fn disk_full_in_a_flush_write_error_says_the_disk_is_full() {
-    let (errors, _) = disk_full_case(Full::Flush);
+    let (errors, _) = disk_full_case(Full::Flush, false);
     let first = errors.iter().find(|e| e.starts_with("write")).unwrap();
     assert!(
         says_disk_full(first),
@@ -288,10 +305,12 @@ fn disk_full_in_a_flush_write_error_says_the_disk_is_full() {
 
 #[test]
 fn disk_full_in_a_checkpoint_refuses_writes_and_keeps_reads() {
-    let (errors, _) = disk_full_case(Full::Checkpoint);
-    let checkpoint = errors.iter().find(|e| e.starts_with("checkpoint"));
-    if let Some(checkpoint) = checkpoint {
-        assert!(says_disk_full(checkpoint), "{checkpoint}");
+    for crash in [false, true] {
+        let (errors, _) = disk_full_case(Full::Checkpoint, crash);
+        let checkpoint = errors.iter().find(|e| e.starts_with("checkpoint"));
+        if let Some(checkpoint) = checkpoint {
+            assert!(says_disk_full(checkpoint), "{checkpoint}");
+        }
     }
 }
 
