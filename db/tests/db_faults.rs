@@ -981,3 +981,90 @@ fn failed_log_fsync_under_concurrent_writers_loses_no_acknowledged_write() {
         verify(&contents(&db), &ledger, &format!("seed {seed}: reopened"));
     }
 }
+
+/// A read that fails (EIO from a table's files) returns an error saying so, never a panic
+/// and never a wrong answer; it does not stop writes, and once the medium reads again so do
+/// the Db's reads. An open whose reads fail is refused with an error.
+#[test]
+fn failed_reads_return_errors_and_leave_the_db_usable() {
+    for (table, _) in TABLES {
+        let fs = SimFs::new(71);
+        let db = fresh(&fs);
+        for i in 0..50 {
+            db.write(pair(i, 300)).unwrap();
+        }
+        db.checkpoint().unwrap();
+        let id = db.describe(table).unwrap().id;
+        let expected = contents(&db);
+        drop(db);
+        fs.inject(
+            Fault::new(FaultOp::Read, FaultError::Eio)
+                .persistent()
+                .under(format!("/db/gen-000001/t-{id:016x}")),
+        );
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Db::open(Path::new("/db"), options(&fs)).map(|db| contents(&db))
+        }));
+        match result.expect("an open whose reads fail panicked") {
+            Ok(found) => assert_eq!(found, expected, "{table}: opened with wrong contents"),
+            Err(error) => eprintln!("{table}: open on a failing medium: {}", describe(&error)),
+        }
+        fs.clear_faults();
+        assert_eq!(contents(&open(&fs)), expected, "{table}: reopened");
+    }
+    for (table, _) in TABLES {
+        let fs = SimFs::new(70);
+        let db = fresh(&fs);
+        let mut ledger = Ledger::default();
+        for i in 0..200 {
+            let lsn = db.write(pair(i, 300)).unwrap();
+            ledger.acked.push((i, lsn, 300));
+        }
+        db.checkpoint().unwrap();
+        drop(db);
+        // Reopened, so that reads go to the files, not to memory.
+        let db = open(&fs);
+        let id = db.describe(table).unwrap().id;
+        fs.inject(
+            Fault::new(FaultOp::Read, FaultError::Eio)
+                .persistent()
+                .under(format!("/db/gen-000001/t-{id:016x}")),
+        );
+        let mut errors = 0;
+        for i in (0..200).step_by(37) {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.get(table, &key(i))));
+            match result.expect("a failed read panicked") {
+                Ok(found) => assert_eq!(found, Some((marker(i, 300), ledger.acked[i as usize].1))),
+                Err(error) => {
+                    let text = describe(&error);
+                    assert!(text.contains("Input/output"), "{table}: {text}");
+                    errors += 1;
+                }
+            }
+        }
+        let scan = db.scan(table, &Scan::all());
+        if let Err(error) = &scan {
+            eprintln!("{table}: scan on a failing medium: {}", describe(error));
+            errors += 1;
+        }
+        eprintln!("{table}: {errors} reads failed");
+        // The B+tree maps its file (a fault on the map itself only) and serves reads from
+        // it; the LSM reads blocks through the file.
+        if table == "lsm" {
+            assert!(errors > 0, "{table}: no read reached the medium");
+        }
+        // Writes go on (they touch only the log and memory).
+        let lsn = db.write(pair(500, 10)).unwrap();
+        ledger.acked.push((500, lsn, 10));
+        fs.clear_faults();
+        verify(
+            &contents(&db),
+            &ledger,
+            &format!("{table}: after the reads failed"),
+        );
+        drop(db);
+        let db = open(&fs);
+        verify(&contents(&db), &ledger, &format!("{table}: reopened"));
+    }
+}
