@@ -210,6 +210,24 @@ fn run(seed: u64) {
     // A itself, reopened after its log was read, replays to the same state.
     let a = Db::open(Path::new("/a"), options(&fs_a)).unwrap();
     assert_same("A reopened", &contents(&a), &expected);
+
+    // The canary: a replica that misses one record whose writes A still shows must differ,
+    // or the comparison above proves nothing.
+    let missed = expected
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().map(|e| e.version))
+        .max()
+        .unwrap();
+    let fs_d = SimFs::new(seed + 3000);
+    let d = Db::open(Path::new("/d"), options(&fs_d)).unwrap();
+    for record in records.iter().filter(|r| r.id.lsn.0 != missed) {
+        d.apply_logged(record.id.lsn.0, record.kind, &record.payload)
+            .unwrap();
+    }
+    assert!(
+        contents(&d) != expected,
+        "a replica that missed record {missed} matched A"
+    );
 }
 
 /// Every record of A's log, in LSN order, checked to be contiguous from 1 to `last`.
