@@ -1144,3 +1144,58 @@ fn transaction_applied_in_part_is_never_seen_and_recovers_whole_or_not_at_all() 
         );
     }
 }
+
+/// Creating a table on a full disk (its files cannot be made) fails with an error that says
+/// so; after a reopen with room the table exists whole (its creation is in the log) or not
+/// at all, and takes writes.
+#[test]
+fn create_table_on_a_full_disk_fails_clearly_and_recovers() {
+    for (engine, crash) in [
+        (EngineKind::Lsm, false),
+        (EngineKind::Lsm, true),
+        (EngineKind::Btree, false),
+        (EngineKind::Btree, true),
+    ] {
+        let fs = SimFs::new(90);
+        let db = fresh(&fs);
+        let lsn = db.write(pair(0, 10)).unwrap();
+        fs.set_capacity(Some(fs.stats().used_size));
+        let result = db.create_table("late", TableOptions::new(engine));
+        let text = match &result {
+            Ok(desc) => panic!("{engine:?}: created {desc:?} on a full disk"),
+            Err(error) => describe(error),
+        };
+        eprintln!("{engine:?}: create on a full disk: {text}");
+        assert!(says_disk_full(&text), "{engine:?}: {text}");
+        assert!(db.describe("late").is_err());
+        assert_eq!(db.get("lsm", &key(0)).unwrap(), Some((marker(0, 10), lsn)));
+        drop(db);
+        if crash {
+            fs.crash();
+        }
+        fs.set_capacity(None);
+        let db = Db::open(Path::new("/db"), options(&fs))
+            .unwrap_or_else(|e| panic!("{engine:?}, crash {crash}: {}", describe(&e)));
+        assert_eq!(
+            db.get("btree", &key(0)).unwrap(),
+            Some((marker(0, 10), lsn))
+        );
+        match db.describe("late") {
+            Ok(desc) => {
+                assert_eq!(desc.options.engine, engine);
+                let mut batch = WriteBatch::new();
+                batch.put("late", "k", "v");
+                let at = db.write(batch).unwrap();
+                assert_eq!(db.get("late", b"k").unwrap(), Some((b"v".to_vec(), at)));
+            }
+            Err(_) => {
+                db.create_table("late", TableOptions::new(engine)).unwrap();
+            }
+        }
+        db.checkpoint().unwrap();
+        drop(db);
+        fs.crash();
+        let db = open(&fs);
+        assert!(db.describe("late").is_ok());
+    }
+}
