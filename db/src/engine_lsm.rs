@@ -28,13 +28,24 @@ impl LsmEngine {
     }
 }
 
+impl LsmEngine {
+    /// The error to report: a refusal because the tree is poisoned becomes the failure
+    /// that poisoned it (say, a flush that met a full disk), which the tree keeps.
+    fn with_cause(&self, error: popdb_lsm::Error) -> crate::error::Error {
+        match (&error, self.tree.poison_cause()) {
+            (popdb_lsm::Error::Poisoned, Some(cause)) => cause.into(),
+            _ => error.into(),
+        }
+    }
+}
+
 impl Engine for LsmEngine {
     fn kind(&self) -> EngineKind {
         EngineKind::Lsm
     }
 
     fn apply(&self, lsn: u64, batch: &[Write<'_>]) -> Result<()> {
-        Ok(self.tree.apply(lsn, batch)?)
+        self.tree.apply(lsn, batch).map_err(|e| self.with_cause(e))
     }
 
     fn read_view(&self) -> Box<dyn EngineView> {
@@ -46,13 +57,13 @@ impl Engine for LsmEngine {
     }
 
     fn checkpoint(&self, lsn: u64) -> Result<()> {
-        Ok(self.tree.checkpoint(lsn)?)
+        self.tree.checkpoint(lsn).map_err(|e| self.with_cause(e))
     }
 
     fn checkpoint_view(&self, _view: &dyn EngineView, lsn: u64) -> Result<()> {
         // The memtable keeps every version above the watermark: freezing it at `lsn` needs
         // no pinned view.
-        Ok(self.tree.checkpoint(lsn)?)
+        self.tree.checkpoint(lsn).map_err(|e| self.with_cause(e))
     }
 
     fn set_durable_lsn(&self, lsn: u64) {
@@ -72,7 +83,11 @@ impl Engine for LsmEngine {
     }
 
     fn maintenance_step(&self) -> Result<bool> {
-        Ok(self.tree.maintenance_step()? != popdb_lsm::Progress::Idle)
+        let progress = self
+            .tree
+            .maintenance_step()
+            .map_err(|e| self.with_cause(e))?;
+        Ok(progress != popdb_lsm::Progress::Idle)
     }
 }
 

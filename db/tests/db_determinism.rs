@@ -58,6 +58,7 @@ fn options(fs: &SimFs) -> DbOptions {
         // A's log must keep every record: no purge, no checkpoint from the log's size.
         purge_log: false,
         checkpoint_log_bytes: u64::MAX,
+        reserve_bytes: 64 * 1024,
         ..DbOptions::default()
     };
     options.lsm.memtable_size_max = 4 * 1024;

@@ -28,6 +28,7 @@ fn options(fs: &SimFs) -> DbOptions {
     };
     options.wal.segment_size = 64 * 1024;
     options.wal.record_size_max = 60_000;
+    options.reserve_bytes = 64 * 1024;
     options.lsm.memtable_size_max = 4 * 1024;
     options.lsm.l0_compaction_trigger = 2;
     options
@@ -293,7 +294,6 @@ fn disk_full_in_a_flush_refuses_writes_and_keeps_reads() {
 /// The first write refused after an LSM flush met a full disk, and the Db's poison cause,
 /// should say the disk is full, as they do when a B+tree checkpoint or the log meets it.
 #[test]
-#[ignore = "fails: the LSM's Poisoned error drops its cause, so the Db's write error and poison_cause() never say the disk is full"]
 fn disk_full_in_a_flush_write_error_says_the_disk_is_full() {
     let (errors, _) = disk_full_case(Full::Flush, false);
     let first = errors.iter().find(|e| e.starts_with("write")).unwrap();
@@ -720,7 +720,6 @@ fn no_sync_case(seed: u64) {
 /// A no-sync write returns once the operating system has it, not after an fsync: a run of
 /// them must not sync once each.
 #[test]
-#[ignore = "fails: Durability::NoSync is ignored; every write is fsynced (50 no-sync writes make 51 syncs)"]
 fn no_sync_writes_do_not_sync_each_write() {
     let fs = SimFs::new(20);
     let db = fresh(&fs);
