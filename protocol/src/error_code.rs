@@ -50,7 +50,7 @@ pub enum ErrorCode {
     UnknownOutcome = 9,
     /// The server is too busy to take the request; it did not apply.
     Overloaded = 10,
-    /// The server refuses writes (disk full); it did not apply.
+    /// The server refuses writes (disk full, or its log failed); it did not apply.
     ReadOnly = 11,
     /// A scan cursor's read view is gone.
     CursorExpired = 12,
@@ -89,16 +89,15 @@ impl ErrorCode {
         ErrorCode::ALL.into_iter().find(|c| c.to_u16() == code)
     }
 
-    /// Whether resending the same request unchanged is safe and may succeed: the request
-    /// certainly did not apply and the condition may pass. [`ErrorCode::Conflict`] is not
-    /// in this list: it is safe to retry, but only after reading again (the same commit
-    /// would fail the same way). [`ErrorCode::UnknownOutcome`] is safe only for a commit
-    /// that carries an idempotency key, and for reads.
+    /// Whether resending the same request unchanged is safe and may succeed: it certainly
+    /// did not apply, and the cause may pass ([`ErrorCode::Overloaded`]: after a backoff;
+    /// [`ErrorCode::NotLeader`]: sent to the leader). Not in this list:
+    /// [`ErrorCode::Conflict`] is safe to retry only after reading again (the same commit
+    /// would fail the same way), [`ErrorCode::CursorExpired`] needs a new scan, and
+    /// [`ErrorCode::UnknownOutcome`] and [`ErrorCode::Internal`] are safe only for reads and
+    /// for commits that carry an idempotency key. docs/protocol.md, section 7, has the table.
     pub fn retry_is_safe(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Overloaded | ErrorCode::NotLeader | ErrorCode::CursorExpired
-        )
+        matches!(self, ErrorCode::Overloaded | ErrorCode::NotLeader)
     }
 
     /// Whether the request certainly did not apply.
