@@ -155,9 +155,12 @@ impl FrameDecoder {
         }
         self.buf.reserve_exact(bytes.len());
         self.buf.extend_from_slice(bytes);
-        if let Ok(Decoded::NeedMore { needed }) = decode_frame(&self.buf, &self.limits) {
-            self.buf
-                .reserve_exact(needed.saturating_sub(self.buf.len()));
+        // Only once the length field is in and has passed its checks: before, `needed` is
+        // the header's size, which no declared length has vouched for.
+        if self.buf.len() >= 4
+            && let Ok(Decoded::NeedMore { needed }) = decode_frame(&self.buf, &self.limits)
+        {
+            self.buf.reserve_exact(needed - self.buf.len());
         }
     }
 
