@@ -161,6 +161,7 @@ fn check_stream_decoder(stream: &[u8], limits: &Limits, chunk: usize, sizes: &[u
     let mut failed = None;
     'feed: for piece in stream.chunks(chunk) {
         decoder.push(piece);
+        decoder.check_invariants();
         loop {
             match decoder.next_frame() {
                 Ok(Some(frame)) => found.push(frame.size()),

@@ -271,25 +271,30 @@ impl<'a> Reader<'a> {
     }
 
     /// A u16 length and that many bytes of UTF-8.
-    fn text_max(&mut self, what: &'static str, limit: Limit, max: u64) -> Result<String> {
-        let at = self.offset();
+    fn text(&mut self, what: &'static str) -> Result<String> {
         let len = self.u16(what)?;
+        self.utf8(usize::from(len), what)
+    }
+
+    /// A table name: a text of at most [`TABLE_NAME_MAX`] bytes.
+    fn name(&mut self) -> Result<String> {
+        let at = self.offset();
+        let len = self.u16("table name")?;
+        let max = u64::from(TABLE_NAME_MAX);
         if u64::from(len) > max {
-            return limit_exceeded(limit, u64::from(len), max, at);
+            return limit_exceeded(Limit::TableName, u64::from(len), max, at);
         }
-        let bytes = self.take(usize::from(len), what)?;
+        self.utf8(usize::from(len), "table name")
+    }
+
+    /// `len` bytes of UTF-8, copied out.
+    fn utf8(&mut self, len: usize, what: &'static str) -> Result<String> {
+        let at = self.offset();
+        let bytes = self.take(len, what)?;
         match std::str::from_utf8(bytes) {
             Ok(text) => Ok(text.to_owned()),
-            Err(_) => malformed(at + 2, "text is not valid UTF-8"),
+            Err(_) => malformed(at, "text is not valid UTF-8"),
         }
-    }
-
-    fn text(&mut self, what: &'static str) -> Result<String> {
-        self.text_max(what, Limit::Stats, u64::from(u16::MAX))
-    }
-
-    fn name(&mut self) -> Result<String> {
-        self.text_max("table name", Limit::TableName, u64::from(TABLE_NAME_MAX))
     }
 
     /// A count: at most `max` (else `limit`), and no more elements of at least `size_min`

@@ -210,6 +210,16 @@ impl FrameDecoder {
         self.buf.capacity()
     }
 
+    /// Checks the decoder's invariants; panics if one is broken (a bug, never input).
+    pub fn check_invariants(&self) {
+        assert!(
+            self.start <= self.buf.len(),
+            "taken {} of {} buffered bytes",
+            self.start,
+            self.buf.len()
+        );
+    }
+
     /// The limits this decoder enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits

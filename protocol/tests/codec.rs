@@ -686,3 +686,26 @@ fn dump_worked_example() {
         println!("{title}:\n```\n{}```\n", dump(&bytes, &fields));
     }
 }
+
+#[test]
+fn codec_invalid_utf8_is_refused_at_the_text() {
+    let mut bytes = Request::DropTable { name: "ab".into() }
+        .to_frame(1)
+        .unwrap();
+    bytes[19] = 0xff;
+    assert_eq!(
+        request_of(&bytes),
+        Err(DecodeError::Malformed {
+            offset: 18,
+            what: "text is not valid UTF-8"
+        })
+    );
+    let error = Response::Error(ServerError::new(ErrorKind::Internal, "ok"));
+    let mut bytes = error.to_frame(1).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] = 0xc3;
+    assert!(matches!(
+        response_of(&bytes),
+        Err(DecodeError::Malformed { offset: 20, .. })
+    ));
+}
