@@ -1,14 +1,15 @@
 //! The offline verifier: [`check`] walks a Db's files, checksums and invariants and
 //! reports everything it found, not only the first problem. Spec of what it verifies:
-//! docs/format/layout.md, "Offline check".
+//! docs/format/layout.md, section 7, "Offline check".
 //!
 //! It recovers first, like an open: it reads `CURRENT` and the generation's `STATE`, makes
-//! sure every table of the last completed checkpoint still has its files (opening would
-//! otherwise create an empty table in place of a lost one, so then it stops there), and
-//! opens the Db, which replays the log above the checkpoint and deletes the directories of
-//! tables neither live nor dropped within the log. Then it reads, with no background work
-//! running: every live log record above the checkpoint, every table forward and backward
-//! with a get of every key, and the engines' own invariant checks.
+//! sure every table of the last completed checkpoint still has its files (the open refuses
+//! a missing directory, and an engine would start empty in a directory that lost its
+//! files, so then it stops there and reports it), and opens the Db, which replays the log
+//! above the checkpoint and deletes the directories of tables neither live nor dropped
+//! within the log. Then it reads, with no background work running: every live log record
+//! above the checkpoint, every table forward and backward with a get of every key, and the
+//! engines' own invariant checks.
 //!
 //! Memory is bounded: a scan is compared with its reverse through a count, an
 //! order-independent digest and the order of each pass (a strictly descending sequence

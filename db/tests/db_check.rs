@@ -276,6 +276,27 @@ fn check_missing_table_directory_is_reported_and_not_recreated() {
 }
 
 #[test]
+fn check_table_directory_without_its_file_is_reported_and_not_recreated() {
+    let fs = SimFs::new(8);
+    let built = build(&fs, true);
+    let file = table_dir(built.ids["routes"]).join(popdb_btree::FILE_NAME);
+    fs.remove_file(&file).unwrap();
+    fs.sync_dir(&table_dir(built.ids["routes"])).unwrap();
+    let report = check(Path::new(DIR), options(&fs)).unwrap();
+    assert!(report.recovery.is_none(), "{report}");
+    assert_eq!(report.problems.len(), 1, "{report}");
+    assert!(
+        report.problems[0].contains(&file.display().to_string()),
+        "{report}"
+    );
+    assert!(
+        !fs.exists(&file).unwrap(),
+        "check created {}",
+        file.display()
+    );
+}
+
+#[test]
 fn check_directory_of_no_table_is_reported_as_removed_by_recovery() {
     let fs = SimFs::new(6);
     build(&fs, true);
