@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods, reason = "benchmarks measure real time")]
 
 mod btreebench;
+mod dbbench;
 mod keys;
 mod lsmbench;
 mod machine;
@@ -45,6 +46,39 @@ enum Command {
     /// The B+tree engine alone on the same workloads: one apply per 1,000 keys, a
     /// checkpoint every 100,000 keys and at the end, reads through the map after a reopen.
     Btree(BtreeArgs),
+    /// The embedded Db with one table per engine (fillrandom, overwrite, readrandom,
+    /// fillsync with 1, 4 and 16 writers), its fillrandom measured against the bare
+    /// engines' in the same run.
+    Db(DbArgs),
+}
+
+/// Options of `popdb-bench db`.
+#[derive(Debug, Args)]
+struct DbArgs {
+    /// Keys loaded into each table (db_bench's `--num`).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// 100,000 keys instead.
+    #[arg(long)]
+    quick: bool,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Keys per write (the btree driver's keys per apply).
+    #[arg(long, default_value_t = 1_000)]
+    batch_keys: u64,
+    /// Rounds of the fillrandom comparison (Db, bare LSM, bare B+tree each round).
+    #[arg(long, default_value_t = 3)]
+    pairs: usize,
+    /// Keys written by each fillsync run. Default: 20,000 (5,000 with --quick).
+    #[arg(long)]
+    sync_keys: Option<u64>,
+    /// Writer thread counts of fillsync.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    sync_threads: Vec<usize>,
+    /// Where the data goes (a fresh directory inside it). Default: target/popdb-bench/.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 /// Options of `popdb-bench btree`.
@@ -153,6 +187,19 @@ fn main() -> anyhow::Result<()> {
                 seeks: keys / 10,
                 batch_keys: args.batch_keys,
                 checkpoint_keys: args.checkpoint_keys,
+                dir: args.dir.unwrap_or_else(default_dir),
+            })
+        }
+        Command::Db(args) => {
+            let keys = if args.quick { 100_000 } else { args.keys };
+            let sync_keys = if args.quick { 5_000 } else { 20_000 };
+            dbbench::run(dbbench::DbBenchOptions {
+                keys,
+                value_size: args.value_size,
+                batch_keys: args.batch_keys,
+                pairs: args.pairs,
+                sync_keys: args.sync_keys.unwrap_or(sync_keys),
+                sync_threads: args.sync_threads,
                 dir: args.dir.unwrap_or_else(default_dir),
             })
         }

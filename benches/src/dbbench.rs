@@ -1,0 +1,384 @@
+//! `popdb-bench db`: the embedded Db (popdb-db) on db_bench's workloads, with one table per
+//! engine, measured beside the bare engines in the same run. 16-byte keys, 100-byte
+//! incompressible values, the real file system, the Db's background thread on.
+//!
+//! - `fillrandom`: every key once in a scattered order, `batch_keys` keys per no-sync
+//!   `Db::write_with`, then `Db::checkpoint` (inside the timed region: it puts the data in
+//!   the table's files, as the bare runs' last checkpoint does). The table named `lsm`
+//!   first, then the one named `btree`; the Db's background work is drained (untimed)
+//!   between the two. Beside it, in the same run, the bare engines with the same keys,
+//!   order and batching: the LSM with a `popdb_lsm::Scheduler` doing its flushes and
+//!   compactions, then a checkpoint; the B+tree with a checkpoint every as many keys as
+//!   fill the Db's checkpoint trigger (`DbOptions::checkpoint_log_bytes`) and one at the
+//!   end. Sides alternate (Db, LSM, B+tree, Db, ...) for `pairs` rounds, each in a fresh
+//!   directory; `ratio db_lsm.fillrandom_vs_lsm` is the median of the per-round ratios
+//!   (Db over bare engine, higher is better; the design target is 0.9 or more).
+//! - `overwrite`: the last round's Db reopened (the reopen is timed and printed), every key
+//!   written again in another order with new values, batched as above, then a checkpoint.
+//! - `readrandom`: `Db::get` of random loaded keys (all must be found), per table.
+//! - `fillsync`: one key per `Db::write_with` with `Durability::Sync`, from 1, 4 and 16
+//!   writer threads; operations per second and the log's fdatasyncs per write.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use popdb_db::{Db, DbOptions, Durability, EngineKind, TableOptions, WriteBatch, WriteOptions};
+use popdb_io::{FsRef, RealFs};
+
+use crate::keys::{key, mix, permute, value};
+use crate::measure::spread;
+use crate::scratch::Scratch;
+
+/// Options of one `db` run.
+#[derive(Debug, Clone)]
+pub struct DbBenchOptions {
+    pub keys: u64,
+    pub value_size: usize,
+    /// Keys per write (and per bare apply).
+    pub batch_keys: u64,
+    /// Rounds of the fillrandom comparison.
+    pub pairs: usize,
+    /// Keys written by each `fillsync` run.
+    pub sync_keys: u64,
+    /// Writer thread counts of `fillsync`.
+    pub sync_threads: Vec<usize>,
+    pub dir: PathBuf,
+}
+
+const TABLES: [(&str, EngineKind); 2] = [("lsm", EngineKind::Lsm), ("btree", EngineKind::Btree)];
+const NO_SYNC: WriteOptions = WriteOptions {
+    durability: Some(Durability::NoSync),
+};
+/// Bound on the untimed drain of background work (each step does some work or ends it).
+const SETTLE_STEPS_MAX: usize = 100_000;
+
+/// Runs every workload; prints one line each and the ratio lines.
+pub fn run(options: DbBenchOptions) -> Result<()> {
+    ensure!(options.keys > 0, "--keys must be at least 1");
+    ensure!(options.batch_keys > 0, "--batch-keys must be at least 1");
+    ensure!(options.pairs > 0, "--pairs must be at least 1");
+    let real = RealFs::new();
+    let scratch = Scratch::create(&real, &options.dir, &format!("db-{}", std::process::id()))?;
+    let bench = Bench {
+        fs: Arc::new(real),
+        checkpoint_keys: (DbOptions::default().checkpoint_log_bytes
+            / (16 + options.value_size as u64))
+            .max(1),
+        options,
+    };
+    println!(
+        "db: {} keys, 16-byte keys, {}-byte values, {} keys per write, {} rounds; bare B+tree checkpoints every {} keys; {}",
+        bench.options.keys,
+        bench.options.value_size,
+        bench.options.batch_keys,
+        bench.options.pairs,
+        bench.checkpoint_keys,
+        scratch.root().display()
+    );
+    let result = bench.run_all(scratch.root());
+    // Scratch removes one level of directories; the Db's directories nest deeper.
+    if let Err(error) = remove_children(scratch.root()) {
+        eprintln!("note: {error:#}");
+    }
+    result
+}
+
+struct Bench {
+    fs: FsRef,
+    options: DbBenchOptions,
+    /// The bare B+tree's checkpoint interval: the keys that fill the Db's log trigger.
+    checkpoint_keys: u64,
+}
+
+/// The fillrandom figures of one round, in operations per second.
+struct Round {
+    db: [f64; 2],
+    bare: [f64; 2],
+}
+
+impl Bench {
+    fn run_all(&self, root: &Path) -> Result<()> {
+        let mut rounds = Vec::with_capacity(self.options.pairs);
+        let mut last_db = None;
+        for round in 0..self.options.pairs {
+            let db_dir = root.join(format!("{round}-db"));
+            let db = self.db_fill(&db_dir)?;
+            let lsm_dir = root.join(format!("{round}-lsm"));
+            let lsm = self.lsm_fill(&lsm_dir)?;
+            std::fs::remove_dir_all(&lsm_dir).context("remove the LSM run's directory")?;
+            let btree_dir = root.join(format!("{round}-btree"));
+            let btree = self.btree_fill(&btree_dir)?;
+            std::fs::remove_dir_all(&btree_dir).context("remove the B+tree run's directory")?;
+            rounds.push(Round {
+                db,
+                bare: [lsm, btree],
+            });
+            if let Some(previous) = last_db.replace(db_dir) {
+                std::fs::remove_dir_all(previous).context("remove a Db run's directory")?;
+            }
+        }
+        print_ratios(&rounds);
+        let dir = last_db.context("no round ran")?;
+        self.later_workloads(&dir)
+    }
+
+    /// Overwrite, readrandom and fillsync on the Db of the last fillrandom round.
+    fn later_workloads(&self, dir: &Path) -> Result<()> {
+        let started = Instant::now();
+        let db = Db::open(dir, DbOptions::default()).context("reopen the Db")?;
+        println!(
+            "reopen       {:.1} ms (replayed {:?})",
+            started.elapsed().as_secs_f64() * 1e3,
+            db.recovery()
+        );
+        let n = self.options.keys;
+        for (table, _) in TABLES {
+            let seconds = self.load(&db, table, |i| {
+                let k = permute(i + n / 3, n);
+                (k, k + 1)
+            })?;
+            report(&format!("db_{table}.overwrite"), n, seconds);
+            settle(&db)?;
+        }
+        for (table, _) in TABLES {
+            self.read_random(&db, table)?;
+        }
+        let mut next_key = n;
+        for (table, _) in TABLES {
+            for &threads in &self.options.sync_threads {
+                self.fill_sync(&db, table, threads, next_key)?;
+                next_key += self.options.sync_keys;
+            }
+        }
+        db.close().context("close the Db")
+    }
+
+    /// One Db with a table per engine; fillrandom into each in turn. Returns ops/s per
+    /// table, in `TABLES` order.
+    fn db_fill(&self, dir: &Path) -> Result<[f64; 2]> {
+        let db = Db::open(dir, DbOptions::default()).context("open the Db")?;
+        for (table, engine) in TABLES {
+            db.create_table(table, TableOptions::new(engine))
+                .with_context(|| format!("create table {table}"))?;
+        }
+        let n = self.options.keys;
+        let mut figures = [0.0; 2];
+        for (figure, (table, _)) in figures.iter_mut().zip(TABLES) {
+            let before = db.stats().wal;
+            let seconds = self.load(&db, table, |i| {
+                let k = permute(i, n);
+                (k, k)
+            })?;
+            let after = db.stats().wal;
+            *figure = n as f64 / seconds;
+            let name = format!("db_{table}.fillrandom");
+            report(&name, n, seconds);
+            println!(
+                "{:<24} log: {:.1} MiB in {} writes, {} fdatasyncs",
+                "",
+                (after.bytes - before.bytes) as f64 / f64::from(1 << 20),
+                after.writes - before.writes,
+                after.syncs - before.syncs
+            );
+            settle(&db)?;
+        }
+        db.close().context("close the Db")?;
+        Ok(figures)
+    }
+
+    /// Writes every key of `table`, `pick(i)` giving write `i`'s key index and value seed,
+    /// `batch_keys` per no-sync write, then checkpoints; returns the seconds it took.
+    fn load(&self, db: &Db, table: &str, pick: impl Fn(u64) -> (u64, u64)) -> Result<f64> {
+        let n = self.options.keys;
+        let start = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let end = n.min(done + self.options.batch_keys);
+            let mut batch = WriteBatch::new();
+            for i in done..end {
+                let (k, v) = pick(i);
+                batch.put(table, key(k), value(v, self.options.value_size));
+            }
+            db.write_with(batch, NO_SYNC)
+                .with_context(|| format!("write to {table}"))?;
+            done = end;
+        }
+        db.checkpoint().context("checkpoint the Db")?;
+        Ok(start.elapsed().as_secs_f64())
+    }
+
+    /// The bare LSM tree: the same keys, order and batching; returns ops/s.
+    fn lsm_fill(&self, dir: &Path) -> Result<f64> {
+        let tree = popdb_lsm::Tree::open(self.fs.clone(), dir, popdb_lsm::TreeOptions::default())
+            .context("open the LSM tree")?;
+        let scheduler = popdb_lsm::Scheduler::start();
+        scheduler.register(&tree);
+        let n = self.options.keys;
+        let mut batch = Vec::with_capacity(self.options.batch_keys as usize);
+        let mut lsn = 0;
+        let start = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let end = n.min(done + self.options.batch_keys);
+            batch.clear();
+            for i in done..end {
+                let k = permute(i, n);
+                batch.push((key(k), Some(value(k, self.options.value_size))));
+            }
+            lsn += 1;
+            tree.apply(lsn, &batch)?;
+            done = end;
+        }
+        tree.checkpoint(lsn)?;
+        let seconds = start.elapsed().as_secs_f64();
+        scheduler.shutdown();
+        report("lsm.fillrandom", n, seconds);
+        Ok(n as f64 / seconds)
+    }
+
+    /// The bare B+tree: the same keys, order and batching, a checkpoint every
+    /// `checkpoint_keys` and at the end; returns ops/s.
+    fn btree_fill(&self, dir: &Path) -> Result<f64> {
+        let tree =
+            popdb_btree::Tree::open(self.fs.clone(), dir, popdb_btree::TreeOptions::default())
+                .context("open the B+tree")?;
+        let n = self.options.keys;
+        let mut batch = Vec::with_capacity(self.options.batch_keys as usize);
+        let mut lsn = 0;
+        let mut next_checkpoint = self.checkpoint_keys;
+        let start = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let end = n.min(done + self.options.batch_keys);
+            batch.clear();
+            for i in done..end {
+                let k = permute(i, n);
+                batch.push((key(k), Some(value(k, self.options.value_size))));
+            }
+            lsn += 1;
+            tree.apply(lsn, &batch)?;
+            done = end;
+            if done >= next_checkpoint || done == n {
+                tree.checkpoint(lsn)?;
+                while next_checkpoint <= done {
+                    next_checkpoint += self.checkpoint_keys;
+                }
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        report("btree.fillrandom", n, seconds);
+        Ok(n as f64 / seconds)
+    }
+
+    /// `Db::get` of `keys` random loaded keys; checks a sample of values first (untimed).
+    fn read_random(&self, db: &Db, table: &str) -> Result<()> {
+        let n = self.options.keys;
+        for i in 0..n.min(1000) {
+            let k = mix(i ^ 0x5a5a) % n;
+            let (got, _) = db.get(table, &key(k))?.context("a loaded key is missing")?;
+            ensure!(
+                got == value(k + 1, self.options.value_size),
+                "{table}: key {k} holds the wrong value"
+            );
+        }
+        let start = Instant::now();
+        let mut found = 0u64;
+        for i in 0..n {
+            let k = mix(i ^ 0xabcd) % n;
+            found += u64::from(db.get(table, &key(k))?.is_some());
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        ensure!(found == n, "{table}: readrandom found {found} of {n}");
+        report(&format!("db_{table}.readrandom"), n, seconds);
+        Ok(())
+    }
+
+    /// `sync_keys` synced one-key writes from `threads` writers, to keys from `first`.
+    fn fill_sync(&self, db: &Db, table: &str, threads: usize, first: u64) -> Result<()> {
+        let total = self.options.sync_keys;
+        let value_size = self.options.value_size;
+        let barrier = Barrier::new(threads + 1);
+        let before = db.stats().wal;
+        let seconds = std::thread::scope(|scope| -> Result<f64> {
+            let writers: Vec<_> = (0..threads as u64)
+                .map(|t| {
+                    let barrier = &barrier;
+                    scope.spawn(move || -> Result<()> {
+                        barrier.wait();
+                        for i in (t..total).step_by(threads) {
+                            let mut batch = WriteBatch::new();
+                            batch.put(table, key(first + i), value(first + i, value_size));
+                            db.write_with(
+                                batch,
+                                WriteOptions {
+                                    durability: Some(Durability::Sync),
+                                },
+                            )?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            for writer in writers {
+                writer
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+            }
+            Ok(start.elapsed().as_secs_f64())
+        })?;
+        let after = db.stats().wal;
+        report(&format!("db_{table}.fillsync{threads}"), total, seconds);
+        println!(
+            "{:<24} {:.2} fdatasyncs per write, {:.1} records per log write",
+            "",
+            (after.syncs - before.syncs) as f64 / total as f64,
+            (after.records - before.records) as f64 / (after.writes - before.writes).max(1) as f64
+        );
+        Ok(())
+    }
+}
+
+/// Drains the Db's background work (flushes, compactions, a due checkpoint), untimed.
+fn settle(db: &Db) -> Result<()> {
+    for _ in 0..SETTLE_STEPS_MAX {
+        if !db
+            .maintenance_step()
+            .context("drain the Db's background work")?
+        {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("background work did not drain in {SETTLE_STEPS_MAX} steps")
+}
+
+fn report(name: &str, ops: u64, seconds: f64) {
+    println!(
+        "{name:<24} {:>10.0} ops/s  ({ops} ops in {seconds:.2} s)",
+        ops as f64 / seconds
+    );
+}
+
+/// One `ratio` line per engine: the Db's fillrandom over the bare engine's, per round.
+fn print_ratios(rounds: &[Round]) {
+    for (index, (table, _)) in TABLES.iter().enumerate() {
+        let ratios: Vec<f64> = rounds.iter().map(|r| r.db[index] / r.bare[index]).collect();
+        let s = spread(&ratios);
+        println!(
+            "ratio db_{table}.fillrandom_vs_{table} {:.3} min={:.3} max={:.3}",
+            s.median, s.min, s.max
+        );
+    }
+}
+
+/// Removes every directory inside `root` with its contents.
+fn remove_children(root: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(root).with_context(|| format!("list {}", root.display()))? {
+        let path = entry?.path();
+        std::fs::remove_dir_all(&path).with_context(|| format!("remove {}", path.display()))?;
+    }
+    Ok(())
+}
