@@ -17,15 +17,17 @@
 //!   written again in another order with new values, batched as above, then a checkpoint.
 //! - `readrandom`: `Db::get` of random loaded keys (all must be found), per table.
 //! - `fillsync`: one key per `Db::write_with` with `Durability::Sync`, from 1, 4 and 16
-//!   writer threads; operations per second and the log's fdatasyncs per write.
+//!   writer threads for a fixed time; operations per second and the log's fdatasyncs per
+//!   write. Beside it, just before, the file system's floor: a 128-byte `pwrite` and an
+//!   `fdatasync` per operation (other work on the machine moves both).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use popdb_db::{Db, DbOptions, Durability, EngineKind, TableOptions, WriteBatch, WriteOptions};
-use popdb_io::{FsRef, RealFs};
+use popdb_io::{FileSystem, FsRef, OpenOptions, RealFs};
 
 use crate::keys::{key, mix, permute, value};
 use crate::measure::spread;
@@ -40,8 +42,8 @@ pub struct DbBenchOptions {
     pub batch_keys: u64,
     /// Rounds of the fillrandom comparison.
     pub pairs: usize,
-    /// Keys written by each `fillsync` run.
-    pub sync_keys: u64,
+    /// Length of each `fillsync` run and of the fdatasync floor beside it.
+    pub sync_seconds: Duration,
     /// Writer thread counts of `fillsync`.
     pub sync_threads: Vec<usize>,
     pub dir: PathBuf,
@@ -50,6 +52,9 @@ pub struct DbBenchOptions {
 const TABLES: [(&str, EngineKind); 2] = [("lsm", EngineKind::Lsm), ("btree", EngineKind::Btree)];
 const NO_SYNC: WriteOptions = WriteOptions {
     durability: Some(Durability::NoSync),
+};
+const SYNC: WriteOptions = WriteOptions {
+    durability: Some(Durability::Sync),
 };
 /// Bound on the untimed drain of background work (each step does some work or ends it).
 const SETTLE_STEPS_MAX: usize = 100_000;
@@ -146,10 +151,18 @@ impl Bench {
             self.read_random(&db, table)?;
         }
         let mut next_key = n;
+        let floor_dir = dir.with_extension("floor");
         for (table, _) in TABLES {
+            let floor = self.fdatasync_floor(&floor_dir)?;
             for &threads in &self.options.sync_threads {
-                self.fill_sync(&db, table, threads, next_key)?;
-                next_key += self.options.sync_keys;
+                let ops = self.fill_sync(&db, table, threads, next_key)?;
+                next_key += 1 << 40;
+                if threads == 1 {
+                    println!(
+                        "ratio db_{table}.fillsync1_vs_fdatasync {:.3} (one run each)",
+                        ops / floor
+                    );
+                }
             }
         }
         db.close().context("close the Db")
@@ -295,50 +308,82 @@ impl Bench {
         Ok(())
     }
 
-    /// `sync_keys` synced one-key writes from `threads` writers, to keys from `first`.
-    fn fill_sync(&self, db: &Db, table: &str, threads: usize, first: u64) -> Result<()> {
-        let total = self.options.sync_keys;
+    /// Synced one-key writes from `threads` writers for `sync_seconds`, writer `t` to keys
+    /// from `first + t * 10^9`; returns ops/s.
+    fn fill_sync(&self, db: &Db, table: &str, threads: usize, first: u64) -> Result<f64> {
         let value_size = self.options.value_size;
+        let run_for = self.options.sync_seconds;
         let barrier = Barrier::new(threads + 1);
         let before = db.stats().wal;
-        let seconds = std::thread::scope(|scope| -> Result<f64> {
+        let (ops, seconds) = std::thread::scope(|scope| -> Result<(u64, f64)> {
             let writers: Vec<_> = (0..threads as u64)
                 .map(|t| {
                     let barrier = &barrier;
-                    scope.spawn(move || -> Result<()> {
+                    scope.spawn(move || -> Result<u64> {
                         barrier.wait();
-                        for i in (t..total).step_by(threads) {
+                        let deadline = Instant::now() + run_for;
+                        let mut i = first + t * 1_000_000_000;
+                        let mut ops = 0;
+                        while Instant::now() < deadline {
                             let mut batch = WriteBatch::new();
-                            batch.put(table, key(first + i), value(first + i, value_size));
-                            db.write_with(
-                                batch,
-                                WriteOptions {
-                                    durability: Some(Durability::Sync),
-                                },
-                            )?;
+                            batch.put(table, key(i), value(i, value_size));
+                            db.write_with(batch, SYNC)?;
+                            i += 1;
+                            ops += 1;
                         }
-                        Ok(())
+                        Ok(ops)
                     })
                 })
                 .collect();
             barrier.wait();
             let start = Instant::now();
+            let mut ops = 0;
             for writer in writers {
-                writer
+                ops += writer
                     .join()
                     .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
             }
-            Ok(start.elapsed().as_secs_f64())
+            Ok((ops, start.elapsed().as_secs_f64()))
         })?;
         let after = db.stats().wal;
-        report(&format!("db_{table}.fillsync{threads}"), total, seconds);
+        report(&format!("db_{table}.fillsync{threads}"), ops, seconds);
         println!(
             "{:<24} {:.2} fdatasyncs per write, {:.1} records per log write",
             "",
-            (after.syncs - before.syncs) as f64 / total as f64,
+            (after.syncs - before.syncs) as f64 / ops.max(1) as f64,
             (after.records - before.records) as f64 / (after.writes - before.writes).max(1) as f64
         );
-        Ok(())
+        Ok(ops as f64 / seconds)
+    }
+
+    /// The floor of a synced write on this file system, now: one 128-byte `pwrite` (about
+    /// a one-key record) and one `fdatasync` per operation, for `sync_seconds`, into a file
+    /// whose blocks were written and synced first. Returns ops/s.
+    fn fdatasync_floor(&self, dir: &Path) -> Result<f64> {
+        let fs = RealFs::new();
+        fs.create_dir_all(dir)?;
+        let path = dir.join("floor.dat");
+        let file = fs.open(&path, OpenOptions::create_new())?;
+        let file_bytes: u64 = 4 << 20;
+        file.write_all_at(&vec![0x5a; file_bytes as usize], 0)?;
+        file.sync_data()?;
+        fs.sync_dir(dir)?;
+        let record = value(0xf100, 128);
+        let mut offset = 0;
+        let mut ops = 0u64;
+        let start = Instant::now();
+        let deadline = start + self.options.sync_seconds;
+        while Instant::now() < deadline {
+            file.write_all_at(&record, offset)?;
+            file.sync_data()?;
+            ops += 1;
+            offset = (offset + 128) % file_bytes;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        drop(file);
+        std::fs::remove_dir_all(dir).context("remove the floor's directory")?;
+        report("floor.pwrite_fdatasync", ops, seconds);
+        Ok(ops as f64 / seconds)
     }
 }
 

@@ -70,9 +70,10 @@ struct DbArgs {
     /// Rounds of the fillrandom comparison (Db, bare LSM, bare B+tree each round).
     #[arg(long, default_value_t = 3)]
     pairs: usize,
-    /// Keys written by each fillsync run. Default: 20,000 (5,000 with --quick).
+    /// Seconds of each fillsync run (and of the fdatasync floor beside it). Default: 3
+    /// (1 with --quick).
     #[arg(long)]
-    sync_keys: Option<u64>,
+    sync_seconds: Option<f64>,
     /// Writer thread counts of fillsync.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     sync_threads: Vec<usize>,
@@ -192,13 +193,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Db(args) => {
             let keys = if args.quick { 100_000 } else { args.keys };
-            let sync_keys = if args.quick { 5_000 } else { 20_000 };
+            let sync_seconds = args
+                .sync_seconds
+                .unwrap_or(if args.quick { 1.0 } else { 3.0 });
             dbbench::run(dbbench::DbBenchOptions {
                 keys,
                 value_size: args.value_size,
                 batch_keys: args.batch_keys,
                 pairs: args.pairs,
-                sync_keys: args.sync_keys.unwrap_or(sync_keys),
+                sync_seconds: std::time::Duration::from_secs_f64(sync_seconds),
                 sync_threads: args.sync_threads,
                 dir: args.dir.unwrap_or_else(default_dir),
             })
