@@ -26,11 +26,13 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use hdrhistogram::Histogram;
 use popdb_db::{Db, DbOptions, Durability, EngineKind, TableOptions, WriteBatch, WriteOptions};
 use popdb_io::{FileSystem, FsRef, OpenOptions, RealFs};
 
 use crate::keys::{key, mix, permute, value};
-use crate::measure::spread;
+use crate::measure::{new_histogram, spread};
+use crate::raw::duration_ns;
 use crate::scratch::Scratch;
 
 /// Options of one `db` run.
@@ -44,6 +46,8 @@ pub struct DbBenchOptions {
     pub pairs: usize,
     /// Length of each `fillsync` run and of the fdatasync floor beside it.
     pub sync_seconds: Duration,
+    /// Only the fillrandom rounds (for profiling them).
+    pub fill_only: bool,
     /// Writer thread counts of `fillsync`.
     pub sync_threads: Vec<usize>,
     pub dir: PathBuf,
@@ -97,6 +101,37 @@ struct Bench {
     checkpoint_keys: u64,
 }
 
+/// What one load took, the last checkpoint (or, for the bare B+tree, every checkpoint)
+/// included.
+struct Fill {
+    seconds: f64,
+    checkpoint_seconds: f64,
+    /// Per `Db::write_with`, in nanoseconds (Db runs only).
+    latency: Option<Histogram<u64>>,
+}
+
+impl Fill {
+    fn report(&self, name: &str, ops: u64) {
+        println!(
+            "{name:<24} {:>10.0} ops/s  ({ops} ops in {:.2} s, of which checkpoints {:.2} s)",
+            ops as f64 / self.seconds,
+            self.seconds,
+            self.checkpoint_seconds
+        );
+        if let Some(latency) = &self.latency {
+            let ms = |ns: u64| ns as f64 / 1e6;
+            println!(
+                "{:<24} per write: mean {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                "",
+                latency.mean() / 1e6,
+                ms(latency.value_at_quantile(0.5)),
+                ms(latency.value_at_quantile(0.99)),
+                ms(latency.max()),
+            );
+        }
+    }
+}
+
 /// The fillrandom figures of one round, in operations per second.
 struct Round {
     db: [f64; 2],
@@ -126,6 +161,9 @@ impl Bench {
         }
         print_ratios(&rounds);
         let dir = last_db.context("no round ran")?;
+        if self.options.fill_only {
+            return Ok(());
+        }
         self.later_workloads(&dir)
     }
 
@@ -140,11 +178,11 @@ impl Bench {
         );
         let n = self.options.keys;
         for (table, _) in TABLES {
-            let seconds = self.load(&db, table, |i| {
+            let fill = self.load(&db, table, |i| {
                 let k = permute(i + n / 3, n);
                 (k, k + 1)
             })?;
-            report(&format!("db_{table}.overwrite"), n, seconds);
+            fill.report(&format!("db_{table}.overwrite"), n);
             settle(&db)?;
         }
         for (table, _) in TABLES {
@@ -180,14 +218,13 @@ impl Bench {
         let mut figures = [0.0; 2];
         for (figure, (table, _)) in figures.iter_mut().zip(TABLES) {
             let before = db.stats().wal;
-            let seconds = self.load(&db, table, |i| {
+            let fill = self.load(&db, table, |i| {
                 let k = permute(i, n);
                 (k, k)
             })?;
             let after = db.stats().wal;
-            *figure = n as f64 / seconds;
-            let name = format!("db_{table}.fillrandom");
-            report(&name, n, seconds);
+            *figure = n as f64 / fill.seconds;
+            fill.report(&format!("db_{table}.fillrandom"), n);
             println!(
                 "{:<24} log: {:.1} MiB in {} writes, {} fdatasyncs",
                 "",
@@ -203,8 +240,9 @@ impl Bench {
 
     /// Writes every key of `table`, `pick(i)` giving write `i`'s key index and value seed,
     /// `batch_keys` per no-sync write, then checkpoints; returns the seconds it took.
-    fn load(&self, db: &Db, table: &str, pick: impl Fn(u64) -> (u64, u64)) -> Result<f64> {
+    fn load(&self, db: &Db, table: &str, pick: impl Fn(u64) -> (u64, u64)) -> Result<Fill> {
         let n = self.options.keys;
+        let mut latency = new_histogram();
         let start = Instant::now();
         let mut done = 0;
         while done < n {
@@ -214,12 +252,19 @@ impl Bench {
                 let (k, v) = pick(i);
                 batch.put(table, key(k), value(v, self.options.value_size));
             }
+            let write = Instant::now();
             db.write_with(batch, NO_SYNC)
                 .with_context(|| format!("write to {table}"))?;
+            latency.saturating_record(duration_ns(write.elapsed()));
             done = end;
         }
+        let checkpoint = Instant::now();
         db.checkpoint().context("checkpoint the Db")?;
-        Ok(start.elapsed().as_secs_f64())
+        Ok(Fill {
+            seconds: start.elapsed().as_secs_f64(),
+            checkpoint_seconds: checkpoint.elapsed().as_secs_f64(),
+            latency: Some(latency),
+        })
     }
 
     /// The bare LSM tree: the same keys, order and batching; returns ops/s.
@@ -244,11 +289,16 @@ impl Bench {
             tree.apply(lsn, &batch)?;
             done = end;
         }
+        let checkpoint = Instant::now();
         tree.checkpoint(lsn)?;
-        let seconds = start.elapsed().as_secs_f64();
+        let fill = Fill {
+            seconds: start.elapsed().as_secs_f64(),
+            checkpoint_seconds: checkpoint.elapsed().as_secs_f64(),
+            latency: None,
+        };
         scheduler.shutdown();
-        report("lsm.fillrandom", n, seconds);
-        Ok(n as f64 / seconds)
+        fill.report("lsm.fillrandom", n);
+        Ok(n as f64 / fill.seconds)
     }
 
     /// The bare B+tree: the same keys, order and batching, a checkpoint every
@@ -261,6 +311,7 @@ impl Bench {
         let mut batch = Vec::with_capacity(self.options.batch_keys as usize);
         let mut lsn = 0;
         let mut next_checkpoint = self.checkpoint_keys;
+        let mut checkpoint_time = Duration::ZERO;
         let start = Instant::now();
         let mut done = 0;
         while done < n {
@@ -274,15 +325,21 @@ impl Bench {
             tree.apply(lsn, &batch)?;
             done = end;
             if done >= next_checkpoint || done == n {
+                let checkpoint = Instant::now();
                 tree.checkpoint(lsn)?;
+                checkpoint_time += checkpoint.elapsed();
                 while next_checkpoint <= done {
                     next_checkpoint += self.checkpoint_keys;
                 }
             }
         }
-        let seconds = start.elapsed().as_secs_f64();
-        report("btree.fillrandom", n, seconds);
-        Ok(n as f64 / seconds)
+        let fill = Fill {
+            seconds: start.elapsed().as_secs_f64(),
+            checkpoint_seconds: checkpoint_time.as_secs_f64(),
+            latency: None,
+        };
+        fill.report("btree.fillrandom", n);
+        Ok(n as f64 / fill.seconds)
     }
 
     /// `Db::get` of `keys` random loaded keys; checks a sample of values first (untimed).

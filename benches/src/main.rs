@@ -74,6 +74,9 @@ struct DbArgs {
     /// (1 with --quick).
     #[arg(long)]
     sync_seconds: Option<f64>,
+    /// Only the fillrandom rounds (for profiling them).
+    #[arg(long)]
+    fill_only: bool,
     /// Writer thread counts of fillsync.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     sync_threads: Vec<usize>,
@@ -202,6 +205,7 @@ fn main() -> anyhow::Result<()> {
                 batch_keys: args.batch_keys,
                 pairs: args.pairs,
                 sync_seconds: std::time::Duration::from_secs_f64(sync_seconds),
+                fill_only: args.fill_only,
                 sync_threads: args.sync_threads,
                 dir: args.dir.unwrap_or_else(default_dir),
             })
