@@ -48,6 +48,8 @@ pub struct DbBenchOptions {
     pub sync_seconds: Duration,
     /// Only the fillrandom rounds (for profiling them).
     pub fill_only: bool,
+    /// The Db's `background_interval` (`None`: its default).
+    pub background_interval: Option<std::time::Duration>,
     /// Writer thread counts of `fillsync`.
     pub sync_threads: Vec<usize>,
     pub dir: PathBuf,
@@ -139,6 +141,17 @@ struct Round {
 }
 
 impl Bench {
+    fn db_options(&self) -> DbOptions {
+        let defaults = DbOptions::default();
+        DbOptions {
+            background_interval: self
+                .options
+                .background_interval
+                .unwrap_or(defaults.background_interval),
+            ..defaults
+        }
+    }
+
     fn run_all(&self, root: &Path) -> Result<()> {
         let mut rounds = Vec::with_capacity(self.options.pairs);
         let mut last_db = None;
@@ -170,7 +183,7 @@ impl Bench {
     /// Overwrite, readrandom and fillsync on the Db of the last fillrandom round.
     fn later_workloads(&self, dir: &Path) -> Result<()> {
         let started = Instant::now();
-        let db = Db::open(dir, DbOptions::default()).context("reopen the Db")?;
+        let db = Db::open(dir, self.db_options()).context("reopen the Db")?;
         println!(
             "reopen       {:.1} ms (replayed {:?})",
             started.elapsed().as_secs_f64() * 1e3,
@@ -209,7 +222,7 @@ impl Bench {
     /// One Db with a table per engine; fillrandom into each in turn. Returns ops/s per
     /// table, in `TABLES` order.
     fn db_fill(&self, dir: &Path) -> Result<[f64; 2]> {
-        let db = Db::open(dir, DbOptions::default()).context("open the Db")?;
+        let db = Db::open(dir, self.db_options()).context("open the Db")?;
         for (table, engine) in TABLES {
             db.create_table(table, TableOptions::new(engine))
                 .with_context(|| format!("create table {table}"))?;

@@ -77,6 +77,10 @@ struct DbArgs {
     /// Only the fillrandom rounds (for profiling them).
     #[arg(long)]
     fill_only: bool,
+    /// The Db's background interval in ms (how often it syncs no-sync writes and looks for
+    /// work). Default: the Db's (20 ms).
+    #[arg(long)]
+    background_interval_ms: Option<u64>,
     /// Writer thread counts of fillsync.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     sync_threads: Vec<usize>,
@@ -206,6 +210,9 @@ fn main() -> anyhow::Result<()> {
                 pairs: args.pairs,
                 sync_seconds: std::time::Duration::from_secs_f64(sync_seconds),
                 fill_only: args.fill_only,
+                background_interval: args
+                    .background_interval_ms
+                    .map(std::time::Duration::from_millis),
                 sync_threads: args.sync_threads,
                 dir: args.dir.unwrap_or_else(default_dir),
             })
