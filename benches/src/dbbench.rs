@@ -21,6 +21,7 @@
 //!   write. Beside it, just before, the file system's floor: a 128-byte `pwrite` and an
 //!   `fdatasync` per operation (other work on the machine moves both).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -230,10 +231,12 @@ impl Bench {
         let mut figures = [0.0; 2];
         for (figure, (table, _)) in figures.iter_mut().zip(TABLES) {
             let before = db.stats().wal;
+            let cpu_before = thread_cpu();
             let fill = self.load(&db, table, |i| {
                 let k = permute(i, n);
                 (k, k)
             })?;
+            let cpu_after = thread_cpu();
             let after = db.stats().wal;
             *figure = n as f64 / fill.seconds;
             fill.report(&format!("db_{table}.fillrandom"), n);
@@ -243,6 +246,11 @@ impl Bench {
                 (after.bytes - before.bytes) as f64 / f64::from(1 << 20),
                 after.writes - before.writes,
                 after.syncs - before.syncs
+            );
+            println!(
+                "{:<24} CPU s by thread: {}",
+                "",
+                thread_cpu_delta(&cpu_before, &cpu_after)
             );
             settle(&db)?;
         }
@@ -289,6 +297,7 @@ impl Bench {
         let mut batch = Vec::with_capacity(self.options.batch_keys as usize);
         let mut lsn = 0;
         let mut latency = new_histogram();
+        let cpu_before = thread_cpu();
         let start = Instant::now();
         let mut done = 0;
         while done < n {
@@ -311,8 +320,14 @@ impl Bench {
             checkpoint_seconds: checkpoint.elapsed().as_secs_f64(),
             latency,
         };
+        let cpu_after = thread_cpu();
         scheduler.shutdown();
         fill.report("lsm.fillrandom", n);
+        println!(
+            "{:<24} CPU s by thread: {}",
+            "",
+            thread_cpu_delta(&cpu_before, &cpu_after)
+        );
         Ok(n as f64 / fill.seconds)
     }
 
@@ -328,6 +343,7 @@ impl Bench {
         let mut next_checkpoint = self.checkpoint_keys;
         let mut checkpoint_time = Duration::ZERO;
         let mut latency = new_histogram();
+        let cpu_before = thread_cpu();
         let start = Instant::now();
         let mut done = 0;
         while done < n {
@@ -356,7 +372,13 @@ impl Bench {
             checkpoint_seconds: checkpoint_time.as_secs_f64(),
             latency,
         };
+        let cpu_after = thread_cpu();
         fill.report("btree.fillrandom", n);
+        println!(
+            "{:<24} CPU s by thread: {}",
+            "",
+            thread_cpu_delta(&cpu_before, &cpu_after)
+        );
         Ok(n as f64 / fill.seconds)
     }
 
@@ -460,6 +482,53 @@ impl Bench {
         report("floor.pwrite_fdatasync", ops, seconds);
         Ok(ops as f64 / seconds)
     }
+}
+
+/// CPU seconds used so far by each of this process's threads, summed by thread name, from
+/// /proc/self/task (Linux; empty elsewhere). utime and stime count in USER_HZ ticks, 100
+/// per second on Linux.
+fn thread_cpu() -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue;
+        };
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields
+            .get(11..13)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum();
+        *out.entry(comm.trim().to_string()).or_default() += ticks as f64 / 100.0;
+    }
+    out
+}
+
+/// The CPU seconds each thread used between two `thread_cpu` readings, largest first.
+fn thread_cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> String {
+    let mut deltas: Vec<(&str, f64)> = after
+        .iter()
+        .map(|(name, &t)| (name.as_str(), t - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|&(_, d)| d >= 0.01)
+        .collect();
+    deltas.sort_by(|a, b| b.1.total_cmp(&a.1));
+    deltas
+        .iter()
+        .map(|(name, d)| format!("{name} {d:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Drains the Db's background work (flushes, compactions, a due checkpoint), untimed.
