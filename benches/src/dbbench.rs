@@ -184,10 +184,14 @@ impl Bench {
     fn later_workloads(&self, dir: &Path) -> Result<()> {
         let started = Instant::now();
         let db = Db::open(dir, self.db_options()).context("reopen the Db")?;
+        let recovery = db.recovery();
         println!(
-            "reopen       {:.1} ms (replayed {:?})",
+            "reopen                   {:.1} ms (log: {} segments, {:.1} MiB read in {:.1} ms; {} records replayed)",
             started.elapsed().as_secs_f64() * 1e3,
-            db.recovery()
+            recovery.wal.segments_read,
+            recovery.wal.bytes_read as f64 / f64::from(1 << 20),
+            recovery.wal.elapsed.as_secs_f64() * 1e3,
+            recovery.records_replayed
         );
         let n = self.options.keys;
         for (table, _) in TABLES {
