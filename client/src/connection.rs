@@ -173,12 +173,14 @@ impl Connection {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Hands `response` to the request `id` is waiting for, if it still is.
-    fn complete(&self, id: u64, response: Result<Response>) {
+    /// Hands `response` to the request `id` is waiting for, if it still is; else returns
+    /// it.
+    fn complete(&self, id: u64, response: Result<Response>) -> Option<Result<Response>> {
         let reply = self.lock_pending().replies.remove(&id);
-        if let Some(reply) = reply {
+        match reply {
             // The receiver may have just given up; then nobody wants this response.
-            let _ = reply.send(response);
+            Some(reply) => reply.send(response).err(),
+            None => Some(response),
         }
     }
 
@@ -290,8 +292,9 @@ async fn read_loop(
     mut decoder: FrameDecoder,
 ) {
     let mut chunk = vec![0; READ_CHUNK_SIZE];
+    let mut orphan = None;
     let reason = loop {
-        if let Err(reason) = read_loop_drain(&connection, &mut decoder) {
+        if let Err(reason) = read_loop_drain(&connection, &mut decoder, &mut orphan) {
             break reason;
         }
         match read.read(&mut chunk).await {
@@ -300,16 +303,24 @@ async fn read_loop(
             Err(e) => break format!("reading from the server: {e}"),
         }
     };
+    let reason = match orphan {
+        Some(said) => format!("{reason} after an error: {said}"),
+        None => reason,
+    };
     if let Some(connection) = connection.upgrade() {
         connection.fail_all(&reason);
     }
 }
 
 /// Completes the requests whose responses are buffered. Returns why the connection must
-/// close, if it must.
+/// close, if it must. An error response to request id 0 (the handshake's id, which no
+/// later request uses; the server answers a frame it could not read an id from with it) is
+/// kept in `orphan`: the server closes the connection after such errors, and the reason
+/// should say why.
 fn read_loop_drain(
     connection: &std::sync::Weak<Connection>,
     decoder: &mut FrameDecoder,
+    orphan: &mut Option<String>,
 ) -> std::result::Result<(), String> {
     let Some(connection) = connection.upgrade() else {
         return Err("the client was dropped".to_owned());
@@ -326,7 +337,11 @@ fn read_loop_drain(
         };
         let id = frame.header.request_id;
         let response = Response::decode(&frame, &limits).map_err(|e| Error::decode(&e));
-        connection.complete(id, response);
+        if let Some(Ok(Response::Error(error))) = connection.complete(id, response)
+            && id == 0
+        {
+            *orphan = Some(error.to_string());
+        }
     }
 }
 

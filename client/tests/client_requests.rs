@@ -14,6 +14,7 @@ use popdb_client::{
     BlockingClient, Client, ClientOptions, Engine, Error, ScanOptions, TableInfo, TableOptions,
     TxnOptions, Versioned, WriteBatch,
 };
+use popdb_protocol::HandshakeOk;
 use popdb_protocol::{
     Cursor, Direction, Entries, Entry, ErrorKind, Limit, Request, Response, ServerError, Status,
     UnknownReason,
@@ -509,4 +510,138 @@ fn blocking_client_runs_requests_and_scans() {
         })
         .unwrap();
     assert_eq!(committed.lsn, Some(15));
+}
+
+#[tokio::test]
+async fn client_server_in_flight_bound_is_honored() {
+    let server = FakeServer::start().await;
+    let addr = server.addr.clone();
+    let ok = HandshakeOk {
+        in_flight_max: 1,
+        ..handshake_ok()
+    };
+    let fake = tokio::spawn(async move {
+        let mut conn = server.accept_with(ok).await;
+        let (first, _) = conn.recv().await.unwrap();
+        // The client offered 256 but the server announced 1: nothing more may come.
+        let early = conn.try_recv(Duration::from_millis(100)).await;
+        conn.send(first, &Response::Pong).await;
+        let (second, _) = conn.recv().await.unwrap();
+        conn.send(second, &Response::Pong).await;
+        early.is_none()
+    });
+    let client = Client::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(client.ping(), client.ping());
+    a.unwrap();
+    b.unwrap();
+    assert!(
+        fake.await.unwrap(),
+        "a second request was sent past the server's bound"
+    );
+}
+
+#[tokio::test]
+async fn client_many_concurrent_requests_each_get_their_own_response() {
+    let server = FakeServer::start().await;
+    let addr = server.addr.clone();
+    tokio::spawn(async move {
+        let mut conn = server.accept().await;
+        // Collect what has arrived, then answer it newest first, until the client is done.
+        let mut waiting = Vec::new();
+        loop {
+            match conn.try_recv(Duration::from_millis(5)).await {
+                Some(request) => waiting.push(request),
+                None if waiting.is_empty() => match conn.recv().await {
+                    Some(request) => waiting.push(request),
+                    None => break,
+                },
+                None => {
+                    while let Some((id, request)) = waiting.pop() {
+                        let Request::Get { key, .. } = request else {
+                            panic!("{request:?}")
+                        };
+                        let value = Versioned {
+                            value: key,
+                            version: id,
+                        };
+                        conn.send(id, &Response::Value(Some(value))).await;
+                    }
+                }
+            }
+        }
+    });
+    let client = Client::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..500u32 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let key = i.to_le_bytes();
+            let value = client.get("t", &key).await.unwrap().unwrap();
+            assert_eq!(value.value, key);
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn client_error_for_request_zero_explains_the_close() {
+    let server = FakeServer::start().await;
+    let addr = server.addr.clone();
+    tokio::spawn(async move {
+        let mut conn = server.accept().await;
+        let _ = conn.recv().await.unwrap();
+        let error = ServerError::new(ErrorKind::FrameTooLarge, "frame of 99 bytes");
+        conn.send(0, &Response::Error(error)).await;
+    });
+    let client = Client::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
+    let error = client.ping().await.unwrap_err();
+    let Error::ConnectionLost { reason } = &error else {
+        panic!("{error}")
+    };
+    assert!(reason.contains("frame of 99 bytes"), "{reason}");
+}
+
+#[test]
+fn client_depends_on_no_engine() {
+    // STYLE.md, section 1: the client depends on popdb-protocol alone, so that a client
+    // application never compiles an engine.
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "popdb-client",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .args([
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8(output.stdout).unwrap();
+    let popdb: std::collections::BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.starts_with("popdb-"))
+        .collect();
+    assert_eq!(
+        popdb.into_iter().collect::<Vec<_>>(),
+        ["popdb-client", "popdb-protocol"]
+    );
 }

@@ -344,3 +344,56 @@ async fn transaction_that_touches_nothing_sends_nothing() {
     );
     assert!(seen.all().is_empty());
 }
+
+#[tokio::test]
+async fn transaction_per_key_scan_conditions_stop_at_the_server_limit() {
+    let server = FakeServer::start().await;
+    let addr = server.addr.clone();
+    let seen = Seen::default();
+    let log = seen.clone();
+    let mut ok = common::handshake_ok();
+    ok.limits.conditions_max = 3;
+    server.serve_with(ok, move |request| {
+        log.push(request);
+        match request {
+            Request::Scan(_) => Response::Entries(Entries {
+                read_lsn: 30,
+                entries: (0..5u8)
+                    .map(|i| Entry {
+                        key: vec![i],
+                        value: Vec::new(),
+                        version: 1,
+                    })
+                    .collect(),
+                cursor: None,
+            }),
+            Request::Get { .. } => Response::Value(None),
+            Request::Commit(_) => Response::Committed { lsn: 31 },
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+    let client = Client::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
+    client
+        .transaction(TxnOptions::default(), |txn| async move {
+            txn.scan("s", ScanOptions::new()).await?;
+            txn.get("s", b"x").await?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let commit = &commits(&seen)[0];
+    let kinds: Vec<&str> = commit
+        .conditions
+        .iter()
+        .map(|c| match c.check {
+            Check::Absent { .. } => "absent",
+            Check::RangeUnchanged { .. } => "range",
+            Check::Version { .. } => "version",
+            Check::Exists { .. } => "exists",
+        })
+        .collect();
+    // The point read and the range always; per-key versions only while they fit.
+    assert_eq!(kinds, ["absent", "range", "version"]);
+}

@@ -47,10 +47,15 @@ impl FakeServer {
 
     /// Accepts a connection and answers its handshake with [`handshake_ok`].
     pub async fn accept(&self) -> FakeConn {
+        self.accept_with(handshake_ok()).await
+    }
+
+    /// Accepts a connection and answers its handshake with `ok`.
+    pub async fn accept_with(&self, ok: HandshakeOk) -> FakeConn {
         let mut conn = self.accept_raw().await;
         let (id, request) = conn.recv().await.expect("a handshake");
         assert!(matches!(request, Request::Handshake { .. }), "{request:?}");
-        conn.send(id, &Response::Handshake(handshake_ok())).await;
+        conn.send(id, &Response::Handshake(ok)).await;
         conn
     }
 
@@ -59,10 +64,18 @@ impl FakeServer {
     where
         F: Fn(&Request) -> Response + Send + Sync + 'static,
     {
+        self.serve_with(handshake_ok(), handler);
+    }
+
+    /// As [`FakeServer::serve`], with this handshake answer.
+    pub fn serve_with<F>(self, ok: HandshakeOk, handler: F)
+    where
+        F: Fn(&Request) -> Response + Send + Sync + 'static,
+    {
         let handler = Arc::new(handler);
         tokio::spawn(async move {
             loop {
-                let mut conn = self.accept().await;
+                let mut conn = self.accept_with(ok.clone()).await;
                 let handler = handler.clone();
                 tokio::spawn(async move {
                     while let Some((id, request)) = conn.recv().await {
@@ -102,6 +115,11 @@ impl FakeConn {
     pub async fn send(&mut self, id: u64, response: &Response) {
         let frame = response.to_frame(id).unwrap();
         self.send_raw(&frame).await;
+    }
+
+    /// The next request if one arrives within `wait`.
+    pub async fn try_recv(&mut self, wait: std::time::Duration) -> Option<(u64, Request)> {
+        tokio::time::timeout(wait, self.recv()).await.ok().flatten()
     }
 
     /// Sends raw bytes.
