@@ -23,7 +23,7 @@ use popdb_protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
@@ -44,6 +44,9 @@ pub(crate) struct Connection {
     pending: Mutex<Pending>,
     in_flight: Semaphore,
     frames: mpsc::Sender<Vec<u8>>,
+    /// Set to `true` once the connection is closed: the reader and writer tasks stop and
+    /// the socket closes.
+    shutdown: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -75,6 +78,7 @@ impl Connection {
                 })??;
         let in_flight_max = options.in_flight_max.min(server.in_flight_max).max(1);
         let (frames, frames_rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let connection = Arc::new(Connection {
             options,
             server,
@@ -82,10 +86,15 @@ impl Connection {
             pending: Mutex::new(Pending::default()),
             in_flight: Semaphore::new(in_flight_max as usize),
             frames,
+            shutdown,
         });
         let (read, write) = stream.into_split();
-        tokio::spawn(read_loop(Arc::downgrade(&connection), read, decoder));
-        tokio::spawn(write_loop(Arc::downgrade(&connection), write, frames_rx));
+        let tasks = Tasks {
+            connection: Arc::downgrade(&connection),
+            shutdown: shutdown_rx,
+        };
+        tokio::spawn(read_loop(tasks.clone(), read, decoder));
+        tokio::spawn(write_loop(tasks, write, frames_rx));
         Ok(connection)
     }
 
@@ -200,6 +209,7 @@ impl Connection {
             }));
         }
         self.in_flight.close();
+        self.shutdown.send_replace(true);
     }
 
     /// Closes the connection: pending requests fail with [`Error::ConnectionLost`], later
@@ -286,18 +296,34 @@ async fn handshake(
     Ok((stream, next, server))
 }
 
-async fn read_loop(
+/// What the reader and writer tasks share: the connection (weakly: the tasks end when the
+/// last client handle is dropped) and the shutdown signal.
+#[derive(Clone)]
+struct Tasks {
     connection: std::sync::Weak<Connection>,
-    mut read: OwnedReadHalf,
-    mut decoder: FrameDecoder,
-) {
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Tasks {
+    /// Resolves once the connection is closed (or gone).
+    async fn closed(&mut self) {
+        // An error means the sender, and so the connection, is gone: closed too.
+        let _ = self.shutdown.wait_for(|closed| *closed).await;
+    }
+}
+
+async fn read_loop(mut tasks: Tasks, mut read: OwnedReadHalf, mut decoder: FrameDecoder) {
     let mut chunk = vec![0; READ_CHUNK_SIZE];
     let mut orphan = None;
     let reason = loop {
-        if let Err(reason) = read_loop_drain(&connection, &mut decoder, &mut orphan) {
+        if let Err(reason) = read_loop_drain(&tasks.connection, &mut decoder, &mut orphan) {
             break reason;
         }
-        match read.read(&mut chunk).await {
+        let read = tokio::select! {
+            read = read.read(&mut chunk) => read,
+            () = tasks.closed() => break "closed by the client".to_owned(),
+        };
+        match read {
             Ok(0) => break "the server closed the connection".to_owned(),
             Ok(n) => decoder.push(chunk.get(..n).unwrap_or_default()),
             Err(e) => break format!("reading from the server: {e}"),
@@ -307,7 +333,7 @@ async fn read_loop(
         Some(said) => format!("{reason} after an error: {said}"),
         None => reason,
     };
-    if let Some(connection) = connection.upgrade() {
+    if let Some(connection) = tasks.connection.upgrade() {
         connection.fail_all(&reason);
     }
 }
@@ -345,14 +371,14 @@ fn read_loop_drain(
     }
 }
 
-async fn write_loop(
-    connection: std::sync::Weak<Connection>,
-    write: OwnedWriteHalf,
-    mut frames: mpsc::Receiver<Vec<u8>>,
-) {
+async fn write_loop(mut tasks: Tasks, write: OwnedWriteHalf, mut frames: mpsc::Receiver<Vec<u8>>) {
     let mut write = BufWriter::new(write);
     let reason = loop {
-        let Some(frame) = frames.recv().await else {
+        let frame = tokio::select! {
+            frame = frames.recv() => frame,
+            () = tasks.closed() => None,
+        };
+        let Some(frame) = frame else {
             break None;
         };
         if let Err(e) = write.write_all(&frame).await {
@@ -366,9 +392,10 @@ async fn write_loop(
         }
     };
     if let Some(reason) = reason
-        && let Some(connection) = connection.upgrade()
+        && let Some(connection) = tasks.connection.upgrade()
     {
         connection.fail_all(&reason);
     }
+    // Closing the write half tells the server this client is done.
     let _ = write.shutdown().await;
 }

@@ -645,3 +645,32 @@ fn client_depends_on_no_engine() {
         ["popdb-client", "popdb-protocol"]
     );
 }
+
+#[tokio::test]
+async fn client_close_fails_pending_requests_and_closes_the_socket() {
+    let server = FakeServer::start().await;
+    let addr = server.addr.clone();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    let fake = tokio::spawn(async move {
+        let mut conn = server.accept().await;
+        let _ = conn.recv().await.unwrap();
+        got_tx.send(()).unwrap();
+        // The next thing the server sees is the end of the stream.
+        conn.recv().await.is_none()
+    });
+    let client = Client::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.put("t", b"k", b"v").await }
+    });
+    got_rx.await.unwrap();
+    client.close();
+    let error = pending.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::ConnectionLost { .. }), "{error}");
+    let error = client.ping().await.unwrap_err();
+    assert!(matches!(error, Error::Closed { .. }), "{error}");
+    let eof = tokio::time::timeout(Duration::from_secs(5), fake).await;
+    assert!(eof.unwrap().unwrap(), "the socket stayed open");
+}
