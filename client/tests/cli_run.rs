@@ -212,3 +212,21 @@ fn cli_shell_runs_commands_from_its_input() {
     // Nothing after `exit` runs.
     assert_eq!(out.matches("pong").count(), 1, "{out}");
 }
+
+#[test]
+fn cli_closed_stdout_is_not_a_panic() {
+    let (addr, _) = start_server();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_popdb-cli"))
+        .args(["--addr", &addr, "ping"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the answer is printed (`popdb-cli ... | head`).
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{stderr}");
+}

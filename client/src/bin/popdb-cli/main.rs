@@ -12,6 +12,7 @@ mod load;
 mod output;
 mod shell;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,16 +31,33 @@ fn main() -> ExitCode {
     };
     match run(&cli, format) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`popdb-cli scan t | head`): nobody is left to tell.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let message = render_error(&e, format);
             if format.json {
-                println!("{message}");
+                let _ = print_line(&message);
             } else {
                 eprintln!("{message}");
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints `text` and a newline on stdout; unlike `println!`, returns a closed pipe as an
+/// error instead of panicking.
+pub fn print_line(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn run(cli: &Cli, format: Format) -> anyhow::Result<()> {
@@ -60,6 +78,6 @@ fn run(cli: &Cli, format: Format) -> anyhow::Result<()> {
         return shell::run(&runtime, &client, global);
     }
     let output = runtime.block_on(commands::run(&client, global, &cli.command))?;
-    println!("{}", render(&output, format));
+    print_line(&render(&output, format))?;
     Ok(())
 }

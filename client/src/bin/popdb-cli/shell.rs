@@ -60,11 +60,12 @@ pub fn run(
             }
             _ => {}
         }
-        match run_line(runtime, client, global, line) {
-            Ok(Some(output)) => println!("{}", render(&output, format)),
-            Ok(None) => {}
-            Err(e) => println!("{}", render_error(&e, format)),
-        }
+        let printed = match run_line(runtime, client, global, line) {
+            Ok(Some(output)) => crate::print_line(&render(&output, format)),
+            Ok(None) => Ok(()),
+            Err(e) => crate::print_line(&render_error(&e, format)),
+        };
+        printed?;
     }
     if let Some(path) = &history {
         let _ = editor.save_history(path);
@@ -84,7 +85,7 @@ fn run_line(
         Ok(parsed) => parsed,
         Err(e) => {
             // Help, usage and parse errors: clap's own rendering.
-            println!("{}", e.render());
+            crate::print_line(&e.render().to_string())?;
             return Ok(None);
         }
     };
