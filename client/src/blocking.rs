@@ -12,7 +12,8 @@ use crate::options::ClientOptions;
 use crate::scan::ScanOptions;
 use crate::transaction::{Committed, Txn, TxnOptions};
 
-/// A blocking client: every method waits for its response.
+/// A blocking client: every method waits for its response. Not for use inside an async
+/// runtime (see [`BlockingClient::connect`]).
 #[derive(Debug)]
 pub struct BlockingClient {
     runtime: tokio::runtime::Runtime,
@@ -24,6 +25,10 @@ impl BlockingClient {
     ///
     /// # Errors
     /// As [`Client::connect`]; [`Error::Io`] if the runtime cannot start.
+    ///
+    /// # Panics
+    /// If called from inside an async runtime, as every method of a `BlockingClient` would
+    /// (tokio refuses to block a thread that drives async tasks): use [`Client`] there.
     pub fn connect(addr: &str, options: ClientOptions) -> Result<BlockingClient> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
