@@ -10,7 +10,7 @@ use popdb_client::{Client, Compression, Engine, ScanOptions, TableOptions, Txn, 
 use crate::args::{
     Command, EngineArg, Global, ScanArgs, TxnLine, TxnOp, key_bytes, split_words, value_bytes,
 };
-use crate::output::{Output, TxnRead};
+use crate::output::{EntryPrinter, Format, Output, TxnRead};
 
 /// Runs `command` (anything but `shell`).
 pub async fn run(client: &Client, global: &Global, command: &Command) -> anyhow::Result<Output> {
@@ -45,8 +45,12 @@ pub async fn run(client: &Client, global: &Global, command: &Command) -> anyhow:
             Output::Written(client.delete(table, &key_bytes(key, hex)?).await?)
         }
         Command::Scan(args) => {
-            let options = scan_options(args, hex)?;
-            Output::Entries(client.scan(&args.table, options).collect().await?)
+            let format = Format {
+                json: global.json,
+                hex,
+            };
+            print_scan(client, args, format).await?;
+            Output::Printed
         }
         Command::Txn { file, retries } => {
             let script = match file {
@@ -61,6 +65,18 @@ pub async fn run(client: &Client, global: &Global, command: &Command) -> anyhow:
         }
         Command::Shell => anyhow::bail!("already in the shell"),
     })
+}
+
+/// Prints a scan page by page as the pages come.
+async fn print_scan(client: &Client, args: &ScanArgs, format: Format) -> anyhow::Result<()> {
+    let mut stream = client.scan(&args.table, scan_options(args, format.hex)?);
+    let (mut printer, start) = EntryPrinter::begin(format);
+    crate::print_raw(&start)?;
+    while let Some(page) = stream.next_page().await? {
+        crate::print_raw(&printer.page(&page.entries))?;
+    }
+    crate::print_line(&printer.end())?;
+    Ok(())
 }
 
 /// The table options of `create-table`: the Db's defaults, changed by the flags given.

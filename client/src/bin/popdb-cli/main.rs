@@ -21,7 +21,7 @@ use clap::Parser;
 use popdb_client::{Client, ClientOptions};
 
 use crate::args::{Cli, Command};
-use crate::output::{Format, render, render_error};
+use crate::output::{Format, Output, render, render_error};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -54,6 +54,13 @@ pub fn print_line(text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Prints `text` on stdout as it is; as [`print_line`] on a closed pipe.
+pub fn print_raw(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error
         .downcast_ref::<std::io::Error>()
@@ -78,6 +85,8 @@ fn run(cli: &Cli, format: Format) -> anyhow::Result<()> {
         return shell::run(&runtime, &client, global);
     }
     let output = runtime.block_on(commands::run(&client, global, &cli.command))?;
-    print_line(&render(&output, format))?;
+    if output != Output::Printed {
+        print_line(&render(&output, format))?;
+    }
     Ok(())
 }

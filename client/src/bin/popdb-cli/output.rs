@@ -31,8 +31,6 @@ pub enum Output {
     Value(Option<Versioned>),
     /// `put`, `del`, `drop-table`: the write's LSN.
     Written(u64),
-    /// `scan`.
-    Entries(Vec<Entry>),
     /// `txn`: what each read returned, and the commit's LSN (none if nothing was sent).
     Txn {
         /// One line per script read.
@@ -42,6 +40,8 @@ pub enum Output {
         /// Commits sent.
         attempts: u32,
     },
+    /// Already printed as it came (`scan`, page by page: see [`EntryPrinter`]).
+    Printed,
     /// `load`.
     Loaded {
         /// Lines written.
@@ -86,7 +86,6 @@ fn render_text(output: &Output, format: Format) -> String {
             format!("{}  (version {})", text_bytes(&v.value, format), v.version)
         }
         Output::Written(lsn) => format!("ok (lsn {lsn})"),
-        Output::Entries(entries) => text_entries(entries, format),
         Output::Txn {
             reads,
             lsn,
@@ -102,6 +101,7 @@ fn render_text(output: &Output, format: Format) -> String {
         Output::Loaded { records, batches } => {
             format!("loaded {records} records in {batches} batches")
         }
+        Output::Printed => String::new(),
     }
 }
 
@@ -133,20 +133,72 @@ fn text_table(table: &TableInfo) -> String {
     format!("{}  id={}  {detail}", table.name, table.id)
 }
 
+/// A scan's entries as one text or JSON document (the `entries` of a `txn` scan, and what
+/// [`EntryPrinter`] prints in pieces).
+pub fn render_entries(entries: &[Entry], format: Format) -> String {
+    if format.json {
+        Value::Array(entries.iter().map(|e| json_entry(e, format)).collect()).to_string()
+    } else {
+        text_entries(entries, format)
+    }
+}
+
 fn text_entries(entries: &[Entry], format: Format) -> String {
-    let mut lines: Vec<String> = entries
-        .iter()
-        .map(|e| {
-            format!(
-                "{}\t{}\t(version {})",
-                text_bytes(&e.key, format),
-                text_bytes(&e.value, format),
-                e.version
-            )
-        })
-        .collect();
+    let mut lines: Vec<String> = entries.iter().map(|e| text_entry(e, format)).collect();
     lines.push(format!("({} entries)", entries.len()));
     lines.join("\n")
+}
+
+fn text_entry(entry: &Entry, format: Format) -> String {
+    format!(
+        "{}\t{}\t(version {})",
+        text_bytes(&entry.key, format),
+        text_bytes(&entry.value, format),
+        entry.version
+    )
+}
+
+/// Prints a scan's entries page by page, so that a scan of any size runs in the memory of
+/// one page; what it prints in all is exactly [`render_entries`] of the same entries.
+#[derive(Debug)]
+pub struct EntryPrinter {
+    format: Format,
+    count: u64,
+}
+
+impl EntryPrinter {
+    /// A printer, and what to print before the first page.
+    pub fn begin(format: Format) -> (EntryPrinter, String) {
+        let start = if format.json { "[" } else { "" };
+        (EntryPrinter { format, count: 0 }, start.to_owned())
+    }
+
+    /// What to print for one page.
+    pub fn page(&mut self, entries: &[Entry]) -> String {
+        let mut out = String::new();
+        for entry in entries {
+            if self.format.json {
+                if self.count > 0 {
+                    out.push(',');
+                }
+                out.push_str(&json_entry(entry, self.format).to_string());
+            } else {
+                out.push_str(&text_entry(entry, self.format));
+                out.push('\n');
+            }
+            self.count += 1;
+        }
+        out
+    }
+
+    /// What to print after the last page (a newline follows).
+    pub fn end(&self) -> String {
+        if self.format.json {
+            "]".to_owned()
+        } else {
+            format!("({} entries)", self.count)
+        }
+    }
 }
 
 fn text_txn_read(read: &TxnRead, format: Format) -> String {
@@ -156,7 +208,7 @@ fn text_txn_read(read: &TxnRead, format: Format) -> String {
             key,
             value: Some(value),
         } => format!("{}: {}", text_bytes(key, format), text_bytes(value, format)),
-        TxnRead::Scan(entries) => text_entries(entries, format),
+        TxnRead::Scan(entries) => render_entries(entries, format),
     }
 }
 
@@ -238,9 +290,6 @@ fn render_json(output: &Output, format: Format) -> Value {
             Value::Object(object)
         }
         Output::Written(lsn) => json!({"lsn": lsn}),
-        Output::Entries(entries) => {
-            Value::Array(entries.iter().map(|e| json_entry(e, format)).collect())
-        }
         Output::Txn {
             reads,
             lsn,
@@ -251,6 +300,7 @@ fn render_json(output: &Output, format: Format) -> Value {
             "attempts": attempts,
         }),
         Output::Loaded { records, batches } => json!({"records": records, "batches": batches}),
+        Output::Printed => Value::Null,
     }
 }
 
@@ -375,17 +425,32 @@ mod tests {
 
     #[test]
     fn render_binary_bytes_as_hex() {
-        let entries = Output::Entries(vec![entry(b"k\x00", &[0xff, 0xfe]), entry(b"a", b"b")]);
+        let entries = [entry(b"k\x00", &[0xff, 0xfe]), entry(b"a", b"b")];
         assert_eq!(
-            render(&entries, TEXT),
+            render_entries(&entries, TEXT),
             "0x6b00\t0xfffe\t(version 3)\na\tb\t(version 3)\n(2 entries)"
         );
         // Text that looks like hex is shown as hex, so the two never mix up.
         assert_eq!(text_bytes(b"0x41", TEXT), "0x30783431");
         assert_eq!(
-            render(&entries, JSON),
+            render_entries(&entries, JSON),
             r#"[{"key":"k\u0000","value_hex":"fffe","version":3},{"key":"a","value":"b","version":3}]"#
         );
+    }
+
+    #[test]
+    fn entry_printer_prints_what_render_does() {
+        let entries = vec![entry(b"a", b"1"), entry(b"b\xff", b"2"), entry(b"c", b"")];
+        for format in [TEXT, JSON, JSON_HEX] {
+            for split in 0..=entries.len() {
+                let (mut printer, mut out) = EntryPrinter::begin(format);
+                out.push_str(&printer.page(&entries[..split]));
+                out.push_str(&printer.page(&[]));
+                out.push_str(&printer.page(&entries[split..]));
+                out.push_str(&printer.end());
+                assert_eq!(out, render_entries(&entries, format));
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use rustyline::config::Configurer;
 use rustyline::error::ReadlineError;
 
 use crate::args::{Global, ShellLine, split_words};
-use crate::output::{Format, render, render_error};
+use crate::output::{Format, Output, render, render_error};
 
 /// Most lines kept in the history file.
 const HISTORY_MAX: usize = 1000;
@@ -61,8 +61,8 @@ pub fn run(
             _ => {}
         }
         let printed = match run_line(runtime, client, global, line) {
+            Ok(Some(Output::Printed) | None) => Ok(()),
             Ok(Some(output)) => crate::print_line(&render(&output, format)),
-            Ok(None) => Ok(()),
             Err(e) => crate::print_line(&render_error(&e, format)),
         };
         printed?;
