@@ -2,7 +2,11 @@
 //! the typed result or an [`Error`].
 //!
 //! A `Client` is a cheap handle: clones share one connection, and requests from any number
-//! of tasks are pipelined on it.
+//! of tasks are pipelined on it. When the connection breaks, requests in flight fail with
+//! [`Error::ConnectionLost`] (their outcome is unknown) and, with
+//! [`ClientOptions::reconnect`], the next request opens a new connection; the client's id in
+//! idempotency keys stays the same, so a commit resent on the new connection is still
+//! recognized.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,18 +24,64 @@ use crate::scan::{ScanOptions, ScanStream};
 /// A connection to a PopDB server.
 #[derive(Clone)]
 pub struct Client {
-    connection: Arc<Connection>,
+    shared: Arc<Shared>,
     /// This client's id in idempotency keys: random, so two clients never share one.
     id: u64,
     /// The next idempotency key's sequence number.
     sequence: Arc<AtomicU64>,
 }
 
+/// What every clone of a client shares.
+struct Shared {
+    addr: String,
+    options: ClientOptions,
+    /// The current connection. Lock order: `reconnecting` before `current`; `current` is
+    /// held only to clone or replace the `Arc`.
+    current: std::sync::Mutex<Arc<Connection>>,
+    /// Held while a new connection is opened, so that concurrent callers open one.
+    reconnecting: tokio::sync::Mutex<()>,
+    /// Set by [`Client::close`]: no reconnecting after that.
+    closed_by_user: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn current(&self) -> Arc<Connection> {
+        // Replacing an `Arc` cannot leave it half-written, so poisoning carries nothing.
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current connection, or a new one if it is closed and reconnecting is allowed.
+    async fn connection(&self) -> Result<Arc<Connection>> {
+        let connection = self.current();
+        if !connection.is_closed()
+            || !self.options.reconnect
+            || self.closed_by_user.load(Ordering::Acquire)
+        {
+            return Ok(connection);
+        }
+        let _one = self.reconnecting.lock().await;
+        let connection = self.current();
+        if !connection.is_closed() {
+            // Another caller reconnected while this one waited.
+            return Ok(connection);
+        }
+        let fresh = Connection::connect(&self.addr, self.options.clone()).await?;
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
+        Ok(fresh)
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("id", &self.id)
-            .field("server", self.connection.server())
+            .field("addr", &self.shared.addr)
             .finish()
     }
 }
@@ -44,22 +94,29 @@ impl Client {
     /// or missing, [`Error::UnsupportedVersion`], [`Error::Timeout`] past
     /// [`ClientOptions::connect_timeout`].
     pub async fn connect(addr: &str, options: ClientOptions) -> Result<Client> {
-        let connection = Connection::connect(addr, options).await?;
+        let connection = Connection::connect(addr, options.clone()).await?;
         let client_id = getrandom::u64().map_err(|e| Error::Io {
             op: "drawing a random client id",
             source: std::io::Error::other(e.to_string()),
         })?;
+        let shared = Shared {
+            addr: addr.to_owned(),
+            options,
+            current: std::sync::Mutex::new(connection),
+            reconnecting: tokio::sync::Mutex::new(()),
+            closed_by_user: std::sync::atomic::AtomicBool::new(false),
+        };
         Ok(Client {
-            connection,
+            shared: Arc::new(shared),
             id: client_id,
             sequence: Arc::new(AtomicU64::new(1)),
         })
     }
 
-    /// What the server announced in its handshake: version, limits, in-flight bound,
-    /// cursor lifetime.
-    pub fn server(&self) -> &HandshakeOk {
-        self.connection.server()
+    /// What the server announced in the current connection's handshake: version, limits,
+    /// in-flight bound, cursor lifetime.
+    pub fn server(&self) -> HandshakeOk {
+        self.shared.current().server().clone()
     }
 
     /// A fresh idempotency key: this client's id and its next sequence number.
@@ -70,21 +127,24 @@ impl Client {
         }
     }
 
-    /// Closes the connection for every clone of this client: requests in flight fail with
-    /// [`Error::ConnectionLost`], later ones with [`Error::Closed`].
+    /// Closes the connection for every clone of this client, for good: requests in flight
+    /// fail with [`Error::ConnectionLost`], later ones with [`Error::Closed`].
     pub fn close(&self) {
-        self.connection.close();
+        self.shared.closed_by_user.store(true, Ordering::Release);
+        self.shared.current().close();
     }
 
-    /// Whether the connection is gone (closed by either side, or broken).
+    /// Whether the current connection is gone (closed by either side, or broken). With
+    /// [`ClientOptions::reconnect`], the next request opens a new one unless
+    /// [`Client::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.connection.is_closed()
+        self.shared.current().is_closed()
     }
 
     /// Sends any request and returns its response; an error response is returned as the
     /// matching [`Error`].
     pub async fn request(&self, request: &Request) -> Result<Response> {
-        self.connection.call(request).await
+        self.shared.connection().await?.call(request).await
     }
 
     /// Checks that the server answers.

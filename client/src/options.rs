@@ -16,6 +16,10 @@ pub struct ClientOptions {
     /// Most requests in flight on the connection; a request past it waits for a slot.
     /// The client also stays within the server's announced `in_flight_max`.
     pub in_flight_max: u32,
+    /// Whether a request on a broken connection opens a new one (within
+    /// `connect_timeout`) instead of failing with [`crate::Error::Closed`]. Requests in
+    /// flight when it broke still fail with [`crate::Error::ConnectionLost`].
+    pub reconnect: bool,
 }
 
 impl Default for ClientOptions {
@@ -25,6 +29,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             in_flight_max: 256,
+            reconnect: true,
         }
     }
 }
@@ -39,6 +44,12 @@ impl ClientOptions {
     /// The same options with this request timeout.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// The same options with reconnecting on or off.
+    pub fn with_reconnect(mut self, reconnect: bool) -> Self {
+        self.reconnect = reconnect;
         self
     }
 

@@ -16,7 +16,8 @@
 //! commit after a backoff (it certainly did not apply); an unknown outcome (server
 //! `UnknownOutcome` or `Internal`, a timeout, a lost connection) resends the same commit
 //! unchanged only if it carries an idempotency key, since the server then returns the first
-//! result instead of applying twice. Without a key, an unknown outcome is returned.
+//! result instead of applying twice (after a lost connection, on a new one:
+//! [`crate::ClientOptions::reconnect`]). Without a key, an unknown outcome is returned.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -335,9 +335,8 @@ async fn client_dropped_connection_fails_pending_as_lost_and_later_as_closed() {
         let _ = conn.recv().await.unwrap();
         drop(conn);
     });
-    let client = Client::connect(&addr, ClientOptions::default())
-        .await
-        .unwrap();
+    let options = ClientOptions::default().with_reconnect(false);
+    let client = Client::connect(&addr, options).await.unwrap();
     let error = client.put("t", b"k", b"v").await.unwrap_err();
     assert!(matches!(error, Error::ConnectionLost { .. }), "{error}");
     assert!(error.may_have_applied());
@@ -673,4 +672,29 @@ async fn client_close_fails_pending_requests_and_closes_the_socket() {
     assert!(matches!(error, Error::Closed { .. }), "{error}");
     let eof = tokio::time::timeout(Duration::from_secs(5), fake).await;
     assert!(eof.unwrap().unwrap(), "the socket stayed open");
+}
+
+#[tokio::test]
+async fn client_reconnects_after_the_server_drops_the_connection() {
+    let server = FakeServer::start().await;
+    let addr = server.addr.clone();
+    tokio::spawn(async move {
+        let mut first = server.accept().await;
+        let _ = first.recv().await.unwrap();
+        drop(first);
+        let mut second = server.accept().await;
+        while let Some((id, _)) = second.recv().await {
+            second.send(id, &Response::Pong).await;
+        }
+    });
+    let client = Client::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
+    let key = client.next_idempotency_key();
+    let error = client.ping().await.unwrap_err();
+    assert!(matches!(error, Error::ConnectionLost { .. }), "{error}");
+    client.ping().await.unwrap();
+    client.ping().await.unwrap();
+    // The same client id on the new connection: resent commits are still recognized.
+    assert_eq!(client.next_idempotency_key().client, key.client);
 }

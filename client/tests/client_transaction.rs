@@ -397,3 +397,77 @@ async fn transaction_per_key_scan_conditions_stop_at_the_server_limit() {
     // The point read and the range always; per-key versions only while they fit.
     assert_eq!(kinds, ["absent", "range", "version"]);
 }
+
+/// A server whose first connection drops right after reading a commit; later connections
+/// answer commits with `Committed`. Returns the commits that arrived.
+async fn server_dropping_first_commit() -> (String, Arc<Mutex<Vec<Commit>>>) {
+    let server = FakeServer::start().await;
+    let addr = server.addr.clone();
+    let commits = Arc::new(Mutex::new(Vec::new()));
+    let log = commits.clone();
+    tokio::spawn(async move {
+        let mut dropped = false;
+        loop {
+            let mut conn = server.accept().await;
+            while let Some((id, request)) = conn.recv().await {
+                let response = match request {
+                    Request::Get { .. } => Response::Value(Some(Versioned {
+                        value: b"1".to_vec(),
+                        version: 5,
+                    })),
+                    Request::Commit(commit) => {
+                        log.lock().unwrap().push(commit);
+                        if !dropped {
+                            dropped = true;
+                            break;
+                        }
+                        Response::Committed { lsn: 50 }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                conn.send(id, &response).await;
+            }
+        }
+    });
+    (addr, commits)
+}
+
+#[tokio::test]
+async fn transaction_lost_connection_with_key_resends_the_same_commit_on_a_new_one() {
+    let (addr, commits) = server_dropping_first_commit().await;
+    let client = Client::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    assert_eq!(
+        increment(&client, TxnOptions::default(), &runs)
+            .await
+            .unwrap(),
+        50
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the body must not run again"
+    );
+    let commits = commits.lock().unwrap();
+    assert_eq!(commits.len(), 2);
+    assert_eq!(commits[0], commits[1], "resent unchanged, key included");
+}
+
+#[tokio::test]
+async fn transaction_lost_connection_without_key_is_returned() {
+    let (addr, commits) = server_dropping_first_commit().await;
+    let client = Client::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let options = TxnOptions {
+        idempotent: false,
+        ..TxnOptions::default()
+    };
+    let error = increment(&client, options, &runs).await.unwrap_err();
+    assert!(matches!(error, Error::ConnectionLost { .. }), "{error}");
+    assert!(error.may_have_applied());
+    assert_eq!(commits.lock().unwrap().len(), 1);
+}
