@@ -1,0 +1,401 @@
+//! One connection to a server: the handshake, and pipelining (docs/protocol.md, sections
+//! 1 and 9).
+//!
+//! A request is encoded, given the next request id, registered in the pending map
+//! (request id -> oneshot sender) and handed to the writer task through a bounded channel.
+//! The reader task decodes responses as they come, in any order, and completes the pending
+//! request with the response's id. When the connection breaks, every pending request fails
+//! with [`Error::ConnectionLost`] (its outcome is unknown) and later requests fail with
+//! [`Error::Closed`] (never sent).
+//!
+//! Invariants: at most `in_flight_max` requests are registered at once (a semaphore
+//! permit is held from registration until the response or the timeout); a request id is
+//! registered at most once; a request whose caller gave up (timeout, cancellation) is
+//! removed from the map, and a late response to it is dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use popdb_protocol::{
+    FrameDecoder, HandshakeOk, Limit, Limits, PROTOCOL_VERSION, Request, Response,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::options::ClientOptions;
+
+/// Frames queued for the writer task beyond the ones it is writing. The in-flight
+/// semaphore bounds the total anyway; this bounds the channel separately.
+const WRITE_QUEUE_MAX: usize = 1024;
+/// The reader's receive chunk.
+const READ_CHUNK_SIZE: usize = 64 * 1024;
+
+type Reply = oneshot::Sender<Result<Response>>;
+
+/// The shared state of one connection.
+pub(crate) struct Connection {
+    options: ClientOptions,
+    server: HandshakeOk,
+    next_id: AtomicU64,
+    pending: Mutex<Pending>,
+    in_flight: Semaphore,
+    frames: mpsc::Sender<Vec<u8>>,
+    /// Set to `true` once the connection is closed: the reader and writer tasks stop and
+    /// the socket closes.
+    shutdown: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Pending {
+    replies: HashMap<u64, Reply>,
+    /// Set once the connection is gone: why.
+    closed: Option<String>,
+}
+
+impl Connection {
+    /// Connects, handshakes and starts the reader and writer tasks.
+    pub(crate) async fn connect(addr: &str, options: ClientOptions) -> Result<Arc<Connection>> {
+        let timeout = options.connect_timeout;
+        let connect = async {
+            let stream = TcpStream::connect(addr).await.map_err(|source| Error::Io {
+                op: "connecting to the server",
+                source,
+            })?;
+            // Requests are small and latency matters: do not wait to coalesce them. A
+            // failure here costs only latency.
+            let _ = stream.set_nodelay(true);
+            handshake(stream, &options).await
+        };
+        let (stream, decoder, server) =
+            tokio::time::timeout(timeout, connect)
+                .await
+                .map_err(|_| Error::Timeout {
+                    timeout_ms: timeout.as_millis() as u64,
+                })??;
+        let in_flight_max = options.in_flight_max.min(server.in_flight_max).max(1);
+        let (frames, frames_rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let connection = Arc::new(Connection {
+            options,
+            server,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(Pending::default()),
+            in_flight: Semaphore::new(in_flight_max as usize),
+            frames,
+            shutdown,
+        });
+        let (read, write) = stream.into_split();
+        let tasks = Tasks {
+            connection: Arc::downgrade(&connection),
+            shutdown: shutdown_rx,
+        };
+        tokio::spawn(read_loop(tasks.clone(), read, decoder));
+        tokio::spawn(write_loop(tasks, write, frames_rx));
+        Ok(connection)
+    }
+
+    /// What the server said in its handshake.
+    pub(crate) fn server(&self) -> &HandshakeOk {
+        &self.server
+    }
+
+    /// Sends `request` and waits for its response, within the request timeout. An error
+    /// response becomes the matching [`Error`].
+    pub(crate) async fn call(&self, request: &Request) -> Result<Response> {
+        let timeout = self.options.request_timeout;
+        match tokio::time::timeout(timeout, self.call_untimed(request)).await {
+            Ok(Ok(Response::Error(error))) => Err(Error::from_server(error)),
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    async fn call_untimed(&self, request: &Request) -> Result<Response> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::new();
+        request.encode(id, &mut frame)?;
+        let frame_size_max = self.server.limits.frame_size_max;
+        if frame.len() > frame_size_max as usize {
+            return Err(Error::LimitExceeded {
+                limit: Limit::FrameSize,
+                message: format!(
+                    "request of {} bytes is over the server's frame size maximum of {frame_size_max}",
+                    frame.len()
+                ),
+            });
+        }
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| self.closed_error())?;
+        let (reply, response) = oneshot::channel();
+        {
+            let mut pending = self.lock_pending();
+            if let Some(reason) = &pending.closed {
+                return Err(Error::Closed {
+                    reason: reason.clone(),
+                });
+            }
+            let previous = pending.replies.insert(id, reply);
+            assert!(previous.is_none(), "request id {id} registered twice");
+        }
+        // From here on the request is in the map; the guard takes it out if this future
+        // ends early (timeout or cancellation), so a late response finds nobody.
+        let guard = PendingGuard {
+            connection: self,
+            id,
+        };
+        if self.frames.send(frame).await.is_err() {
+            drop(guard);
+            return Err(self.closed_error());
+        }
+        let result = response.await.unwrap_or_else(|_| {
+            Err(Error::ConnectionLost {
+                reason: "the reader stopped".to_owned(),
+            })
+        });
+        drop(guard);
+        result
+    }
+
+    fn closed_error(&self) -> Error {
+        let reason = self
+            .lock_pending()
+            .closed
+            .clone()
+            .unwrap_or_else(|| "the connection is closed".to_owned());
+        Error::Closed { reason }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding this lock leaves the map consistent (every operation on it
+        // is a single insert or remove), so poisoning carries no information.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hands `response` to the request `id` is waiting for, if it still is; else returns
+    /// it.
+    fn complete(&self, id: u64, response: Result<Response>) -> Option<Result<Response>> {
+        let reply = self.lock_pending().replies.remove(&id);
+        match reply {
+            // The receiver may have just given up; then nobody wants this response.
+            Some(reply) => reply.send(response).err(),
+            None => Some(response),
+        }
+    }
+
+    /// Marks the connection closed and fails every pending request: their outcomes are
+    /// unknown.
+    fn fail_all(&self, reason: &str) {
+        let replies = {
+            let mut pending = self.lock_pending();
+            if pending.closed.is_none() {
+                pending.closed = Some(reason.to_owned());
+            }
+            std::mem::take(&mut pending.replies)
+        };
+        for (_, reply) in replies {
+            let _ = reply.send(Err(Error::ConnectionLost {
+                reason: reason.to_owned(),
+            }));
+        }
+        self.in_flight.close();
+        self.shutdown.send_replace(true);
+    }
+
+    /// Closes the connection: pending requests fail with [`Error::ConnectionLost`], later
+    /// ones with [`Error::Closed`].
+    pub(crate) fn close(&self) {
+        self.fail_all("closed by the client");
+    }
+
+    /// Whether the connection is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock_pending().closed.is_some()
+    }
+}
+
+/// Removes a pending request from the map when its caller stops waiting.
+struct PendingGuard<'a> {
+    connection: &'a Connection,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.connection.lock_pending().replies.remove(&self.id);
+    }
+}
+
+/// Sends the handshake and reads its answer; returns the stream and the decoder holding any
+/// bytes that came after it.
+async fn handshake(
+    mut stream: TcpStream,
+    options: &ClientOptions,
+) -> Result<(TcpStream, FrameDecoder, HandshakeOk)> {
+    let request = Request::Handshake {
+        version_min: PROTOCOL_VERSION,
+        version_max: PROTOCOL_VERSION,
+        token: options.token.clone(),
+    };
+    let frame = request.to_frame(0)?;
+    stream.write_all(&frame).await.map_err(|source| Error::Io {
+        op: "sending the handshake",
+        source,
+    })?;
+    // Until the server announces its limits, responses are decoded with the defaults.
+    let mut decoder = FrameDecoder::new(Limits::DEFAULT);
+    let mut chunk = vec![0; READ_CHUNK_SIZE];
+    let response = loop {
+        if let Some(frame) = decoder.next_frame().map_err(|e| Error::decode(&e))? {
+            break Response::decode(&frame, &Limits::DEFAULT).map_err(|e| Error::decode(&e))?;
+        }
+        let n = stream.read(&mut chunk).await.map_err(|source| Error::Io {
+            op: "reading the handshake response",
+            source,
+        })?;
+        if n == 0 {
+            return Err(Error::Closed {
+                reason: "the server closed the connection during the handshake".to_owned(),
+            });
+        }
+        decoder.push(chunk.get(..n).unwrap_or_default());
+    };
+    let server = match response {
+        Response::Handshake(ok) => ok,
+        Response::Error(error) => return Err(Error::from_server(error)),
+        other => {
+            return Err(Error::Protocol(format!(
+                "expected a handshake response, got {other:?}"
+            )));
+        }
+    };
+    if server.version != PROTOCOL_VERSION {
+        return Err(Error::Protocol(format!(
+            "the server chose protocol version {}, which this client did not offer",
+            server.version
+        )));
+    }
+    // The server sends nothing unasked, so nothing follows the handshake's response yet.
+    if decoder.buffered() != 0 {
+        return Err(Error::Protocol(
+            "the server sent bytes after the handshake response, before any request".to_owned(),
+        ));
+    }
+    // Later frames are framed and decoded with the limits the server announced.
+    let next = FrameDecoder::new(server.limits);
+    Ok((stream, next, server))
+}
+
+/// What the reader and writer tasks share: the connection (weakly: the tasks end when the
+/// last client handle is dropped) and the shutdown signal.
+#[derive(Clone)]
+struct Tasks {
+    connection: std::sync::Weak<Connection>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Tasks {
+    /// Resolves once the connection is closed (or gone).
+    async fn closed(&mut self) {
+        // An error means the sender, and so the connection, is gone: closed too.
+        let _ = self.shutdown.wait_for(|closed| *closed).await;
+    }
+}
+
+async fn read_loop(mut tasks: Tasks, mut read: OwnedReadHalf, mut decoder: FrameDecoder) {
+    let mut chunk = vec![0; READ_CHUNK_SIZE];
+    let mut orphan = None;
+    let reason = loop {
+        if let Err(reason) = read_loop_drain(&tasks.connection, &mut decoder, &mut orphan) {
+            break reason;
+        }
+        let read = tokio::select! {
+            read = read.read(&mut chunk) => read,
+            () = tasks.closed() => break "closed by the client".to_owned(),
+        };
+        match read {
+            Ok(0) => break "the server closed the connection".to_owned(),
+            Ok(n) => decoder.push(chunk.get(..n).unwrap_or_default()),
+            Err(e) => break format!("reading from the server: {e}"),
+        }
+    };
+    let reason = match orphan {
+        Some(said) => format!("{reason} after an error: {said}"),
+        None => reason,
+    };
+    if let Some(connection) = tasks.connection.upgrade() {
+        connection.fail_all(&reason);
+    }
+}
+
+/// Completes the requests whose responses are buffered. Returns why the connection must
+/// close, if it must. An error response to request id 0 (the handshake's id, which no
+/// later request uses; the server answers a frame it could not read an id from with it) is
+/// kept in `orphan`: the server closes the connection after such errors, and the reason
+/// should say why.
+fn read_loop_drain(
+    connection: &std::sync::Weak<Connection>,
+    decoder: &mut FrameDecoder,
+    orphan: &mut Option<String>,
+) -> std::result::Result<(), String> {
+    let Some(connection) = connection.upgrade() else {
+        return Err("the client was dropped".to_owned());
+    };
+    if connection.is_closed() {
+        return Err("closed by the client".to_owned());
+    }
+    let limits = *decoder.limits();
+    loop {
+        let frame = match decoder.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("malformed frame from the server: {e}")),
+        };
+        let id = frame.header.request_id;
+        let response = Response::decode(&frame, &limits).map_err(|e| Error::decode(&e));
+        if let Some(Ok(Response::Error(error))) = connection.complete(id, response)
+            && id == 0
+        {
+            *orphan = Some(error.to_string());
+        }
+    }
+}
+
+async fn write_loop(mut tasks: Tasks, write: OwnedWriteHalf, mut frames: mpsc::Receiver<Vec<u8>>) {
+    let mut write = BufWriter::new(write);
+    let reason = loop {
+        let frame = tokio::select! {
+            frame = frames.recv() => frame,
+            () = tasks.closed() => None,
+        };
+        let Some(frame) = frame else {
+            break None;
+        };
+        if let Err(e) = write.write_all(&frame).await {
+            break Some(format!("writing to the server: {e}"));
+        }
+        // Flush only when no other frame is queued: pipelined requests share a write.
+        if frames.is_empty()
+            && let Err(e) = write.flush().await
+        {
+            break Some(format!("writing to the server: {e}"));
+        }
+    };
+    if let Some(reason) = reason
+        && let Some(connection) = tasks.connection.upgrade()
+    {
+        connection.fail_all(&reason);
+    }
+    // Closing the write half tells the server this client is done.
+    let _ = write.shutdown().await;
+}
