@@ -1,0 +1,81 @@
+//! The metrics and health endpoint (HTTP/1.1, hyper): `GET /metrics` in Prometheus text
+//! format, `GET /health` answering 200 "ok", or 503 with the reason when the Db refuses
+//! writes (its log is poisoned, or it opened read-only). Anything else is 404.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::backend::Backend;
+use crate::server::Shared;
+
+/// How long one HTTP connection may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the endpoint on `listener` until the process exits.
+pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(answer(&shared, &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "metrics connection failed");
+            }
+        });
+    }
+}
+
+fn answer<B: Backend>(shared: &Shared<B>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_string());
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let health = shared.backend.health();
+            let body = shared
+                .metrics
+                .render(&shared.backend.stats(), health.writes_refused.is_some());
+            let mut response = text(StatusCode::OK, body);
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/health" => match shared.backend.health().writes_refused {
+            None => text(StatusCode::OK, "ok\n".to_string()),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: {why}\n"),
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics or /health\n".to_string(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
