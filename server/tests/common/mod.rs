@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use popdb_protocol::{FrameDecoder, Limits, Request, Response, TableOptions, Engine};
+use popdb_protocol::{Engine, FrameDecoder, Limits, Request, Response, TableOptions};
 
 /// A `popdb` process serving a temporary (or given) data directory.
 pub struct Server {
@@ -89,8 +89,11 @@ impl Server {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("request");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
         let mut text = String::new();
         stream.read_to_string(&mut text).expect("response");
         let code = text
@@ -98,7 +101,10 @@ impl Server {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .expect("a status line");
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (code, body)
     }
 }
@@ -155,7 +161,8 @@ impl Client {
 
     /// The next response and its request id.
     pub fn recv(&mut self) -> (u64, Response) {
-        self.try_recv().expect("a response before the connection closed")
+        self.try_recv()
+            .expect("a response before the connection closed")
     }
 
     /// The next response, or None if the server closed the connection.
