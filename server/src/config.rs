@@ -198,6 +198,10 @@ struct FileConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "the keys are the limits' names, as in popdb_protocol::Limits"
+)]
 struct FileLimits {
     frame_size_max: Option<u32>,
     key_size_max: Option<u32>,

@@ -135,10 +135,10 @@ async fn read_loop<B: Backend>(
                 };
                 dispatch(conn, request_id, decoded, permit).await;
             } else {
-                match handshake(conn, request_id, decoded).await {
-                    true => handshaken = true,
-                    false => return Stop::Dropped,
+                if !handshake(conn, request_id, decoded).await {
+                    return Stop::Dropped;
                 }
+                handshaken = true;
             }
         }
         let now = clock.now();
@@ -159,12 +159,11 @@ async fn read_loop<B: Backend>(
         let wait = deadline.saturating_sub(now);
         tokio::select! {
             read = tokio::time::timeout(wait, read.read(&mut chunk)) => match read {
-                Ok(Ok(0)) => return Stop::Clean,
+                Ok(Ok(0) | Err(_)) => return Stop::Clean,
                 Ok(Ok(n)) => {
                     shared.metrics.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
                     decoder.push(chunk.get(..n).unwrap_or_default());
                 }
-                Ok(Err(_)) => return Stop::Clean,
                 Err(_elapsed) => {
                     let idle = frame_started.is_none() && handshaken;
                     let busy = conn.in_flight.available_permits() < config.in_flight_max as usize;

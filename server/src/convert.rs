@@ -16,7 +16,9 @@ pub fn db_error(error: &db::Error) -> ServerError {
         db::Error::Unknown(_) => ErrorKind::UnknownOutcome {
             reason: UnknownReason::LogLost,
         },
-        db::Error::Poisoned { .. } | db::Error::ReadOnly(_) => ErrorKind::ReadOnly,
+        db::Error::Poisoned { .. }
+        | db::Error::ReadOnly(_)
+        | db::Error::Wal(popdb_wal::Error::Poisoned { .. }) => ErrorKind::ReadOnly,
         db::Error::LimitExceeded { limit, .. } => match limit_by_name(limit) {
             Some(limit) => ErrorKind::LimitExceeded { limit },
             None => ErrorKind::BadRequest,
@@ -24,7 +26,6 @@ pub fn db_error(error: &db::Error) -> ServerError {
         db::Error::UnknownTable(_) => ErrorKind::UnknownTable,
         db::Error::TableExists(_) => ErrorKind::TableExists,
         db::Error::InvalidArgument(_) => ErrorKind::BadRequest,
-        db::Error::Wal(popdb_wal::Error::Poisoned { .. }) => ErrorKind::ReadOnly,
         _ => ErrorKind::Internal,
     };
     ServerError::new(kind, message)

@@ -281,7 +281,8 @@ impl Metrics {
 }
 
 fn render_tables(out: &mut String, stats: &DbStats) {
-    let gauges: [(&str, &str, fn(&popdb_db::TableStats) -> u64); 3] = [
+    type Gauge = (&'static str, &'static str, fn(&popdb_db::TableStats) -> u64);
+    let gauges: [Gauge; 3] = [
         (
             "popdb_table_watermark_lsn",
             "The LSN a table's files hold through.",
@@ -331,7 +332,7 @@ mod tests {
     fn histogram_counts_each_observation_once() {
         let metrics = Metrics::default();
         metrics.observe(7, Duration::from_micros(300));
-        metrics.observe(7, Duration::from_secs(60));
+        metrics.observe(7, Duration::from_mins(1));
         metrics.error(ErrorCode::Conflict);
         let h = &metrics.latency[7];
         assert_eq!(h.count.load(Ordering::Relaxed), 2);

@@ -23,7 +23,7 @@ fn writer(client: &mut Client, thread: u32, depth: usize, acked: &Acked) {
         while sent.len() < depth {
             let key = format!("w{thread}-{i:06}").into_bytes();
             let value = format!("value {i} of writer {thread}").into_bytes();
-            let request = if i % 3 == 0 {
+            let request = if i.is_multiple_of(3) {
                 Request::Commit(Commit {
                     idempotency: Some(IdempotencyKey {
                         client: u64::from(thread),
@@ -75,7 +75,12 @@ fn server_kill_9_loses_no_acknowledged_write() {
             let acked = Arc::clone(&acked);
             let mut client = server.client();
             std::thread::spawn(move || {
-                writer(&mut client, t, if t % 2 == 0 { 1 } else { 16 }, &acked)
+                writer(
+                    &mut client,
+                    t,
+                    if t.is_multiple_of(2) { 1 } else { 16 },
+                    &acked,
+                );
             })
         })
         .collect();

@@ -171,7 +171,7 @@ impl Client {
 
     /// The next response, or None if the server closed the connection.
     pub fn try_recv(&mut self) -> Option<(u64, Response)> {
-        let mut chunk = [0_u8; 65536];
+        let mut chunk = vec![0_u8; 65536];
         loop {
             if let Some(frame) = self.decoder.next_frame().expect("the server frames well") {
                 let response = Response::decode(&frame, &Limits::DEFAULT).expect("decodable");
@@ -217,9 +217,8 @@ impl Client {
     /// Whether the server closed the connection (reads EOF within the timeout).
     pub fn closed_by_server(&mut self) -> bool {
         loop {
-            match self.try_recv() {
-                None => return true,
-                Some(_) => {}
+            if self.try_recv().is_none() {
+                return true;
             }
         }
     }
