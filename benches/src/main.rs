@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods, reason = "benchmarks measure real time")]
 
 mod btreebench;
+mod dbbench;
 mod keys;
 mod lsmbench;
 mod machine;
@@ -45,6 +46,47 @@ enum Command {
     /// The B+tree engine alone on the same workloads: one apply per 1,000 keys, a
     /// checkpoint every 100,000 keys and at the end, reads through the map after a reopen.
     Btree(BtreeArgs),
+    /// The embedded Db with one table per engine (fillrandom, overwrite, readrandom,
+    /// fillsync with 1, 4 and 16 writers), its fillrandom measured against the bare
+    /// engines' in the same run.
+    Db(DbArgs),
+}
+
+/// Options of `popdb-bench db`.
+#[derive(Debug, Args)]
+struct DbArgs {
+    /// Keys loaded into each table (db_bench's `--num`).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// 100,000 keys instead.
+    #[arg(long)]
+    quick: bool,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Keys per write (the btree driver's keys per apply).
+    #[arg(long, default_value_t = 1_000)]
+    batch_keys: u64,
+    /// Rounds of the fillrandom comparison (Db, bare LSM, bare B+tree each round).
+    #[arg(long, default_value_t = 3)]
+    pairs: usize,
+    /// Seconds of each fillsync run (and of the fdatasync floor beside it). Default: 3
+    /// (1 with --quick).
+    #[arg(long)]
+    sync_seconds: Option<f64>,
+    /// Only the fillrandom rounds (for profiling them).
+    #[arg(long)]
+    fill_only: bool,
+    /// The Db's background interval in ms (how often it syncs no-sync writes and looks for
+    /// work). Default: the Db's (20 ms).
+    #[arg(long)]
+    background_interval_ms: Option<u64>,
+    /// Writer thread counts of fillsync.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    sync_threads: Vec<usize>,
+    /// Where the data goes (a fresh directory inside it). Default: target/popdb-bench/.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 /// Options of `popdb-bench btree`.
@@ -153,6 +195,25 @@ fn main() -> anyhow::Result<()> {
                 seeks: keys / 10,
                 batch_keys: args.batch_keys,
                 checkpoint_keys: args.checkpoint_keys,
+                dir: args.dir.unwrap_or_else(default_dir),
+            })
+        }
+        Command::Db(args) => {
+            let keys = if args.quick { 100_000 } else { args.keys };
+            let sync_seconds = args
+                .sync_seconds
+                .unwrap_or(if args.quick { 1.0 } else { 3.0 });
+            dbbench::run(dbbench::DbBenchOptions {
+                keys,
+                value_size: args.value_size,
+                batch_keys: args.batch_keys,
+                pairs: args.pairs,
+                sync_seconds: std::time::Duration::from_secs_f64(sync_seconds),
+                fill_only: args.fill_only,
+                background_interval: args
+                    .background_interval_ms
+                    .map(std::time::Duration::from_millis),
+                sync_threads: args.sync_threads,
                 dir: args.dir.unwrap_or_else(default_dir),
             })
         }

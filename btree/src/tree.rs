@@ -26,6 +26,7 @@ use crate::apply::{Apply, Write};
 use crate::checkpoint::{self, Durable, FreeSlot, Target};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::free_list::FreeListPage;
+use crate::invariants::TreeStats;
 use crate::meta::{META_READ_SIZE, Meta, recover_meta};
 use crate::node::{Branch, Child, Node};
 use crate::page_format::{
@@ -727,7 +728,29 @@ impl Tree {
         assert_eq!(stats.mem_node_count, view.root().dirty, "dirty node count");
         let _checkpointing = lock(&self.checkpointing);
         let durable = lock(&self.durable);
-        check_file(&durable);
+        check_file(&durable).expect("every page of the durable tree reads");
+    }
+
+    /// An offline verifier's check: reads every page the latest tree and the durable tree
+    /// reach (overflow chains included) and returns the first damaged one as an error, then
+    /// checks the invariants of [`Tree::check_invariants`]. Returns the latest tree's
+    /// statistics. O(file size).
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] naming a page that does not read.
+    ///
+    /// # Panics
+    /// If an invariant does not hold although every page read: every page passed its
+    /// checksums, so the tree wrote it that way, which is a bug.
+    pub fn check(&self) -> Result<TreeStats> {
+        let stats = self.read_view().stats()?;
+        {
+            let _checkpointing = lock(&self.checkpointing);
+            let durable = lock(&self.durable);
+            check_file(&durable)?;
+        }
+        self.check_invariants();
+        Ok(stats)
     }
 }
 
@@ -857,7 +880,9 @@ fn load_free_list(meta: &Meta, pages: &Pages) -> Result<(Vec<FreeSlot>, Vec<Page
 
 /// Checks the allocator's invariant over the durable state (see
 /// [`Tree::check_invariants`]).
-fn check_file(durable: &Durable) {
+/// Checks the file-level invariants of [`Tree::check_invariants`]; a page that does not
+/// read is an error, an invariant that does not hold a panic.
+fn check_file(durable: &Durable) -> Result<()> {
     let meta = &durable.meta;
     let pages = &durable.pages;
     let mut owner: HashMap<u64, &'static str> = HashMap::new();
@@ -878,23 +903,17 @@ fn check_file(durable: &Durable) {
         while let Some((page, level)) = stack.pop() {
             claim(page.id, "tree");
             if level > 0 {
-                let branch = pages
-                    .branch(page, level, None)
-                    .expect("durable branch reads");
+                let branch = pages.branch(page, level, None)?;
                 for i in 0..branch.child_count() {
-                    stack.push((branch.child(i).expect("child reads"), level - 1));
+                    stack.push((branch.child(i)?, level - 1));
                 }
                 continue;
             }
-            for entry in pages
-                .leaf(page, None)
-                .expect("durable leaf reads")
-                .entries()
-            {
-                let entry = entry.expect("entry reads");
+            for entry in pages.leaf(page, None)?.entries() {
+                let entry = entry?;
                 entries += 1;
                 if let crate::LeafValue::Overflow(chain) = entry.value {
-                    for id in pages.chain_ids(chain).expect("chain reads") {
+                    for id in pages.chain_ids(chain)? {
                         claim(id, "overflow");
                     }
                 }
@@ -919,6 +938,7 @@ fn check_file(durable: &Durable) {
         meta.page_count - FIRST_TREE_PAGE,
         "pages neither reachable nor free"
     );
+    Ok(())
 }
 
 /// `child` with every node a checkpoint wrote replaced by its page; nodes shared between

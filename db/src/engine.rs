@@ -121,6 +121,17 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The engine's (an i/o failure poisons it).
     fn maintenance_step(&self) -> Result<bool>;
+
+    /// Runs the engine's own invariant checks, for the offline verifier (`check`), and
+    /// returns a one-line summary of its shape: pages, depth and fill factor of a B+tree;
+    /// files and bytes per level of an LSM tree. O(data): the B+tree reads every page.
+    ///
+    /// # Errors
+    /// The engine's `Corruption`, naming the page (B+tree) or file (LSM) that does not read.
+    ///
+    /// # Panics
+    /// If an invariant of data that read clean does not hold: a bug, not damage.
+    fn check(&self) -> Result<String>;
 }
 
 /// A consistent, pinned view of an engine at one LSN.

@@ -71,6 +71,25 @@ impl Engine for BtreeEngine {
     fn maintenance_step(&self) -> Result<bool> {
         Ok(false)
     }
+
+    fn check(&self) -> Result<String> {
+        let tree = self.tree.check()?;
+        let file = self.tree.stats();
+        Ok(format!(
+            "btree: {} pages of {} B ({} leaves, {} in memory), depth {}, fill factor {:.2}, \
+             {} entries, {} tombstones; file {} pages, {} free",
+            tree.node_count,
+            tree.page_size,
+            tree.leaf_count,
+            tree.mem_node_count,
+            tree.depth,
+            tree.fill_factor(),
+            tree.entry_count,
+            tree.tombstone_count,
+            file.file_pages,
+            file.free_pages,
+        ))
+    }
 }
 
 struct BtreeView(ReadView);

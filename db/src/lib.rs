@@ -46,6 +46,7 @@
 mod apply;
 mod background;
 mod batch;
+mod check;
 mod db;
 mod engine;
 mod engine_btree;
@@ -67,6 +68,7 @@ mod transaction;
 
 pub use apply::Applied;
 pub use batch::{Commit, Condition, WriteBatch};
+pub use check::{CheckReport, TableCheck, check};
 pub use db::{Db, DbStats, TableStats};
 pub use engine::{
     Cursor, Direction, Engine, EngineKind, EngineOptions, EngineView, Write, open_engine,

@@ -342,7 +342,13 @@ fn failed_log_fsync_case(op: FaultOp, seed: u64, crash: bool) {
         let lsn = db.write(pair(i, 100)).unwrap();
         ledger.acked.push((i, lsn, 100));
     }
-    fs.inject(Fault::new(op, FaultError::Eio).under("/db/wal"));
+    // Persistent: the log's own background work (preparing a spare segment) may meet the
+    // fault first, and the write's sync must still fail.
+    fs.inject(
+        Fault::new(op, FaultError::Eio)
+            .persistent()
+            .under("/db/wal"),
+    );
     let error = db.write(pair(30, 100)).unwrap_err();
     ledger.refused.push((30, 100));
     let text = describe(&error);
@@ -379,6 +385,7 @@ fn failed_log_fsync_case(op: FaultOp, seed: u64, crash: bool) {
     verify(&found, &ledger, "the poisoned Db");
     assert_eq!(found["lsm"].len(), found["btree"].len());
     drop(db);
+    fs.clear_faults();
 
     if crash {
         fs.crash();
