@@ -542,3 +542,49 @@ fn server_refuses_to_listen_beyond_loopback_without_a_token() {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
 }
+
+#[test]
+fn server_check_subcommand_verifies_a_stopped_dir_and_refuses_a_served_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let mut c = server.client();
+    c.create("t", Engine::Btree);
+    for i in 0..100_u32 {
+        written(&c.put("t", &i.to_be_bytes(), b"v"));
+    }
+    let held = std::process::Command::new(env!("CARGO_BIN_EXE_popdb"))
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!held.status.success());
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert!(stderr.contains(&server.child.id().to_string()), "{stderr}");
+    assert!(server.signal("TERM").success());
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_popdb"))
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(!stdout.is_empty());
+}
+
+#[test]
+fn server_idle_connection_is_closed_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--idle-timeout-ms", "300"]);
+    let mut idle = server.client();
+    let mut busy = server.client();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(busy.call(&Request::Ping), Response::Pong);
+    }
+    assert!(idle.closed_by_server());
+    assert_eq!(busy.call(&Request::Ping), Response::Pong);
+}
