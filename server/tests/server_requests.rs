@@ -550,7 +550,7 @@ fn server_check_subcommand_verifies_a_stopped_dir_and_refuses_a_served_one() {
     let mut c = server.client();
     c.create("t", Engine::Btree);
     for i in 0..100_u32 {
-        written(&c.put("t", &i.to_be_bytes(), b"v"));
+        written(&c.put("t", format!("k{i:03}").as_bytes(), b"v"));
     }
     let held = std::process::Command::new(env!("CARGO_BIN_EXE_popdb"))
         .arg("check")
