@@ -69,7 +69,7 @@ impl<B> Clone for Conn<B> {
 enum Stop {
     /// The client closed, or the server is shutting down.
     Clean,
-    /// A protocol violation or a timeout.
+    /// A protocol violation, a timeout, or a response that could not be written.
     Dropped,
 }
 
@@ -131,7 +131,7 @@ async fn read_loop<B: Backend>(
             };
             if handshaken {
                 let Some(permit) = take_in_flight(conn, &mut closed).await else {
-                    return Stop::Clean;
+                    return Stop::Dropped;
                 };
                 dispatch(conn, request_id, decoded, permit).await;
             } else {
@@ -173,7 +173,9 @@ async fn read_loop<B: Backend>(
                     }
                 }
             },
-            _ = closed.changed() => return Stop::Clean,
+            // The writer gave up (a response could not be written in time) or sent an error
+            // that closes the connection.
+            _ = closed.changed() => return Stop::Dropped,
             _ = shutdown.changed() => return Stop::Clean,
         }
     }

@@ -219,6 +219,40 @@ fn server_hostile_input_never_disturbs_a_good_client() {
         "the slow client was never cut off"
     );
 
+    // A client that sends without ever reading: the server stops reading from it once its
+    // in-flight and output bounds are full (its sends stall), then cuts it off when its
+    // responses cannot be written within the frame timeout.
+    let mut deaf = handshaken(addr);
+    deaf.stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // Large answers fill the socket buffers after a few requests.
+    assert!(matches!(
+        deaf.put("t", b"big", &vec![7; 100_000]),
+        Response::Written { .. }
+    ));
+    let get = Request::Get {
+        table: "t".into(),
+        key: b"big".to_vec(),
+    }
+    .to_frame(1)
+    .unwrap();
+    let mut sent_bytes = 0_usize;
+    let stalled = loop {
+        if deaf.stream.write_all(&get).is_err() {
+            break true;
+        }
+        sent_bytes += get.len();
+        if sent_bytes > 512 << 20 {
+            break false;
+        }
+    };
+    assert!(
+        stalled,
+        "the server read 512 MiB of requests from a client that never reads"
+    );
+    wait_closed(&mut deaf.stream);
+
     // Silent connections that never handshake are closed at the handshake timeout.
     let mut silent: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(addr).unwrap()).collect();
     for s in &mut silent {

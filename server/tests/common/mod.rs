@@ -29,7 +29,10 @@ impl Server {
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
-            .env("POPDB_LOG", "warn")
+            .env(
+                "POPDB_LOG",
+                std::env::var("POPDB_TEST_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
