@@ -187,3 +187,93 @@ impl Backend for DbBackend {
         self.blocking(Db::checkpoint).await
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! A backend that is not the Db: what a replicated node will look like to the
+    //! connection code.
+
+    use parking_lot::Mutex;
+    use popdb_db::{Commit, DbStats, ReadView, TableDesc, TableOptions};
+    use popdb_protocol::{ErrorKind, ServerError};
+
+    use super::{Backend, Health, ReadConsistency};
+
+    /// Refuses writes as a follower would, and reports what `/health` is told.
+    #[derive(Debug, Default)]
+    pub(crate) struct FakeBackend {
+        pub(crate) writes_refused: Mutex<Option<String>>,
+    }
+
+    fn not_leader() -> ServerError {
+        ServerError::new(
+            ErrorKind::NotLeader {
+                leader_hint: Some("10.0.0.2:7878".into()),
+            },
+            "this node follows",
+        )
+    }
+
+    impl Backend for FakeBackend {
+        async fn commit(&self, _commit: Commit) -> Result<u64, ServerError> {
+            Err(not_leader())
+        }
+
+        async fn get(
+            &self,
+            _read: ReadConsistency,
+            _table: String,
+            _key: Vec<u8>,
+        ) -> Result<Option<(Vec<u8>, u64)>, ServerError> {
+            Ok(Some((b"v".to_vec(), 7)))
+        }
+
+        async fn read_view(&self, _read: ReadConsistency) -> Result<ReadView, ServerError> {
+            Err(not_leader())
+        }
+
+        async fn create_table(
+            &self,
+            _name: String,
+            _options: TableOptions,
+        ) -> Result<TableDesc, ServerError> {
+            Err(not_leader())
+        }
+
+        async fn drop_table(&self, _name: String) -> Result<u64, ServerError> {
+            Err(not_leader())
+        }
+
+        fn tables(&self) -> Vec<TableDesc> {
+            Vec::new()
+        }
+
+        fn describe(&self, name: &str) -> Result<TableDesc, ServerError> {
+            Err(ServerError::new(ErrorKind::UnknownTable, name))
+        }
+
+        fn stats(&self) -> DbStats {
+            DbStats {
+                visible_lsn: 7,
+                durable_lsn: 7,
+                checkpoint_lsn: None,
+                log_pinned_by: "nothing".into(),
+                wal: popdb_wal::WalStats::default(),
+                tables: Vec::new(),
+                background_error: None,
+                read_only: None,
+                lsn_lease: 0,
+            }
+        }
+
+        fn health(&self) -> Health {
+            Health {
+                writes_refused: self.writes_refused.lock().clone(),
+            }
+        }
+
+        async fn checkpoint(&self) -> Result<u64, ServerError> {
+            Ok(7)
+        }
+    }
+}

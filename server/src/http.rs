@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
@@ -30,7 +29,9 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, listener: TcpListener) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(answer(&shared, &request)) }
+                async move {
+                    Ok::<_, Infallible>(answer(&shared, request.method(), request.uri().path()))
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -43,11 +44,11 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, listener: TcpListener) {
     }
 }
 
-fn answer<B: Backend>(shared: &Shared<B>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET {
+fn answer<B: Backend>(shared: &Shared<B>, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_string());
     }
-    match request.uri().path() {
+    match path {
         "/metrics" => {
             let health = shared.backend.health();
             let body = shared
@@ -78,4 +79,30 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::tests::FakeBackend;
+
+    #[test]
+    fn health_turns_unhealthy_when_writes_are_refused() {
+        let shared = Shared::for_tests(FakeBackend::default());
+        assert_eq!(
+            answer(&shared, &Method::GET, "/health").status(),
+            StatusCode::OK
+        );
+        *shared.backend.writes_refused.lock() = Some("the log is poisoned: fsync failed".into());
+        let unhealthy = answer(&shared, &Method::GET, "/health");
+        assert_eq!(unhealthy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let metrics = answer(&shared, &Method::GET, "/metrics");
+        assert_eq!(metrics.status(), StatusCode::OK);
+        assert_eq!(
+            answer(&shared, &Method::POST, "/metrics").status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let body = shared.metrics.render(&shared.backend.stats(), true);
+        assert!(body.contains("popdb_writes_refused 1"), "{body}");
+    }
 }

@@ -204,3 +204,41 @@ fn status_stats(stats: &DbStats, writes_refused: Option<String>) -> Vec<(String,
     out.truncate(STATS_MAX as usize);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::tests::FakeBackend;
+
+    #[tokio::test]
+    async fn requests_go_through_the_backend_and_keep_its_errors() {
+        let shared = Arc::new(Shared::for_tests(FakeBackend::default()));
+        let put = Request::Put {
+            table: "t".into(),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let Response::Error(error) = execute(&shared, put).await else {
+            panic!("a follower refuses writes");
+        };
+        assert!(matches!(
+            error.kind,
+            ErrorKind::NotLeader {
+                leader_hint: Some(_)
+            }
+        ));
+        let get = Request::Get {
+            table: "t".into(),
+            key: b"k".to_vec(),
+        };
+        let expected = Response::Value(Some(Versioned {
+            value: b"v".to_vec(),
+            version: 7,
+        }));
+        assert_eq!(execute(&shared, get).await, expected);
+        let Response::Status(status) = execute(&shared, Request::Status).await else {
+            panic!("status");
+        };
+        assert_eq!((status.visible_lsn, status.read_only), (7, false));
+    }
+}

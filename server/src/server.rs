@@ -41,6 +41,25 @@ pub struct Shared<B> {
     pub shutdown: watch::Receiver<bool>,
 }
 
+#[cfg(test)]
+impl<B: Backend> Shared<B> {
+    /// Shared state around `backend` with the default configuration.
+    pub(crate) fn for_tests(backend: B) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let (_, shutdown) = watch::channel(false);
+        Self {
+            backend,
+            config: Config::default(),
+            metrics: Metrics::default(),
+            cursors: Cursors::new(Arc::clone(&clock), Duration::from_secs(1), 4),
+            started: clock.now(),
+            clock,
+            requests: Arc::new(Semaphore::new(16)),
+            shutdown,
+        }
+    }
+}
+
 /// Opens the Db in `config.data_dir` and serves it until SIGINT or SIGTERM.
 ///
 /// # Errors
