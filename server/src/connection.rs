@@ -117,6 +117,7 @@ async fn read_loop<B: Backend>(
     let mut frame_started: Option<Duration> = None;
     loop {
         // Answer every whole frame buffered.
+        let mut frames_taken = false;
         loop {
             let (request_id, decoded) = match decoder.next_frame() {
                 Ok(Some(frame)) => (
@@ -129,6 +130,7 @@ async fn read_loop<B: Backend>(
                     return Stop::Dropped;
                 }
             };
+            frames_taken = true;
             if handshaken {
                 let Some(permit) = take_in_flight(conn, &mut closed).await else {
                     return Stop::Dropped;
@@ -141,11 +143,13 @@ async fn read_loop<B: Backend>(
                 handshaken = true;
             }
         }
+        // The frame timer runs from when the bytes left over after the last whole frame
+        // were seen, not counting time spent waiting for in-flight room.
         let now = clock.now();
         frame_started = match (decoder.buffered(), frame_started) {
             (0, _) => None,
-            (_, Some(at)) => Some(at),
-            (_, None) => Some(now),
+            (_, Some(at)) if !frames_taken => Some(at),
+            (_, _) => Some(now),
         };
         let deadline = match frame_started {
             Some(at) => at + config.frame_timeout,
