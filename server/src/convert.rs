@@ -13,8 +13,8 @@ pub fn db_error(error: &db::Error) -> ServerError {
         db::Error::Conflict { condition, .. } => ErrorKind::Conflict {
             condition_index: *condition,
         },
-        db::Error::Unknown(_) => ErrorKind::UnknownOutcome {
-            reason: UnknownReason::LogLost,
+        db::Error::Unknown(why) => ErrorKind::UnknownOutcome {
+            reason: unknown_reason(why),
         },
         db::Error::Poisoned { .. }
         | db::Error::ReadOnly(_)
@@ -29,6 +29,18 @@ pub fn db_error(error: &db::Error) -> ServerError {
         _ => ErrorKind::Internal,
     };
     ServerError::new(kind, message)
+}
+
+/// Why a Db write's outcome is unknown. The Db says it in words only: "the Db closed
+/// before applying it" is a shutdown; anything else (the log failed after accepting the
+/// record, or the record could not be applied) leaves the record in the log, which is the
+/// wire's "the log failed". Either way the client's rule is the same: it may have applied.
+fn unknown_reason(why: &str) -> UnknownReason {
+    if why.contains("Db closed") {
+        UnknownReason::Shutdown
+    } else {
+        UnknownReason::LogLost
+    }
 }
 
 /// The wire limit the Db names `name` (docs/limits.md spells both the same); `None` for a
@@ -152,6 +164,13 @@ mod tests {
             lsn: 9,
         });
         assert_eq!(conflict.kind, ErrorKind::Conflict { condition_index: 3 });
+        let closed = db_error(&db::Error::Unknown(
+            "record 9 is logged but the Db closed before applying it".into(),
+        ));
+        let shutdown = ErrorKind::UnknownOutcome {
+            reason: UnknownReason::Shutdown,
+        };
+        assert_eq!(closed.kind, shutdown);
         let unknown = db_error(&db::Error::Unknown("log failed".into()));
         assert!(matches!(unknown.kind, ErrorKind::UnknownOutcome { .. }));
         assert!(!unknown.kind.code().certainly_not_applied());
