@@ -144,13 +144,18 @@ impl Client {
         }
     }
 
-    /// Sends a handshake; Ok(()) on HandshakeOk, Err(the response) otherwise.
+    /// Sends a handshake; Ok(()) on HandshakeOk, Err(the response) otherwise (`Pong` standing
+    /// for a connection closed without an answer).
     pub fn handshake(&mut self, token: Option<&[u8]>) -> Result<(), Response> {
-        let response = self.call(&Request::Handshake {
+        // Not `call`: a refused connection is answered with request id 0.
+        self.send(&Request::Handshake {
             version_min: 1,
             version_max: 1,
             token: token.map(<[u8]>::to_vec),
         });
+        let Some((_, response)) = self.try_recv() else {
+            return Err(Response::Pong);
+        };
         match response {
             Response::Handshake(_) => Ok(()),
             other => Err(other),
