@@ -218,7 +218,14 @@ fn server_scans_page_with_cursors_and_cursors_expire() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
-        &["--scan-limit-max", "7", "--cursor-ttl-ms", "300"],
+        &[
+            "--scan-limit-max",
+            "7",
+            "--cursor-ttl-ms",
+            "1000",
+            "--sync",
+            "nosync",
+        ],
     );
     let mut c = server.client();
     c.create("t", Engine::Lsm);
@@ -285,7 +292,7 @@ fn server_scans_page_with_cursors_and_cursors_expire() {
     assert_eq!(keys, [b"k011".to_vec(), b"k012".to_vec()]);
     let cursor = page.cursor.unwrap();
     // The cursor expires after its TTL.
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(1300));
     let Request::Scan(mut next) = bounded else {
         unreachable!()
     };
