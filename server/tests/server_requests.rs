@@ -595,3 +595,96 @@ fn server_idle_connection_is_closed_and_others_are_not() {
     assert!(idle.closed_by_server());
     assert_eq!(busy.call(&Request::Ping), Response::Pong);
 }
+
+#[test]
+fn server_scan_pages_stop_before_the_frame_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--value-size-max",
+            "10000",
+            "--frame-size-max",
+            "50000",
+            "--sync",
+            "nosync",
+        ],
+    );
+    let mut c = server.client();
+    c.create("t", Engine::Lsm);
+    for i in 0..40_u32 {
+        written(&c.put("t", format!("k{i:02}").as_bytes(), &vec![b'v'; 9000]));
+    }
+    let too_big = c.put("t", b"x", &vec![b'v'; 10_001]);
+    assert_eq!(
+        error_kind(&too_big),
+        ErrorKind::LimitExceeded {
+            limit: Limit::ValueSize
+        }
+    );
+    let mut cursor = None;
+    let mut total = 0;
+    let mut pages = 0;
+    loop {
+        let id = c.send(&scan("t", Direction::Forward, 0, cursor.take()));
+        let (got, response) = c.recv();
+        assert_eq!(got, id);
+        let Response::Entries(page) = response else {
+            panic!("scan")
+        };
+        let size = Response::Entries(page.clone()).to_frame(id).unwrap().len();
+        assert!(size <= 50_000, "a page of {size} bytes");
+        assert!(!page.entries.is_empty() || page.cursor.is_none());
+        total += page.entries.len();
+        pages += 1;
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(total, 40);
+    assert!(
+        pages >= 8,
+        "40 entries of 9000 bytes in {pages} pages of at most 50000 bytes"
+    );
+}
+
+#[test]
+fn server_requests_past_the_server_wide_limit_are_overloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--requests-in-flight-max", "1", "--sync", "nosync"],
+    );
+    let mut c = server.client();
+    c.create("t", Engine::Btree);
+    let writes = (0..3000_u32)
+        .map(|i| Write {
+            table: 0,
+            key: format!("k{i:05}").into_bytes(),
+            value: Some(vec![b'v'; 1000]),
+        })
+        .collect();
+    written(&c.call(&Request::Batch {
+        tables: vec!["t".into()],
+        writes,
+    }));
+    // A long scan holds the one slot; the pings behind it are refused, not queued.
+    let mut ids = std::collections::BTreeSet::new();
+    ids.insert(c.send(&scan("t", Direction::Forward, 0, None)));
+    for _ in 0..20 {
+        ids.insert(c.send(&Request::Ping));
+    }
+    let mut overloaded = 0;
+    for _ in 0..21 {
+        let (id, response) = c.recv();
+        assert!(ids.remove(&id), "request {id} answered twice");
+        match response {
+            Response::Entries(_) | Response::Pong => {}
+            Response::Error(error) if error.kind == ErrorKind::Overloaded => overloaded += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(overloaded > 0, "no request was refused");
+    assert_eq!(c.call(&Request::Ping), Response::Pong);
+}
