@@ -804,13 +804,18 @@ fn create_file(
 
 /// Reads the metas from the medium and chooses one; checks the file holds its pages.
 fn read_meta(file: &FileRef, len: u64) -> Result<(Meta, Option<Error>)> {
-    let head_len = usize::try_from(len.min(META_READ_SIZE as u64)).expect("small");
     // After a failed sync the cache may hold bytes the medium lost. Only the metas need
     // reading from the medium: every page a durable meta reaches was synced before it, so
     // the cache holds what the medium does for those, and pages a failed checkpoint wrote
     // are free under the meta found here.
-    file.evict_cache_range(0, head_len as u64)
+    let head_len = len.min(META_READ_SIZE as u64);
+    file.evict_cache_range(0, head_len)
         .map_err(|e| Error::io("tree evict cache", e))?;
+    // The length may shrink with the eviction (a failed sync lost an extension the cache
+    // still showed), so it is read again: the medium's length is what the metas are read
+    // from and checked against.
+    let len = file.len().map_err(|e| Error::io("tree file length", e))?;
+    let head_len = usize::try_from(len.min(head_len)).expect("small");
     let mut head = vec![0; head_len];
     file.read_exact_at(&mut head, 0)
         .map_err(|e| Error::io("tree read metas", e))?;

@@ -632,7 +632,7 @@ impl Inner {
             });
         }
         let answer = Arc::new(Answer::default());
-        {
+        let lead = {
             let _sequencer = self.sequencer.lock();
             let lsn = self.wal.next_lsn();
             let log_record = Record {
@@ -654,7 +654,7 @@ impl Inner {
                 Durability::NoSync => popdb_wal::Durability::NoSync,
             };
             self.wal
-                .submit_at_with_durability(vec![log_record], durability, move |appended| {
+                .append_at_with_durability(vec![log_record], durability, move |appended| {
                     let result = match inner.upgrade() {
                         None => Err(Error::Unknown(format!(
                             "record {lsn} is logged but the Db closed before applying it"
@@ -675,8 +675,12 @@ impl Inner {
                         },
                     };
                     answer.fill(result);
-                })?;
-        }
+                })?
+        };
+        // Outside the sequencer: a caller that found the log idle writes the group itself
+        // and runs the apply stage for it, with no hand-off to another thread; others queue
+        // behind it meanwhile, into the next group.
+        lead.run();
         answer.wait()
     }
 

@@ -219,7 +219,13 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
         for record in inner.wal.read(Lsn(at)..Lsn(to))? {
             let lsn = record.id.lsn.0;
             let decoded = decode_record(lsn, record.kind, &record.payload)?;
-            inner.apply_one(lsn, decoded.as_ref(), true)?;
+            inner
+                .apply_one(lsn, decoded.as_ref(), true)
+                .map_err(|error| match error {
+                    // An open reports what failed, not that the half-open Db refuses writes.
+                    Error::Poisoned { cause } => Error::clone(&cause),
+                    error => error,
+                })?;
             records_replayed += 1;
             replayed = Some((replayed.map_or(lsn, |(first, _)| first), lsn));
         }

@@ -375,12 +375,20 @@ fn batch(db: &Db, rng: &mut Rng, tag: &str) -> Option<(u64, Told)> {
 fn counter(db: &Db, rng: &mut Rng, thread: u64, step: u64, tag: &str) -> (u64, Told) {
     let table = if rng.chance(2) { "lsm" } else { "btree" };
     let key = format!("counter{}", rng.below(2)).into_bytes();
-    let check = match db.get(table, &key).unwrap() {
-        Some((_, version)) => Check::Version {
+    let stale = rng.chance(5);
+    let check = match (db.get(table, &key).unwrap(), stale) {
+        (Some((_, version)), false) => Check::Version {
             key: key.clone(),
             version,
         },
-        None => Check::Absent { key: key.clone() },
+        (None, false) => Check::Absent { key: key.clone() },
+        // Now and then the read is stale on purpose, so the key condition conflicts
+        // whatever the threads' timing (races make the rest of the conflicts).
+        (Some((_, version)), true) => Check::Version {
+            key: key.clone(),
+            version: version - 1,
+        },
+        (None, true) => Check::Exists { key: key.clone() },
     };
     let mut conditions = Vec::new();
     if rng.chance(2) {

@@ -41,6 +41,32 @@ pub struct Wal {
     _lock: DirLock,
 }
 
+/// The duty to write a queued group, given to an appender that found the log idle
+/// ([`Wal::append_at_with_durability`]). [`Lead::run`] does it; dropping it does it too,
+/// since the log writes nothing else until it is done.
+#[must_use = "the log waits for this caller to write the group: call `run`"]
+pub struct Lead<'a> {
+    wal: Option<&'a Wal>,
+}
+
+impl Lead<'_> {
+    /// Writes the queued group (and what queues meanwhile) and runs the completed
+    /// callbacks; nothing if another thread leads.
+    pub fn run(mut self) {
+        if let Some(wal) = self.wal.take() {
+            wal.lead_queued();
+        }
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        if let Some(wal) = self.wal.take() {
+            wal.lead_queued();
+        }
+    }
+}
+
 /// A record to append at the next LSN.
 #[derive(Clone, Debug)]
 pub struct NewRecord {
@@ -336,6 +362,38 @@ impl Wal {
             false,
         )
         .map(|_| ())
+    }
+
+    /// Like [`Wal::submit_at_with_durability`], but if no one is writing, the caller is
+    /// handed the lead: the returned [`Lead`] writes the queued group (and whatever queues
+    /// meanwhile) on the caller's thread and then runs the completed callbacks, its own
+    /// included, so an uncontended append makes no hand-off to another thread. Run it after
+    /// releasing any lock other appenders need (the Db holds its sequencer lock only to
+    /// queue): leading under such a lock would serialize the group commit behind it.
+    ///
+    /// # Errors
+    /// As [`Wal::submit_at`]; on a refusal the callback is not called.
+    pub fn append_at_with_durability(
+        &self,
+        records: Vec<Record>,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>) + Send + 'static,
+    ) -> Result<Lead<'_>> {
+        let lead = self.enqueue_append(
+            Placement::At(records),
+            durability,
+            Completion::Callback(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            true,
+        )?;
+        Ok(Lead {
+            wal: lead.then_some(self),
+        })
+    }
+
+    /// Writes what is queued as the leader, then runs completed callbacks.
+    fn lead_queued(&self) {
+        self.writer.lock().lead::<()>(None);
+        self.shared.deferred.run();
     }
 
     /// Queues an append. With `lead_if_idle`, returns true if the caller must now lead (it
