@@ -75,11 +75,11 @@ pub trait Backend: Send + Sync + 'static {
     /// `UnknownTable`.
     fn describe(&self, name: &str) -> Result<TableDesc, ServerError>;
 
-    /// Counters and positions (cheap: no i/o).
-    fn stats(&self) -> DbStats;
+    /// Counters and positions. May wait on a lock the Db holds across a file sync.
+    fn stats(&self) -> impl Future<Output = Result<DbStats, ServerError>> + Send;
 
     /// Whether writes are refused, and why.
-    fn health(&self) -> Health;
+    fn health(&self) -> impl Future<Output = Result<Health, ServerError>> + Send;
 
     /// Runs a checkpoint (at shutdown); returns its LSN.
     fn checkpoint(&self) -> impl Future<Output = Result<u64, ServerError>> + Send;
@@ -171,16 +171,21 @@ impl Backend for DbBackend {
         self.db.describe(name).map_err(|e| db_error(&e))
     }
 
-    fn stats(&self) -> DbStats {
-        self.db.stats()
+    // `Db::stats` takes the lock that storing the state file holds across its sync: off
+    // the reactor like every other Db call.
+    async fn stats(&self) -> Result<DbStats, ServerError> {
+        self.blocking(|db| Ok(db.stats())).await
     }
 
-    fn health(&self) -> Health {
-        let writes_refused = match self.db.poison_cause() {
-            Some(cause) => Some(format!("the log is poisoned: {cause}")),
-            None => self.db.stats().read_only,
-        };
-        Health { writes_refused }
+    async fn health(&self) -> Result<Health, ServerError> {
+        self.blocking(|db| {
+            let writes_refused = match db.poison_cause() {
+                Some(cause) => Some(format!("the log is poisoned: {cause}")),
+                None => db.stats().read_only,
+            };
+            Ok(Health { writes_refused })
+        })
+        .await
     }
 
     async fn checkpoint(&self) -> Result<u64, ServerError> {
@@ -252,8 +257,8 @@ pub(crate) mod tests {
             Err(ServerError::new(ErrorKind::UnknownTable, name))
         }
 
-        fn stats(&self) -> DbStats {
-            DbStats {
+        async fn stats(&self) -> Result<DbStats, ServerError> {
+            Ok(DbStats {
                 visible_lsn: 7,
                 durable_lsn: 7,
                 checkpoint_lsn: None,
@@ -263,13 +268,13 @@ pub(crate) mod tests {
                 background_error: None,
                 read_only: None,
                 lsn_lease: 0,
-            }
+            })
         }
 
-        fn health(&self) -> Health {
-            Health {
+        async fn health(&self) -> Result<Health, ServerError> {
+            Ok(Health {
                 writes_refused: self.writes_refused.lock().clone(),
-            }
+            })
         }
 
         async fn checkpoint(&self) -> Result<u64, ServerError> {

@@ -30,7 +30,8 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, listener: TcpListener) {
             let service = hyper::service::service_fn(move |request| {
                 let shared = Arc::clone(&shared);
                 async move {
-                    Ok::<_, Infallible>(answer(&shared, request.method(), request.uri().path()))
+                    let response = answer(&shared, request.method(), request.uri().path()).await;
+                    Ok::<_, Infallible>(response)
                 }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -44,16 +45,34 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, listener: TcpListener) {
     }
 }
 
-fn answer<B: Backend>(shared: &Shared<B>, method: &Method, path: &str) -> Response<Full<Bytes>> {
+async fn answer<B: Backend>(
+    shared: &Shared<B>,
+    method: &Method,
+    path: &str,
+) -> Response<Full<Bytes>> {
     if method != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_string());
     }
+    let (stats, health) = match path {
+        "/metrics" | "/health" => {
+            match (shared.backend.stats().await, shared.backend.health().await) {
+                (Ok(stats), Ok(health)) => (stats, health),
+                (Err(error), _) | (_, Err(error)) => {
+                    let why = format!("the backend cannot report: {error}\n");
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, why);
+                }
+            }
+        }
+        _ => {
+            let why = "not found: try /metrics or /health\n".to_string();
+            return text(StatusCode::NOT_FOUND, why);
+        }
+    };
     match path {
         "/metrics" => {
-            let health = shared.backend.health();
             let body = shared
                 .metrics
-                .render(&shared.backend.stats(), health.writes_refused.is_some());
+                .render(&stats, health.writes_refused.is_some());
             let mut response = text(StatusCode::OK, body);
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -61,17 +80,13 @@ fn answer<B: Backend>(shared: &Shared<B>, method: &Method, path: &str) -> Respon
             );
             response
         }
-        "/health" => match shared.backend.health().writes_refused {
+        _ => match health.writes_refused {
             None => text(StatusCode::OK, "ok\n".to_string()),
             Some(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("unhealthy: {why}\n"),
             ),
         },
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /metrics or /health\n".to_string(),
-        ),
     }
 }
 
@@ -83,26 +98,30 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
     use super::*;
     use crate::backend::tests::FakeBackend;
 
-    #[test]
-    fn health_turns_unhealthy_when_writes_are_refused() {
+    #[tokio::test]
+    async fn health_turns_unhealthy_when_writes_are_refused() {
         let shared = Shared::for_tests(FakeBackend::default());
         assert_eq!(
-            answer(&shared, &Method::GET, "/health").status(),
+            answer(&shared, &Method::GET, "/health").await.status(),
             StatusCode::OK
         );
         *shared.backend.writes_refused.lock() = Some("the log is poisoned: fsync failed".into());
-        let unhealthy = answer(&shared, &Method::GET, "/health");
+        let unhealthy = answer(&shared, &Method::GET, "/health").await;
         assert_eq!(unhealthy.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let metrics = answer(&shared, &Method::GET, "/metrics");
+        let metrics = answer(&shared, &Method::GET, "/metrics").await;
         assert_eq!(metrics.status(), StatusCode::OK);
         assert_eq!(
-            answer(&shared, &Method::POST, "/metrics").status(),
+            answer(&shared, &Method::POST, "/metrics").await.status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
-        let body = shared.metrics.render(&shared.backend.stats(), true);
+        let body = shared
+            .metrics
+            .render(&shared.backend.stats().await.unwrap(), true);
         assert!(body.contains("popdb_writes_refused 1"), "{body}");
     }
 }

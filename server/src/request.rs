@@ -43,7 +43,7 @@ async fn execute_inner<B: Backend>(
             ));
         }
         Request::Ping => Response::Pong,
-        Request::Status => Response::Status(status(shared)),
+        Request::Status => Response::Status(status(shared).await?),
         Request::CreateTable { name, options } => {
             let desc = backend
                 .create_table(name, table_options_to_db(options))
@@ -149,10 +149,10 @@ async fn scan_request<B: Backend>(
 }
 
 /// The server's state for a Status request.
-fn status<B: Backend>(shared: &Shared<B>) -> Status {
-    let stats = shared.backend.stats();
-    let health = shared.backend.health();
-    Status {
+async fn status<B: Backend>(shared: &Shared<B>) -> Result<Status, ServerError> {
+    let stats = shared.backend.stats().await?;
+    let health = shared.backend.health().await?;
+    Ok(Status {
         visible_lsn: stats.visible_lsn,
         durable_lsn: stats.durable_lsn,
         uptime_ms: u64::try_from(
@@ -168,7 +168,7 @@ fn status<B: Backend>(shared: &Shared<B>) -> Status {
             .unwrap_or(u32::MAX),
         read_only: health.writes_refused.is_some(),
         stats: status_stats(&stats, health.writes_refused),
-    }
+    })
 }
 
 fn status_stats(stats: &DbStats, writes_refused: Option<String>) -> Vec<(String, String)> {

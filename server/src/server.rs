@@ -214,7 +214,12 @@ async fn refuse(mut stream: TcpStream, timeout: Duration) {
 
 /// Checkpoints and closes the Db once the connections are done.
 async fn finish(shared: Arc<Shared<DbBackend>>) -> anyhow::Result<()> {
-    if shared.backend.health().writes_refused.is_none() {
+    let healthy = shared
+        .backend
+        .health()
+        .await
+        .is_ok_and(|health| health.writes_refused.is_none());
+    if healthy {
         match shared.backend.checkpoint().await {
             Ok(lsn) => tracing::info!(lsn, "checkpoint at shutdown"),
             Err(error) => tracing::warn!(%error, "checkpoint at shutdown failed"),
