@@ -1,0 +1,284 @@
+//! The one interface the request path goes through: [`Backend`]. The connection code sees
+//! only this trait, so a replicated node (Raft in front of the Db) can stand behind it later
+//! without the connection code changing; [`DbBackend`] implements it for the embedded Db.
+//!
+//! Every method answers in the wire's error type ([`ServerError`]): the backend knows best
+//! how its failures map (a replicated one answers `NotLeader`, the embedded one never does).
+//! Db calls block (a sync write waits for an fdatasync), so [`DbBackend`] runs them on
+//! tokio's blocking pool, never on the reactor.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use popdb_db::{Commit, Db, DbStats, ReadView, TableDesc, TableOptions};
+use popdb_protocol::{ErrorKind, ServerError};
+
+use crate::convert::db_error;
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Sees every write acknowledged before the read started (on a replicated node: after
+    /// confirming leadership).
+    Linearizable,
+    /// May lag the newest committed state by at most this much (a follower read). The
+    /// embedded Db is never stale, so it serves these like linearizable reads.
+    Bounded {
+        /// The most the read may lag.
+        staleness_max: Duration,
+    },
+}
+
+/// What `/health` and Status report of the backend's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Why writes are refused (the log is poisoned, or the Db opened read-only), if they are.
+    pub writes_refused: Option<String>,
+}
+
+/// The request path's operations. Implementations are cheap to share (`Arc` inside).
+pub trait Backend: Send + Sync + 'static {
+    /// Applies a transaction (a batch is one without conditions) and returns its commit LSN.
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<u64, ServerError>> + Send;
+
+    /// Reads one key: its value and version.
+    fn get(
+        &self,
+        read: ReadConsistency,
+        table: String,
+        key: Vec<u8>,
+    ) -> impl Future<Output = Result<Option<(Vec<u8>, u64)>, ServerError>> + Send;
+
+    /// A read view of every table at the newest state `read` allows.
+    fn read_view(
+        &self,
+        read: ReadConsistency,
+    ) -> impl Future<Output = Result<ReadView, ServerError>> + Send;
+
+    /// Creates a table.
+    fn create_table(
+        &self,
+        name: String,
+        options: TableOptions,
+    ) -> impl Future<Output = Result<TableDesc, ServerError>> + Send;
+
+    /// Drops a table; returns the LSN of the drop.
+    fn drop_table(&self, name: String) -> impl Future<Output = Result<u64, ServerError>> + Send;
+
+    /// The live tables.
+    fn tables(&self) -> Vec<TableDesc>;
+
+    /// One table.
+    ///
+    /// # Errors
+    /// `UnknownTable`.
+    fn describe(&self, name: &str) -> Result<TableDesc, ServerError>;
+
+    /// Counters and positions. May wait on a lock the Db holds across a file sync.
+    fn stats(&self) -> impl Future<Output = Result<DbStats, ServerError>> + Send;
+
+    /// Whether writes are refused, and why.
+    fn health(&self) -> impl Future<Output = Result<Health, ServerError>> + Send;
+
+    /// Runs a checkpoint (at shutdown); returns its LSN.
+    fn checkpoint(&self) -> impl Future<Output = Result<u64, ServerError>> + Send;
+}
+
+/// The embedded Db as a [`Backend`].
+#[derive(Clone, Debug)]
+pub struct DbBackend {
+    db: Arc<Db>,
+}
+
+impl DbBackend {
+    /// Serves `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db: Arc::new(db) }
+    }
+
+    /// Closes the Db if no request holds it any more (syncing the log); otherwise drops
+    /// this handle and the last holder closes it.
+    ///
+    /// # Errors
+    /// The Db's close error.
+    pub fn close(self) -> popdb_db::Result<()> {
+        match Arc::try_unwrap(self.db) {
+            Ok(db) => db.close(),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Runs `f` on the blocking pool with the Db.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, ServerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> popdb_db::Result<T> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        match tokio::task::spawn_blocking(move || f(&db)).await {
+            Ok(result) => result.map_err(|e| db_error(&e)),
+            Err(join) => Err(ServerError::new(
+                ErrorKind::Internal,
+                format!("the request's task failed: {join}"),
+            )),
+        }
+    }
+}
+
+impl Backend for DbBackend {
+    async fn commit(&self, commit: Commit) -> Result<u64, ServerError> {
+        self.blocking(move |db| db.commit(commit)).await
+    }
+
+    async fn get(
+        &self,
+        _read: ReadConsistency,
+        table: String,
+        key: Vec<u8>,
+    ) -> Result<Option<(Vec<u8>, u64)>, ServerError> {
+        self.blocking(move |db| db.get(&table, &key)).await
+    }
+
+    async fn read_view(&self, _read: ReadConsistency) -> Result<ReadView, ServerError> {
+        self.blocking(Db::read_view).await
+    }
+
+    async fn create_table(
+        &self,
+        name: String,
+        options: TableOptions,
+    ) -> Result<TableDesc, ServerError> {
+        self.blocking(move |db| db.create_table(&name, options))
+            .await
+    }
+
+    async fn drop_table(&self, name: String) -> Result<u64, ServerError> {
+        self.blocking(move |db| {
+            db.drop_table(&name)?;
+            // The drop's record is the newest the Db applied when it returns; the visible
+            // LSN may already include later writes, which is still a correct "at or after".
+            Ok(db.visible_lsn())
+        })
+        .await
+    }
+
+    fn tables(&self) -> Vec<TableDesc> {
+        self.db.tables()
+    }
+
+    fn describe(&self, name: &str) -> Result<TableDesc, ServerError> {
+        self.db.describe(name).map_err(|e| db_error(&e))
+    }
+
+    // `Db::stats` takes the lock that storing the state file holds across its sync: off
+    // the reactor like every other Db call.
+    async fn stats(&self) -> Result<DbStats, ServerError> {
+        self.blocking(|db| Ok(db.stats())).await
+    }
+
+    async fn health(&self) -> Result<Health, ServerError> {
+        self.blocking(|db| {
+            let writes_refused = match db.poison_cause() {
+                Some(cause) => Some(format!("the log is poisoned: {cause}")),
+                None => db.stats().read_only,
+            };
+            Ok(Health { writes_refused })
+        })
+        .await
+    }
+
+    async fn checkpoint(&self) -> Result<u64, ServerError> {
+        self.blocking(Db::checkpoint).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! A backend that is not the Db: what a replicated node will look like to the
+    //! connection code.
+
+    use parking_lot::Mutex;
+    use popdb_db::{Commit, DbStats, ReadView, TableDesc, TableOptions};
+    use popdb_protocol::{ErrorKind, ServerError};
+
+    use super::{Backend, Health, ReadConsistency};
+
+    /// Refuses writes as a follower would, and reports what `/health` is told.
+    #[derive(Debug, Default)]
+    pub(crate) struct FakeBackend {
+        pub(crate) writes_refused: Mutex<Option<String>>,
+    }
+
+    fn not_leader() -> ServerError {
+        ServerError::new(
+            ErrorKind::NotLeader {
+                leader_hint: Some("10.0.0.2:7878".into()),
+            },
+            "this node follows",
+        )
+    }
+
+    impl Backend for FakeBackend {
+        async fn commit(&self, _commit: Commit) -> Result<u64, ServerError> {
+            Err(not_leader())
+        }
+
+        async fn get(
+            &self,
+            _read: ReadConsistency,
+            _table: String,
+            _key: Vec<u8>,
+        ) -> Result<Option<(Vec<u8>, u64)>, ServerError> {
+            Ok(Some((b"v".to_vec(), 7)))
+        }
+
+        async fn read_view(&self, _read: ReadConsistency) -> Result<ReadView, ServerError> {
+            Err(not_leader())
+        }
+
+        async fn create_table(
+            &self,
+            _name: String,
+            _options: TableOptions,
+        ) -> Result<TableDesc, ServerError> {
+            Err(not_leader())
+        }
+
+        async fn drop_table(&self, _name: String) -> Result<u64, ServerError> {
+            Err(not_leader())
+        }
+
+        fn tables(&self) -> Vec<TableDesc> {
+            Vec::new()
+        }
+
+        fn describe(&self, name: &str) -> Result<TableDesc, ServerError> {
+            Err(ServerError::new(ErrorKind::UnknownTable, name))
+        }
+
+        async fn stats(&self) -> Result<DbStats, ServerError> {
+            Ok(DbStats {
+                visible_lsn: 7,
+                durable_lsn: 7,
+                checkpoint_lsn: None,
+                log_pinned_by: "nothing".into(),
+                wal: popdb_wal::WalStats::default(),
+                tables: Vec::new(),
+                background_error: None,
+                read_only: None,
+                lsn_lease: 0,
+            })
+        }
+
+        async fn health(&self) -> Result<Health, ServerError> {
+            Ok(Health {
+                writes_refused: self.writes_refused.lock().clone(),
+            })
+        }
+
+        async fn checkpoint(&self) -> Result<u64, ServerError> {
+            Ok(7)
+        }
+    }
+}

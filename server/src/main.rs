@@ -1,0 +1,54 @@
+//! `popdb`: serves a PopDB database (`popdb --help`), or checks one offline
+//! (`popdb check DIR`).
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use popdb_server::{Cli, Command, Config};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POPDB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Some(Command::Check { dir }) => check(&dir),
+        None => serve(&cli),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("popdb: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&cli.serve)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("popdb")
+        .build()?;
+    runtime.block_on(popdb_server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the Db's offline verifier on `dir` and prints its report; exit code 1 if it found
+/// problems. It takes the directory's lock, so it refuses a directory a server holds.
+fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let report = popdb_db::check(dir, popdb_db::DbOptions::default())
+        .map_err(|error| anyhow::anyhow!("checking {}: {error}", dir.display()))?;
+    println!("{report}");
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
