@@ -490,7 +490,7 @@ impl Node {
 impl Leaf {
     /// Takes the builder's page as an in-memory leaf with these side values (no checksum:
     /// a checkpoint re-encodes it); the builder starts over.
-    fn finish(builder: &mut LeafBuilder, side: Vec<Arc<[u8]>>) -> Self {
+    pub(crate) fn finish(builder: &mut LeafBuilder, side: Vec<Arc<[u8]>>) -> Self {
         let page_size = builder.page_size();
         let used = page_size.bytes() - LEAF_SLOTS_AT - builder.free_space();
         let image = builder.take_in_memory(LEAF_PLACEHOLDER);
