@@ -253,6 +253,34 @@ impl LeafBuilder {
         &self.page
     }
 
+    /// Finishes a copy of `page`, an in-memory leaf this crate built (its entries in place,
+    /// no side values), as page `page_id` of transaction `txn_id`: the bytes pushing its
+    /// entries again would make, since a leaf page is fully determined by its entries, ids
+    /// and transaction, without decoding an entry. [`LeafBuilder::reset`] starts the next.
+    ///
+    /// # Panics
+    /// As [`LeafBuilder::finish`]; if `page` is not of this builder's page size.
+    pub(crate) fn finish_copy(
+        &mut self,
+        page: &LeafPage<'_>,
+        page_id: PageId,
+        txn_id: TxnId,
+    ) -> &[u8] {
+        self.page.copy_from_slice(page.bytes());
+        self.count = page.len();
+        self.heap_start = match self.count.checked_sub(1) {
+            None => self.page.len(),
+            Some(last) => page
+                .entry_start(last)
+                .expect("an in-memory leaf is an image LeafBuilder made"),
+        };
+        // O(page), as the copy: the image is still what the builder made.
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+        self.finish(page_id, txn_id)
+    }
+
     /// Finishes the page for use in memory only: the header is written with `page_id` and
     /// transaction 0 and the checksum field is left zero (the page is re-encoded under its
     /// real id before it reaches a file). The builder hands over its buffer and starts the

@@ -203,6 +203,21 @@ impl<'a> LeafPage<'a> {
         Ok((key, Some(version)))
     }
 
+    /// Whether any entry's value is in overflow pages: a scan of the entries' kind bytes,
+    /// without decoding them, for the walks that look for overflow references.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] for a slot out of place.
+    pub(crate) fn has_overflow(&self) -> Result<bool> {
+        for index in 0..self.count {
+            let at = self.slot(index)? + LEAF_KIND_AT;
+            if field_u8(self.page, self.page_id, at, "leaf entry kind")? == KIND_OVERFLOW {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The page offset where entry `index` starts (its slot): entries are packed back to
     /// back from the page's end in slot order, so entries `i..j` take the bytes from entry
     /// `j - 1`'s start to entry `i - 1`'s (or the page's end).
