@@ -253,14 +253,10 @@ impl Frontier {
             match &**node {
                 Node::Branch(b) => stack.extend(b.children.iter()),
                 Node::Leaf(leaf) => {
-                    let page = leaf.page();
-                    if !page
-                        .has_overflow()
-                        .expect("an in-memory leaf is well formed")
-                    {
+                    if !leaf.has_overflow() {
                         continue;
                     }
-                    for entry in page.entries() {
+                    for entry in leaf.page().entries() {
                         let entry = entry.expect("an in-memory leaf is well formed");
                         if let LeafValue::Overflow(r) = entry.value
                             && !is_side(r)

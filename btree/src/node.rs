@@ -79,6 +79,10 @@ pub(crate) struct Leaf {
     used: usize,
     /// The side values its overflow references name, in entry order.
     side: Vec<Arc<[u8]>>,
+    /// Whether any entry's value is in overflow pages (a side value or a chain of the
+    /// file), found while the image is fresh, so that a checkpoint's walk for chains need
+    /// not read the leaves that hold none.
+    overflow: bool,
     /// The page a checkpoint wrote this leaf to.
     written: OnceLock<PageRef>,
 }
@@ -494,13 +498,24 @@ impl Leaf {
         let page_size = builder.page_size();
         let used = page_size.bytes() - LEAF_SLOTS_AT - builder.free_space();
         let image = builder.take_in_memory(LEAF_PLACEHOLDER);
-        Self {
+        let mut leaf = Self {
             image,
             page_size,
             used,
             side,
+            overflow: true,
             written: OnceLock::new(),
-        }
+        };
+        leaf.overflow = leaf
+            .page()
+            .has_overflow()
+            .expect("an in-memory leaf is an image LeafBuilder made");
+        leaf
+    }
+
+    /// Whether any entry's value is in overflow pages (a side value or a chain).
+    pub(crate) fn has_overflow(&self) -> bool {
+        self.overflow
     }
 
     /// The leaf's page, read in place.

@@ -364,11 +364,17 @@ impl Tree {
         };
         drop(latest);
         let mut ring = self.lock_ring();
-        if ring.roots.len() == self.options.roots_retained {
-            ring.roots.pop_front();
-        }
+        let evicted = if ring.roots.len() == self.options.roots_retained {
+            ring.roots.pop_front()
+        } else {
+            None
+        };
         ring.roots.push_back(root);
         ring.floor = lsn;
+        drop(ring);
+        // Freeing the nodes only the evicted root held takes a while: not under the lock
+        // that readers take to pin a root.
+        drop(evicted);
         Ok(())
     }
 
