@@ -140,7 +140,7 @@ impl<'p> Apply<'p> {
             && b.children.len() == 1
         {
             self.drop_node(&node);
-            node = b.children.first().expect("one child").clone();
+            node = b.children.get(0).expect("one child").clone();
             level -= 1;
         }
         let dirty = dirty.saturating_add(self.made).saturating_sub(self.dropped);
@@ -209,15 +209,16 @@ impl<'p> Apply<'p> {
             Replaced::Pieces(_) => false,
         });
         if in_place {
-            let mut children = branch.children.clone();
-            for (index, replaced) in touched {
-                let Replaced::One(child) = replaced else {
-                    unreachable!("checked above")
-                };
-                *children.get_mut(index).expect("a touched child exists") = child;
-            }
+            let replaced = touched
+                .into_iter()
+                .map(|(index, replaced)| match replaced {
+                    Replaced::One(child) => (index, child),
+                    Replaced::Pieces(_) => unreachable!("checked above"),
+                })
+                .collect();
+            let children = branch.children.replaced(replaced);
             self.made += 1;
-            let copy = Branch::new(level, Arc::clone(&branch.separators), children);
+            let copy = Branch::with_children(level, Arc::clone(&branch.separators), children);
             return Ok(Replaced::One(Child::Mem(Arc::new(Node::Branch(copy)))));
         }
         let mut children = Vec::with_capacity(branch.children.len() + touched.len());

@@ -944,7 +944,11 @@ fn swizzle(child: &Child, memo: &mut HashMap<usize, Child>) -> Child {
         Node::Leaf(_) => child.clone(),
         Node::Branch(b) => {
             let children: Vec<Child> = b.children.iter().map(|c| swizzle(c, memo)).collect();
-            if children.iter().zip(&b.children).all(|(a, b)| a.same(b)) {
+            if children
+                .iter()
+                .zip(b.children.iter())
+                .all(|(a, b)| a.same(b))
+            {
                 child.clone()
             } else {
                 let branch = Branch::new(b.level, Arc::clone(&b.separators), children);
