@@ -170,16 +170,6 @@ impl LeafBuilder {
         if run_end <= run_start || run_end - run_start < count * LEAF_ENTRY_HEADER_SIZE {
             return Err(bad_run());
         }
-        // Each entry starts below the one before it, within the run: the slots copied below
-        // then point at the same entries in the new page.
-        let mut above = run_end;
-        for index in range.clone() {
-            let start = source.entry_start(index)?;
-            if start >= above || start < run_start {
-                return Err(bad_run());
-            }
-            above = start;
-        }
         let run_len = run_end - run_start;
         if run_len + count * SLOT_SIZE > self.free_space() {
             return Ok(false);
@@ -191,19 +181,37 @@ impl LeafBuilder {
                 "leaf keys out of order: {first:?} after {previous:?}"
             );
         }
-        let target = self.heap_start - run_len;
         let run = bytes.get(run_start..run_end).ok_or_else(bad_run)?;
-        put(&mut self.page, target, run);
-        for index in range {
-            let start = source.entry_start(index)? - run_start + target;
-            let slot = u16::try_from(start).expect("page offsets fit a u16");
+        let target = self.heap_start - run_len;
+        // Each entry starts below the one before it, within the run: the slots written
+        // here then point at the same entries in the new page. The slots go into free
+        // space, which is zeroed again if one is out of place.
+        let slots_at = LEAF_SLOTS_AT + self.count * SLOT_SIZE;
+        let mut above = run_end;
+        for (n, index) in range.enumerate() {
+            let start = source.entry_start(index).and_then(|s| {
+                (s < above && s >= run_start)
+                    .then_some(s)
+                    .ok_or_else(bad_run)
+            });
+            let start = match start {
+                Ok(start) => start,
+                Err(error) => {
+                    let written = slots_at..slots_at + n * SLOT_SIZE;
+                    self.page[written].fill(0);
+                    return Err(error);
+                }
+            };
+            above = start;
+            let slot = u16::try_from(start - run_start + target).expect("page offsets fit a u16");
             put(
                 &mut self.page,
-                LEAF_SLOTS_AT + self.count * SLOT_SIZE,
+                slots_at + n * SLOT_SIZE,
                 &slot.to_le_bytes(),
             );
-            self.count += 1;
         }
+        put(&mut self.page, target, run);
+        self.count += count;
         self.heap_start = target;
         Ok(true)
     }

@@ -170,7 +170,11 @@ impl<'a> LeafPage<'a> {
     /// # Panics
     /// If `index >= len()` (a caller bug).
     pub fn key(&self, index: usize) -> Result<&'a [u8]> {
-        let start = self.slot(index)?;
+        self.key_at(self.slot(index)?)
+    }
+
+    /// The key of the entry at page offset `start` (a slot's, checked).
+    fn key_at(&self, start: usize) -> Result<&'a [u8]> {
         let key_len = field_u16(self.page, self.page_id, start, "leaf key length")?;
         let key_at = start + LEAF_ENTRY_HEADER_SIZE;
         field_bytes(
@@ -188,7 +192,7 @@ impl<'a> LeafPage<'a> {
     /// If `index >= len()` (a caller bug).
     pub(crate) fn key_and_tombstone(&self, index: usize) -> Result<(&'a [u8], Option<u64>)> {
         let start = self.slot(index)?;
-        let key = self.key(index)?;
+        let key = self.key_at(start)?;
         let kind = field_u8(
             self.page,
             self.page_id,
