@@ -4,8 +4,11 @@
 //! checkpoints").
 //!
 //! A changed leaf (in memory, or a page read through the map) is rebuilt in one pass,
-//! merging its entries with the batch's writes for it, and packed into as many leaves as
-//! the page rules need (a split). A parent then
+//! merging its entries with the batch's writes for it. When the result fits one page and
+//! no side value is involved (the common case), the entries it keeps are not decoded: the
+//! runs between the writes are copied byte for byte into the new page image
+//! (`LeafBuilder::push_run`), which costs about one page copy. Otherwise the entries are
+//! decoded and packed into as many leaves as the page rules need (a split). A parent then
 //! merges each underfull child with a sibling and repacks the pair, and packs its own
 //! children into as many branches as they need; the root grows a level while more than one
 //! node is left and collapses while it is a branch of one child. Deletes write tombstones,
@@ -20,8 +23,9 @@ use std::sync::Arc;
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::leaf_builder::LeafBuilder;
+use crate::leaf_page::{LeafEntry, LeafPage, LeafValue};
 use crate::node::{
-    Branch, Child, Item, Key, Node, Piece, Stored, pack_branches, pack_leaves, unpack_branch,
+    Branch, Child, Item, Key, Leaf, Node, Piece, Stored, pack_branches, pack_leaves, unpack_branch,
 };
 use crate::page_format::PageId;
 use crate::page_size::PageSize;
@@ -38,6 +42,23 @@ pub(crate) struct Applied {
     pub(crate) entries: u64,
     /// In-memory nodes no checkpoint wrote yet.
     pub(crate) dirty: u64,
+}
+
+/// What replaces a node after an apply: one node within the same bounds (the common
+/// case, which needs no key of its own), or pieces, each with its low bound, possibly none.
+pub(crate) enum Replaced {
+    One(Child),
+    Pieces(Vec<Piece>),
+}
+
+impl Replaced {
+    /// The replacement as pieces, the first at `low` (the replaced node's low bound).
+    fn into_pieces(self, low: &[u8]) -> Vec<Piece> {
+        match self {
+            Replaced::One(child) => vec![(Key::from(low), child)],
+            Replaced::Pieces(pieces) => pieces,
+        }
+    }
 }
 
 /// One batch being applied.
@@ -95,7 +116,9 @@ impl<'p> Apply<'p> {
                 dirty,
             });
         }
-        let mut pieces = self.apply_node(root, level, Key::default(), None, writes)?;
+        let mut pieces = self
+            .apply_node(root, level, &[], None, writes)?
+            .into_pieces(&[]);
         let mut level = level;
         while pieces.len() > 1 {
             level += 1;
@@ -117,7 +140,7 @@ impl<'p> Apply<'p> {
             && b.children.len() == 1
         {
             self.drop_node(&node);
-            node = b.children.first().expect("one child").clone();
+            node = b.children.get(0).expect("one child").clone();
             level -= 1;
         }
         let dirty = dirty.saturating_add(self.made).saturating_sub(self.dropped);
@@ -150,80 +173,186 @@ impl<'p> Apply<'p> {
         pieces
     }
 
-    /// The pieces (all at `level`) that replace `node`, whose bounds are `low` and `high`,
-    /// after applying `writes`, all of which belong to its subtree.
+    /// What replaces `node` (at `level`, within `low` and `high`) after applying `writes`,
+    /// all of which belong to its subtree.
     fn apply_node(
         &mut self,
         node: &Child,
         level: u8,
-        low: Key,
-        high: Option<Key>,
+        low: &[u8],
+        high: Option<&[u8]>,
         writes: &[Write<'_>],
-    ) -> Result<Vec<Piece>> {
+    ) -> Result<Replaced> {
         self.drop_node(node);
         let bounds = Some(Bounds {
-            low: Some(&low),
-            high: high.as_deref(),
+            low: Some(low),
+            high,
         });
         if level == 0 {
+            if let Some(replaced) = self.patch_leaf(node, low, bounds, writes)? {
+                return Ok(replaced);
+            }
             let old = node.items(self.pages, bounds)?;
-            check_order(node, &low, &old)?;
+            check_order(node, low, &old)?;
             let old_len = old.len();
             let merged = self.merge_leaf(old, writes);
             self.added += merged.len() as u64;
             self.removed += old_len as u64;
-            return Ok(self.leaves(low, &merged));
+            return Ok(Replaced::Pieces(self.leaves(Key::from(low), &merged)));
         }
         let branch = node.branch(self.pages, level, bounds)?;
-        let touched = self.apply_children(&branch, level, (&low, high.as_ref()), writes)?;
+        let touched = self.apply_children(&branch, level, (low, high), writes)?;
         // The common case: every touched child became one node that needs no merge. The
         // separators are the same, so the copy shares them and swaps those children.
-        let in_place = touched.iter().all(|(_, pieces)| {
-            pieces.len() == 1
-                && pieces
-                    .first()
-                    .is_some_and(|(_, child)| !child.is_underfull(self.page_size))
+        let in_place = touched.iter().all(|(_, replaced)| match replaced {
+            Replaced::One(child) => !child.is_underfull(self.page_size),
+            Replaced::Pieces(_) => false,
         });
         if in_place {
-            let mut children = branch.children.clone();
-            for (index, mut pieces) in touched {
-                let (_, child) = pieces.pop().expect("one piece");
-                *children.get_mut(index).expect("a touched child exists") = child;
-            }
+            let replaced = touched
+                .into_iter()
+                .map(|(index, replaced)| match replaced {
+                    Replaced::One(child) => (index, child),
+                    Replaced::Pieces(_) => unreachable!("checked above"),
+                })
+                .collect();
+            let children = branch.children.replaced(replaced);
             self.made += 1;
-            let copy = Branch::new(level, Arc::clone(&branch.separators), children);
-            return Ok(vec![(low, Child::Mem(Arc::new(Node::Branch(copy))))]);
+            let copy = Branch::with_children(level, Arc::clone(&branch.separators), children);
+            return Ok(Replaced::One(Child::Mem(Arc::new(Node::Branch(copy)))));
         }
         let mut children = Vec::with_capacity(branch.children.len() + touched.len());
         let mut touched = touched.into_iter().peekable();
         for (index, child) in branch.children.iter().enumerate() {
-            if let Some((_, pieces)) = touched.next_if(|(i, _)| *i == index) {
-                children.extend(pieces);
+            let child_low = match index.checked_sub(1) {
+                Some(i) => branch.separators.get(i).expect("a separator per child"),
+                None => low,
+            };
+            if let Some((_, replaced)) = touched.next_if(|(i, _)| *i == index) {
+                children.extend(replaced.into_pieces(child_low));
             } else {
-                let child_low = match index.checked_sub(1) {
-                    Some(i) => Key::from(branch.separators.get(i).expect("a separator per child")),
-                    None => low.clone(),
-                };
-                children.push((child_low, child.clone()));
+                children.push((Key::from(child_low), child.clone()));
             }
         }
         let children = self.rebalance(children, level - 1)?;
         if children.is_empty() {
-            return Ok(children);
+            return Ok(Replaced::Pieces(children));
         }
-        Ok(self.branches(level, children))
+        Ok(Replaced::Pieces(self.branches(level, children)))
+    }
+
+    /// The leaf that replaces `node`, a leaf within `low` and `bounds`, after `writes`,
+    /// built without decoding the entries it keeps: runs of unchanged entries are copied
+    /// as they are between the writes. `None` (nothing built) when the result needs the
+    /// general rebuild: it does not fit one page, or side values are involved.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] reading the page, or keys out of place in it.
+    fn patch_leaf(
+        &mut self,
+        node: &Child,
+        low: &[u8],
+        bounds: Option<Bounds<'_>>,
+        writes: &[Write<'_>],
+    ) -> Result<Option<Replaced>> {
+        if let Child::Mem(mem) = node
+            && !mem.as_leaf().side().is_empty()
+        {
+            return Ok(None);
+        }
+        let page_size = self.page_size;
+        if writes
+            .iter()
+            .any(|(k, v)| v.is_some_and(|v| !page_size.stores_inline(k.len(), v.len())))
+        {
+            return Ok(None);
+        }
+        let page = node.leaf_page(self.pages, bounds)?;
+        assert!(self.builder.is_empty(), "a leaf build starts empty");
+        let built = self.patch_leaf_into(node, low, &page, writes);
+        if !matches!(built, Ok(true)) {
+            self.builder.reset();
+            return built.map(|_| None);
+        }
+        self.removed += page.len() as u64;
+        self.added += self.builder.len() as u64;
+        if self.builder.is_empty() {
+            return Ok(Some(Replaced::Pieces(Vec::new())));
+        }
+        self.made += 1;
+        let leaf = Leaf::finish(&mut self.builder, Vec::new());
+        Ok(Some(Replaced::One(Child::Mem(Arc::new(Node::Leaf(leaf))))))
+    }
+
+    /// Merges the entries of `page` (leaf `node`, whose low bound is `low`) with `writes`
+    /// into the builder: `false` if they do not fit one page.
+    fn patch_leaf_into(
+        &mut self,
+        node: &Child,
+        low: &[u8],
+        page: &LeafPage<'_>,
+        writes: &[Write<'_>],
+    ) -> Result<bool> {
+        // An in-memory leaf was built by an apply, which keeps it in order and in place; a
+        // page of the file is checked as `check_order` checks one.
+        let from_file = matches!(node, Child::Disk(_));
+        let (lsn, horizon) = (self.lsn, self.horizon);
+        let builder = &mut self.builder;
+        let push_write = |builder: &mut LeafBuilder, &(key, value): &Write<'_>| {
+            let entry = LeafEntry {
+                key,
+                version: lsn,
+                value: value.map_or(LeafValue::Tombstone, LeafValue::Inline),
+            };
+            let fits = builder.fits(&entry);
+            if fits {
+                builder.push(&entry);
+            }
+            fits
+        };
+        let mut pending = writes.iter().peekable();
+        let mut run_start = 0;
+        let mut previous: Option<&[u8]> = None;
+        for index in 0..page.len() {
+            let (key, tombstone) = page.key_and_tombstone(index)?;
+            if from_file && previous.map_or(key < low, |p| key <= p) {
+                return Err(misplaced(node));
+            }
+            previous = Some(key);
+            while let Some(write) = pending.next_if(|w| w.0 < key) {
+                if !builder.push_run(page, run_start..index)? || !push_write(builder, write) {
+                    return Ok(false);
+                }
+                run_start = index;
+            }
+            let replaced = pending.next_if(|w| w.0 == key);
+            if replaced.is_some() || tombstone.is_some_and(|version| version <= horizon) {
+                if !builder.push_run(page, run_start..index)? {
+                    return Ok(false);
+                }
+                run_start = index + 1;
+                if let Some(write) = replaced
+                    && !push_write(builder, write)
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        if !builder.push_run(page, run_start..page.len())? {
+            return Ok(false);
+        }
+        Ok(pending.all(|write| push_write(builder, write)))
     }
 
     /// Applies `writes` to the children of `branch` (which lies within `low` and `high`)
-    /// they fall in: for each child touched, in order, its index and the pieces that
-    /// replace it.
+    /// they fall in: for each child touched, in order, its index and what replaces it.
     fn apply_children(
         &mut self,
         branch: &Branch,
         level: u8,
-        (low, high): (&Key, Option<&Key>),
+        (low, high): (&[u8], Option<&[u8]>),
         writes: &[Write<'_>],
-    ) -> Result<Vec<(usize, Vec<Piece>)>> {
+    ) -> Result<Vec<(usize, Replaced)>> {
         let mut touched = Vec::new();
         let mut rest = writes;
         while let Some(&(first, _)) = rest.first() {
@@ -236,16 +365,16 @@ impl<'p> Apply<'p> {
             let (mine, after) = rest.split_at(take);
             rest = after;
             let child_low = match index.checked_sub(1) {
-                Some(i) => Key::from(branch.separators.get(i).expect("a separator per child")),
-                None => low.clone(),
+                Some(i) => branch.separators.get(i).expect("a separator per child"),
+                None => low,
             };
-            let child_high = upper.map(Key::from).or_else(|| high.cloned());
+            let child_high = upper.or(high);
             let child = branch
                 .children
                 .get(index)
                 .expect("a child per separator and one more");
-            let pieces = self.apply_node(child, level - 1, child_low, child_high, mine)?;
-            touched.push((index, pieces));
+            let replaced = self.apply_node(child, level - 1, child_low, child_high, mine)?;
+            touched.push((index, replaced));
         }
         Ok(touched)
     }

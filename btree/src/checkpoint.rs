@@ -253,6 +253,9 @@ impl Frontier {
             match &**node {
                 Node::Branch(b) => stack.extend(b.children.iter()),
                 Node::Leaf(leaf) => {
+                    if !leaf.has_overflow() {
+                        continue;
+                    }
                     for entry in leaf.page().entries() {
                         let entry = entry.expect("an in-memory leaf is well formed");
                         if let LeafValue::Overflow(r) = entry.value
@@ -291,7 +294,11 @@ fn freed_pages(durable: &Durable, frontier: &Frontier) -> Result<Vec<PageId>> {
             }
             continue;
         }
-        for entry in pages.leaf(page, None)?.entries() {
+        let leaf = pages.leaf(page, None)?;
+        if !leaf.has_overflow()? {
+            continue;
+        }
+        for entry in leaf.entries() {
             if let LeafValue::Overflow(chain) = entry?.value
                 && !frontier.chains.contains(&chain.first.id)
             {
@@ -367,6 +374,14 @@ impl Planner {
             ));
         }
         let id = self.alloc()?;
+        if chains.is_empty() {
+            // No side value to name by its chain: the image is the page but for its header.
+            let bytes: Box<[u8]> = self
+                .leaf_builder
+                .finish_copy(&leaf.page(), id, self.txn)
+                .into();
+            return Ok(self.emit(id, bytes));
+        }
         self.leaf_builder.reset();
         for entry in leaf.page().entries() {
             let mut entry = entry.expect("an in-memory leaf is well formed");

@@ -12,11 +12,15 @@
 //! 1; a value is inline exactly when [`PageSize::stores_inline`] says so; overflow
 //! references name a page that can be referenced; the entry fits.
 
-use crate::leaf_page::{LeafEntry, LeafValue};
+use std::ops::Range;
+
+use crate::error::Result;
+use crate::leaf_page::{LeafEntry, LeafPage, LeafValue};
 use crate::page_format::{
     FIRST_TREE_PAGE, KIND_INLINE, KIND_OVERFLOW, KIND_TOMBSTONE, LEAF_ENTRY_HEADER_SIZE,
     LEAF_KEY_LEN_AT, LEAF_KIND_AT, LEAF_SLOTS_AT, LEAF_VALUE_SIZE_AT, LEAF_VERSION_AT,
-    OVERFLOW_REF_SIZE, PAGE_ID_MAX, PageHeader, PageId, PageType, SLOT_SIZE, TxnId, put, seal,
+    OVERFLOW_REF_SIZE, PAGE_ID_MAX, PageHeader, PageId, PageType, SLOT_SIZE, TxnId, invalid, put,
+    seal,
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
 
@@ -136,6 +140,82 @@ impl LeafBuilder {
         self.heap_start = start;
     }
 
+    /// Appends entries `range` of `source` after every entry pushed so far, as they are:
+    /// their bytes, one contiguous run in a page laid out as this builder lays pages out
+    /// (one it made, or one [`LeafPage::decode`] accepted), are copied at once and their
+    /// slots shifted, without decoding an entry. Returns `false`, pushing nothing, if they
+    /// do not fit in the space left.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] if the source's slots do not hold such a run (bytes
+    /// changed since they were verified); nothing is pushed.
+    ///
+    /// # Panics
+    /// If the run's first key is not above the last key pushed (a caller bug).
+    pub(crate) fn push_run(&mut self, source: &LeafPage<'_>, range: Range<usize>) -> Result<bool> {
+        let Some(last) = range.end.checked_sub(1).filter(|&l| l >= range.start) else {
+            return Ok(true);
+        };
+        let bytes = source.bytes();
+        let run_start = source.entry_start(last)?;
+        let run_end = match range.start.checked_sub(1) {
+            None => bytes.len(),
+            Some(before) => source.entry_start(before)?,
+        };
+        let count = range.len();
+        let bad_run = || {
+            let what = "leaf slot (entries not packed in slot order)";
+            invalid(source.page_id(), LEAF_SLOTS_AT, what, run_start as u64)
+        };
+        if run_end <= run_start || run_end - run_start < count * LEAF_ENTRY_HEADER_SIZE {
+            return Err(bad_run());
+        }
+        let run_len = run_end - run_start;
+        if run_len + count * SLOT_SIZE > self.free_space() {
+            return Ok(false);
+        }
+        if let Some(previous) = self.last_key() {
+            let first = source.key(range.start)?;
+            assert!(
+                first > previous,
+                "leaf keys out of order: {first:?} after {previous:?}"
+            );
+        }
+        let run = bytes.get(run_start..run_end).ok_or_else(bad_run)?;
+        let target = self.heap_start - run_len;
+        // Each entry starts below the one before it, within the run: the slots written
+        // here then point at the same entries in the new page. The slots go into free
+        // space, which is zeroed again if one is out of place.
+        let slots_at = LEAF_SLOTS_AT + self.count * SLOT_SIZE;
+        let mut above = run_end;
+        for (n, index) in range.enumerate() {
+            let start = source.entry_start(index).and_then(|s| {
+                (s < above && s >= run_start)
+                    .then_some(s)
+                    .ok_or_else(bad_run)
+            });
+            let start = match start {
+                Ok(start) => start,
+                Err(error) => {
+                    let written = slots_at..slots_at + n * SLOT_SIZE;
+                    self.page[written].fill(0);
+                    return Err(error);
+                }
+            };
+            above = start;
+            let slot = u16::try_from(start - run_start + target).expect("page offsets fit a u16");
+            put(
+                &mut self.page,
+                slots_at + n * SLOT_SIZE,
+                &slot.to_le_bytes(),
+            );
+        }
+        put(&mut self.page, target, run);
+        self.count += count;
+        self.heap_start = target;
+        Ok(true)
+    }
+
     /// The kind tag and stored value size of `entry`, after checking that the value is
     /// stored the way [`PageSize::stores_inline`] says.
     fn push_kind(&self, entry: &LeafEntry<'_>) -> (u8, u32) {
@@ -181,6 +261,34 @@ impl LeafBuilder {
         &self.page
     }
 
+    /// Finishes a copy of `page`, an in-memory leaf this crate built (its entries in place,
+    /// no side values), as page `page_id` of transaction `txn_id`: the bytes pushing its
+    /// entries again would make, since a leaf page is fully determined by its entries, ids
+    /// and transaction, without decoding an entry. [`LeafBuilder::reset`] starts the next.
+    ///
+    /// # Panics
+    /// As [`LeafBuilder::finish`]; if `page` is not of this builder's page size.
+    pub(crate) fn finish_copy(
+        &mut self,
+        page: &LeafPage<'_>,
+        page_id: PageId,
+        txn_id: TxnId,
+    ) -> &[u8] {
+        self.page.copy_from_slice(page.bytes());
+        self.count = page.len();
+        self.heap_start = match self.count.checked_sub(1) {
+            None => self.page.len(),
+            Some(last) => page
+                .entry_start(last)
+                .expect("an in-memory leaf is an image LeafBuilder made"),
+        };
+        // O(page), as the copy: the image is still what the builder made.
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+        self.finish(page_id, txn_id)
+    }
+
     /// Finishes the page for use in memory only: the header is written with `page_id` and
     /// transaction 0 and the checksum field is left zero (the page is re-encoded under its
     /// real id before it reaches a file). The builder hands over its buffer and starts the
@@ -189,6 +297,10 @@ impl LeafBuilder {
     /// # Panics
     /// As [`LeafBuilder::finish`].
     pub(crate) fn take_in_memory(&mut self, page_id: PageId) -> Box<[u8]> {
+        // O(page), as the build before it: runs pushed by `push_run` are checked here.
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
         self.write_header(page_id, TxnId(0));
         let fresh = vec![0; self.page_size.bytes()];
         self.count = 0;

@@ -24,7 +24,7 @@ use crate::page_format::{
     COUNT_AT, KIND_INLINE, KIND_OVERFLOW, KIND_TOMBSTONE, LEAF_ENTRY_HEADER_SIZE, LEAF_KEY_LEN_AT,
     LEAF_KIND_AT, LEAF_SLOTS_AT, LEAF_VALUE_SIZE_AT, LEAF_VERSION_AT, LEVEL_AT, OVERFLOW_REF_SIZE,
     PageHeader, PageId, PageRef, PageType, SLOT_SIZE, TxnId, check_len, check_zero, field_bytes,
-    field_u16, field_u32, field_u64, invalid, is_referable,
+    field_u8, field_u16, field_u32, field_u64, invalid, is_referable,
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
 
@@ -170,7 +170,11 @@ impl<'a> LeafPage<'a> {
     /// # Panics
     /// If `index >= len()` (a caller bug).
     pub fn key(&self, index: usize) -> Result<&'a [u8]> {
-        let start = self.slot(index)?;
+        self.key_at(self.slot(index)?)
+    }
+
+    /// The key of the entry at page offset `start` (a slot's, checked).
+    fn key_at(&self, start: usize) -> Result<&'a [u8]> {
         let key_len = field_u16(self.page, self.page_id, start, "leaf key length")?;
         let key_at = start + LEAF_ENTRY_HEADER_SIZE;
         field_bytes(
@@ -179,6 +183,58 @@ impl<'a> LeafPage<'a> {
             key_at..key_at + usize::from(key_len),
             "leaf key",
         )
+    }
+
+    /// The key of entry `index` and, if the entry is a tombstone, its version: what a leaf
+    /// rebuild needs to know of an entry it copies as it is.
+    ///
+    /// # Panics
+    /// If `index >= len()` (a caller bug).
+    pub(crate) fn key_and_tombstone(&self, index: usize) -> Result<(&'a [u8], Option<u64>)> {
+        let start = self.slot(index)?;
+        let key = self.key_at(start)?;
+        let kind = field_u8(
+            self.page,
+            self.page_id,
+            start + LEAF_KIND_AT,
+            "leaf entry kind",
+        )?;
+        if kind != KIND_TOMBSTONE {
+            return Ok((key, None));
+        }
+        let at = start + LEAF_VERSION_AT;
+        let version = field_u64(self.page, self.page_id, at, "leaf entry version")?;
+        Ok((key, Some(version)))
+    }
+
+    /// Whether any entry's value is in overflow pages: a scan of the entries' kind bytes,
+    /// without decoding them, for the walks that look for overflow references.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] for a slot out of place.
+    pub(crate) fn has_overflow(&self) -> Result<bool> {
+        for index in 0..self.count {
+            let at = self.slot(index)? + LEAF_KIND_AT;
+            if field_u8(self.page, self.page_id, at, "leaf entry kind")? == KIND_OVERFLOW {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The page offset where entry `index` starts (its slot): entries are packed back to
+    /// back from the page's end in slot order, so entries `i..j` take the bytes from entry
+    /// `j - 1`'s start to entry `i - 1`'s (or the page's end).
+    ///
+    /// # Panics
+    /// If `index >= len()` (a caller bug).
+    pub(crate) fn entry_start(&self, index: usize) -> Result<usize> {
+        self.slot(index)
+    }
+
+    /// The page's bytes.
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.page
     }
 
     /// Entry `index`.

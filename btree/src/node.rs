@@ -9,15 +9,24 @@
 //! its `written` slot; the tree then swaps such nodes for their pages (`swizzle`), so
 //! memory holds only what was written since.
 //!
+//! Why an apply never changes a node in place, even one no read view holds: every batch
+//! publishes its root, and every node of the latest tree is reachable from it, so any
+//! reader may pin it and read it at any moment without taking the writer's lock; a node a
+//! reader cannot reach is one the apply itself just made, which it builds once. So the
+//! copies are made cheap instead: a changed leaf copies its unchanged entries as byte runs
+//! (`Apply::patch_leaf`), and a branch copy shares its separators and its list of children
+//! ([`Children`]), holding only the children replaced since in a small patch.
+//!
 //! An in-memory leaf is a page image made by [`LeafBuilder`], with the placeholder page id
-//! [`LEAF_PLACEHOLDER`] and transaction 0: a checkpoint re-encodes it under its real id.
+//! [`LEAF_PLACEHOLDER`] and transaction 0: a checkpoint copies it under its real id (and
+//! re-encodes it when it holds side values).
 //! A value too large to store inline that an apply wrote is a **side value**: an
 //! `Arc<[u8]>` held by the leaf, which its entry references as an overflow reference with
 //! the placeholder id `SIDE_ID_BASE + index` (index into the leaf's side values) and
 //! checksum 0. An overflow reference below [`SIDE_ID_BASE`] names a chain already in the
 //! file, which the leaf shares. A branch keeps its separators end to end in one buffer
 //! ([`Separators`], shared by copies whose separators did not change) and its children in
-//! a `Vec`, rather than a page image, because a branch page stores each child's page id
+//! a shared list with a patch ([`Children`]), rather than a page image, because a branch page stores each child's page id
 //! and checksum, which an in-memory child does not have yet; its size is still measured
 //! with the branch page's rules ([`branch_bytes`]), so a checkpoint can always encode it
 //! into one page.
@@ -79,6 +88,10 @@ pub(crate) struct Leaf {
     used: usize,
     /// The side values its overflow references name, in entry order.
     side: Vec<Arc<[u8]>>,
+    /// Whether any entry's value is in overflow pages (a side value or a chain of the
+    /// file), found while the image is fresh, so that a checkpoint's walk for chains need
+    /// not read the leaves that hold none.
+    overflow: bool,
     /// The page a checkpoint wrote this leaf to.
     written: OnceLock<PageRef>,
 }
@@ -211,9 +224,86 @@ impl Separators {
 pub(crate) struct Branch {
     pub(crate) level: u8,
     pub(crate) separators: Arc<Separators>,
-    pub(crate) children: Vec<Child>,
+    pub(crate) children: Children,
     /// The page a checkpoint wrote this branch to.
     written: OnceLock<PageRef>,
+}
+
+/// The most children a branch keeps in its patch before a copy folds them into a new
+/// shared list.
+const PATCH_MAX: usize = 16;
+
+/// A branch's children: a list shared between the copies of a branch (`base`), and the
+/// few children that replaced some of it since (`patch`, by index). An apply copies every
+/// branch on the path to each leaf it changes; with the list shared, such a copy clones
+/// one `Arc` and the patch, not a reference (and its count, in a node elsewhere in memory)
+/// per child, and dropping the copy later releases as few.
+///
+/// Invariant: patch indexes strictly increase and lie below `base.len()`; at most
+/// [`PATCH_MAX`] of them.
+#[derive(Clone, Debug)]
+pub(crate) struct Children {
+    base: Arc<[Child]>,
+    patch: Vec<(usize, Child)>,
+}
+
+impl Children {
+    /// Children `list`, in order.
+    pub(crate) fn new(list: Vec<Child>) -> Self {
+        Self {
+            base: list.into(),
+            patch: Vec::new(),
+        }
+    }
+
+    /// The number of children.
+    pub(crate) fn len(&self) -> usize {
+        self.base.len()
+    }
+
+    /// Child `index`, if there is one.
+    pub(crate) fn get(&self, index: usize) -> Option<&Child> {
+        match self.patch.binary_search_by_key(&index, |&(i, _)| i) {
+            Ok(at) => self.patch.get(at).map(|(_, child)| child),
+            Err(_) => self.base.get(index),
+        }
+    }
+
+    /// The children in order.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Child> + ExactSizeIterator + '_ {
+        (0..self.len()).map(|i| self.get(i).expect("an index below len"))
+    }
+
+    /// These children with `replaced` (indexes strictly increasing, each below `len()`)
+    /// put in place of theirs: shares the list unless the patch grows past [`PATCH_MAX`].
+    pub(crate) fn replaced(&self, replaced: Vec<(usize, Child)>) -> Self {
+        let mut patch = Vec::with_capacity(self.patch.len() + replaced.len());
+        let mut old = self.patch.iter().peekable();
+        for (index, child) in replaced {
+            assert!(index < self.len(), "child {index} of {}", self.len());
+            while let Some(kept) = old.next_if(|(i, _)| *i < index) {
+                patch.push(kept.clone());
+            }
+            old.next_if(|(i, _)| *i == index);
+            assert!(
+                patch.last().is_none_or(|(i, _)| *i < index),
+                "replaced children out of order"
+            );
+            patch.push((index, child));
+        }
+        patch.extend(old.cloned());
+        if patch.len() <= PATCH_MAX {
+            return Self {
+                base: Arc::clone(&self.base),
+                patch,
+            };
+        }
+        let mut list = self.base.to_vec();
+        for (index, child) in patch {
+            *list.get_mut(index).expect("patch indexes lie below len") = child;
+        }
+        Self::new(list)
+    }
 }
 
 /// A node with the least key its subtree may hold (its separator in the parent; the
@@ -490,17 +580,28 @@ impl Node {
 impl Leaf {
     /// Takes the builder's page as an in-memory leaf with these side values (no checksum:
     /// a checkpoint re-encodes it); the builder starts over.
-    fn finish(builder: &mut LeafBuilder, side: Vec<Arc<[u8]>>) -> Self {
+    pub(crate) fn finish(builder: &mut LeafBuilder, side: Vec<Arc<[u8]>>) -> Self {
         let page_size = builder.page_size();
         let used = page_size.bytes() - LEAF_SLOTS_AT - builder.free_space();
         let image = builder.take_in_memory(LEAF_PLACEHOLDER);
-        Self {
+        let mut leaf = Self {
             image,
             page_size,
             used,
             side,
+            overflow: true,
             written: OnceLock::new(),
-        }
+        };
+        leaf.overflow = leaf
+            .page()
+            .has_overflow()
+            .expect("an in-memory leaf is an image LeafBuilder made");
+        leaf
+    }
+
+    /// Whether any entry's value is in overflow pages (a side value or a chain).
+    pub(crate) fn has_overflow(&self) -> bool {
+        self.overflow
     }
 
     /// The leaf's page, read in place.
@@ -549,6 +650,15 @@ impl Leaf {
 impl Branch {
     /// A branch with these separators and children, not yet written.
     pub(crate) fn new(level: u8, separators: Arc<Separators>, children: Vec<Child>) -> Self {
+        Self::with_children(level, separators, Children::new(children))
+    }
+
+    /// A branch with these separators and children, not yet written.
+    pub(crate) fn with_children(
+        level: u8,
+        separators: Arc<Separators>,
+        children: Children,
+    ) -> Self {
         Self {
             level,
             separators,
@@ -582,7 +692,7 @@ impl Branch {
 impl Clone for Branch {
     /// A copy to change: not written.
     fn clone(&self) -> Self {
-        Self::new(
+        Self::with_children(
             self.level,
             Arc::clone(&self.separators),
             self.children.clone(),
@@ -734,6 +844,44 @@ mod tests {
                     assert!(run.len() >= 2, "{sizes:?} {starts:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn children_replaced_match_a_list_model_through_patches_and_folds() {
+        let page = |id: u64| {
+            Child::Disk(PageRef {
+                id: PageId(id),
+                checksum: 0,
+            })
+        };
+        let mut model: Vec<u64> = (0..90).collect();
+        let mut children = Children::new(model.iter().map(|&id| page(id)).collect());
+        let mut state = 7;
+        for round in 0..200u64 {
+            let mut indexes: Vec<usize> = (0..=next(&mut state) % 6)
+                .map(|_| usize::try_from(next(&mut state) % 90).expect("small"))
+                .collect();
+            indexes.sort_unstable();
+            indexes.dedup();
+            let replaced = indexes
+                .iter()
+                .map(|&i| {
+                    let id = 1000 + round * 10 + i as u64;
+                    *model.get_mut(i).expect("below 90") = id;
+                    (i, page(id))
+                })
+                .collect();
+            let before = children.clone();
+            children = children.replaced(replaced);
+            assert!(children.patch.len() <= PATCH_MAX);
+            assert_eq!(children.len(), model.len());
+            let ids: Vec<u64> = children
+                .iter()
+                .map(|c| c.page().expect("a page").id.0)
+                .collect();
+            assert_eq!(ids, model, "round {round}");
+            assert_eq!(before.len(), 90, "the copy it came from is unchanged");
         }
     }
 

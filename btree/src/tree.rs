@@ -365,11 +365,17 @@ impl Tree {
         };
         drop(latest);
         let mut ring = self.lock_ring();
-        if ring.roots.len() == self.options.roots_retained {
-            ring.roots.pop_front();
-        }
+        let evicted = if ring.roots.len() == self.options.roots_retained {
+            ring.roots.pop_front()
+        } else {
+            None
+        };
         ring.roots.push_back(root);
         ring.floor = lsn;
+        drop(ring);
+        // Freeing the nodes only the evicted root held takes a while: not under the lock
+        // that readers take to pin a root.
+        drop(evicted);
         Ok(())
     }
 
@@ -963,7 +969,11 @@ fn swizzle(child: &Child, memo: &mut HashMap<usize, Child>) -> Child {
         Node::Leaf(_) => child.clone(),
         Node::Branch(b) => {
             let children: Vec<Child> = b.children.iter().map(|c| swizzle(c, memo)).collect();
-            if children.iter().zip(&b.children).all(|(a, b)| a.same(b)) {
+            if children
+                .iter()
+                .zip(b.children.iter())
+                .all(|(a, b)| a.same(b))
+            {
                 child.clone()
             } else {
                 let branch = Branch::new(b.level, Arc::clone(&b.separators), children);
