@@ -10,6 +10,10 @@ use serde_json::{Value, json};
 use super::target::{Reader, Target};
 
 const CACHE_BYTES: u64 = 256 << 20;
+/// sled releases its file lock from a background thread some time after the last handle is
+/// dropped, so a reopen just after a close can find the lock still held: it retries this
+/// many times, 10 ms apart.
+const LOCKED_RETRIES_MAX: u32 = 500;
 
 pub fn settings() -> Value {
     json!({
@@ -31,15 +35,27 @@ pub struct SledTarget {
 
 impl SledTarget {
     pub fn open(dir: &Path) -> Result<SledTarget> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .mode(sled::Mode::LowSpace)
-            .use_compression(false)
-            .flush_every_ms(Some(500))
-            .open()
-            .context("open sled")?;
-        Ok(SledTarget { db })
+        let mut retries = 0;
+        loop {
+            let config = sled::Config::new()
+                .path(dir)
+                .cache_capacity(CACHE_BYTES)
+                .mode(sled::Mode::LowSpace)
+                .use_compression(false)
+                .flush_every_ms(Some(500));
+            match config.open() {
+                Ok(db) => return Ok(SledTarget { db }),
+                // sled reports a held lock as an `ErrorKind::Other` with this text.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && retries < LOCKED_RETRIES_MAX =>
+                {
+                    retries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e).context("open sled"),
+            }
+        }
     }
 }
 
