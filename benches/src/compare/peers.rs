@@ -6,14 +6,15 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use super::target::{Shape, Target, TargetKind};
+use super::target::{Target, TargetKind};
 
 /// Opens peer `kind` on `dir`.
 ///
 /// # Errors
 /// The peer's own, or that `kind` is not compiled in (or is not a peer).
-pub fn open(kind: TargetKind, dir: &Path, shape: Shape) -> Result<Box<dyn Target>> {
-    let _ = (dir, shape);
+pub fn open(kind: TargetKind, dir: &Path) -> Result<Box<dyn Target>> {
+    // Built without any peer, `dir` has no other use.
+    let _ = dir;
     match kind {
         #[cfg(feature = "rocksdb")]
         TargetKind::Rocksdb => Ok(Box::new(super::rocksdb::RocksdbTarget::open(dir)?)),

@@ -57,7 +57,7 @@ fn run_workloads(args: &RunTarget) -> Result<Value> {
     if want(Workload::Fillsync) {
         let dir = args.dir.join("fillsync");
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let mut target = kind.open(&dir, counts.shape)?;
+        let mut target = kind.open(&dir)?;
         let outcome = workload::fill_sync(target.as_mut(), counts)?;
         target.close()?;
         results.push(with_rss(outcome.to_json()));
@@ -77,7 +77,7 @@ fn run_workloads(args: &RunTarget) -> Result<Value> {
     }
     let mut shift = 0;
     if want(Workload::Overwrite) {
-        let mut target = kind.open(&dir, counts.shape)?;
+        let mut target = kind.open(&dir)?;
         let pick = workload::pick(Workload::Overwrite, counts.keys);
         let outcome = workload::load(
             target.as_mut(),
@@ -99,7 +99,7 @@ fn run_workloads(args: &RunTarget) -> Result<Value> {
         .collect();
     if !reads.is_empty() {
         let started = Instant::now();
-        let target = kind.open(&dir, counts.shape)?;
+        let target = kind.open(&dir)?;
         let reopen_seconds = started.elapsed().as_secs_f64();
         let mut reader = target.reader()?;
         let warm_seconds = workload::warm_and_check(reader.as_mut(), counts, shift)?;
@@ -123,7 +123,7 @@ fn load_fresh(
     counts: &Counts,
 ) -> Result<(Outcome, DiskBytes)> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let mut target: Box<dyn Target> = kind.open(dir, counts.shape)?;
+    let mut target: Box<dyn Target> = kind.open(dir)?;
     let outcome = workload::load(
         target.as_mut(),
         w,

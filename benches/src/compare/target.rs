@@ -145,7 +145,7 @@ impl TargetKind {
     }
 
     /// Opens the target on `dir` (creating it if empty), every option set explicitly.
-    pub fn open(self, dir: &Path, shape: Shape) -> Result<Box<dyn Target>> {
+    pub fn open(self, dir: &Path) -> Result<Box<dyn Target>> {
         match self {
             TargetKind::Lsm => Ok(Box::new(super::popdb::LsmTarget::open(dir)?)),
             TargetKind::Btree => Ok(Box::new(super::popdb::BtreeTarget::open(dir)?)),
@@ -157,7 +157,7 @@ impl TargetKind {
                 dir,
                 popdb_db::EngineKind::Btree,
             )?)),
-            peer => super::peers::open(peer, dir, shape),
+            peer => super::peers::open(peer, dir),
         }
     }
 
