@@ -3,14 +3,22 @@
 //! interleaving the two sides of every comparison (ours, baseline, ours, baseline, ...) and
 //! reporting the median ratio with its spread (STYLE.md section 11).
 //!
+//! `popdb-bench compare` runs PopDB's engines and Db against the peers compiled in (cargo
+//! features `lmdb`, `redb`, `fjall`, `sled`, `rocksdb`; `peers-fast` and `peers`), each
+//! target in its own process, and reports the same kind of ratio lines.
+//!
 //! Output: a table, one `ratio <name> <median> min=<..> max=<..>` line per comparison (ours
 //! over baseline, higher is better), and a JSON file under `target/popdb-bench/` recording the
 //! commit, kernel, file system and every option. Durability benchmarks refuse tmpfs.
 
-#![forbid(unsafe_code)]
+// heed marks opening an LMDB environment `unsafe`: with the `lmdb` feature, the crate
+// denies unsafe code and the one module that needs it says why (benches/UNSAFE.md).
+#![cfg_attr(not(feature = "lmdb"), forbid(unsafe_code))]
+#![cfg_attr(feature = "lmdb", deny(unsafe_code))]
 #![allow(clippy::disallowed_methods, reason = "benchmarks measure real time")]
 
 mod btreebench;
+mod compare;
 mod dbbench;
 mod keys;
 mod lsmbench;
@@ -50,6 +58,90 @@ enum Command {
     /// fillsync with 1, 4 and 16 writers), its fillrandom measured against the bare
     /// engines' in the same run.
     Db(DbArgs),
+    /// PopDB (engines `lsm`, `btree`; Db tables `db_lsm`, `db_btree`) against the peers
+    /// compiled in (features `lmdb`, `redb`, `fjall`, `sled`, `rocksdb`, `peers-fast`,
+    /// `peers`) on db_bench's workloads, each target in its own process, interleaved;
+    /// prints the median ratio of every comparison with its spread.
+    Compare(CompareArgs),
+    /// One target in this process (what `compare` starts); writes its figures as JSON.
+    #[command(hide = true)]
+    RunTarget(RunTargetArgs),
+}
+
+/// Options of `popdb-bench compare`.
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Keys loaded by each target (db_bench's `--num`). Default 1,000,000 (100,000 with
+    /// --quick).
+    #[arg(long)]
+    keys: Option<u64>,
+    /// 100,000 keys (unless --keys is given) and 3 pairs (unless --pairs is given).
+    #[arg(long)]
+    quick: bool,
+    /// Bytes per key.
+    #[arg(long, default_value_t = 16)]
+    key_size: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Gets of readrandom and readmissing. Default: as many as keys.
+    #[arg(long)]
+    reads: Option<u64>,
+    /// Seeks of seekrandom (each then reads 100 entries). Default: a tenth of the keys.
+    #[arg(long)]
+    seeks: Option<u64>,
+    /// Synced one-key writes of fillsync (not in the default workloads).
+    #[arg(long, default_value_t = 1_000)]
+    sync_ops: u64,
+    /// Rounds: every target runs once per round, so each comparison gets this many pairs.
+    /// Default 5 (3 with --quick).
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// The workloads, in db_bench's names.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom"
+    )]
+    workloads: Vec<String>,
+    /// Runs only the comparisons whose name contains this (e.g. `lsm_vs`, `btree_vs_lmdb`).
+    #[arg(long)]
+    only: Option<String>,
+    /// Milliseconds to pause between processes (after a sync(2)).
+    #[arg(long, default_value_t = 200)]
+    settle_ms: u64,
+    /// Where the data goes (a fresh directory inside it). Default: target/popdb-bench/.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Where the JSON goes. Default: target/popdb-bench/.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Options of the hidden `popdb-bench run-target`.
+#[derive(Debug, Args)]
+struct RunTargetArgs {
+    #[arg(long)]
+    target: String,
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+    #[arg(long)]
+    keys: u64,
+    #[arg(long)]
+    key_size: usize,
+    #[arg(long)]
+    value_size: usize,
+    #[arg(long)]
+    reads: u64,
+    #[arg(long)]
+    seeks: u64,
+    #[arg(long)]
+    sync_ops: u64,
+    /// A fresh directory for this process's data; removed at the end.
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    json: PathBuf,
 }
 
 /// Options of `popdb-bench db`.
@@ -217,7 +309,61 @@ fn main() -> anyhow::Result<()> {
                 dir: args.dir.unwrap_or_else(default_dir),
             })
         }
+        Command::Compare(args) => run_compare(args),
+        Command::RunTarget(args) => compare::run_target(&compare::RunTarget {
+            kind: compare::TargetKind::parse(&args.target)?,
+            workloads: parse_workloads(&args.workloads)?,
+            counts: compare::Counts {
+                keys: args.keys,
+                shape: compare::Shape {
+                    key_size: args.key_size,
+                    value_size: args.value_size,
+                },
+                reads: args.reads,
+                seeks: args.seeks,
+                sync_ops: args.sync_ops,
+            },
+            dir: args.dir,
+            json: args.json,
+        }),
     }
+}
+
+fn run_compare(args: CompareArgs) -> anyhow::Result<()> {
+    let keys = args
+        .keys
+        .unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
+    let pairs = args.pairs.unwrap_or(if args.quick { 3 } else { 5 });
+    compare::run_compare(&compare::Compare {
+        counts: compare::Counts {
+            keys,
+            shape: compare::Shape {
+                key_size: args.key_size,
+                value_size: args.value_size,
+            },
+            reads: args.reads.unwrap_or(keys),
+            seeks: args.seeks.unwrap_or((keys / 10).max(1)),
+            sync_ops: args.sync_ops,
+        },
+        workloads: parse_workloads(&args.workloads)?,
+        pairs,
+        only: args.only,
+        dir: args.dir.unwrap_or_else(default_dir),
+        out: args.out.unwrap_or_else(default_dir),
+        settle: std::time::Duration::from_millis(args.settle_ms),
+    })
+}
+
+/// Workload names in db_bench's order, each once.
+fn parse_workloads(names: &[String]) -> anyhow::Result<Vec<compare::Workload>> {
+    let mut workloads = names
+        .iter()
+        .map(|n| compare::Workload::parse(n.trim()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    workloads.sort();
+    workloads.dedup();
+    anyhow::ensure!(!workloads.is_empty(), "no workload named");
+    Ok(workloads)
 }
 
 /// Where the engine runs put their data: target/popdb-bench/ in the workspace.
