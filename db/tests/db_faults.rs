@@ -811,6 +811,7 @@ fn idempotent_resend_after_a_crash_inside_a_checkpoint_returns_the_first_result(
         fs.set_crash_after_syncs(point);
         assert!(db.checkpoint().is_err(), "crash at sync {point}");
         drop(db);
+        fs.disarm_crash();
         fs.restart();
         let db = open(&fs);
         if db.recovery().intent_lsn.is_some() {
