@@ -45,6 +45,12 @@ pub struct SimStats {
     pub dirty_files_count: u64,
     /// Directory entry changes not yet made durable by `sync_dir`.
     pub unsynced_dir_ops_count: u64,
+    /// Open file handles and live map views made since the last crash (a crash forgets
+    /// the older ones, as a reboot closes every descriptor). Nonzero once their owner is
+    /// gone means a leaked file descriptor or mapping.
+    pub open_handles_count: u64,
+    /// Directory locks held (see [`FileSystem::lock_dir`]).
+    pub dir_locks_count: u64,
     /// Whether an armed crash struck and [`SimFs::restart`] has not been called.
     pub down: bool,
 }
@@ -264,10 +270,12 @@ impl SimFs {
             crashes_count: state.counters.crashes,
             faults_fired_count: state.counters.faults_fired,
             used_size: state.used_size(),
+            dir_locks_count: state.locks.len() as u64,
             down: state.down,
             ..SimStats::default()
         };
         for inode in state.inodes.values() {
+            stats.open_handles_count += u64::from(inode.opens);
             match &inode.node {
                 Node::File(file) if inode.links > 0 || inode.opens > 0 => {
                     stats.files_count += 1;

@@ -233,3 +233,42 @@ fn namespace_op_count_counts_only_changes_and_syncs() {
     let stats = fs.stats();
     assert_eq!((stats.ops_count, stats.syncs_count), (3, 1));
 }
+
+#[test]
+fn namespace_open_handles_and_locks_are_counted_until_dropped() {
+    let fs = SimFs::new(9);
+    let file = create_synced(&fs, "/f", b"abc");
+    let again = fs.open(Path::new("/f"), OpenOptions::read_only()).unwrap();
+    let view = file.map(0, 3).unwrap();
+    let lock = fs.lock_dir(Path::new("/")).unwrap();
+    let stats = fs.stats();
+    assert_eq!(stats.open_handles_count, 3, "two handles and a view");
+    assert_eq!(stats.dir_locks_count, 1);
+    drop(view);
+    drop(again);
+    drop(lock);
+    let stats = fs.stats();
+    assert_eq!(stats.open_handles_count, 1);
+    assert_eq!(stats.dir_locks_count, 0);
+    assert!(
+        fs.open(Path::new("/none"), OpenOptions::read_only())
+            .is_err()
+    );
+    assert_eq!(
+        fs.stats().open_handles_count,
+        1,
+        "a failed open holds nothing"
+    );
+    fs.crash();
+    assert_eq!(
+        fs.stats().open_handles_count,
+        0,
+        "a crash forgets every handle"
+    );
+    drop(file);
+    assert_eq!(
+        fs.stats().open_handles_count,
+        0,
+        "an old handle's drop is a no-op"
+    );
+}
