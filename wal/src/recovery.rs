@@ -15,6 +15,7 @@
 //! 5. Sync the tail segment (bytes a killed process left in the page cache become durable
 //!    before anything builds on them), recycle dead segments, start the spare pool.
 
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,16 +159,23 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
             .map_err(|e| Error::io("evict segment cache", e))?;
         let mut bytes = [0u8; SEGMENT_HEADER_FIELDS];
         let len = file.len().map_err(|e| Error::io("stat segment", e))?;
-        file.read_exact_at(&mut bytes, 0).map_err(|_| {
-            Error::Corruption(Corruption {
-                file: name.clone(),
-                offset: 0,
-                what: "segment header",
-                kind: CorruptionKind::Truncated {
-                    needed: SEGMENT_HEADER_FIELDS as u64,
-                    available: len,
-                },
-            })
+        // Only a file too short to hold the header is damage; any other failure of the
+        // read is the device's, and calling it a corruption would send the operator to
+        // restore a log that is intact.
+        file.read_exact_at(&mut bytes, 0).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::Corruption(Corruption {
+                    file: name.clone(),
+                    offset: 0,
+                    what: "segment header",
+                    kind: CorruptionKind::Truncated {
+                        needed: SEGMENT_HEADER_FIELDS as u64,
+                        available: len,
+                    },
+                })
+            } else {
+                Error::io("read segment header", e)
+            }
         })?;
         // Full validation happens in the scan; here only what ordering needs.
         let Ok(header) = SegmentHeader::decode(&bytes) else {

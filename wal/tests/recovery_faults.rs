@@ -375,3 +375,34 @@ fn faults_failed_segment_switch_fails_callbacks_in_lsn_order() {
     assert_eq!(*seen.lock().unwrap(), [11, 12, 13]);
     assert!(wal.is_poisoned());
 }
+
+/// Issue 8 regression. Symptom: an open of an intact log whose segment header read failed
+/// with EIO was refused as "corruption ... segment header: Truncated", which tells the
+/// operator the log is damaged and sends them to restore it. Root cause: recovery mapped
+/// every error of that read to a truncated header, not only an end of file. Found by the
+/// Db's fault campaign (db/tests/db_fault_loop.rs), which fails each I/O of recovery in turn.
+#[test]
+fn issue_8_failed_segment_header_read_is_an_io_error_not_corruption() {
+    let sim = SimFs::new(8);
+    let fs: FsRef = Arc::new(sim.clone());
+    let wal = open(&fs).unwrap();
+    for i in 0..5u8 {
+        wal.append(RecordKind::Normal, vec![i; 100]).unwrap();
+    }
+    wal.close().unwrap();
+    let segments: Vec<String> = sim
+        .file_names(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .filter(|n| Path::new(n).extension().is_some_and(|e| e == "wal"))
+        .collect();
+    assert!(!segments.is_empty());
+    // The first read of a segment at open is its header's.
+    let segment = Path::new(DIR).join(&segments[0]);
+    sim.inject(Fault::new(FaultOp::Read, FaultError::Eio).under(&segment));
+    let err = open(&fs).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    sim.clear_faults();
+    let wal = open(&fs).unwrap();
+    assert_eq!(payloads(&wal).len(), 5, "the log was intact all along");
+}
