@@ -23,7 +23,7 @@ use popdb_wal::{LogId, Lsn, NodeId, Record, RecordKind, Term, Wal, WalStats};
 
 use crate::apply::{Applied, ApplyEnv, ApplyState, apply_record};
 use crate::batch::{Commit, WriteBatch};
-use crate::engine::EngineView;
+use crate::engine::{EngineView, EngineWork};
 use crate::error::{Error, Result};
 use crate::options::{DbOptions, Durability, WriteOptions};
 use crate::outcome::Outcome;
@@ -156,6 +156,8 @@ pub struct TableStats {
     pub last_applied: Option<u64>,
     /// Memory only a checkpoint releases (memtables, in-memory pages).
     pub memory_bytes: u64,
+    /// What its engine wrote since open: flushes, compactions, checkpoints.
+    pub work: EngineWork,
 }
 
 impl Db {
@@ -904,6 +906,7 @@ impl Inner {
                     watermark: t.engine.watermark(),
                     last_applied: t.engine.last_applied(),
                     memory_bytes: t.engine.memory_bytes(),
+                    work: t.engine.work(),
                 })
                 .collect(),
             background_error: self

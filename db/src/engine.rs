@@ -64,6 +64,19 @@ impl EngineOptions {
     }
 }
 
+/// What an engine's background work and checkpoints have written since it opened: the
+/// tests that inject faults assert on it, so that a workload which stops reaching a path
+/// (a flush, a compaction, a B+tree checkpoint) fails loudly instead of covering less.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineWork {
+    /// LSM memtable flushes (an LSM checkpoint is a flush and counts here).
+    pub flushes: u64,
+    /// LSM compactions, trivial moves included.
+    pub compactions: u64,
+    /// B+tree checkpoints.
+    pub checkpoints: u64,
+}
+
 /// A table's engine.
 pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Which engine this is.
@@ -121,6 +134,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The engine's (an i/o failure poisons it).
     fn maintenance_step(&self) -> Result<bool>;
+
+    /// The work done since open (see [`EngineWork`]). None by default, for engines that
+    /// do not count it.
+    fn work(&self) -> EngineWork {
+        EngineWork::default()
+    }
 
     /// Runs the engine's own invariant checks, for the offline verifier (`check`), and
     /// returns a one-line summary of its shape: pages, depth and fill factor of a B+tree;

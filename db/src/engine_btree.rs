@@ -6,7 +6,7 @@ use std::path::Path;
 use popdb_btree::{ReadView, Tree, TreeOptions};
 use popdb_io::FsRef;
 
-use crate::engine::{Cursor, Direction, Engine, EngineKind, EngineView, Write, owned};
+use crate::engine::{Cursor, Direction, Engine, EngineKind, EngineView, EngineWork, Write, owned};
 use crate::error::Result;
 
 /// A B+tree as a table's engine.
@@ -70,6 +70,13 @@ impl Engine for BtreeEngine {
 
     fn maintenance_step(&self) -> Result<bool> {
         Ok(false)
+    }
+
+    fn work(&self) -> EngineWork {
+        EngineWork {
+            checkpoints: self.tree.stats().checkpoints,
+            ..EngineWork::default()
+        }
     }
 
     fn check(&self) -> Result<String> {

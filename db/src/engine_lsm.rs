@@ -7,7 +7,7 @@ use std::path::Path;
 use popdb_io::FsRef;
 use popdb_lsm::{ReadView, Tree, TreeOptions};
 
-use crate::engine::{Cursor, Direction, Engine, EngineKind, EngineView, Write, owned};
+use crate::engine::{Cursor, Direction, Engine, EngineKind, EngineView, EngineWork, Write, owned};
 use crate::error::Result;
 
 /// An LSM tree as a table's engine.
@@ -88,6 +88,15 @@ impl Engine for LsmEngine {
             .maintenance_step()
             .map_err(|e| self.with_cause(e))?;
         Ok(progress != popdb_lsm::Progress::Idle)
+    }
+
+    fn work(&self) -> EngineWork {
+        let stats = self.tree.stats();
+        EngineWork {
+            flushes: stats.flushes,
+            compactions: stats.compactions,
+            checkpoints: 0,
+        }
     }
 
     fn check(&self) -> Result<String> {

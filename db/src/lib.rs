@@ -71,7 +71,8 @@ pub use batch::{Commit, Condition, WriteBatch};
 pub use check::{CheckReport, TableCheck, check};
 pub use db::{Db, DbStats, TableStats};
 pub use engine::{
-    Cursor, Direction, Engine, EngineKind, EngineOptions, EngineView, Write, open_engine,
+    Cursor, Direction, Engine, EngineKind, EngineOptions, EngineView, EngineWork, Write,
+    open_engine,
 };
 pub use error::{Error, Result};
 pub use options::{DbOptions, Durability, WriteOptions};
