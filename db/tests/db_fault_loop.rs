@@ -1,24 +1,46 @@
-//! The SQLite-style fault loop on the Db: a fixed workload (batches across an LSM and a
-//! B+tree table, conditional transactions, checkpoints, background steps) runs once per
-//! fault point N, with the Nth I/O operation failing (EIO, or ENOSPC on what can run out of
-//! space), once or from then on, until a run no longer reaches N. Each run may get errors,
-//! but: no panic; every read it answers is right; after the fault is cleared and the Db
-//! reopened, every acknowledged write is there with its version, writes refused for sure
-//! are not, a write whose outcome was unknown is there whole or not at all; and the offline
-//! check finds nothing. A second pass fails the Nth operation of recovery itself.
+//! The SQLite-style fault campaign on the Db (issue 8): a fixed workload (batches across an
+//! LSM and a B+tree table, conditional transactions, Db checkpoints, background steps), small
+//! enough in its sizes that LSM flushes and compactions, B+tree checkpoints and WAL segment
+//! rotation all happen in it, runs once per fault point N with the Nth matching I/O
+//! operation failing, once or from then on, until a run no longer reaches N. The kinds:
+//! EIO and ENOSPC on any operation, short writes, failed fsyncs (the simulator's Linux
+//! behaviour: the unsynced bytes may be gone from the medium while reads still show them
+//! from the cache, and the file counts as clean), and bit flips in what reads (and maps)
+//! return. After each run the Db is dropped and, every other point, the power fails too.
 //!
-//! `DB_FAULT_LOOP_STEP=<n>` tries every nth fault point only (default 1: all of them).
+//! Each run may get errors, but: no panic on any thread; every read it answers is one the
+//! writes so far allow; no file handle, map view or directory lock outlives the Db; after
+//! the fault is cleared and the Db reopened, every acknowledged write is there with its
+//! version, writes refused for sure are not, a write whose outcome was unknown is there
+//! whole or not at all; and the offline check finds nothing.
+//!
+//! A second campaign does the same to recovery itself: the workload runs clean, the power
+//! fails, and the Nth operation of the reopen faults (each kind above) or loses power
+//! again. An open under a fault either answers right or refuses: a refusal under a bit
+//! flip must name a corruption, one under EIO or ENOSPC must not claim one.
+//!
+//! Each campaign prints per kind: the fault points exercised, the faults fired, the runs in
+//! which the Db returned an error, and the runs followed by a power loss.
+//!
+//! `DB_FAULT_LOOP_LONG=1`: every point (stride 1), four seeds, and each point both with and
+//! without the power loss. `DB_FAULT_LOOP_STEP=<n>` tries every nth point only.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use popdb_db::{
     Check, Commit, Condition, Db, DbOptions, EngineKind, Error, Scan, TableOptions, WriteBatch,
 };
-use popdb_io::{Fault, FaultError, FaultOp, SimFs};
+use popdb_io::{CrashMode, Fault, FaultError, FaultOp, SimFs};
+use popdb_testkit::Rng;
 
 const DIR: &str = "/db";
 const TABLES: [(&str, EngineKind); 2] = [("lsm", EngineKind::Lsm), ("btree", EngineKind::Btree)];
@@ -31,13 +53,185 @@ fn options(fs: &SimFs) -> DbOptions {
         fs: Arc::new(fs.clone()),
         background: false,
         reserve_bytes: 16 * 1024,
+        // Small, so that SST blocks are read from their files, not only from the cache.
+        block_cache_bytes: 8 * 1024,
         ..DbOptions::default()
     };
+    // The smallest segment: the workload logs more than one, so segments rotate.
     options.wal.segment_size = 64 * 1024;
     options.wal.record_size_max = 60_000;
     options.lsm.memtable_size_max = 2 * 1024;
     options.lsm.l0_compaction_trigger = 2;
     options
+}
+
+/// One kind of fault the campaigns inject at every point.
+#[derive(Clone, Copy, Debug)]
+struct Kind {
+    name: &'static str,
+    op: FaultOp,
+    error: FaultError,
+    persistent: bool,
+}
+
+const fn kind(name: &'static str, op: FaultOp, error: FaultError, persistent: bool) -> Kind {
+    Kind {
+        name,
+        op,
+        error,
+        persistent,
+    }
+}
+
+const KINDS: [Kind; 10] = [
+    kind("eio once", FaultOp::Any, FaultError::Eio, false),
+    kind("eio persistent", FaultOp::Any, FaultError::Eio, true),
+    kind("enospc once", FaultOp::Any, FaultError::Enospc, false),
+    kind("enospc persistent", FaultOp::Any, FaultError::Enospc, true),
+    kind(
+        "short write once",
+        FaultOp::Write,
+        FaultError::ShortWrite,
+        false,
+    ),
+    kind(
+        "short write persistent",
+        FaultOp::Write,
+        FaultError::ShortWrite,
+        true,
+    ),
+    kind("failed fsync once", FaultOp::Sync, FaultError::Eio, false),
+    kind(
+        "failed fsync persistent",
+        FaultOp::Sync,
+        FaultError::Eio,
+        true,
+    ),
+    kind(
+        "read bit flip once",
+        FaultOp::Read,
+        FaultError::BitFlip,
+        false,
+    ),
+    kind(
+        "read bit flip persistent",
+        FaultOp::Read,
+        FaultError::BitFlip,
+        true,
+    ),
+];
+
+impl Kind {
+    fn fault(self, countdown: u64) -> Fault {
+        let fault = Fault::new(self.op, self.error).after(countdown);
+        if self.persistent {
+            fault.persistent()
+        } else {
+            fault
+        }
+    }
+}
+
+/// How a campaign runs: set by the environment (see the file docs).
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    long: bool,
+    step_override: Option<u64>,
+}
+
+impl Mode {
+    fn from_env() -> Self {
+        Self {
+            long: std::env::var("DB_FAULT_LOOP_LONG").is_ok_and(|v| v != "0"),
+            step_override: std::env::var("DB_FAULT_LOOP_STEP")
+                .ok()
+                .map(|s| s.parse().unwrap()),
+        }
+    }
+
+    fn seeds(self) -> u64 {
+        if self.long { 4 } else { 1 }
+    }
+
+    /// The stride between fault points: every point unless overridden.
+    fn step(self) -> u64 {
+        self.step_override.map_or(1, |step| step.max(1))
+    }
+
+    /// Whether the power fails before the reopen that verifies point `index`.
+    fn crashes(self, index: u64) -> Vec<bool> {
+        if self.long {
+            vec![false, true]
+        } else {
+            vec![index % 2 == 1]
+        }
+    }
+}
+
+/// What one kind's campaign did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    /// Fault points at which the fault fired.
+    points: u64,
+    /// Faults fired (a persistent fault fires many times per point).
+    fired: u64,
+    /// Points at which the Db returned an error (or refused to open).
+    errored: u64,
+    /// Verifications that followed a power loss.
+    crashed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.points += other.points;
+        self.fired += other.fired;
+        self.errored += other.errored;
+        self.crashed += other.crashed;
+    }
+}
+
+/// Panics on threads the Db started (the log's writer): unseen otherwise. A test thread's
+/// own panic fails its test anyway, so it is not counted here, where it would fail the
+/// other tests of the binary too.
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static TEST_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count_panics() {
+    static HOOK: Once = Once::new();
+    TEST_THREAD.with(|t| t.set(true));
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !TEST_THREAD.with(Cell::get) {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+            }
+            previous(info);
+        }));
+    });
+}
+
+fn assert_no_panic(context: &str) {
+    assert_eq!(
+        PANICS.load(Ordering::Relaxed),
+        0,
+        "{context}: a thread panicked"
+    );
+}
+
+/// Every handle, map view and directory lock the Db took is gone.
+fn assert_no_leak(fs: &SimFs, context: &str) {
+    let stats = fs.stats();
+    assert_eq!(
+        stats.open_handles_count, 0,
+        "{context}: file handles or map views outlive the Db"
+    );
+    assert_eq!(
+        stats.dir_locks_count, 0,
+        "{context}: a directory lock outlives the Db"
+    );
 }
 
 #[derive(Clone, Debug)]
@@ -52,12 +246,12 @@ enum Op {
 
 fn workload() -> Vec<Op> {
     let mut ops = Vec::new();
-    for i in 0..36_u8 {
+    for i in 0..45_u8 {
         ops.push(match i % 9 {
             4 => Op::Checkpoint,
             7 => Op::Maintenance,
             2 | 5 => Op::IfAbsent(i % 11, vec![b'c'; 40 + usize::from(i) * 10]),
-            _ => Op::Write(i % 7, vec![i; 200 + usize::from(i) * 20]),
+            _ => Op::Write(i % 7, vec![i; 1200 + usize::from(i) * 20]),
         });
     }
     ops
@@ -85,17 +279,33 @@ fn writes_of(op: &Op) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     }
 }
 
-/// Runs the workload, continuing past errors; returns each write's fate.
-fn run(db: &Db, ops: &[Op]) -> Vec<(usize, Fate)> {
-    let mut fates = Vec::new();
+/// What a run of the workload did.
+#[derive(Debug, Default)]
+struct Run {
+    fates: Vec<(usize, Fate)>,
+    /// Any operation, read or write, returned an error.
+    errored: bool,
+    /// Db checkpoints that completed.
+    checkpoints: u64,
+}
+
+/// Runs the workload, continuing past errors, and reads back after every step: each read
+/// that answers must answer what some candidate state holds.
+fn run(db: &Db, ops: &[Op], context: &str) -> Run {
+    let mut out = Run::default();
     for (i, op) in ops.iter().enumerate() {
         let result = match op {
             Op::Checkpoint => {
-                let _ = db.checkpoint();
+                match db.checkpoint() {
+                    Ok(_) => out.checkpoints += 1,
+                    Err(_) => out.errored = true,
+                }
+                out.errored |= !read_all_back(db, ops, &out.fates, context);
                 continue;
             }
             Op::Maintenance => {
-                let _ = db.maintenance_step();
+                out.errored |= db.maintenance_step().is_err();
+                out.errored |= !read_all_back(db, ops, &out.fates, context);
                 continue;
             }
             Op::Write(_, _) => {
@@ -123,13 +333,60 @@ fn run(db: &Db, ops: &[Op]) -> Vec<(usize, Fate)> {
         let fate = match result {
             Ok(lsn) => Fate::Applied(lsn),
             Err(Error::Unknown(_)) => Fate::Unknown,
-            // Refused before logging, refused by a poisoned Db or log, or a conflict
-            // decided in log order: certainly not applied.
-            Err(_) => Fate::NotApplied,
+            // A conflict decided in log order is no failure of the Db.
+            Err(Error::Conflict { .. }) => Fate::NotApplied,
+            // Refused before logging, or refused by a poisoned Db or log: certainly not
+            // applied.
+            Err(_) => {
+                out.errored = true;
+                Fate::NotApplied
+            }
         };
-        fates.push((i, fate));
+        out.errored |= fate == Fate::Unknown;
+        out.fates.push((i, fate));
+        out.errored |= !read_back(db, ops, &out.fates, &writes_of(op), context);
     }
-    fates
+    out
+}
+
+/// Gets each key `writes` touched; false if a read failed. Panics on a wrong answer.
+fn read_back(
+    db: &Db,
+    ops: &[Op],
+    fates: &[(usize, Fate)],
+    writes: &[(&'static str, Vec<u8>, Vec<u8>)],
+    context: &str,
+) -> bool {
+    let candidates = candidates(ops, fates);
+    let mut ok = true;
+    for (table, key, _) in writes {
+        let Ok(found) = db.get(table, key) else {
+            ok = false;
+            continue;
+        };
+        let value = found.map(|(value, _)| value);
+        assert!(
+            candidates
+                .iter()
+                .any(|c| c.get(table).and_then(|t| t.get(key)) == value.as_ref()),
+            "{context}: get {table} {key:?} after op {} answered a value no write allows",
+            fates.len()
+        );
+    }
+    ok
+}
+
+/// Scans every table; false if a read failed. Panics on a wrong answer.
+fn read_all_back(db: &Db, ops: &[Op], fates: &[(usize, Fate)], context: &str) -> bool {
+    let Some(values) = try_values(db) else {
+        return false;
+    };
+    assert!(
+        candidates(ops, fates).iter().any(|c| same(c, &values)),
+        "{context}: a scan after {} writes answered a state no write allows",
+        fates.len()
+    );
+    true
 }
 
 /// The values the Db may hold: the applied writes in order, and any subset of the unknown
@@ -216,7 +473,7 @@ fn values_and_versions(db: &Db) -> (Values, BTreeMap<(&'static str, Vec<u8>), u6
 }
 
 /// After the faulty run: the reopened Db holds one of the candidates, acknowledged
-/// versions included, and the offline check is clean.
+/// versions included, the offline check is clean, and nothing is left open.
 fn verify(fs: &SimFs, ops: &[Op], fates: &[(usize, Fate)], context: &str) {
     let db = Db::open(Path::new(DIR), options(fs))
         .unwrap_or_else(|e| panic!("{context}: reopen without faults failed: {e}"));
@@ -244,12 +501,15 @@ fn verify(fs: &SimFs, ops: &[Op], fates: &[(usize, Fate)], context: &str) {
         }
     }
     db.close().unwrap();
+    assert_no_leak(fs, &format!("{context}, after the verifying reopen"));
     let report = popdb_db::check(Path::new(DIR), options(fs)).unwrap();
     assert!(
         report.problems.is_empty(),
         "{context}: the check found problems: {:?}",
         report.problems
     );
+    assert_no_leak(fs, &format!("{context}, after the check"));
+    assert_no_panic(context);
 }
 
 /// A new Db with its tables, outside the fault's reach.
@@ -261,89 +521,428 @@ fn fresh(fs: &SimFs) -> Db {
     db
 }
 
-fn step() -> u64 {
-    std::env::var("DB_FAULT_LOOP_STEP").map_or(1, |s| s.parse().unwrap())
+fn seed_of(seed: u64, n: u64) -> u64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(n)
+}
+
+/// One kind's loop over fault points during the workload.
+fn workload_loop(mode: Mode, kind: Kind, seed: u64, ops: &[Op]) -> Tally {
+    let mut tally = Tally::default();
+    let mut n = 0;
+    loop {
+        for crash in mode.crashes(n / mode.step()) {
+            let context = format!(
+                "{} at operation {n} (seed {seed}), power loss {crash}",
+                kind.name
+            );
+            let fs = SimFs::new(seed_of(seed, n));
+            let db = fresh(&fs);
+            fs.inject(kind.fault(n));
+            let run = run(&db, ops, &context);
+            drop(db);
+            assert_no_leak(&fs, &context);
+            let fired = fs.stats().faults_fired_count;
+            fs.clear_faults();
+            if fired == 0 {
+                return tally;
+            }
+            tally.points += 1;
+            tally.fired += fired;
+            tally.errored += u64::from(run.errored);
+            if crash {
+                tally.crashed += 1;
+                fs.crash();
+            }
+            verify(&fs, ops, &run.fates, &context);
+        }
+        n += mode.step();
+    }
+}
+
+/// How a refused open describes itself.
+fn claims_corruption(error: &Error) -> bool {
+    match error {
+        Error::Corruption { .. }
+        | Error::Lsm(popdb_lsm::Error::Corruption(_))
+        | Error::Btree(popdb_btree::Error::Corruption(_))
+        | Error::Wal(popdb_wal::Error::Corruption(_)) => true,
+        Error::Poisoned { cause } => claims_corruption(cause),
+        _ => false,
+    }
+}
+
+/// The write made on a Db opened under a fault: a key no workload op touches.
+fn after_open_op() -> Op {
+    Op::Write(200, vec![0xee; 300])
+}
+
+/// What an open under a fault did.
+struct UnderFault {
+    refused: bool,
+    /// The fate of [`after_open_op`] (not applied if the open was refused).
+    fate: Fate,
+    /// What the opened Db read before that write, if every read answered.
+    seen: Option<Values>,
+}
+
+/// Opens the Db under a fault (or an armed power loss) and checks what it answers: reads
+/// right when it opens, an error that names what happened when it refuses. An open Db
+/// then takes one more write, so that whatever recovery built under the fault is built on.
+fn open_under_fault(
+    fs: &SimFs,
+    kind: Option<Kind>,
+    ops: &[Op],
+    fates: &[(usize, Fate)],
+    context: &str,
+) -> UnderFault {
+    let db = match Db::open(Path::new(DIR), options(fs)) {
+        Ok(db) => db,
+        Err(error) => {
+            // A refusal caused by the power loss says that, whatever else was armed.
+            let kind = kind.filter(|_| !fs.is_down());
+            match kind.map(|k| k.error) {
+                Some(FaultError::BitFlip) => assert!(
+                    claims_corruption(&error),
+                    "{context}: a bit flip refused the open without naming a corruption: \
+                     {error}"
+                ),
+                Some(FaultError::Eio | FaultError::Enospc) => assert!(
+                    !claims_corruption(&error),
+                    "{context}: an i/o error refused the open as a corruption: {error}"
+                ),
+                _ => {}
+            }
+            return UnderFault {
+                refused: true,
+                fate: Fate::NotApplied,
+                seen: None,
+            };
+        }
+    };
+    let seen = try_values(&db);
+    if let Some(values) = &seen {
+        assert!(
+            candidates(ops, fates).iter().any(|c| same(c, values)),
+            "{context}: the Db opened under the fault reads a state no write allows"
+        );
+    }
+    let extra = after_open_op();
+    let mut batch = WriteBatch::new();
+    for (table, key, value) in writes_of(&extra) {
+        batch.put(table, key, value);
+    }
+    let fate = match db.write(batch) {
+        Ok(lsn) => Fate::Applied(lsn),
+        Err(Error::Unknown(_)) => Fate::Unknown,
+        Err(_) => Fate::NotApplied,
+    };
+    drop(db);
+    UnderFault {
+        refused: false,
+        fate,
+        seen,
+    }
+}
+
+/// The workload's ops and fates with the write made after an open under a fault.
+fn with_after_open(
+    ops: &[Op],
+    fates: &[(usize, Fate)],
+    fate: Fate,
+) -> (Vec<Op>, Vec<(usize, Fate)>) {
+    let mut ops = ops.to_vec();
+    let mut fates = fates.to_vec();
+    fates.push((ops.len(), fate));
+    ops.push(after_open_op());
+    (ops, fates)
+}
+
+/// Recovery settles every in-doubt write: what a Db opened under a fault read, the next
+/// open reads too (with the write made in between, if it applied). An in-doubt write
+/// seen there and gone here, or the reverse, is a reader seeing history change.
+fn assert_settled(fs: &SimFs, seen: &Values, fate: &Fate, context: &str) {
+    let db = Db::open(Path::new(DIR), options(fs)).unwrap();
+    let values = try_values(&db).unwrap();
+    drop(db);
+    let mut with = seen.clone();
+    for (table, key, value) in writes_of(&after_open_op()) {
+        with.entry(table).or_default().insert(key, value);
+    }
+    let ok = match fate {
+        Fate::Applied(_) => same(&with, &values),
+        Fate::NotApplied => same(seen, &values),
+        Fate::Unknown => same(&with, &values) || same(seen, &values),
+    };
+    assert!(
+        ok,
+        "{context}: the reopen reads a different history than the open under the fault"
+    );
+}
+
+/// One kind's loop over fault points during recovery (`None`: a power loss there).
+fn recovery_loop(mode: Mode, kind: Option<Kind>, seed: u64, ops: &[Op]) -> Tally {
+    let name = kind.map_or("power loss", |k| k.name);
+    let mut tally = Tally::default();
+    let mut n = 0;
+    loop {
+        for crash in mode.crashes(n / mode.step()) {
+            let context =
+                format!("recovery, {name} at operation {n} (seed {seed}), power loss {crash}");
+            let fs = SimFs::new(seed_of(seed, n));
+            let db = fresh(&fs);
+            let clean = run(&db, ops, &context);
+            assert!(!clean.errored, "{context}: the run without faults failed");
+            // A power loss, so that recovery has a log to replay and a tail to check.
+            fs.crash();
+            drop(db);
+            let crashes = fs.stats().crashes_count;
+            match kind {
+                Some(kind) => fs.inject(kind.fault(n)),
+                None => fs.set_crash_after_ops(n),
+            }
+            let under = open_under_fault(&fs, kind, ops, &clean.fates, &context);
+            assert_no_leak(&fs, &context);
+            let stats = fs.stats();
+            let fired = stats.faults_fired_count + (stats.crashes_count - crashes);
+            fs.clear_faults();
+            fs.disarm_crash();
+            fs.restart();
+            if fired == 0 {
+                return tally;
+            }
+            tally.points += 1;
+            tally.fired += fired;
+            tally.errored += u64::from(under.refused);
+            if crash {
+                tally.crashed += 1;
+                fs.crash();
+            }
+            let (ops, fates) = with_after_open(ops, &clean.fates, under.fate.clone());
+            verify(&fs, &ops, &fates, &context);
+            if let Some(seen) = &under.seen {
+                assert_settled(&fs, seen, &under.fate, &context);
+            }
+        }
+        n += mode.step();
+    }
+}
+
+/// One case of the mixed campaign, all drawn from `seed`: a fault of any kind at any point
+/// of the workload, a power loss of any mode, a second fault in the recovery and, one
+/// time in three, a second power loss inside it; then the verifying reopen.
+fn mixed_case(seed: u64, ops: &[Op]) -> Tally {
+    let mut rng = Rng(seed);
+    let first = KINDS[rng.index(KINDS.len())];
+    let n1 = rng.below(if first.op == FaultOp::Any { 500 } else { 160 });
+    let mode = [
+        CrashMode::Random,
+        CrashMode::LoseAllUnsynced,
+        CrashMode::KeepAll,
+    ][rng.index(3)];
+    let second = KINDS[rng.index(KINDS.len())];
+    let n2 = rng.below(if second.op == FaultOp::Any { 50 } else { 25 });
+    let crash_at = rng.chance(3).then(|| rng.below(16));
+    let context = format!(
+        "mixed case {seed}: {} at {n1}, power loss {mode:?}, {} at {n2} of recovery, \
+         power loss in recovery at {crash_at:?}",
+        first.name, second.name
+    );
+    let fs = SimFs::new(seed);
+    let db = fresh(&fs);
+    fs.inject(first.fault(n1));
+    let run = run(&db, ops, &context);
+    drop(db);
+    assert_no_leak(&fs, &context);
+    let mut tally = Tally {
+        fired: fs.stats().faults_fired_count,
+        errored: u64::from(run.errored),
+        crashed: 1,
+        ..Tally::default()
+    };
+    fs.clear_faults();
+    fs.crash_with(mode);
+    let before = fs.stats();
+    fs.inject(second.fault(n2));
+    if let Some(at) = crash_at {
+        fs.set_crash_after_ops(at);
+    }
+    let under = open_under_fault(&fs, Some(second), ops, &run.fates, &context);
+    assert_no_leak(&fs, &context);
+    let after = fs.stats();
+    tally.fired += after.faults_fired_count - before.faults_fired_count;
+    tally.crashed += after.crashes_count - before.crashes_count;
+    tally.errored += u64::from(under.refused);
+    tally.points = u64::from(tally.fired > 0);
+    fs.clear_faults();
+    fs.disarm_crash();
+    fs.restart();
+    let (ops, fates) = with_after_open(ops, &run.fates, under.fate.clone());
+    verify(&fs, &ops, &fates, &context);
+    if let Some(seen) = &under.seen {
+        assert_settled(&fs, seen, &under.fate, &context);
+    }
+    tally
+}
+
+fn report(title: &str, rows: &[(&str, Tally)], elapsed: Duration) -> Tally {
+    let mut total = Tally::default();
+    let mut out = format!(
+        "{title} ({:.1} s)\n{:<26} {:>7} {:>7} {:>8} {:>11}\n",
+        elapsed.as_secs_f64(),
+        "kind",
+        "points",
+        "fired",
+        "errored",
+        "power loss"
+    );
+    for (name, tally) in rows {
+        total.add(*tally);
+        writeln!(
+            out,
+            "{name:<26} {:>7} {:>7} {:>8} {:>11}",
+            tally.points, tally.fired, tally.errored, tally.crashed
+        )
+        .unwrap();
+    }
+    writeln!(
+        out,
+        "{:<26} {:>7} {:>7} {:>8} {:>11}",
+        "total", total.points, total.fired, total.errored, total.crashed
+    )
+    .unwrap();
+    eprint!("{out}");
+    total
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the campaign reports its own wall time; nothing depends on it"
+)]
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// The workload reaches every path the campaign claims to cover: a test that silently
+/// stopped flushing, compacting, checkpointing or rotating segments would cover less.
+#[test]
+fn workload_reaches_flush_compaction_checkpoints_and_segment_rotation() {
+    let fs = SimFs::new(0);
+    let db = fresh(&fs);
+    let run = run(&db, &workload(), "the workload without faults");
+    assert!(!run.errored);
+    let stats = db.stats();
+    let work = |table: &str| {
+        stats
+            .tables
+            .iter()
+            .find(|t| t.desc.name == table)
+            .unwrap()
+            .work
+    };
+    let (lsm, btree) = (work("lsm"), work("btree"));
+    eprintln!(
+        "workload: {} Db checkpoints; lsm {} flushes, {} compactions; btree {} checkpoints; \
+         wal {} segments created, {} recycled, {} syncs; {} I/O operations counted",
+        run.checkpoints,
+        lsm.flushes,
+        lsm.compactions,
+        btree.checkpoints,
+        stats.wal.segments_created,
+        stats.wal.segments_recycled,
+        stats.wal.syncs,
+        fs.op_count()
+    );
+    assert!(run.checkpoints >= 3, "{} Db checkpoints", run.checkpoints);
+    assert!(lsm.flushes >= 3, "{} LSM flushes", lsm.flushes);
+    assert!(lsm.compactions >= 1, "{} LSM compactions", lsm.compactions);
+    assert!(
+        btree.checkpoints >= 3,
+        "{} B+tree checkpoints",
+        btree.checkpoints
+    );
+    assert!(
+        stats.wal.segments_created >= 2,
+        "{} WAL segments created: the log never rotated",
+        stats.wal.segments_created
+    );
+    assert!(
+        stats.wal.segments_recycled >= 1,
+        "no WAL segment was purged after a checkpoint"
+    );
+    drop(db);
+    assert_no_leak(&fs, "the workload without faults");
 }
 
 #[test]
 fn every_io_operation_fails_in_turn() {
+    count_panics();
+    let mode = Mode::from_env();
     let ops = workload();
-    let mut points = 0;
-    for (error, persistent) in [
-        (FaultError::Eio, false),
-        (FaultError::Eio, true),
-        (FaultError::Enospc, false),
-    ] {
-        let mut n = 0;
-        loop {
-            let fs = SimFs::new(n);
-            let db = fresh(&fs);
-            let mut fault = Fault::new(FaultOp::Any, error).after(n);
-            if persistent {
-                fault = fault.persistent();
-            }
-            fs.inject(fault);
-            let fates = run(&db, &ops);
-            // Reads on the faulty Db: an answer, when it gives one, is one it may give.
-            if let Some(values) = try_values(&db) {
-                assert!(
-                    candidates(&ops, &fates).iter().any(|c| same(c, &values)),
-                    "{error:?} at {n}: a read of the faulty Db is wrong"
-                );
-            }
-            drop(db);
-            let fired = fs.stats().faults_fired_count > 0;
-            fs.clear_faults();
-            if !fired {
-                break;
-            }
-            points += 1;
-            verify(
-                &fs,
-                &ops,
-                &fates,
-                &format!("{error:?} at I/O operation {n}, persistent {persistent}"),
-            );
-            n += step();
+    let started = now();
+    let mut rows = Vec::new();
+    for kind in KINDS {
+        let mut tally = Tally::default();
+        for seed in 0..mode.seeds() {
+            tally.add(workload_loop(mode, kind, seed, &ops));
         }
+        assert!(tally.points > 0, "{}: no fault point fired", kind.name);
+        rows.push((kind.name, tally));
     }
-    eprintln!("{points} fault points exercised");
-    assert!(points > 100, "only {points} fault points");
+    let total = report(
+        &format!("fault points in the workload, {mode:?}"),
+        &rows,
+        started.elapsed(),
+    );
+    assert!(total.points > 300, "only {} fault points", total.points);
 }
 
 #[test]
 fn recovery_fails_at_every_io_operation_in_turn() {
+    count_panics();
+    let mode = Mode::from_env();
     let ops = workload();
-    let mut points = 0;
-    for seed in 0..2 {
-        let mut n = 0;
-        loop {
-            let fs = SimFs::new(seed);
-            let db = fresh(&fs);
-            let fates = run(&db, &ops);
-            // A power loss, so that recovery has a log to replay and a tail to check.
-            fs.crash();
-            drop(db);
-            fs.inject(Fault::new(FaultOp::Any, FaultError::Eio).after(n));
-            let result = Db::open(Path::new(DIR), options(&fs));
-            let fired = fs.stats().faults_fired_count > 0;
-            if let Ok(db) = result {
-                drop(db);
-            }
-            fs.clear_faults();
-            if !fired {
-                break;
-            }
-            points += 1;
-            verify(
-                &fs,
-                &ops,
-                &fates,
-                &format!("recovery, EIO at operation {n}"),
-            );
-            n += step();
+    let started = now();
+    let mut rows = Vec::new();
+    let kinds = KINDS.iter().map(|k| Some(*k)).chain([None]);
+    for kind in kinds {
+        let mut tally = Tally::default();
+        for seed in 0..mode.seeds() {
+            tally.add(recovery_loop(mode, kind, seed, &ops));
         }
+        let name = kind.map_or("power loss", |k| k.name);
+        rows.push((name, tally));
     }
-    eprintln!("{points} fault points in recovery exercised");
-    assert!(points > 20, "only {points} fault points in recovery");
+    let total = report(
+        &format!("fault points in recovery, {mode:?}"),
+        &rows,
+        started.elapsed(),
+    );
+    assert!(
+        total.points > 40,
+        "only {} fault points in recovery",
+        total.points
+    );
+}
+
+#[test]
+fn mixed_faults_and_power_losses_in_the_workload_and_in_recovery() {
+    count_panics();
+    let mode = Mode::from_env();
+    let ops = workload();
+    let started = now();
+    let cases = if mode.long { 3000 } else { 300 };
+    let mut total = Tally::default();
+    for seed in 0..cases {
+        total.add(mixed_case(seed, &ops));
+    }
+    report(
+        &format!("mixed cases: {cases}, {mode:?}"),
+        &[("fault, loss, fault (+loss)", total)],
+        started.elapsed(),
+    );
+    assert!(
+        total.points > cases / 2,
+        "only {} cases fired a fault",
+        total.points
+    );
 }
