@@ -246,6 +246,9 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
             generation_max: previous_generation,
         };
         let scan = scan_segment(&segment.name, &bytes, limits).map_err(Error::Corruption)?;
+        if is_tail {
+            confirm_tail(&segment.file, &segment.name, &bytes, scan.end_offset)?;
+        }
         index.truncate(segment.header.first_lsn);
         index.segments.push(IndexedSegment {
             name: segment.name.clone(),
@@ -329,6 +332,40 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
         },
         lock,
     })
+}
+
+/// Bytes compared per read by [`confirm_tail`].
+const CONFIRM_CHUNK_SIZE: usize = 1 << 20;
+
+/// The tail segment's valid units end at `end_offset`; the writer goes on from there and
+/// overwrites what follows. First make sure that end is on the medium and not in one
+/// misread: a bit flipped on the way from the disk fails the last unit's checksum (or hides
+/// its header) just as a torn write does, and cutting there would drop a record that was
+/// acknowledged as durable, then reuse its LSN. So the bytes from `end_offset` on are read
+/// again: two reads that differ refuse the open with an i/o error (`InvalidData`), and the
+/// next open reads again. The LSM manifest does the same before cutting its tail.
+///
+/// Costs one more read of the tail segment's unused remainder per open, in bounded chunks.
+fn confirm_tail(file: &FileRef, name: &str, image: &[u8], end_offset: u64) -> Result<()> {
+    let start = usize::try_from(end_offset).expect("the scan's end lies within the image");
+    let mut again = vec![0u8; CONFIRM_CHUNK_SIZE.min(image.len() - start)];
+    let mut at = start;
+    while at < image.len() {
+        let len = again.len().min(image.len() - at);
+        file.read_exact_at(&mut again[..len], at as u64)
+            .map_err(|e| Error::io("read segment", e))?;
+        if again[..len] != image[at..at + len] {
+            let message = format!(
+                "two reads of {name} differ after offset {end_offset}: not cutting its tail"
+            );
+            return Err(Error::io(
+                "read segment",
+                io::Error::new(io::ErrorKind::InvalidData, message),
+            ));
+        }
+        at += len;
+    }
+    Ok(())
 }
 
 fn first_indexed(index: &Index) -> Lsn {
