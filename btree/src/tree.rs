@@ -826,6 +826,22 @@ fn read_meta(file: &FileRef, len: u64) -> Result<(Meta, Option<Error>)> {
     file.read_exact_at(&mut head, 0)
         .map_err(|e| Error::io("tree read metas", e))?;
     let choice = recover_meta(&head)?;
+    if choice.damaged.is_some() {
+        // Falling back to the older meta opens an older checkpoint: first make sure the
+        // newer one is damaged on the medium, not in one misread (a bit flipped on the way
+        // from the disk fails its checksum just as a torn write does). Two reads that
+        // differ refuse the open; the next open reads again.
+        let mut again = vec![0; head_len];
+        file.read_exact_at(&mut again, 0)
+            .map_err(|e| Error::io("tree read metas", e))?;
+        if again != head {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "two reads of the meta pages differ: not falling back to the older meta",
+            );
+            return Err(Error::io("tree read metas", e));
+        }
+    }
     let meta = choice.current;
     let needed = meta.page_count * meta.page_size.bytes() as u64;
     if len < needed {

@@ -102,3 +102,58 @@ fn a_failed_checkpoint_poisons_writes_and_loses_nothing_completed() {
     eprintln!("{failures} failed checkpoints: each poisoned writes and lost nothing");
     assert!(failures >= cases.len(), "{failures}");
 }
+
+/// Issue 8 regression. Symptom: a bit flipped in the read of the meta pages at open made
+/// the newer meta fail its checksum, and the tree opened at the older checkpoint, as if the
+/// newer one had been torn; its owner, which knew the newer checkpoint had completed, read
+/// stale values. Root cause: the fallback trusted one read. Now the metas are read again
+/// before falling back, and two reads that differ refuse the open with an `InvalidData`
+/// i/o error. Found by the Db's fault campaign (db/tests/db_fault_loop.rs).
+#[test]
+fn issue_8_bit_flip_in_the_meta_read_never_opens_an_older_checkpoint() {
+    let mut refused = 0;
+    for seed in 0..200 {
+        let fs = SimFs::new(seed);
+        let tree = open(&fs);
+        let (mut model, mut lsn) = (Model::new(), 0);
+        write(&tree, &mut model, &mut lsn, 5);
+        tree.checkpoint(lsn).unwrap();
+        write(&tree, &mut model, &mut lsn, 5);
+        tree.checkpoint(lsn).unwrap();
+        drop(tree);
+        // The first read at open is the one of both metas.
+        fs.inject(Fault::new(FaultOp::Read, FaultError::BitFlip));
+        let options = TreeOptions {
+            page_size: PageSize::new(512).unwrap(),
+            roots_retained: 4,
+        };
+        let shared: FsRef = Arc::new(fs.clone());
+        match Tree::open(shared, Path::new("/t"), options) {
+            Ok(tree) => {
+                assert_eq!(
+                    tree.watermark(),
+                    Some(lsn),
+                    "seed {seed}: an older checkpoint"
+                );
+                assert_eq!(contents(&tree), model, "seed {seed}");
+            }
+            Err(Error::Io { source, .. }) => {
+                assert_eq!(
+                    source.kind(),
+                    std::io::ErrorKind::InvalidData,
+                    "seed {seed}"
+                );
+                refused += 1;
+            }
+            Err(e) => panic!("seed {seed}: {e}"),
+        }
+        fs.clear_faults();
+        let tree = open(&fs);
+        assert_eq!(
+            tree.watermark(),
+            Some(lsn),
+            "seed {seed}: after the misread"
+        );
+    }
+    assert!(refused > 0, "no flip hit the newer meta");
+}
