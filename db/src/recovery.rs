@@ -157,6 +157,7 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
             &block_cache,
         )?);
     }
+    check_tables_hold_checkpoint(&tables, &gen_dir, base.lsn)?;
     // The log must hold every record above the checkpoint.
     let purged = wal.last_purged().map_or(0, |p| p.lsn.0);
     let first = wal_report.first.map_or(wal.next_lsn().0, |lsn| lsn.0);
@@ -290,6 +291,34 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
 }
 
 /// Deletes every generation directory of `dir` but `keep`.
+/// Every table of the last completed checkpoint holds it: the checkpoint was recorded done
+/// only after each table (idle ones too) had checkpointed at `lsn`. A table that opens
+/// below it (a B+tree that fell back to its older meta because the newer one read as
+/// damaged, an LSM tree whose newest manifest edit is gone) would silently miss the writes
+/// in between, since the replay starts above the checkpoint and the log through it may be
+/// purged: refuse the open and name the table instead.
+fn check_tables_hold_checkpoint(tables: &Tables, gen_dir: &Path, lsn: u64) -> Result<()> {
+    if lsn == 0 {
+        return Ok(());
+    }
+    for table in tables.iter() {
+        let watermark = table.engine.watermark();
+        if watermark.is_none_or(|w| w < lsn) {
+            return Err(Error::corruption(
+                table_dir(gen_dir, table.desc.id).display().to_string(),
+                format!(
+                    "table {:?} (id {}) holds writes through LSN {}, below the last \
+                     checkpoint at LSN {lsn}: its newest checkpoint is damaged or lost",
+                    table.desc.name,
+                    table.desc.id,
+                    watermark.map_or_else(|| "none".to_string(), |w| w.to_string()),
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn remove_generations(fs: &FsRef, dir: &Path, keep: Option<u64>) -> Result<()> {
     let entries = fs
         .read_dir(dir)

@@ -1206,3 +1206,98 @@ fn create_table_on_a_full_disk_fails_clearly_and_recovers() {
         assert!(db.describe("late").is_ok());
     }
 }
+
+/// Writes 1..=30 as pairs with a checkpoint after every tenth, then loses power: the
+/// B+tree's two metas hold the last two checkpoints and the log through the last is purged.
+fn checkpointed_then_crashed(fs: &SimFs) -> Contents {
+    let db = fresh(fs);
+    for i in 1..=30 {
+        db.write(pair(i, 300)).unwrap();
+        if i % 10 == 0 {
+            db.checkpoint().unwrap();
+        }
+    }
+    let want = contents(&db);
+    fs.crash();
+    drop(db);
+    want
+}
+
+fn btree_file(fs: &SimFs) -> std::path::PathBuf {
+    let db = open(fs);
+    let id = db.describe("btree").unwrap().id;
+    drop(db);
+    let table = fs
+        .file_names(Path::new("/db/gen-000001"))
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(&format!("{id:016}")))
+        .unwrap();
+    Path::new("/db/gen-000001").join(table).join("tree.btree")
+}
+
+/// Issue 8 regression. Symptom: a bit flipped in the read of a B+tree's meta pages at open
+/// made the newer meta fail its checksum; the tree fell back to the older checkpoint and
+/// the Db, replaying the log only above its own last checkpoint, answered stale values for
+/// every write in between. Root cause: the tree fell back on one read's say-so, and the Db
+/// never checked that each table holds its last completed checkpoint. Now the tree reads
+/// its metas again before falling back (two reads that differ refuse the open), and the Db
+/// refuses a table whose watermark is below its checkpoint. Found by the fault campaign
+/// (db/tests/db_fault_loop.rs).
+#[test]
+fn issue_8_bit_flip_in_a_btree_meta_read_never_answers_stale_values() {
+    let mut refused = 0;
+    for seed in 0..100 {
+        let fs = SimFs::new(seed);
+        let want = checkpointed_then_crashed(&fs);
+        let file = btree_file(&fs);
+        fs.inject(Fault::new(FaultOp::Read, FaultError::BitFlip).under(&file));
+        match Db::open(Path::new("/db"), options(&fs)) {
+            Ok(db) => assert_eq!(contents(&db), want, "seed {seed}: stale or wrong values"),
+            Err(e) => {
+                let text = describe(&e);
+                assert!(
+                    text.contains("differ") || text.contains("corruption"),
+                    "seed {seed}: {text}"
+                );
+                refused += 1;
+            }
+        }
+        fs.clear_faults();
+        assert_eq!(contents(&open(&fs)), want, "seed {seed}: after the misread");
+    }
+    assert!(refused > 0, "no flip hit the newer meta");
+}
+
+/// Issue 8 regression, real damage: the newer meta of a B+tree damaged on the medium after
+/// the Db's checkpoint completed. Opening at the older meta would answer stale values; the
+/// open must refuse and name the table. Damage to the older meta is harmless.
+#[test]
+fn issue_8_btree_below_its_checkpoint_refuses_the_open() {
+    let mut refused = 0;
+    for meta in 0..2_u64 {
+        let fs = SimFs::new(meta);
+        let want = checkpointed_then_crashed(&fs);
+        let path = btree_file(&fs);
+        {
+            use popdb_io::{FileSystem, OpenOptions};
+            let file = fs.open(&path, OpenOptions::read_write()).unwrap();
+            let at = meta * 4096 + 100;
+            let mut byte = [0u8; 1];
+            file.read_exact_at(&mut byte, at).unwrap();
+            file.write_all_at(&[!byte[0]], at).unwrap();
+            file.sync_data().unwrap();
+        }
+        match Db::open(Path::new("/db"), options(&fs)) {
+            Ok(db) => assert_eq!(contents(&db), want, "meta {meta}: stale values"),
+            Err(e) => {
+                assert!(
+                    matches!(e, Error::Corruption { ref file, .. } if file.contains("t-")),
+                    "meta {meta}: {e}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 1, "damage to the newer meta must refuse the open");
+}
