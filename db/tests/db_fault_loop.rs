@@ -312,7 +312,11 @@ struct Run {
 
 /// Runs the workload, continuing past errors, and reads back after every step: each read
 /// that answers must answer what some candidate state holds.
-fn run(db: &Db, ops: &[Op], context: &str) -> Run {
+///
+/// A power loss armed on `fs` ends the run where it strikes, as it ends the process: the
+/// operation it struck is in doubt (its caller never learns the answer), and nothing runs
+/// after it (a mapping from before the crash must not be read).
+fn run(fs: &SimFs, db: &Db, ops: &[Op], context: &str) -> Run {
     let mut out = Run::default();
     for (i, op) in ops.iter().enumerate() {
         let result = match op {
@@ -321,11 +325,19 @@ fn run(db: &Db, ops: &[Op], context: &str) -> Run {
                     Ok(_) => out.checkpoints += 1,
                     Err(_) => out.errored = true,
                 }
+                if fs.is_down() {
+                    out.errored = true;
+                    break;
+                }
                 out.errored |= !read_all_back(db, ops, &out.fates, context);
                 continue;
             }
             Op::Maintenance => {
                 out.errored |= db.maintenance_step().is_err();
+                if fs.is_down() {
+                    out.errored = true;
+                    break;
+                }
                 out.errored |= !read_all_back(db, ops, &out.fates, context);
                 continue;
             }
@@ -351,6 +363,11 @@ fn run(db: &Db, ops: &[Op], context: &str) -> Run {
                 ..Commit::default()
             }),
         };
+        if fs.is_down() {
+            out.fates.push((i, Fate::Unknown));
+            out.errored = true;
+            break;
+        }
         let fate = match result {
             Ok(lsn) => Fate::Applied(lsn),
             Err(Error::Unknown(_)) => Fate::Unknown,
@@ -559,7 +576,7 @@ fn workload_loop(mode: Mode, kind: Kind, seed: u64, ops: &[Op]) -> Tally {
             let fs = SimFs::new(seed_of(seed, n));
             let db = fresh(&fs);
             fs.inject(kind.fault(n));
-            let run = run(&db, ops, &context);
+            let run = run(&fs, &db, ops, &context);
             drop(db);
             assert_no_leak(&fs, &context);
             let fired = fs.stats().faults_fired_count;
@@ -728,7 +745,7 @@ fn recovery_loop(mode: Mode, kind: Option<Kind>, seed: u64, ops: &[Op]) -> Tally
                 format!("recovery, {name} at operation {n} (seed {seed}), power loss {crash}");
             let fs = SimFs::new(seed_of(seed, n));
             let db = fresh(&fs);
-            let clean = run(&db, ops, &context);
+            let clean = run(&fs, &db, ops, &context);
             assert!(!clean.errored, "{context}: the run without faults failed");
             // A power loss, so that recovery has a log to replay and a tail to check.
             fs.crash();
@@ -766,8 +783,9 @@ fn recovery_loop(mode: Mode, kind: Option<Kind>, seed: u64, ops: &[Op]) -> Tally
 }
 
 /// One case of the mixed campaign, all drawn from `seed`: a fault of any kind at any point
-/// of the workload, a power loss of any mode, a second fault in the recovery and, one
-/// time in three, a second power loss inside it; then the verifying reopen.
+/// of the workload and, one time in three, a power loss in the middle of one of its
+/// operations; a power loss of any mode; a second fault in the recovery and, one time in
+/// three, a power loss inside it; then the verifying reopen.
 fn mixed_case(seed: u64, ops: &[Op]) -> Tally {
     let mut rng = Rng(seed);
     let first = KINDS[rng.index(KINDS.len())];
@@ -780,24 +798,31 @@ fn mixed_case(seed: u64, ops: &[Op]) -> Tally {
     let second = KINDS[rng.index(KINDS.len())];
     let n2 = rng.below(if second.op == FaultOp::Any { 50 } else { 25 });
     let crash_at = rng.chance(3).then(|| rng.below(16));
+    let crash_in_run = rng.chance(3).then(|| rng.below(450));
     let context = format!(
-        "mixed case {seed}: {} at {n1}, power loss {mode:?}, {} at {n2} of recovery, \
-         power loss in recovery at {crash_at:?}",
+        "mixed case {seed}: {} at {n1}, power loss in the run at {crash_in_run:?}, power \
+         loss {mode:?}, {} at {n2} of recovery, power loss in recovery at {crash_at:?}",
         first.name, second.name
     );
     let fs = SimFs::new(seed);
     let db = fresh(&fs);
     fs.inject(first.fault(n1));
-    let run = run(&db, ops, &context);
+    if let Some(at) = crash_in_run {
+        // Struck in the middle of an operation; the Db then runs on a dead file system.
+        fs.set_crash_after_ops(at);
+    }
+    let run = run(&fs, &db, ops, &context);
     drop(db);
     assert_no_leak(&fs, &context);
     let mut tally = Tally {
         fired: fs.stats().faults_fired_count,
         errored: u64::from(run.errored),
-        crashed: 1,
+        crashed: 1 + fs.stats().crashes_count,
         ..Tally::default()
     };
     fs.clear_faults();
+    fs.disarm_crash();
+    fs.restart();
     fs.crash_with(mode);
     let before = fs.stats();
     fs.inject(second.fault(n2));
@@ -841,7 +866,7 @@ fn capacity_loop(mode: Mode, seed: u64, ops: &[Op]) -> Tally {
             let fs = SimFs::new(seed_of(seed, k));
             let db = fresh(&fs);
             fs.set_capacity(Some(fs.stats().used_size + k * CAPACITY_STEP_SIZE));
-            let run = run(&db, ops, &context);
+            let run = run(&fs, &db, ops, &context);
             drop(db);
             assert_no_leak(&fs, &context);
             if !run.errored {
@@ -911,7 +936,7 @@ fn workload_reaches_flush_compaction_checkpoints_and_segment_rotation() {
     count_panics();
     let fs = SimFs::new(0);
     let db = fresh(&fs);
-    let run = run(&db, &workload(), "the workload without faults");
+    let run = run(&fs, &db, &workload(), "the workload without faults");
     assert!(!run.errored);
     let stats = db.stats();
     let work = |table: &str| {
@@ -1062,7 +1087,7 @@ fn canary_a_lost_acknowledged_write_is_caught() {
     let fs = SimFs::new(0);
     let db = fresh(&fs);
     let ops = workload();
-    let mut run = run(&db, &ops, "canary");
+    let mut run = run(&fs, &db, &ops, "canary");
     drop(db);
     // The last acknowledged write: no later one hides it, so pretending it was refused
     // must make the Db's state impossible.
