@@ -318,6 +318,38 @@ struct Run {
 /// after it (a mapping from before the crash must not be read).
 fn run(fs: &SimFs, db: &Db, ops: &[Op], context: &str) -> Run {
     let mut out = Run::default();
+    run_into(fs, db, ops, context, &mut out);
+    out
+}
+
+/// As [`run`], for a run that a power loss may strike on another thread (the log's writer,
+/// the spare-segment maker) while this one reads through a mapping from before it: the
+/// simulator panics there, since no process outlives its machine. Such a run ends at that
+/// panic, with the operation in flight in doubt; any other panic is a failure.
+fn run_until_power_loss(fs: &SimFs, db: &Db, ops: &[Op], context: &str) -> Run {
+    let mut out = Run::default();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_into(fs, db, ops, context, &mut out);
+    }));
+    if let Err(panic) = result {
+        if !fs.is_down() {
+            std::panic::resume_unwind(panic);
+        }
+        let in_flight = out.fates.last().map_or(0, |(i, _)| i + 1);
+        let writes = ops[in_flight..]
+            .iter()
+            .position(|op| !writes_of(op).is_empty())
+            .map(|at| in_flight + at);
+        // The first write at or after the last recorded one may have been in flight.
+        if let Some(index) = writes {
+            out.fates.push((index, Fate::Unknown));
+        }
+        out.errored = true;
+    }
+    out
+}
+
+fn run_into(fs: &SimFs, db: &Db, ops: &[Op], context: &str, out: &mut Run) {
     for (i, op) in ops.iter().enumerate() {
         let result = match op {
             Op::Checkpoint => {
@@ -384,7 +416,6 @@ fn run(fs: &SimFs, db: &Db, ops: &[Op], context: &str) -> Run {
         out.fates.push((i, fate));
         out.errored |= !read_back(db, ops, &out.fates, &writes_of(op), context);
     }
-    out
 }
 
 /// Gets each key `writes` touched; false if a read failed. Panics on a wrong answer.
@@ -643,7 +674,32 @@ fn claims_unstable_read(error: &Error) -> bool {
 /// Opens the Db under a fault (or an armed power loss) and checks what it answers: reads
 /// right when it opens, an error that names what happened when it refuses. An open Db
 /// then takes one more write, so that whatever recovery built under the fault is built on.
+///
+/// A power loss armed in recovery may strike on another thread while this one reads
+/// through a mapping from before it; the simulator panics there (see
+/// [`run_until_power_loss`]), and the open counts as refused with its write in doubt.
 fn open_under_fault(
+    fs: &SimFs,
+    kind: Option<Kind>,
+    ops: &[Op],
+    fates: &[(usize, Fate)],
+    context: &str,
+) -> UnderFault {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        open_under_fault_inner(fs, kind, ops, fates, context)
+    }));
+    match result {
+        Ok(under) => under,
+        Err(panic) if !fs.is_down() => std::panic::resume_unwind(panic),
+        Err(_) => UnderFault {
+            refused: true,
+            fate: Fate::Unknown,
+            seen: None,
+        },
+    }
+}
+
+fn open_under_fault_inner(
     fs: &SimFs,
     kind: Option<Kind>,
     ops: &[Op],
@@ -811,7 +867,7 @@ fn mixed_case(seed: u64, ops: &[Op]) -> Tally {
         // Struck in the middle of an operation; the Db then runs on a dead file system.
         fs.set_crash_after_ops(at);
     }
-    let run = run(&fs, &db, ops, &context);
+    let run = run_until_power_loss(&fs, &db, ops, &context);
     drop(db);
     assert_no_leak(&fs, &context);
     let mut tally = Tally {
