@@ -34,6 +34,15 @@
 //! `DB_FAULT_LOOP_LONG=1`: four seeds (sixteen for recovery, 10,000 mixed cases instead of
 //! 1000), and each point both with and without the power loss. `DB_FAULT_LOOP_STEP=<n>`
 //! tries every nth point only.
+//!
+//! Replay a failure from the context it prints, e.g. "read bit flip once at operation 3
+//! (seed 3)" in recovery, or "mixed case 1413":
+//! `DB_FAULT_LOOP_KIND="read bit flip once" DB_FAULT_LOOP_SEED=3 DB_FAULT_LOOP_FROM=3 cargo
+//! test --profile checked -p popdb-db --test db_fault_loop recovery_fails -- --nocapture`, or
+//! `DB_FAULT_LOOP_CASES=1413..1414 cargo test --profile checked -p popdb-db --test
+//! db_fault_loop mixed`. (Add `DB_FAULT_LOOP_LONG=1` to run both power loss variants of
+//! each point; otherwise the power loss alternates by point.) Threads make a few outcomes
+//! timing-dependent, so a replay may need a few tries.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
@@ -147,16 +156,43 @@ impl Kind {
 struct Mode {
     long: bool,
     step_override: Option<u64>,
+    /// Replay: the first fault point (`DB_FAULT_LOOP_FROM`).
+    from: u64,
+    /// Replay: only the kinds whose name contains this (`DB_FAULT_LOOP_KIND`).
+    kind: Option<&'static str>,
+    /// Replay: only this seed (`DB_FAULT_LOOP_SEED`).
+    seed: Option<u64>,
+    /// Replay: only these mixed cases (`DB_FAULT_LOOP_CASES=<first>..<end>`).
+    cases: Option<(u64, u64)>,
 }
 
 impl Mode {
     fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok();
         Self {
-            long: std::env::var("DB_FAULT_LOOP_LONG").is_ok_and(|v| v != "0"),
-            step_override: std::env::var("DB_FAULT_LOOP_STEP")
-                .ok()
-                .map(|s| s.parse().unwrap()),
+            long: var("DB_FAULT_LOOP_LONG").is_some_and(|v| v != "0"),
+            step_override: var("DB_FAULT_LOOP_STEP").map(|s| s.parse().unwrap()),
+            from: var("DB_FAULT_LOOP_FROM").map_or(0, |s| s.parse().unwrap()),
+            kind: var("DB_FAULT_LOOP_KIND").map(|s| &*s.leak()),
+            seed: var("DB_FAULT_LOOP_SEED").map(|s| s.parse().unwrap()),
+            cases: var("DB_FAULT_LOOP_CASES").map(|s| {
+                let (first, end) = s.split_once("..").expect("<first>..<end>");
+                (first.parse().unwrap(), end.parse().unwrap())
+            }),
         }
+    }
+
+    /// Whether a replay variable narrows the run (the coverage floors then do not apply).
+    fn narrowed(self) -> bool {
+        self.from > 0 || self.kind.is_some() || self.seed.is_some() || self.cases.is_some()
+    }
+
+    fn wants(self, name: &str) -> bool {
+        self.kind.is_none_or(|k| name.contains(k))
+    }
+
+    fn seed_range(self, count: u64) -> std::ops::Range<u64> {
+        self.seed.map_or(0..count, |seed| seed..seed + 1)
     }
 
     fn seeds(self) -> u64 {
@@ -597,7 +633,7 @@ fn seed_of(seed: u64, n: u64) -> u64 {
 /// One kind's loop over fault points during the workload.
 fn workload_loop(mode: Mode, kind: Kind, seed: u64, ops: &[Op]) -> Tally {
     let mut tally = Tally::default();
-    let mut n = 0;
+    let mut n = mode.from;
     loop {
         for crash in mode.crashes(n / mode.step()) {
             let context = format!(
@@ -794,7 +830,7 @@ fn assert_settled(fs: &SimFs, seen: &Values, fate: &Fate, context: &str) {
 fn recovery_loop(mode: Mode, kind: Option<Kind>, seed: u64, ops: &[Op]) -> Tally {
     let name = kind.map_or("power loss", |k| k.name);
     let mut tally = Tally::default();
-    let mut n = 0;
+    let mut n = mode.from;
     loop {
         for crash in mode.crashes(n / mode.step()) {
             let context =
@@ -1044,12 +1080,16 @@ fn every_io_operation_fails_in_turn() {
     let ops = workload();
     let started = now();
     let mut rows = Vec::new();
-    for kind in KINDS {
+    for kind in KINDS.into_iter().filter(|k| mode.wants(k.name)) {
         let mut tally = Tally::default();
-        for seed in 0..mode.seeds() {
+        for seed in mode.seed_range(mode.seeds()) {
             tally.add(workload_loop(mode, kind, seed, &ops));
         }
-        assert!(tally.points > 0, "{}: no fault point fired", kind.name);
+        assert!(
+            tally.points > 0 || mode.narrowed(),
+            "{}: no fault point fired",
+            kind.name
+        );
         rows.push((kind.name, tally));
     }
     let total = report(
@@ -1057,7 +1097,11 @@ fn every_io_operation_fails_in_turn() {
         &rows,
         started.elapsed(),
     );
-    assert!(total.points > 300, "only {} fault points", total.points);
+    assert!(
+        total.points > 300 || mode.narrowed(),
+        "only {} fault points",
+        total.points
+    );
 }
 
 #[test]
@@ -1069,11 +1113,14 @@ fn recovery_fails_at_every_io_operation_in_turn() {
     let mut rows = Vec::new();
     let kinds = KINDS.iter().map(|k| Some(*k)).chain([None]);
     for kind in kinds {
+        let name = kind.map_or("power loss", |k| k.name);
+        if !mode.wants(name) {
+            continue;
+        }
         let mut tally = Tally::default();
-        for seed in 0..mode.recovery_seeds() {
+        for seed in mode.seed_range(mode.recovery_seeds()) {
             tally.add(recovery_loop(mode, kind, seed, &ops));
         }
-        let name = kind.map_or("power loss", |k| k.name);
         rows.push((name, tally));
     }
     let total = report(
@@ -1082,7 +1129,7 @@ fn recovery_fails_at_every_io_operation_in_turn() {
         started.elapsed(),
     );
     assert!(
-        total.points > 40,
+        total.points > 40 || mode.narrowed(),
         "only {} fault points in recovery",
         total.points
     );
@@ -1094,13 +1141,14 @@ fn mixed_faults_and_power_losses_in_the_workload_and_in_recovery() {
     let mode = Mode::from_env();
     let ops = workload();
     let started = now();
-    let cases = mode.mixed_cases();
+    let (first, end) = mode.cases.unwrap_or((0, mode.mixed_cases()));
+    let cases = end.saturating_sub(first);
     let mut total = Tally::default();
-    for seed in 0..cases {
+    for seed in first..end {
         total.add(mixed_case(seed, &ops));
     }
     report(
-        &format!("mixed cases: {cases}, {mode:?}"),
+        &format!("mixed cases {first}..{end}, {mode:?}"),
         &[("fault, loss, fault (+loss)", total)],
         started.elapsed(),
     );
@@ -1118,7 +1166,7 @@ fn full_disk_at_every_size() {
     let ops = workload();
     let started = now();
     let mut tally = Tally::default();
-    for seed in 0..mode.seeds() {
+    for seed in mode.seed_range(mode.seeds()) {
         tally.add(capacity_loop(mode, seed, &ops));
     }
     report(
@@ -1127,7 +1175,7 @@ fn full_disk_at_every_size() {
         started.elapsed(),
     );
     assert!(
-        tally.points > 20,
+        tally.points > 20 || mode.narrowed(),
         "only {} sizes refused a write",
         tally.points
     );
