@@ -194,9 +194,16 @@ impl Ledger {
         let mut findings = Findings::default();
         let (lsm, btree) = (&found.tables["lsm"], &found.tables["btree"]);
         // No batch or transaction in part: both tables hold the same rows.
-        for key in lsm.keys().chain(btree.keys()) {
+        let keys: std::collections::BTreeSet<&Vec<u8>> = lsm.keys().chain(btree.keys()).collect();
+        for key in keys {
             if lsm.get(key) != btree.get(key) {
                 findings.torn += 1;
+                eprintln!(
+                    "torn: key {}: lsm holds {:?}, btree holds {:?} (versions)",
+                    String::from_utf8_lossy(key),
+                    lsm.get(key).map(|(_, version)| version),
+                    btree.get(key).map(|(_, version)| version)
+                );
             }
         }
         // Versions only grow.
@@ -276,17 +283,30 @@ impl Ledger {
             if let Some(state) = explained {
                 state
             } else {
-                match found {
+                let verdict = match found {
                     Some((Some(seq), _))
                         if ops.iter().any(|e| e.seq == seq)
                             || expected.is_some_and(|(s, _)| s > seq) =>
                     {
                         // An older write of this key: a newer acknowledged one was lost.
                         findings.lost += 1;
+                        "lost"
                     }
-                    Some(_) => findings.phantom += 1,
-                    None => findings.lost += 1,
-                }
+                    Some(_) => {
+                        findings.phantom += 1;
+                        "phantom"
+                    }
+                    None => {
+                        findings.lost += 1;
+                        "lost"
+                    }
+                };
+                eprintln!(
+                    "{verdict}: key {}: found (seq, version) {found:?}, expected {expected:?}, \
+                     in flight {:?}",
+                    String::from_utf8_lossy(&key),
+                    in_flight.map(|e| (e.seq, e.kind))
+                );
                 found.and_then(|(seq, version)| seq.map(|s| (s, version)))
             }
         };
@@ -310,6 +330,13 @@ impl Ledger {
             findings.lost += low - found;
         } else if found > low + in_flight {
             findings.phantom += found - low - in_flight;
+        }
+        if found < low || found > low + in_flight {
+            eprintln!(
+                "counter: found {found}, expected {low} plus up to {in_flight} in flight \
+                 ({} before this cycle, {acked} increments acknowledged)",
+                self.counter
+            );
         }
         self.counter = found;
     }
