@@ -1,5 +1,7 @@
-//! What the parent knows: the operations each cycle's child started and the answers it got,
-//! the state the previous cycles left, and the check of a reopened Db against them.
+//! What the parent knows: the operations each cycle's workload started and the answers it
+//! got (as lines, from the embedded child's standard output or from the server mode's client
+//! threads), the state the previous cycles left, and the check of the recovered tables
+//! against them. Both modes share it, so they judge a recovery by the same rules.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,7 +39,7 @@ pub(crate) struct Event {
     answer: Answer,
 }
 
-/// Reads the child's lines.
+/// Reads the workload's lines.
 pub(crate) fn parse(lines: &[String]) -> Result<Vec<Event>, String> {
     let mut events: BTreeMap<(u64, u64), Event> = BTreeMap::new();
     for line in lines {
@@ -87,11 +89,26 @@ pub(crate) fn parse(lines: &[String]) -> Result<Vec<Event>, String> {
 }
 
 /// A table's rows: key -> (value, version).
-type Rows = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
+pub(crate) type Rows = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 
-/// What the reopened Db holds, per table.
+/// What the recovered Db holds, per table.
 pub(crate) struct Found {
     tables: BTreeMap<&'static str, Rows>,
+}
+
+impl Found {
+    /// The rows of every table in [`TABLES`], read by some other means (the server mode
+    /// scans them through the client).
+    ///
+    /// # Panics
+    /// If a table of [`TABLES`] is missing: a caller that could not read one has an error
+    /// to report instead.
+    pub(crate) fn new(tables: BTreeMap<&'static str, Rows>) -> Self {
+        for (table, _) in TABLES {
+            assert!(tables.contains_key(table), "no rows read for table {table}");
+        }
+        Self { tables }
+    }
 }
 
 /// Opens the Db (recovering it) and reads both tables whole.
