@@ -12,7 +12,7 @@ use std::time::Duration;
 use popdb_testkit::Rng;
 
 use crate::ledger::{self, Findings, Ledger};
-use crate::{Args, Mode, print_replay};
+use crate::{Args, Mode, print_progress, print_replay};
 
 /// Runs `args.cycles` kill-and-check cycles of a Db in a child process on `dir`.
 pub(crate) fn run(args: &Args, dir: &Path) -> Result<Findings, String> {
@@ -68,6 +68,9 @@ pub(crate) fn run(args: &Args, dir: &Path) -> Result<Findings, String> {
         if status.success() {
             return Err(format!("cycle {cycle}: the child exited on its own"));
         }
+        if args.canary {
+            ledger::forge_acknowledged_put(&mut lines, cycle);
+        }
         let events = ledger::parse(&lines).map_err(|e| format!("cycle {cycle}: {e}"))?;
         let found = ledger::read_db(dir).map_err(|e| format!("cycle {cycle}: reopen: {e}"))?;
         let cycle_findings = ledger.check(&events, &found);
@@ -76,6 +79,7 @@ pub(crate) fn run(args: &Args, dir: &Path) -> Result<Findings, String> {
             print_replay(args, Mode::Embedded, cycle);
         }
         findings.add(&cycle_findings);
+        print_progress(Mode::Embedded, cycle, args.cycles, &findings);
     }
     let report = popdb_db::check(dir, popdb_db::DbOptions::default())
         .map_err(|e| format!("offline check: {e}"))?;

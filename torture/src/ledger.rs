@@ -9,7 +9,7 @@ use std::path::Path;
 
 use popdb_db::{Db, DbOptions, Scan};
 
-use crate::child::{KEYS_PER_THREAD, TABLES, key, options, parse_count};
+use crate::child::{KEYS_PER_THREAD, SEQ_PER_CYCLE, TABLES, key, options, parse_count};
 
 /// An operation the child started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +86,16 @@ pub(crate) fn parse(lines: &[String]) -> Result<Vec<Event>, String> {
         }
     }
     Ok(events.into_values().collect())
+}
+
+/// The canary (`--canary`): adds to a cycle's lines an acknowledged put of thread 0's first
+/// key that was never sent, which the check must report as lost. If a canary run passes,
+/// the harness has stopped seeing what it is meant to see.
+pub(crate) fn forge_acknowledged_put(lines: &mut Vec<String>, cycle: u64) {
+    // Past any sequence number a real thread reaches in a cycle, so it is the latest write.
+    let seq = cycle * SEQ_PER_CYCLE + SEQ_PER_CYCLE / 2;
+    lines.push(format!("S 0 {seq} P 0"));
+    lines.push(format!("A 0 {seq} {}", u64::MAX / 2));
 }
 
 /// A table's rows: key -> (value, version).

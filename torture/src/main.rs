@@ -67,6 +67,10 @@ struct Args {
     /// `--mode both`, each mode uses a subdirectory.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Canary: forge one acknowledged write per cycle that was never sent. The run must
+    /// report it lost and fail; if it passes, the harness is broken.
+    #[arg(long)]
+    canary: bool,
     /// Server mode: the `popdb` binary (default: the one next to this executable, which
     /// `cargo build --bin popdb` with the same profile puts there).
     #[arg(long, value_name = "PATH")]
@@ -82,6 +86,17 @@ enum Mode {
     Server,
     /// Embedded, then server.
     Both,
+}
+
+impl Mode {
+    /// The mode's name as `--mode` spells it.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Embedded => "embedded",
+            Mode::Server => "server",
+            Mode::Both => "both",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,7 +142,7 @@ fn main() -> ExitCode {
         match run_mode(&args, mode) {
             Ok(findings) => clean &= findings.is_clean(),
             Err(error) => {
-                eprintln!("popdb-torture ({mode:?}): {error}");
+                eprintln!("popdb-torture ({} mode): {error}", mode.name());
                 clean = false;
             }
         }
@@ -149,7 +164,7 @@ fn run_mode(args: &Args, mode: Mode) -> Result<Findings, String> {
         temp.path().to_path_buf()
     };
     let dir = match (args.dir.is_some(), args.mode) {
-        (true, Mode::Both) => base.join(format!("{mode:?}").to_lowercase()),
+        (true, Mode::Both) => base.join(mode.name()),
         (true, _) => base,
         (false, _) => base.join("popdb-data"),
     };
@@ -158,7 +173,7 @@ fn run_mode(args: &Args, mode: Mode) -> Result<Findings, String> {
         _ => embedded::run(args, &dir)?,
     };
     let label = if args.mode == Mode::Both {
-        format!("{mode:?} mode: ").to_lowercase()
+        format!("{} mode: ", mode.name())
     } else {
         String::new()
     };
@@ -171,12 +186,25 @@ fn run_mode(args: &Args, mode: Mode) -> Result<Findings, String> {
 /// repeats the same choices, not necessarily the same interleaving.
 fn print_replay(args: &Args, mode: Mode, cycle: u64) {
     eprintln!(
-        "replay: popdb-torture --mode {} --seed {} --cycles {} --writers {} --kill-within-ms {} \
+        "replay: popdb-torture --mode {} --seed {} --cycles {} --writers {} --kill-within-ms {}{} \
          (finding in cycle {cycle})",
-        format!("{mode:?}").to_lowercase(),
+        mode.name(),
         args.seed,
         cycle + 1,
         args.writers,
         args.kill_within_ms,
+        if args.canary { " --canary" } else { "" },
     );
+}
+
+/// Every 100 cycles of a long run, says how far it got (standard error, so that standard
+/// output stays the summary alone).
+fn print_progress(mode: Mode, cycle: u64, cycles: u64, findings: &Findings) {
+    let done = cycle + 1;
+    if done.is_multiple_of(100) && done < cycles {
+        eprintln!(
+            "{} mode: {done} of {cycles} cycles, {findings}",
+            mode.name()
+        );
+    }
 }

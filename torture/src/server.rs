@@ -32,7 +32,7 @@ use popdb_testkit::Rng;
 
 use crate::child::{KEYS_PER_THREAD, SEQ_PER_CYCLE, TABLES, key, parse_count, value};
 use crate::ledger::{self, Findings, Found, Ledger, Rows};
-use crate::{Args, Mode, print_replay};
+use crate::{Args, Mode, print_progress, print_replay};
 
 /// How long a server may take to recover and listen before the loop gives up on it.
 const READY_TIMEOUT: Duration = Duration::from_mins(2);
@@ -114,6 +114,7 @@ impl Loop<'_> {
                 print_replay(self.args, Mode::Server, cycle - 1);
             }
             self.findings.add(&findings);
+            print_progress(Mode::Server, cycle - 1, self.args.cycles, &self.findings);
         }
         if cycle == self.args.cycles {
             drop(client);
@@ -123,7 +124,11 @@ impl Loop<'_> {
         drop(client);
         let kill_within_ms = self.args.kill_within_ms.max(1);
         let run_for = Duration::from_millis(1 + self.rng.below(kill_within_ms));
-        self.pending = Some(workload(self.args, &mut server, cycle, run_for)?);
+        let mut lines = workload(self.args, &mut server, cycle, run_for)?;
+        if self.args.canary {
+            ledger::forge_acknowledged_put(&mut lines, cycle);
+        }
+        self.pending = Some(lines);
         Ok(())
     }
 }
@@ -131,7 +136,11 @@ impl Loop<'_> {
 /// The `popdb` binary: `--popdb-bin`, or the one next to this executable.
 fn popdb_bin(args: &Args) -> Result<PathBuf, String> {
     if let Some(path) = &args.popdb_bin {
-        return Ok(path.clone());
+        return if path.is_file() {
+            Ok(path.clone())
+        } else {
+            Err(format!("--popdb-bin {}: no such file", path.display()))
+        };
     }
     let exe = std::env::current_exe().map_err(|e| format!("find this binary: {e}"))?;
     let bin = exe.with_file_name(format!("popdb{}", std::env::consts::EXE_SUFFIX));
