@@ -26,7 +26,8 @@
 //! `cargo build --release --bin popdb`, `cargo run --release --bin popdb-torture -- --mode
 //! server --cycles 50` print `N cycles, M acknowledged writes checked, 0 lost, 0 torn, 0
 //! phantom` (or what they found) and exit non-zero on any finding; a failure prints the seed
-//! and cycle to replay with.
+//! and cycle to replay with. `--canary` forges an acknowledged write per cycle that the check
+//! must report lost: a canary run that passes means the harness is broken.
 
 #![forbid(unsafe_code)]
 

@@ -156,10 +156,21 @@ fn popdb_bin(args: &Args) -> Result<PathBuf, String> {
     }
 }
 
-/// A running `popdb` process and the address it serves.
+/// A running `popdb` process and the address it serves. Dropping it kills the process, so
+/// a cycle that fails half-way leaves no server behind.
 struct Server {
     process: Child,
     addr: String,
+    reaped: bool,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
 }
 
 impl Server {
@@ -181,7 +192,11 @@ impl Server {
                 Ok(line) => {
                     if let Some(addr) = line.strip_prefix("popdb listening on ") {
                         let addr = addr.trim().to_owned();
-                        return Ok(Server { process, addr });
+                        return Ok(Server {
+                            process,
+                            addr,
+                            reaped: false,
+                        });
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -211,6 +226,7 @@ impl Server {
             .process
             .wait()
             .map_err(|e| format!("wait for popdb: {e}"))?;
+        self.reaped = true;
         if status.success() {
             return Err("popdb exited on its own before the kill".to_owned());
         }
