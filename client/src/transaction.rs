@@ -17,7 +17,10 @@
 //! `UnknownOutcome` or `Internal`, a timeout, a lost connection) resends the same commit
 //! unchanged only if it carries an idempotency key, since the server then returns the first
 //! result instead of applying twice (after a lost connection, on a new one:
-//! [`crate::ClientOptions::reconnect`]). Without a key, an unknown outcome is returned.
+//! [`crate::ClientOptions::reconnect`]). Without a key, an unknown outcome is returned. Once
+//! an attempt's outcome is unknown, only an acknowledgement or a conflict settles the
+//! commit: a resend that fails without applying (the connection closed before it was sent,
+//! the server read-only) returns the earlier unknown outcome, never its own error.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -259,7 +262,8 @@ impl Client {
     /// # Errors
     /// An error of `body` (returned as is, never retried); the last [`Error::Conflict`] once
     /// the retries are spent; an unknown outcome ([`Error::may_have_applied`]) if the commit
-    /// had no idempotency key or the resends are spent; any other commit error.
+    /// had no idempotency key, the resends are spent, or a resend failed without applying
+    /// after an attempt whose outcome is unknown; any other commit error.
     pub async fn transaction<T, F, Fut>(
         &self,
         options: TxnOptions,
@@ -285,6 +289,7 @@ impl Client {
             let commit = txn.to_commit(key);
             // Resends of this same commit: after Overloaded, or after an unknown outcome when
             // it carries a key. Bounded by the retry budget shared with body re-runs.
+            let mut in_doubt: Option<Error> = None;
             let result = loop {
                 attempts += 1;
                 let result = self.commit(commit.clone()).await;
@@ -294,7 +299,12 @@ impl Client {
                     Ok(_) => false,
                 };
                 if !resend || retries >= options.retries_max {
-                    break result;
+                    break settle(result, in_doubt);
+                }
+                if let Err(e) = result
+                    && e.may_have_applied()
+                {
+                    in_doubt = Some(e);
                 }
                 retries += 1;
                 tokio::time::sleep(backoff(&options, retries)).await;
@@ -314,6 +324,21 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// The outcome of a commit whose last attempt gave `last`, after earlier attempts of the
+/// same commit that may have applied (`in_doubt`, the latest of them). A resend that
+/// certainly did not apply says nothing about the attempt before it: the connection closed
+/// before the resend was sent, or the server refused it (read-only, not the leader). The
+/// commit's outcome is then still unknown, and saying otherwise would let the caller
+/// conclude it did not apply and run it again. Only an answer to the commit itself settles
+/// it: acknowledged, or a conflict (which the server remembers under the idempotency key,
+/// so a resend of an applied commit gets its first result, not a conflict).
+fn settle(last: Result<u64>, in_doubt: Option<Error>) -> Result<u64> {
+    match (last, in_doubt) {
+        (Err(e), Some(earlier)) if !e.may_have_applied() && !e.is_conflict() => Err(earlier),
+        (last, _) => last,
     }
 }
 

@@ -185,6 +185,29 @@ async fn transaction_unknown_outcome_with_key_resends_the_same_commit() {
     assert_eq!(commits[0], commits[1], "resent unchanged, key included");
 }
 
+/// Symptom: `popdb-torture --mode server --seed 3 --cycles 1` found the shared counter one
+/// higher than the increments acknowledged plus those in doubt: a transaction the helper
+/// reported as certainly not applied had applied. Cause: the commit's connection broke
+/// with the commit in flight (`ConnectionLost`, outcome unknown); the helper resent it, the
+/// resend failed with `Closed` (never sent), and the helper returned that error, which
+/// says "not applied" about a commit whose first attempt may have applied. Issue 8.
+#[tokio::test]
+async fn issue_8_resend_that_never_applied_keeps_the_unknown_outcome() {
+    let read_only = Response::Error(ServerError::new(ErrorKind::ReadOnly, "disk full"));
+    let (addr, seen) = server_answering_commits(vec![unknown(), read_only]).await;
+    let client = Client::connect(&addr, ClientOptions::default())
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let error = increment(&client, TxnOptions::default(), &runs)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Unknown { .. }), "{error}");
+    assert!(error.may_have_applied());
+    assert_eq!(commits(&seen).len(), 2, "sent, then resent once");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn transaction_unknown_outcome_without_key_is_returned() {
     let (addr, seen) =

@@ -1,5 +1,7 @@
-//! What the parent knows: the operations each cycle's child started and the answers it got,
-//! the state the previous cycles left, and the check of a reopened Db against them.
+//! What the parent knows: the operations each cycle's workload started and the answers it
+//! got (as lines, from the embedded child's standard output or from the server mode's client
+//! threads), the state the previous cycles left, and the check of the recovered tables
+//! against them. Both modes share it, so they judge a recovery by the same rules.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,7 +9,7 @@ use std::path::Path;
 
 use popdb_db::{Db, DbOptions, Scan};
 
-use crate::child::{KEYS_PER_THREAD, TABLES, key, options, parse_count};
+use crate::child::{KEYS_PER_THREAD, SEQ_PER_CYCLE, TABLES, key, options, parse_count};
 
 /// An operation the child started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +39,7 @@ pub(crate) struct Event {
     answer: Answer,
 }
 
-/// Reads the child's lines.
+/// Reads the workload's lines.
 pub(crate) fn parse(lines: &[String]) -> Result<Vec<Event>, String> {
     let mut events: BTreeMap<(u64, u64), Event> = BTreeMap::new();
     for line in lines {
@@ -86,12 +88,37 @@ pub(crate) fn parse(lines: &[String]) -> Result<Vec<Event>, String> {
     Ok(events.into_values().collect())
 }
 
-/// A table's rows: key -> (value, version).
-type Rows = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
+/// The canary (`--canary`): adds to a cycle's lines an acknowledged put of thread 0's first
+/// key that was never sent, which the check must report as lost. If a canary run passes,
+/// the harness has stopped seeing what it is meant to see.
+pub(crate) fn forge_acknowledged_put(lines: &mut Vec<String>, cycle: u64) {
+    // Past any sequence number a real thread reaches in a cycle, so it is the latest write.
+    let seq = cycle * SEQ_PER_CYCLE + SEQ_PER_CYCLE / 2;
+    lines.push(format!("S 0 {seq} P 0"));
+    lines.push(format!("A 0 {seq} {}", u64::MAX / 2));
+}
 
-/// What the reopened Db holds, per table.
+/// A table's rows: key -> (value, version).
+pub(crate) type Rows = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
+
+/// What the recovered Db holds, per table.
 pub(crate) struct Found {
     tables: BTreeMap<&'static str, Rows>,
+}
+
+impl Found {
+    /// The rows of every table in [`TABLES`], read by some other means (the server mode
+    /// scans them through the client).
+    ///
+    /// # Panics
+    /// If a table of [`TABLES`] is missing: a caller that could not read one has an error
+    /// to report instead.
+    pub(crate) fn new(tables: BTreeMap<&'static str, Rows>) -> Self {
+        for (table, _) in TABLES {
+            assert!(tables.contains_key(table), "no rows read for table {table}");
+        }
+        Self { tables }
+    }
 }
 
 /// Opens the Db (recovering it) and reads both tables whole.
@@ -194,9 +221,16 @@ impl Ledger {
         let mut findings = Findings::default();
         let (lsm, btree) = (&found.tables["lsm"], &found.tables["btree"]);
         // No batch or transaction in part: both tables hold the same rows.
-        for key in lsm.keys().chain(btree.keys()) {
+        let keys: std::collections::BTreeSet<&Vec<u8>> = lsm.keys().chain(btree.keys()).collect();
+        for key in keys {
             if lsm.get(key) != btree.get(key) {
                 findings.torn += 1;
+                eprintln!(
+                    "torn: key {}: lsm holds {:?}, btree holds {:?} (versions)",
+                    String::from_utf8_lossy(key),
+                    lsm.get(key).map(|(_, version)| version),
+                    btree.get(key).map(|(_, version)| version)
+                );
             }
         }
         // Versions only grow.
@@ -276,17 +310,30 @@ impl Ledger {
             if let Some(state) = explained {
                 state
             } else {
-                match found {
+                let verdict = match found {
                     Some((Some(seq), _))
                         if ops.iter().any(|e| e.seq == seq)
                             || expected.is_some_and(|(s, _)| s > seq) =>
                     {
                         // An older write of this key: a newer acknowledged one was lost.
                         findings.lost += 1;
+                        "lost"
                     }
-                    Some(_) => findings.phantom += 1,
-                    None => findings.lost += 1,
-                }
+                    Some(_) => {
+                        findings.phantom += 1;
+                        "phantom"
+                    }
+                    None => {
+                        findings.lost += 1;
+                        "lost"
+                    }
+                };
+                eprintln!(
+                    "{verdict}: key {}: found (seq, version) {found:?}, expected {expected:?}, \
+                     in flight {:?}",
+                    String::from_utf8_lossy(&key),
+                    in_flight.map(|e| (e.seq, e.kind))
+                );
                 found.and_then(|(seq, version)| seq.map(|s| (s, version)))
             }
         };
@@ -310,6 +357,13 @@ impl Ledger {
             findings.lost += low - found;
         } else if found > low + in_flight {
             findings.phantom += found - low - in_flight;
+        }
+        if found < low || found > low + in_flight {
+            eprintln!(
+                "counter: found {found}, expected {low} plus up to {in_flight} in flight \
+                 ({} before this cycle, {acked} increments acknowledged)",
+                self.counter
+            );
         }
         self.counter = found;
     }
