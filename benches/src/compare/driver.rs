@@ -49,8 +49,9 @@ impl Pairing {
 }
 
 /// Every comparison the driver knows: the engines against the peers of their kind, the Db
-/// against its bare engines, and the Db's LSM table against RocksDB (log on, no sync).
-pub const PAIRINGS: [Pairing; 9] = [
+/// against its bare engines, and the Db's tables against the peers of their kind (log on,
+/// no sync; for fillsync, each system's synced commit).
+pub const PAIRINGS: [Pairing; 12] = [
     Pairing {
         ours: TargetKind::Lsm,
         peer: TargetKind::Rocksdb,
@@ -86,6 +87,18 @@ pub const PAIRINGS: [Pairing; 9] = [
     Pairing {
         ours: TargetKind::DbLsm,
         peer: TargetKind::Fjall,
+    },
+    Pairing {
+        ours: TargetKind::DbBtree,
+        peer: TargetKind::Lmdb,
+    },
+    Pairing {
+        ours: TargetKind::DbBtree,
+        peer: TargetKind::Redb,
+    },
+    Pairing {
+        ours: TargetKind::DbBtree,
+        peer: TargetKind::Sled,
     },
 ];
 
@@ -157,7 +170,7 @@ pub fn run(options: &Compare) -> Result<()> {
         options.counts.shape.value_size,
         options.pairs,
         names(options.workloads.iter().map(|w| w.name())),
-        names(order.iter().map(|t| t.name())),
+        names(order.iter().map(|t| t.name().to_string())),
         root.display(),
         fs.name
     );
@@ -193,7 +206,10 @@ pub fn run(options: &Compare) -> Result<()> {
             "reads": options.counts.reads,
             "seeks": options.counts.seeks,
             "seek_rows": super::workload::SEEK_ROWS,
-            "sync_ops": options.counts.sync_ops,
+            "sync_seconds": options.counts.sync_seconds,
+            "ycsb_ops": options.counts.ycsb_ops,
+            "ycsb_zipfian_theta": super::ycsb::ZIPFIAN_THETA,
+            "readwhilewriting_reader_refresh_ops": super::concurrent::READER_REFRESH_OPS,
             "pairs": options.pairs,
             "workloads": options.workloads.iter().map(|w| w.name()).collect::<Vec<_>>(),
             "settle_seconds": options.settle.as_secs_f64(),
@@ -215,7 +231,7 @@ pub fn run(options: &Compare) -> Result<()> {
     Ok(())
 }
 
-fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
+fn names(list: impl Iterator<Item = String>) -> String {
     list.collect::<Vec<_>>().join(",")
 }
 
@@ -266,7 +282,8 @@ fn run_process(
         .args(["--value-size", &c.shape.value_size.to_string()])
         .args(["--reads", &c.reads.to_string()])
         .args(["--seeks", &c.seeks.to_string()])
-        .args(["--sync-ops", &c.sync_ops.to_string()])
+        .args(["--sync-seconds", &c.sync_seconds.to_string()])
+        .args(["--ycsb-ops", &c.ycsb_ops.to_string()])
         .arg("--dir")
         .arg(dir)
         .arg("--json")
