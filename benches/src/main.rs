@@ -96,7 +96,7 @@ struct CompareArgs {
     /// Writer counts of `fillsync`.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     sync_writers: Vec<u32>,
-    /// Operations of each YCSB workload. Default: as many as keys.
+    /// Operations of each YCSB workload. Default: a fifth of the keys.
     #[arg(long)]
     ycsb_ops: Option<u64>,
     /// Rounds: every target runs once per round, so each comparison gets this many pairs.
@@ -357,7 +357,7 @@ fn run_compare(args: CompareArgs) -> anyhow::Result<()> {
             sync_seconds: args
                 .sync_seconds
                 .unwrap_or(if args.quick { 1.0 } else { 3.0 }),
-            ycsb_ops: args.ycsb_ops.unwrap_or(keys),
+            ycsb_ops: args.ycsb_ops.unwrap_or((keys / 5).max(1)),
         },
         workloads: compare::Workload::parse_list(&args.workloads, &args.sync_writers)?,
         pairs,

@@ -228,6 +228,17 @@ pub fn run(options: &Compare) -> Result<()> {
     bytes.push(b'\n');
     std::fs::write(&path, bytes).with_context(|| format!("write {}", path.display()))?;
     println!("json {}", path.display());
+    super::charts::write_or_explain(
+        &options.out,
+        &format!("compare-{unix}"),
+        &format!(
+            "popdb-bench compare, {} keys, {} pairs",
+            options.counts.keys, options.pairs
+        ),
+        &order,
+        &report::rows(&options.workloads),
+        &samples,
+    );
     Ok(())
 }
 
