@@ -60,8 +60,9 @@ enum Command {
     Db(DbArgs),
     /// PopDB (engines `lsm`, `btree`; Db tables `db_lsm`, `db_btree`) against the peers
     /// compiled in (features `lmdb`, `redb`, `fjall`, `sled`, `rocksdb`, `peers-fast`,
-    /// `peers`) on db_bench's workloads, each target in its own process, interleaved;
-    /// prints the median ratio of every comparison with its spread.
+    /// `peers`) on db_bench's workloads (readwhilewriting and fillsync with 1-64 writers
+    /// included) and YCSB A-F, each target in its own process, interleaved; prints the
+    /// median ratio of every comparison with its spread, writes JSON and PNG charts.
     Compare(CompareArgs),
     /// One target in this process (what `compare` starts); writes its figures as JSON.
     #[command(hide = true)]
