@@ -54,7 +54,9 @@ pub fn read_while_writing(
         let write = writer
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        Ok((read?, write?))
+        // The writer's error first: it is why a reader stopped early.
+        let write = write?;
+        Ok((read?, write))
     })
 }
 

@@ -193,6 +193,8 @@ pub struct BtreeTarget {
 struct BtreeWriter {
     lsn: u64,
     keys_since_checkpoint: u64,
+    /// Key and value bytes applied since open (the tree counts only what it writes).
+    bytes_applied: u64,
 }
 
 impl BtreeTarget {
@@ -205,6 +207,7 @@ impl BtreeTarget {
             writer: Mutex::new(BtreeWriter {
                 lsn,
                 keys_since_checkpoint: 0,
+                bytes_applied: 0,
             }),
         })
     }
@@ -226,6 +229,10 @@ impl Target for BtreeTarget {
         self.tree.apply(writer.lsn + 1, &entries)?;
         writer.lsn += 1;
         writer.keys_since_checkpoint += batch.len() as u64;
+        writer.bytes_applied += batch
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum::<u64>();
         if writer.keys_since_checkpoint >= BTREE_CHECKPOINT_KEYS {
             self.tree.checkpoint(writer.lsn)?;
             writer.keys_since_checkpoint = 0;
@@ -245,8 +252,15 @@ impl Target for BtreeTarget {
         let mut writer = self.writer();
         self.tree.apply(writer.lsn + 1, &[(key, Some(value))])?;
         writer.lsn += 1;
+        writer.bytes_applied += (key.len() + value.len()) as u64;
         self.tree.checkpoint(writer.lsn)?;
         Ok(())
+    }
+
+    /// Checkpoint bytes (pages and meta) per key and value byte applied.
+    fn write_amplification(&self) -> Option<f64> {
+        let applied = self.writer().bytes_applied;
+        (applied > 0).then(|| self.tree.stats().checkpoint_bytes as f64 / applied as f64)
     }
 
     fn reader(&self) -> Result<Box<dyn Reader + '_>> {
