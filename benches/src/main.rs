@@ -125,6 +125,10 @@ struct CompareArgs {
     /// Where the JSON goes. Default: target/popdb-bench/.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Counts instructions per operation under valgrind's callgrind instead of timing
+    /// (single-threaded workloads; one run per target). For CPU-bound comparisons.
+    #[arg(long)]
+    callgrind: bool,
 }
 
 /// Options of the hidden `popdb-bench run-target`.
@@ -366,6 +370,7 @@ fn run_compare(args: CompareArgs) -> anyhow::Result<()> {
         dir: args.dir.unwrap_or_else(default_dir),
         out: args.out.unwrap_or_else(default_dir),
         settle: std::time::Duration::from_millis(args.settle_ms),
+        callgrind: args.callgrind,
     })
 }
 

@@ -33,6 +33,8 @@ pub struct Compare {
     pub out: PathBuf,
     /// Pause between processes, after `sync(2)`.
     pub settle: Duration,
+    /// Count instructions under callgrind instead of timing (`callgrind.rs`).
+    pub callgrind: bool,
 }
 
 /// One comparison: ours against a peer (or against another of ours).
@@ -153,6 +155,9 @@ pub fn run(options: &Compare) -> Result<()> {
         println!("{line}");
     }
     ensure!(!pairings.is_empty(), "no comparison to run");
+    if options.callgrind {
+        return super::callgrind::run(options, &pairings);
+    }
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -242,7 +247,7 @@ pub fn run(options: &Compare) -> Result<()> {
     Ok(())
 }
 
-fn names(list: impl Iterator<Item = String>) -> String {
+pub(super) fn names(list: impl Iterator<Item = String>) -> String {
     list.collect::<Vec<_>>().join(",")
 }
 
@@ -280,27 +285,62 @@ fn run_process(
     dir: &Path,
     json_path: &Path,
 ) -> Result<Value> {
+    let mut command = Command::new(exe);
+    command.args(target_args(
+        options,
+        kind,
+        &options.workloads,
+        dir,
+        json_path,
+    ));
+    run_command(command, json_path)
+}
+
+/// The arguments of `run-target` for `kind` running `workloads`.
+pub(super) fn target_args(
+    options: &Compare,
+    kind: TargetKind,
+    workloads: &[Workload],
+    dir: &Path,
+    json_path: &Path,
+) -> Vec<std::ffi::OsString> {
     let c = &options.counts;
-    let status = Command::new(exe)
-        .arg("run-target")
-        .args(["--target", kind.name()])
-        .args([
-            "--workloads",
-            &names(options.workloads.iter().map(|w| w.name())),
-        ])
-        .args(["--keys", &c.keys.to_string()])
-        .args(["--key-size", &c.shape.key_size.to_string()])
-        .args(["--value-size", &c.shape.value_size.to_string()])
-        .args(["--reads", &c.reads.to_string()])
-        .args(["--seeks", &c.seeks.to_string()])
-        .args(["--sync-seconds", &c.sync_seconds.to_string()])
-        .args(["--ycsb-ops", &c.ycsb_ops.to_string()])
-        .arg("--dir")
-        .arg(dir)
-        .arg("--json")
-        .arg(json_path)
-        .status()
-        .context("start run-target")?;
+    let mut args: Vec<std::ffi::OsString> = [
+        "run-target".to_string(),
+        "--target".into(),
+        kind.name().into(),
+        "--workloads".into(),
+        names(workloads.iter().map(|w| w.name())),
+        "--keys".into(),
+        c.keys.to_string(),
+        "--key-size".into(),
+        c.shape.key_size.to_string(),
+        "--value-size".into(),
+        c.shape.value_size.to_string(),
+        "--reads".into(),
+        c.reads.to_string(),
+        "--seeks".into(),
+        c.seeks.to_string(),
+        "--sync-seconds".into(),
+        c.sync_seconds.to_string(),
+        "--ycsb-ops".into(),
+        c.ycsb_ops.to_string(),
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    args.extend([
+        "--dir".into(),
+        dir.into(),
+        "--json".into(),
+        json_path.into(),
+    ]);
+    args
+}
+
+/// Runs a `run-target` process to its end and reads (and removes) the JSON it wrote.
+pub(super) fn run_command(mut command: Command, json_path: &Path) -> Result<Value> {
+    let status = command.status().context("start run-target")?;
     if !status.success() {
         bail!("run-target exited with {status}");
     }

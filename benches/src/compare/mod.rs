@@ -3,6 +3,7 @@
 //! workloads and YCSB's, each target in its own process, interleaved, reported as median
 //! ratios.
 
+mod callgrind;
 mod charts;
 mod concurrent;
 mod driver;

@@ -51,7 +51,7 @@ fn run_workloads(args: &RunTarget) -> Result<Value> {
     let mut extra = serde_json::Map::new();
     if want(Workload::Fillseq) {
         let dir = args.dir.join("fillseq");
-        results.push(load_fresh(kind, &dir, Workload::Fillseq, counts)?);
+        results.push(load_fresh(kind, &dir, Workload::Fillseq, counts, true)?);
         std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
     }
     for &w in &args.workloads {
@@ -71,7 +71,13 @@ fn run_workloads(args: &RunTarget) -> Result<Value> {
         return Ok(report(args, results, extra));
     }
     let dir = args.dir.join("fillrandom");
-    let fill = load_fresh(kind, &dir, Workload::Fillrandom, counts)?;
+    let fill = load_fresh(
+        kind,
+        &dir,
+        Workload::Fillrandom,
+        counts,
+        want(Workload::Fillrandom),
+    )?;
     if want(Workload::Fillrandom) {
         results.push(fill);
     }
@@ -79,13 +85,15 @@ fn run_workloads(args: &RunTarget) -> Result<Value> {
     if want(Workload::Overwrite) {
         let mut target = kind.open(&dir)?;
         let pick = workload::pick(Workload::Overwrite, counts.keys);
-        let outcome = workload::load(
-            target.as_mut(),
-            Workload::Overwrite,
-            counts,
-            kind.batch_keys(),
-            pick,
-        )?;
+        let outcome = measured(|| {
+            workload::load(
+                target.as_mut(),
+                Workload::Overwrite,
+                counts,
+                kind.batch_keys(),
+                pick,
+            )
+        })?;
         target.settle()?;
         results.push(with_write_amplification(
             with_disk(&outcome, disk_bytes(&dir)?, counts),
@@ -122,7 +130,7 @@ fn run_on_loaded(
     extra.insert("reopen_seconds".into(), json!(reopen_seconds));
     extra.insert("warm_scan_seconds".into(), json!(warm_seconds));
     for &w in args.workloads.iter().filter(|w| w.is_read()) {
-        let outcome = workload::read(reader.as_mut(), w, counts)?;
+        let outcome = measured(|| workload::read(reader.as_mut(), w, counts))?;
         results.push(with_rss(outcome.to_json()));
     }
     drop(reader);
@@ -135,7 +143,7 @@ fn run_on_loaded(
     let mut records = ycsb::Records { count: counts.keys };
     for &w in &args.workloads {
         if let Workload::Ycsb(y) = w {
-            let outcome = ycsb::run(target.as_ref(), counts, y, &mut records)?;
+            let outcome = measured(|| ycsb::run(target.as_ref(), counts, y, &mut records))?;
             results.push(with_rss(outcome.to_json()));
         }
     }
@@ -153,17 +161,28 @@ fn fill_sync_fresh(kind: TargetKind, root: &Path, counts: &Counts, writers: u32)
     Ok(with_rss(outcome.to_json()))
 }
 
+/// Runs `f`, the timed part of a workload that is reported. Never inlined, so that
+/// `compare --callgrind` can count the instructions inside it and nowhere else
+/// (`--toggle-collect=*run_target::measured*`).
+#[inline(never)]
+fn measured<T>(f: impl FnOnce() -> T) -> T {
+    f()
+}
+
 /// A fresh load into `dir`: open, load, settle (untimed), count bytes, close; its row.
-fn load_fresh(kind: TargetKind, dir: &Path, w: Workload, counts: &Counts) -> Result<Value> {
+/// `reported`: the load is a workload of this run, not only the data later ones read.
+fn load_fresh(
+    kind: TargetKind,
+    dir: &Path,
+    w: Workload,
+    counts: &Counts,
+    reported: bool,
+) -> Result<Value> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let mut target: Box<dyn Target> = kind.open(dir)?;
-    let outcome = workload::load(
-        target.as_mut(),
-        w,
-        counts,
-        kind.batch_keys(),
-        workload::pick(w, counts.keys),
-    )?;
+    let pick = workload::pick(w, counts.keys);
+    let mut load = || workload::load(target.as_mut(), w, counts, kind.batch_keys(), &pick);
+    let outcome = if reported { measured(load)? } else { load()? };
     target.settle()?;
     let row = with_write_amplification(
         with_disk(&outcome, disk_bytes(dir)?, counts),
