@@ -42,9 +42,9 @@ pub fn run(options: &Compare, pairings: &[Pairing]) -> Result<()> {
         !workloads.is_empty(),
         "--callgrind counts single-threaded workloads only (not readwhilewriting, fillsync)"
     );
-    let status = Command::new("valgrind").arg("--version").status();
+    let version = Command::new("valgrind").arg("--version").output();
     ensure!(
-        status.is_ok_and(|s| s.success()),
+        version.is_ok_and(|v| v.status.success()),
         "--callgrind needs valgrind (apt-get install -y valgrind)"
     );
     let unix = SystemTime::now()
