@@ -60,8 +60,9 @@ enum Command {
     Db(DbArgs),
     /// PopDB (engines `lsm`, `btree`; Db tables `db_lsm`, `db_btree`) against the peers
     /// compiled in (features `lmdb`, `redb`, `fjall`, `sled`, `rocksdb`, `peers-fast`,
-    /// `peers`) on db_bench's workloads, each target in its own process, interleaved;
-    /// prints the median ratio of every comparison with its spread.
+    /// `peers`) on db_bench's workloads (readwhilewriting and fillsync with 1-64 writers
+    /// included) and YCSB A-F, each target in its own process, interleaved; prints the
+    /// median ratio of every comparison with its spread, writes JSON and PNG charts.
     Compare(CompareArgs),
     /// One target in this process (what `compare` starts); writes its figures as JSON.
     #[command(hide = true)]
@@ -90,18 +91,26 @@ struct CompareArgs {
     /// Seeks of seekrandom (each then reads 100 entries). Default: a tenth of the keys.
     #[arg(long)]
     seeks: Option<u64>,
-    /// Synced one-key writes of fillsync (not in the default workloads).
-    #[arg(long, default_value_t = 1_000)]
-    sync_ops: u64,
+    /// Seconds of each fillsync run (one per writer count). Default 3 (1 with --quick).
+    #[arg(long)]
+    sync_seconds: Option<f64>,
+    /// Writer counts of `fillsync`.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    sync_writers: Vec<u32>,
+    /// Operations of each YCSB workload. Default: a fifth of the keys.
+    #[arg(long)]
+    ycsb_ops: Option<u64>,
     /// Rounds: every target runs once per round, so each comparison gets this many pairs.
     /// Default 5 (3 with --quick).
     #[arg(long)]
     pairs: Option<usize>,
-    /// The workloads, in db_bench's names.
+    /// The workloads, in db_bench's names (`fillsync` is one per `--sync-writers` count),
+    /// and YCSB's: `ycsb` (A-F, zipfian and uniform), `ycsb_a`, `ycsb_a_zipf`, ...
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom"
+        default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom,\
+            readwhilewriting,fillsync,ycsb"
     )]
     workloads: Vec<String>,
     /// Runs only the comparisons whose name contains this (e.g. `lsm_vs`, `btree_vs_lmdb`).
@@ -116,6 +125,10 @@ struct CompareArgs {
     /// Where the JSON goes. Default: target/popdb-bench/.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Counts instructions per operation under valgrind's callgrind instead of timing
+    /// (single-threaded workloads; one run per target). For CPU-bound comparisons.
+    #[arg(long)]
+    callgrind: bool,
 }
 
 /// Options of the hidden `popdb-bench run-target`.
@@ -136,7 +149,9 @@ struct RunTargetArgs {
     #[arg(long)]
     seeks: u64,
     #[arg(long)]
-    sync_ops: u64,
+    sync_seconds: f64,
+    #[arg(long)]
+    ycsb_ops: u64,
     /// A fresh directory for this process's data; removed at the end.
     #[arg(long)]
     dir: PathBuf,
@@ -312,7 +327,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => run_compare(args),
         Command::RunTarget(args) => compare::run_target(&compare::RunTarget {
             kind: compare::TargetKind::parse(&args.target)?,
-            workloads: parse_workloads(&args.workloads)?,
+            workloads: compare::Workload::parse_list(&args.workloads, &[])?,
             counts: compare::Counts {
                 keys: args.keys,
                 shape: compare::Shape {
@@ -321,7 +336,8 @@ fn main() -> anyhow::Result<()> {
                 },
                 reads: args.reads,
                 seeks: args.seeks,
-                sync_ops: args.sync_ops,
+                sync_seconds: args.sync_seconds,
+                ycsb_ops: args.ycsb_ops,
             },
             dir: args.dir,
             json: args.json,
@@ -343,27 +359,19 @@ fn run_compare(args: CompareArgs) -> anyhow::Result<()> {
             },
             reads: args.reads.unwrap_or(keys),
             seeks: args.seeks.unwrap_or((keys / 10).max(1)),
-            sync_ops: args.sync_ops,
+            sync_seconds: args
+                .sync_seconds
+                .unwrap_or(if args.quick { 1.0 } else { 3.0 }),
+            ycsb_ops: args.ycsb_ops.unwrap_or((keys / 5).max(1)),
         },
-        workloads: parse_workloads(&args.workloads)?,
+        workloads: compare::Workload::parse_list(&args.workloads, &args.sync_writers)?,
         pairs,
         only: args.only,
         dir: args.dir.unwrap_or_else(default_dir),
         out: args.out.unwrap_or_else(default_dir),
         settle: std::time::Duration::from_millis(args.settle_ms),
+        callgrind: args.callgrind,
     })
-}
-
-/// Workload names in db_bench's order, each once.
-fn parse_workloads(names: &[String]) -> anyhow::Result<Vec<compare::Workload>> {
-    let mut workloads = names
-        .iter()
-        .map(|n| compare::Workload::parse(n.trim()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    workloads.sort();
-    workloads.dedup();
-    anyhow::ensure!(!workloads.is_empty(), "no workload named");
-    Ok(workloads)
 }
 
 /// Where the engine runs put their data: target/popdb-bench/ in the workspace.

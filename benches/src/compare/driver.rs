@@ -33,6 +33,8 @@ pub struct Compare {
     pub out: PathBuf,
     /// Pause between processes, after `sync(2)`.
     pub settle: Duration,
+    /// Count instructions under callgrind instead of timing (`callgrind.rs`).
+    pub callgrind: bool,
 }
 
 /// One comparison: ours against a peer (or against another of ours).
@@ -49,8 +51,9 @@ impl Pairing {
 }
 
 /// Every comparison the driver knows: the engines against the peers of their kind, the Db
-/// against its bare engines, and the Db's LSM table against RocksDB (log on, no sync).
-pub const PAIRINGS: [Pairing; 9] = [
+/// against its bare engines, and the Db's tables against the peers of their kind (log on,
+/// no sync; for fillsync, each system's synced commit).
+pub const PAIRINGS: [Pairing; 12] = [
     Pairing {
         ours: TargetKind::Lsm,
         peer: TargetKind::Rocksdb,
@@ -86,6 +89,18 @@ pub const PAIRINGS: [Pairing; 9] = [
     Pairing {
         ours: TargetKind::DbLsm,
         peer: TargetKind::Fjall,
+    },
+    Pairing {
+        ours: TargetKind::DbBtree,
+        peer: TargetKind::Lmdb,
+    },
+    Pairing {
+        ours: TargetKind::DbBtree,
+        peer: TargetKind::Redb,
+    },
+    Pairing {
+        ours: TargetKind::DbBtree,
+        peer: TargetKind::Sled,
     },
 ];
 
@@ -140,6 +155,9 @@ pub fn run(options: &Compare) -> Result<()> {
         println!("{line}");
     }
     ensure!(!pairings.is_empty(), "no comparison to run");
+    if options.callgrind {
+        return super::callgrind::run(options, &pairings);
+    }
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -157,7 +175,7 @@ pub fn run(options: &Compare) -> Result<()> {
         options.counts.shape.value_size,
         options.pairs,
         names(options.workloads.iter().map(|w| w.name())),
-        names(order.iter().map(|t| t.name())),
+        names(order.iter().map(|t| t.name().to_string())),
         root.display(),
         fs.name
     );
@@ -193,7 +211,10 @@ pub fn run(options: &Compare) -> Result<()> {
             "reads": options.counts.reads,
             "seeks": options.counts.seeks,
             "seek_rows": super::workload::SEEK_ROWS,
-            "sync_ops": options.counts.sync_ops,
+            "sync_seconds": options.counts.sync_seconds,
+            "ycsb_ops": options.counts.ycsb_ops,
+            "ycsb_zipfian_theta": super::ycsb::ZIPFIAN_THETA,
+            "readwhilewriting_reader_refresh_ops": super::concurrent::READER_REFRESH_OPS,
             "pairs": options.pairs,
             "workloads": options.workloads.iter().map(|w| w.name()).collect::<Vec<_>>(),
             "settle_seconds": options.settle.as_secs_f64(),
@@ -212,10 +233,21 @@ pub fn run(options: &Compare) -> Result<()> {
     bytes.push(b'\n');
     std::fs::write(&path, bytes).with_context(|| format!("write {}", path.display()))?;
     println!("json {}", path.display());
+    super::charts::write_or_explain(
+        &options.out,
+        &format!("compare-{unix}"),
+        &format!(
+            "popdb-bench compare, {} keys, {} pairs",
+            options.counts.keys, options.pairs
+        ),
+        &order,
+        &report::rows(&options.workloads),
+        &samples,
+    );
     Ok(())
 }
 
-fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
+pub(super) fn names(list: impl Iterator<Item = String>) -> String {
     list.collect::<Vec<_>>().join(",")
 }
 
@@ -253,26 +285,62 @@ fn run_process(
     dir: &Path,
     json_path: &Path,
 ) -> Result<Value> {
+    let mut command = Command::new(exe);
+    command.args(target_args(
+        options,
+        kind,
+        &options.workloads,
+        dir,
+        json_path,
+    ));
+    run_command(command, json_path)
+}
+
+/// The arguments of `run-target` for `kind` running `workloads`.
+pub(super) fn target_args(
+    options: &Compare,
+    kind: TargetKind,
+    workloads: &[Workload],
+    dir: &Path,
+    json_path: &Path,
+) -> Vec<std::ffi::OsString> {
     let c = &options.counts;
-    let status = Command::new(exe)
-        .arg("run-target")
-        .args(["--target", kind.name()])
-        .args([
-            "--workloads",
-            &names(options.workloads.iter().map(|w| w.name())),
-        ])
-        .args(["--keys", &c.keys.to_string()])
-        .args(["--key-size", &c.shape.key_size.to_string()])
-        .args(["--value-size", &c.shape.value_size.to_string()])
-        .args(["--reads", &c.reads.to_string()])
-        .args(["--seeks", &c.seeks.to_string()])
-        .args(["--sync-ops", &c.sync_ops.to_string()])
-        .arg("--dir")
-        .arg(dir)
-        .arg("--json")
-        .arg(json_path)
-        .status()
-        .context("start run-target")?;
+    let mut args: Vec<std::ffi::OsString> = [
+        "run-target".to_string(),
+        "--target".into(),
+        kind.name().into(),
+        "--workloads".into(),
+        names(workloads.iter().map(|w| w.name())),
+        "--keys".into(),
+        c.keys.to_string(),
+        "--key-size".into(),
+        c.shape.key_size.to_string(),
+        "--value-size".into(),
+        c.shape.value_size.to_string(),
+        "--reads".into(),
+        c.reads.to_string(),
+        "--seeks".into(),
+        c.seeks.to_string(),
+        "--sync-seconds".into(),
+        c.sync_seconds.to_string(),
+        "--ycsb-ops".into(),
+        c.ycsb_ops.to_string(),
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    args.extend([
+        "--dir".into(),
+        dir.into(),
+        "--json".into(),
+        json_path.into(),
+    ]);
+    args
+}
+
+/// Runs a `run-target` process to its end and reads (and removes) the JSON it wrote.
+pub(super) fn run_command(mut command: Command, json_path: &Path) -> Result<Value> {
+    let status = command.status().context("start run-target")?;
     if !status.success() {
         bail!("run-target exited with {status}");
     }

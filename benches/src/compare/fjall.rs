@@ -45,7 +45,7 @@ impl FjallTarget {
 }
 
 impl Target for FjallTarget {
-    fn write(&mut self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         for (k, v) in batch {
             self.keyspace.insert(k.as_slice(), v.as_slice())?;
         }
@@ -57,7 +57,7 @@ impl Target for FjallTarget {
         Ok(())
     }
 
-    fn write_sync(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.keyspace.insert(key, value)?;
         self.db.persist(PersistMode::SyncData)?;
         Ok(())

@@ -5,7 +5,9 @@
 //! heed marks opening an environment and setting `MDB_NOSYNC` `unsafe`: the map must not
 //! be changed under LMDB by anything else (this process is the only user of its fresh
 //! directory, and nothing else opens the file), and `MDB_NOSYNC` gives up durability until
-//! the next sync, which `finish_load` and `write_sync` make. Listed in benches/UNSAFE.md.
+//! the next sync, which `finish_load` makes. fillsync opens the environment with LMDB's
+//! default flags instead (`open_synced`): each commit syncs (an fdatasync of the data and a
+//! synchronous meta page write), as the notes ran it. Listed in benches/UNSAFE.md.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -29,8 +31,8 @@ pub fn settings() -> Value {
         "env_flags": "MDB_NOSYNC",
         "writes": "one write transaction per 1,000 keys, MDB_NOSYNC",
         "end_of_load": "Env::force_sync (mdb_env_sync, force)",
-        "sync_write": "one write transaction per key, then Env::force_sync (the notes ran \
-            default flags, where the commit syncs)",
+        "sync_write": "opened with default flags (no MDB_NOSYNC): one write transaction \
+            per key, the commit syncs; LMDB has no group commit (one writer at a time)",
         "reads": "one read transaction per read workload; Database::get, Database::range",
     })
 }
@@ -39,20 +41,33 @@ pub fn settings() -> Value {
 pub struct LmdbTarget {
     env: Env,
     db: Database<'static, Bytes, Bytes>,
+    /// Opened without `MDB_NOSYNC`: each commit syncs on its own.
+    sync_commits: bool,
 }
 
 impl LmdbTarget {
+    pub fn open(dir: &Path) -> Result<LmdbTarget> {
+        LmdbTarget::open_with(dir, false)
+    }
+
+    /// Opens with LMDB's default flags: every commit syncs.
+    pub fn open_synced(dir: &Path) -> Result<LmdbTarget> {
+        LmdbTarget::open_with(dir, true)
+    }
+
     #[expect(
         unsafe_code,
         reason = "heed marks these two calls unsafe; see the module docs"
     )]
-    pub fn open(dir: &Path) -> Result<LmdbTarget> {
+    fn open_with(dir: &Path, sync_commits: bool) -> Result<LmdbTarget> {
         let mut options = EnvOpenOptions::new();
         options.map_size(MAP_SIZE).max_dbs(1);
-        // SAFETY: MDB_NOSYNC only delays durability to the explicit syncs this adapter makes
-        // at the end of every load and after every synced write.
-        unsafe {
-            options.flags(EnvFlags::NO_SYNC);
+        if !sync_commits {
+            // SAFETY: MDB_NOSYNC only delays durability to the explicit sync this adapter
+            // makes at the end of every load.
+            unsafe {
+                options.flags(EnvFlags::NO_SYNC);
+            }
         }
         // SAFETY: `dir` is a fresh directory this process alone uses; nothing else maps or
         // writes the file while the environment is open.
@@ -65,12 +80,16 @@ impl LmdbTarget {
                     .map(CommitOrAbort::<_, ()>::Commit)
             })?
             .unwrap_commit();
-        Ok(LmdbTarget { env, db })
+        Ok(LmdbTarget {
+            env,
+            db,
+            sync_commits,
+        })
     }
 }
 
 impl Target for LmdbTarget {
-    fn write(&mut self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         let mut wtxn = self.env.write_txn()?;
         for (k, v) in batch {
             self.db.put(&mut wtxn, k, v)?;
@@ -84,11 +103,13 @@ impl Target for LmdbTarget {
         Ok(())
     }
 
-    fn write_sync(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut wtxn = self.env.write_txn()?;
         self.db.put(&mut wtxn, key, value)?;
         wtxn.commit()?;
-        self.env.force_sync()?;
+        if !self.sync_commits {
+            self.env.force_sync()?;
+        }
         Ok(())
     }
 
@@ -100,7 +121,7 @@ impl Target for LmdbTarget {
     }
 
     fn close(self: Box<Self>) -> Result<()> {
-        let LmdbTarget { env, db: _ } = *self;
+        let LmdbTarget { env, .. } = *self;
         env.prepare_for_closing().wait();
         Ok(())
     }

@@ -1,7 +1,11 @@
 //! `popdb-bench compare` and its hidden `run-target`: PopDB's engines and Db against the
 //! peers (RocksDB, LMDB, redb, fjall, sled; each behind its cargo feature) on db_bench's
-//! workloads, each target in its own process, interleaved, reported as median ratios.
+//! workloads and YCSB's, each target in its own process, interleaved, reported as median
+//! ratios.
 
+mod callgrind;
+mod charts;
+mod concurrent;
 mod driver;
 mod peers;
 mod popdb;
@@ -10,6 +14,7 @@ mod report;
 mod run_target;
 mod target;
 mod workload;
+mod ycsb;
 
 #[cfg(feature = "fjall")]
 mod fjall;

@@ -36,6 +36,19 @@ pub fn open(kind: TargetKind, dir: &Path) -> Result<Box<dyn Target>> {
     }
 }
 
+/// Opens peer `kind` on `dir` for synced commits: LMDB with its default flags (each
+/// commit syncs); the others as `open`.
+///
+/// # Errors
+/// As `open`.
+pub fn open_synced(kind: TargetKind, dir: &Path) -> Result<Box<dyn Target>> {
+    match kind {
+        #[cfg(feature = "lmdb")]
+        TargetKind::Lmdb => Ok(Box::new(super::lmdb::LmdbTarget::open_synced(dir)?)),
+        other => open(other, dir),
+    }
+}
+
 /// Peer `kind`'s settings, or a note that it is not compiled in.
 pub fn settings(kind: TargetKind) -> Value {
     match kind {

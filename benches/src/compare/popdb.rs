@@ -10,7 +10,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, ensure};
 use popdb_io::{FsRef, RealFs};
@@ -74,7 +74,14 @@ fn real_fs() -> FsRef {
 pub struct LsmTarget {
     tree: popdb_lsm::Tree,
     scheduler: Option<popdb_lsm::Scheduler>,
-    lsn: u64,
+    /// The last LSN applied. Held across `Tree::apply`, so that concurrent writers apply
+    /// in LSN order (the tree refuses an LSN at or below one it has).
+    lsn: Mutex<u64>,
+}
+
+/// Locks the LSN (a panicked writer leaves a valid number behind).
+fn lock(lsn: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+    lsn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl LsmTarget {
@@ -86,25 +93,27 @@ impl LsmTarget {
         Ok(LsmTarget {
             tree,
             scheduler: Some(scheduler),
-            lsn,
+            lsn: Mutex::new(lsn),
         })
     }
 }
 
 impl Target for LsmTarget {
-    fn write(&mut self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         let entries: Vec<(&[u8], Option<&[u8]>)> = batch
             .iter()
             .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
             .collect();
-        self.lsn += 1;
-        self.tree.apply(self.lsn, &entries)?;
+        let mut lsn = lock(&self.lsn);
+        self.tree.apply(*lsn + 1, &entries)?;
+        *lsn += 1;
         Ok(())
     }
 
     fn finish_load(&mut self) -> Result<()> {
-        if self.lsn > 0 {
-            self.tree.checkpoint(self.lsn)?;
+        let lsn = *lock(&self.lsn);
+        if lsn > 0 {
+            self.tree.checkpoint(lsn)?;
         }
         Ok(())
     }
@@ -124,10 +133,11 @@ impl Target for LsmTarget {
         anyhow::bail!("the LSM's compactions did not drain in {DRAIN_STEPS_MAX} steps")
     }
 
-    fn write_sync(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.lsn += 1;
-        self.tree.apply(self.lsn, &[(key, Some(value))])?;
-        self.tree.checkpoint(self.lsn)?;
+    fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut lsn = lock(&self.lsn);
+        self.tree.apply(*lsn + 1, &[(key, Some(value))])?;
+        *lsn += 1;
+        self.tree.checkpoint(*lsn)?;
         Ok(())
     }
 
@@ -135,6 +145,10 @@ impl Target for LsmTarget {
         Ok(Box::new(LsmReader {
             view: self.tree.read_view(),
         }))
+    }
+
+    fn write_amplification(&self) -> Option<f64> {
+        self.tree.stats().write_amplification()
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
@@ -170,8 +184,17 @@ impl Reader for LsmReader {
 /// The bare B+tree.
 pub struct BtreeTarget {
     tree: popdb_btree::Tree,
+    /// Held across `Tree::apply` and the checkpoints, so that concurrent writers apply in
+    /// LSN order.
+    writer: Mutex<BtreeWriter>,
+}
+
+#[derive(Debug)]
+struct BtreeWriter {
     lsn: u64,
     keys_since_checkpoint: u64,
+    /// Key and value bytes applied since open (the tree counts only what it writes).
+    bytes_applied: u64,
 }
 
 impl BtreeTarget {
@@ -181,40 +204,63 @@ impl BtreeTarget {
         let lsn = tree.watermark().unwrap_or(0);
         Ok(BtreeTarget {
             tree,
-            lsn,
-            keys_since_checkpoint: 0,
+            writer: Mutex::new(BtreeWriter {
+                lsn,
+                keys_since_checkpoint: 0,
+                bytes_applied: 0,
+            }),
         })
     }
 }
 
+impl BtreeTarget {
+    fn writer(&self) -> std::sync::MutexGuard<'_, BtreeWriter> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl Target for BtreeTarget {
-    fn write(&mut self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         let entries: Vec<(&[u8], Option<&[u8]>)> = batch
             .iter()
             .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
             .collect();
-        self.lsn += 1;
-        self.tree.apply(self.lsn, &entries)?;
-        self.keys_since_checkpoint += batch.len() as u64;
-        if self.keys_since_checkpoint >= BTREE_CHECKPOINT_KEYS {
-            self.tree.checkpoint(self.lsn)?;
-            self.keys_since_checkpoint = 0;
+        let mut writer = self.writer();
+        self.tree.apply(writer.lsn + 1, &entries)?;
+        writer.lsn += 1;
+        writer.keys_since_checkpoint += batch.len() as u64;
+        writer.bytes_applied += batch
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum::<u64>();
+        if writer.keys_since_checkpoint >= BTREE_CHECKPOINT_KEYS {
+            self.tree.checkpoint(writer.lsn)?;
+            writer.keys_since_checkpoint = 0;
         }
         Ok(())
     }
 
     fn finish_load(&mut self) -> Result<()> {
-        ensure!(self.lsn > 0, "a load of no keys");
-        self.tree.checkpoint(self.lsn)?;
-        self.keys_since_checkpoint = 0;
+        let mut writer = self.writer();
+        ensure!(writer.lsn > 0, "a load of no keys");
+        self.tree.checkpoint(writer.lsn)?;
+        writer.keys_since_checkpoint = 0;
         Ok(())
     }
 
-    fn write_sync(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.lsn += 1;
-        self.tree.apply(self.lsn, &[(key, Some(value))])?;
-        self.tree.checkpoint(self.lsn)?;
+    fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut writer = self.writer();
+        self.tree.apply(writer.lsn + 1, &[(key, Some(value))])?;
+        writer.lsn += 1;
+        writer.bytes_applied += (key.len() + value.len()) as u64;
+        self.tree.checkpoint(writer.lsn)?;
         Ok(())
+    }
+
+    /// Checkpoint bytes (pages and meta) per key and value byte applied.
+    fn write_amplification(&self) -> Option<f64> {
+        let applied = self.writer().bytes_applied;
+        (applied > 0).then(|| self.tree.stats().checkpoint_bytes as f64 / applied as f64)
     }
 
     fn reader(&self) -> Result<Box<dyn Reader + '_>> {

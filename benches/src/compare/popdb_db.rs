@@ -78,7 +78,7 @@ impl DbTarget {
 }
 
 impl Target for DbTarget {
-    fn write(&mut self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         let mut write = WriteBatch::new();
         for (k, v) in batch {
             write.put(TABLE, k.clone(), v.clone());
@@ -101,7 +101,7 @@ impl Target for DbTarget {
         anyhow::bail!("the Db's background work did not drain in {SETTLE_STEPS_MAX} steps")
     }
 
-    fn write_sync(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut write = WriteBatch::new();
         write.put(TABLE, key.to_vec(), value.to_vec());
         self.db.write_with(write, SYNC)?;

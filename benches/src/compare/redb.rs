@@ -64,7 +64,7 @@ impl RedbTarget {
 }
 
 impl Target for RedbTarget {
-    fn write(&mut self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         self.commit(batch, Durability::None)
     }
 
@@ -72,7 +72,7 @@ impl Target for RedbTarget {
         self.commit(&[], Durability::Immediate)
     }
 
-    fn write_sync(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.commit(&[(key.to_vec(), value.to_vec())], Durability::Immediate)
     }
 

@@ -11,6 +11,11 @@ use serde_json::{Value, json};
 use super::driver::Pairing;
 use super::target::TargetKind;
 use super::workload::Workload;
+
+/// The report's rows, in run order: each workload's `Workload::rows`.
+pub fn rows(workloads: &[Workload]) -> Vec<String> {
+    workloads.iter().flat_map(|w| w.rows()).collect()
+}
 use crate::measure::spread;
 
 /// One comparison on one workload.
@@ -19,7 +24,8 @@ pub struct Ratio {
     pub name: String,
     pub ours: TargetKind,
     pub peer: TargetKind,
-    pub workload: Workload,
+    /// The row (`Workload::rows`).
+    pub row: String,
     /// Ours over peer, round by round.
     pub ratios: Vec<f64>,
     pub median: f64,
@@ -33,7 +39,7 @@ impl Ratio {
             "name": self.name,
             "ours": self.ours.name(),
             "peer": self.peer.name(),
-            "workload": self.workload.name(),
+            "workload": self.row,
             "metric": "ops_per_sec, ours over peer",
             "ratios": self.ratios,
             "median": self.median,
@@ -43,24 +49,26 @@ impl Ratio {
     }
 }
 
-/// The figure `field` of `workload` in one process's JSON.
-fn figure(sample: &Value, workload: Workload, field: &str) -> Option<f64> {
+/// The figure `field` of row `row` in one process's JSON.
+pub fn figure(sample: &Value, row: &str, field: &str) -> Option<f64> {
     sample["workloads"]
         .as_array()?
         .iter()
-        .find(|w| w["workload"] == workload.name())?[field]
+        .find(|w| w["workload"] == row)?[field]
         .as_f64()
 }
 
-fn latency(sample: &Value, workload: Workload, quantile: &str) -> Option<f64> {
+pub fn latency(sample: &Value, row: &str, quantile: &str) -> Option<f64> {
     sample["workloads"]
         .as_array()?
         .iter()
-        .find(|w| w["workload"] == workload.name())?["latency_ns"][quantile]
+        .find(|w| w["workload"] == row)?["latency_ns"][quantile]
         .as_f64()
 }
 
-/// Ratios per comparison and workload, pairing the two targets' runs round by round.
+/// Ratios per comparison and row, pairing the two targets' runs round by round. A row
+/// that neither side of a comparison ran in any round (fillsync on a bare engine) has no
+/// ratio; one missing from some rounds only is an error.
 pub fn comparisons(
     pairings: &[Pairing],
     workloads: &[Workload],
@@ -71,35 +79,38 @@ pub fn comparisons(
         let (Some(ours), Some(peer)) = (samples.get(&p.ours), samples.get(&p.peer)) else {
             continue;
         };
-        for &w in workloads {
+        for w in rows(workloads) {
+            let ran = |runs: &[Value]| {
+                runs.iter()
+                    .filter(|s| figure(s, &w, "ops_per_sec").is_some())
+                    .count()
+            };
+            if ran(ours) == 0 || ran(peer) == 0 {
+                continue;
+            }
             let ratios: Vec<f64> = ours
                 .iter()
                 .zip(peer)
                 .filter_map(|(o, q)| {
-                    Some(figure(o, w, "ops_per_sec")? / figure(q, w, "ops_per_sec")?)
+                    Some(figure(o, &w, "ops_per_sec")? / figure(q, &w, "ops_per_sec")?)
                 })
                 .collect();
             ensure!(
                 ratios.len() == ours.len().min(peer.len()),
-                "{}: {} is missing from a run",
+                "{}: {w} is missing from a run",
                 p.name(),
-                w.name()
             );
             ensure!(
                 ratios.iter().all(|r| r.is_finite() && *r > 0.0),
-                "{}.{}: a ratio is not a positive number: {ratios:?}",
+                "{}.{w}: a ratio is not a positive number: {ratios:?}",
                 p.name(),
-                w.name()
             );
-            if ratios.is_empty() {
-                continue;
-            }
             let s = spread(&ratios);
             out.push(Ratio {
-                name: format!("{}.{}_vs_{}", p.ours.name(), w.name(), p.peer.name()),
+                name: format!("{}.{w}_vs_{}", p.ours.name(), p.peer.name()),
                 ours: p.ours,
                 peer: p.peer,
-                workload: w,
+                row: w,
                 ratios,
                 median: s.median,
                 min: s.min,
@@ -120,10 +131,21 @@ pub fn print_table(
 ) {
     println!();
     println!(
-        "{:<12} {:<9} {:>11} {:>11} {:>11} {:>9} {:>9} {:>9} {:>8} {:>8}",
-        "workload", "target", "ops/s", "min", "max", "p50", "p99", "p99.9", "disk/raw", "rss MiB"
+        "{:<23} {:<9} {:>11} {:>11} {:>11} {:>9} {:>9} {:>9} {:>8} {:>5} {:>8}",
+        "workload",
+        "target",
+        "ops/s",
+        "min",
+        "max",
+        "p50",
+        "p99",
+        "p99.9",
+        "disk/raw",
+        "w-amp",
+        "rss MiB"
     );
-    for &w in workloads {
+    for w in rows(workloads) {
+        let w = w.as_str();
         for kind in order {
             let Some(runs) = samples.get(kind) else {
                 continue;
@@ -145,11 +167,13 @@ pub fn print_table(
             };
             let disk = median_of(&|s| figure(s, w, "disk_bytes"))
                 .map_or_else(|| "-".into(), |b| format!("{:.2}", b / raw_bytes as f64));
+            let amplification = median_of(&|s| figure(s, w, "write_amplification"))
+                .map_or_else(|| "-".into(), |a| format!("{a:.2}"));
             let rss = median_of(&|s| figure(s, w, "peak_rss_bytes_so_far"))
                 .map_or_else(|| "-".into(), |b| format!("{:.0}", b / f64::from(1 << 20)));
             println!(
-                "{:<12} {:<9} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>9} {:>9} {:>8} {:>8}",
-                w.name(),
+                "{:<23} {:<9} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>9} {:>9} {:>8} {:>5} {:>8}",
+                w,
                 kind.name(),
                 ops.median,
                 ops.min,
@@ -158,6 +182,7 @@ pub fn print_table(
                 q("p99"),
                 q("p99_9"),
                 disk,
+                amplification,
                 rss
             );
         }
@@ -175,7 +200,7 @@ pub fn print_ratios(ratios: &[Ratio]) {
 }
 
 /// Nanoseconds in a unit that keeps 3-4 significant digits (ASCII: `us`).
-fn format_ns(ns: f64) -> String {
+pub fn format_ns(ns: f64) -> String {
     if ns < 1e3 {
         format!("{ns:.0}ns")
     } else if ns < 1e6 {

@@ -58,7 +58,7 @@ impl RocksdbTarget {
 }
 
 impl Target for RocksdbTarget {
-    fn write(&mut self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         for (k, v) in batch {
             self.db.put_opt(k, v, &self.no_sync)?;
         }
@@ -70,7 +70,7 @@ impl Target for RocksdbTarget {
         Ok(())
     }
 
-    fn write_sync(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.db.put_opt(key, value, &self.sync)?;
         Ok(())
     }

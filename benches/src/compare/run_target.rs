@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::target::{Target, TargetKind};
 use super::workload::{self, Counts, Outcome, Workload};
+use super::{concurrent, ycsb};
 
 /// What to run.
 #[derive(Debug)]
@@ -50,91 +51,145 @@ fn run_workloads(args: &RunTarget) -> Result<Value> {
     let mut extra = serde_json::Map::new();
     if want(Workload::Fillseq) {
         let dir = args.dir.join("fillseq");
-        let (outcome, disk) = load_fresh(kind, &dir, Workload::Fillseq, counts)?;
-        results.push(with_disk(&outcome, disk, counts));
+        results.push(load_fresh(kind, &dir, Workload::Fillseq, counts, true)?);
         std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
     }
-    if want(Workload::Fillsync) {
-        let dir = args.dir.join("fillsync");
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let mut target = kind.open(&dir)?;
-        let outcome = workload::fill_sync(target.as_mut(), counts)?;
-        target.close()?;
-        results.push(with_rss(outcome.to_json()));
-        std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    for &w in &args.workloads {
+        if let Workload::Fillsync { writers } = w {
+            if kind.has_synced_commits() {
+                results.push(fill_sync_fresh(kind, &args.dir, counts, writers)?);
+            } else {
+                extra.insert(
+                    w.name(),
+                    json!("not run: a bare engine has no log (a synced write is a checkpoint)"),
+                );
+            }
+        }
     }
-    let later = args
-        .workloads
-        .iter()
-        .any(|&w| w == Workload::Overwrite || w.is_read());
+    let later = args.workloads.iter().any(|&w| w.needs_load());
     if !(want(Workload::Fillrandom) || later) {
         return Ok(report(args, results, extra));
     }
     let dir = args.dir.join("fillrandom");
-    let (outcome, disk) = load_fresh(kind, &dir, Workload::Fillrandom, counts)?;
+    let fill = load_fresh(
+        kind,
+        &dir,
+        Workload::Fillrandom,
+        counts,
+        want(Workload::Fillrandom),
+    )?;
     if want(Workload::Fillrandom) {
-        results.push(with_disk(&outcome, disk, counts));
+        results.push(fill);
     }
     let mut shift = 0;
     if want(Workload::Overwrite) {
         let mut target = kind.open(&dir)?;
         let pick = workload::pick(Workload::Overwrite, counts.keys);
-        let outcome = workload::load(
-            target.as_mut(),
-            Workload::Overwrite,
-            counts,
-            kind.batch_keys(),
-            pick,
-        )?;
+        let outcome = measured(|| {
+            workload::load(
+                target.as_mut(),
+                Workload::Overwrite,
+                counts,
+                kind.batch_keys(),
+                pick,
+            )
+        })?;
         target.settle()?;
+        results.push(with_write_amplification(
+            with_disk(&outcome, disk_bytes(&dir)?, counts),
+            target.as_ref(),
+        ));
         target.close()?;
-        results.push(with_disk(&outcome, disk_bytes(&dir)?, counts));
         shift = 1;
     }
-    let reads: Vec<Workload> = args
+    if args
         .workloads
         .iter()
-        .copied()
-        .filter(|w| w.is_read())
-        .collect();
-    if !reads.is_empty() {
-        let started = Instant::now();
-        let target = kind.open(&dir)?;
-        let reopen_seconds = started.elapsed().as_secs_f64();
-        let mut reader = target.reader()?;
-        let warm_seconds = workload::warm_and_check(reader.as_mut(), counts, shift)?;
-        extra.insert("reopen_seconds".into(), json!(reopen_seconds));
-        extra.insert("warm_scan_seconds".into(), json!(warm_seconds));
-        for w in reads {
-            let outcome = workload::read(reader.as_mut(), w, counts)?;
-            results.push(with_rss(outcome.to_json()));
-        }
-        drop(reader);
-        target.close()?;
+        .any(|&w| w.needs_load() && w != Workload::Overwrite)
+    {
+        run_on_loaded(args, &dir, shift, &mut results, &mut extra)?;
     }
     Ok(report(args, results, extra))
 }
 
-/// A fresh load into `dir`: open, load, settle (untimed), count bytes, close.
+/// After a reopen: the db_bench reads on one reader, then readwhilewriting, then YCSB (the
+/// last two change the data, so they come after the reads that check it).
+fn run_on_loaded(
+    args: &RunTarget,
+    dir: &Path,
+    shift: u64,
+    results: &mut Vec<Value>,
+    extra: &mut serde_json::Map<String, Value>,
+) -> Result<()> {
+    let (kind, counts) = (args.kind, &args.counts);
+    let started = Instant::now();
+    let target = kind.open(dir)?;
+    let reopen_seconds = started.elapsed().as_secs_f64();
+    let mut reader = target.reader()?;
+    let warm_seconds = workload::warm_and_check(reader.as_mut(), counts, shift)?;
+    extra.insert("reopen_seconds".into(), json!(reopen_seconds));
+    extra.insert("warm_scan_seconds".into(), json!(warm_seconds));
+    for &w in args.workloads.iter().filter(|w| w.is_read()) {
+        let outcome = measured(|| workload::read(reader.as_mut(), w, counts))?;
+        results.push(with_rss(outcome.to_json()));
+    }
+    drop(reader);
+    if args.workloads.contains(&Workload::ReadWhileWriting) {
+        let (read, write) =
+            concurrent::read_while_writing(target.as_ref(), counts, kind.batch_keys())?;
+        results.push(with_rss(read.to_json()));
+        results.push(with_rss(write.to_json()));
+    }
+    let mut records = ycsb::Records { count: counts.keys };
+    for &w in &args.workloads {
+        if let Workload::Ycsb(y) = w {
+            let outcome = measured(|| ycsb::run(target.as_ref(), counts, y, &mut records))?;
+            results.push(with_rss(outcome.to_json()));
+        }
+    }
+    target.close()
+}
+
+/// fillsync with `writers` threads into a fresh directory, opened for synced commits.
+fn fill_sync_fresh(kind: TargetKind, root: &Path, counts: &Counts, writers: u32) -> Result<Value> {
+    let dir = root.join(format!("fillsync-{writers}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let target = kind.open_synced(&dir)?;
+    let outcome = concurrent::fill_sync(target.as_ref(), counts, writers)?;
+    target.close()?;
+    std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    Ok(with_rss(outcome.to_json()))
+}
+
+/// Runs `f`, the timed part of a workload that is reported. Never inlined, so that
+/// `compare --callgrind` can count the instructions inside it and nowhere else
+/// (`--toggle-collect=*run_target::measured*`).
+#[inline(never)]
+fn measured<T>(f: impl FnOnce() -> T) -> T {
+    f()
+}
+
+/// A fresh load into `dir`: open, load, settle (untimed), count bytes, close; its row.
+/// `reported`: the load is a workload of this run, not only the data later ones read.
 fn load_fresh(
     kind: TargetKind,
     dir: &Path,
     w: Workload,
     counts: &Counts,
-) -> Result<(Outcome, DiskBytes)> {
+    reported: bool,
+) -> Result<Value> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let mut target: Box<dyn Target> = kind.open(dir)?;
-    let outcome = workload::load(
-        target.as_mut(),
-        w,
-        counts,
-        kind.batch_keys(),
-        workload::pick(w, counts.keys),
-    )?;
+    let pick = workload::pick(w, counts.keys);
+    let mut load = || workload::load(target.as_mut(), w, counts, kind.batch_keys(), &pick);
+    let outcome = if reported { measured(load)? } else { load()? };
     target.settle()?;
-    let disk = disk_bytes(dir)?;
+    let row = with_write_amplification(
+        with_disk(&outcome, disk_bytes(dir)?, counts),
+        target.as_ref(),
+    );
     target.close()?;
-    Ok((outcome, disk))
+    Ok(row)
 }
 
 fn report(args: &RunTarget, results: Vec<Value>, extra: serde_json::Map<String, Value>) -> Value {
@@ -146,7 +201,8 @@ fn report(args: &RunTarget, results: Vec<Value>, extra: serde_json::Map<String, 
         "value_size": args.counts.shape.value_size,
         "reads": args.counts.reads,
         "seeks": args.counts.seeks,
-        "sync_ops": args.counts.sync_ops,
+        "sync_seconds": args.counts.sync_seconds,
+        "ycsb_ops": args.counts.ycsb_ops,
         "raw_bytes": args.counts.raw_bytes(),
         "peak_rss_bytes": peak_rss_bytes(),
         "extra": extra,
@@ -161,6 +217,14 @@ fn with_disk(outcome: &Outcome, disk: DiskBytes, counts: &Counts) -> Value {
     value["disk_apparent_bytes"] = json!(disk.apparent);
     value["space_amplification"] = json!(disk.allocated as f64 / raw as f64);
     with_rss(value)
+}
+
+/// The engine's write amplification since it was opened, where it counts it.
+fn with_write_amplification(mut value: Value, target: &dyn Target) -> Value {
+    if let Some(amplification) = target.write_amplification() {
+        value["write_amplification"] = json!(amplification);
+    }
+    value
 }
 
 fn with_rss(mut value: Value) -> Value {
@@ -234,13 +298,32 @@ mod tests {
             },
             reads: 2_000,
             seeks: 200,
-            sync_ops: 20,
+            sync_seconds: 0.05,
+            ycsb_ops: 500,
         };
+        let names: Vec<String> = [
+            "fillseq",
+            "fillrandom",
+            "overwrite",
+            "readrandom",
+            "readmissing",
+            "seekrandom",
+            "readwhilewriting",
+            "fillsync",
+            "ycsb",
+        ]
+        .map(String::from)
+        .to_vec();
+        let workloads = Workload::parse_list(&names, &[1, 4]).expect("known names");
         let scratch = tempfile::tempdir().expect("a temporary directory");
         for kind in TargetKind::ALL.into_iter().filter(|k| k.compiled()) {
+            let rows = crate::compare::report::rows(&workloads)
+                .into_iter()
+                .filter(|r| kind.has_synced_commits() || !r.starts_with("fillsync"))
+                .count();
             let args = RunTarget {
                 kind,
-                workloads: Workload::ALL.to_vec(),
+                workloads: workloads.clone(),
                 counts,
                 dir: scratch.path().join(kind.name()),
                 json: scratch.path().join(format!("{}.json", kind.name())),
@@ -249,7 +332,7 @@ mod tests {
             let bytes = std::fs::read(&args.json).expect("the JSON was written");
             let report: Value = serde_json::from_slice(&bytes).expect("valid JSON");
             let workloads = report["workloads"].as_array().expect("a list of workloads");
-            assert_eq!(workloads.len(), Workload::ALL.len(), "{}", kind.name());
+            assert_eq!(workloads.len(), rows, "{}", kind.name());
             for w in workloads {
                 assert!(w["ops_per_sec"].as_f64().is_some_and(|x| x > 0.0), "{w}");
                 assert!(

@@ -60,7 +60,7 @@ impl SledTarget {
 }
 
 impl Target for SledTarget {
-    fn write(&mut self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         for (k, v) in batch {
             self.db.insert(k.as_slice(), v.as_slice())?;
         }
@@ -72,7 +72,7 @@ impl Target for SledTarget {
         Ok(())
     }
 
-    fn write_sync(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.db.insert(key, value)?;
         self.db.flush()?;
         Ok(())

@@ -19,11 +19,14 @@ pub struct Shape {
     pub value_size: usize,
 }
 
-/// An engine open on its directory.
-pub trait Target {
+/// An engine open on its directory. Shared between threads by the concurrent workloads
+/// (readwhilewriting, fillsync with many writers), so every write takes `&self`: each
+/// adapter serializes what its engine needs serialized (PopDB's LSN order; the peers
+/// their own write locks).
+pub trait Target: Sync {
     /// Writes `batch` (keys in any order, each once) as one write without a sync: one
     /// transaction, batch or apply, as `TargetKind::batch_keys` says the loads group them.
-    fn write(&mut self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()>;
+    fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()>;
 
     /// Ends a load (timed with it): makes every write so far durable in the target's own
     /// files, the way the notes ran each engine (a checkpoint, a flush, a sync).
@@ -36,13 +39,21 @@ pub trait Target {
     }
 
     /// One key written and made durable before returning (an fdatasync or the engine's
-    /// equivalent). Not used by this increment's workloads; kept so that every adapter
-    /// says how it does it.
-    fn write_sync(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// equivalent), callable from many threads at once: where the engine has group commit,
+    /// concurrent calls share syncs. Used by fillsync on a target opened with
+    /// `TargetKind::open_synced`.
+    fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()>;
 
-    /// A reader over everything written so far (one snapshot or read transaction, held
-    /// for a whole read workload).
+    /// A reader over everything written so far (one snapshot or read transaction). The
+    /// db_bench reads hold one for a whole workload; YCSB and readwhilewriting make a new
+    /// one often, so that reads see recent writes.
     fn reader(&self) -> Result<Box<dyn Reader + '_>>;
+
+    /// Bytes the engine wrote to its files per byte of keys and values written to it, since
+    /// it was opened, where the engine counts them (`None` where it does not).
+    fn write_amplification(&self) -> Option<f64> {
+        None
+    }
 
     /// Closes the target, waiting for what it does on close.
     fn close(self: Box<Self>) -> Result<()>;
@@ -141,6 +152,21 @@ impl TargetKind {
             | TargetKind::Lmdb
             | TargetKind::Redb => 1_000,
             TargetKind::Lsm | TargetKind::Rocksdb | TargetKind::Fjall | TargetKind::Sled => 1,
+        }
+    }
+
+    /// Whether fillsync means something for the target: not for PopDB's bare engines,
+    /// which have no log (a durable write would be a checkpoint per key).
+    pub fn has_synced_commits(self) -> bool {
+        !matches!(self, TargetKind::Lsm | TargetKind::Btree)
+    }
+
+    /// Opens the target for synced commits (fillsync): as `open`, except that LMDB keeps
+    /// its default flags (the commit itself syncs) instead of `MDB_NOSYNC`.
+    pub fn open_synced(self, dir: &Path) -> Result<Box<dyn Target>> {
+        match self {
+            TargetKind::Lmdb => super::peers::open_synced(self, dir),
+            _ => self.open(dir),
         }
     }
 

@@ -1,6 +1,8 @@
-//! db_bench's workloads over any [`Target`]: fillseq, fillrandom, overwrite, readrandom,
-//! readmissing and seekrandom (a seek and the next 100 entries), with db_bench's shapes
-//! (zero-padded decimal keys, incompressible values; sizes are flags).
+//! The workloads' names, and db_bench's single-threaded workloads over any [`Target`]:
+//! fillseq, fillrandom, overwrite, readrandom, readmissing and seekrandom (a seek and the
+//! next 100 entries), with db_bench's shapes (zero-padded decimal keys, incompressible
+//! values; sizes are flags). The threaded ones (readwhilewriting, fillsync) are in
+//! `concurrent.rs`, YCSB in `ycsb.rs`.
 //!
 //! Loads group keys as the target's `batch_keys` says and end with its `finish_load`, both
 //! timed; latency is recorded per write (one key, or one batch). Reads are recorded per
@@ -14,6 +16,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::target::{Reader, Shape, Target};
+use super::ycsb::Ycsb;
 use crate::keys::{mix, permute, value};
 use crate::measure::new_histogram;
 use crate::raw::duration_ns;
@@ -23,7 +26,7 @@ pub const SEEK_ROWS: usize = 100;
 /// Values checked (untimed) after a load's reopen.
 const CHECKED_VALUES: u64 = 1_000;
 
-/// A db_bench workload.
+/// A workload, in the name its users know it by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Workload {
     Fillseq,
@@ -32,42 +35,102 @@ pub enum Workload {
     Readrandom,
     Readmissing,
     Seekrandom,
-    /// One writer, one key per synced write (`Target::write_sync`), into a fresh
-    /// directory: `Counts::sync_ops` writes. Not in the default list.
-    Fillsync,
+    /// db_bench's readwhilewriting: one writer thread overwriting at full speed while the
+    /// reader (the other core) makes `Counts::reads` gets; both rates reported.
+    ReadWhileWriting,
+    /// Synced one-key commits from `writers` threads for `Counts::sync_seconds`, into a
+    /// fresh directory (db_bench's fillsync with `--threads`).
+    Fillsync {
+        writers: u32,
+    },
+    /// A YCSB core workload after the load.
+    Ycsb(Ycsb),
 }
 
-impl Workload {
-    pub const ALL: [Workload; 7] = [
-        Workload::Fillseq,
-        Workload::Fillrandom,
-        Workload::Overwrite,
-        Workload::Readrandom,
-        Workload::Readmissing,
-        Workload::Seekrandom,
-        Workload::Fillsync,
-    ];
+/// The db_bench names that stand for one workload each.
+const SIMPLE: [(Workload, &str); 7] = [
+    (Workload::Fillseq, "fillseq"),
+    (Workload::Fillrandom, "fillrandom"),
+    (Workload::Overwrite, "overwrite"),
+    (Workload::Readrandom, "readrandom"),
+    (Workload::Readmissing, "readmissing"),
+    (Workload::Seekrandom, "seekrandom"),
+    (Workload::ReadWhileWriting, "readwhilewriting"),
+];
 
-    pub fn name(self) -> &'static str {
+impl Workload {
+    /// The name in reports and ratio lines: db_bench's, `fillsync_<writers>`, or
+    /// `ycsb_<a..f>_<zipf|uniform>`.
+    pub fn name(self) -> String {
         match self {
-            Workload::Fillseq => "fillseq",
-            Workload::Fillrandom => "fillrandom",
-            Workload::Overwrite => "overwrite",
-            Workload::Readrandom => "readrandom",
-            Workload::Readmissing => "readmissing",
-            Workload::Seekrandom => "seekrandom",
-            Workload::Fillsync => "fillsync",
+            Workload::Fillsync { writers } => format!("fillsync_{writers}"),
+            Workload::Ycsb(y) => y.name(),
+            simple => SIMPLE
+                .iter()
+                .find(|(w, _)| *w == simple)
+                .map_or("?", |(_, name)| name)
+                .to_string(),
         }
     }
 
-    pub fn parse(name: &str) -> Result<Workload> {
-        match Workload::ALL.into_iter().find(|w| w.name() == name) {
-            Some(w) => Ok(w),
-            None => bail!(
-                "unknown workload {name:?} (known: fillseq, fillrandom, overwrite, \
-                 readrandom, readmissing, seekrandom, fillsync)"
-            ),
+    /// The rows a workload reports: its name, and for readwhilewriting also the writer's
+    /// rate as `readwhilewriting_writer`.
+    pub fn rows(self) -> Vec<String> {
+        match self {
+            Workload::ReadWhileWriting => vec![self.name(), format!("{}_writer", self.name())],
+            _ => vec![self.name()],
         }
+    }
+
+    /// Parses a list of names, each once, in run order. Besides the names `name` gives:
+    /// `fillsync` is one workload per count in `sync_writers`, `ycsb` all twelve YCSB
+    /// workloads, `ycsb_<a..f>` one mix with both key choices.
+    ///
+    /// # Errors
+    /// An unknown name, or an empty list.
+    pub fn parse_list(names: &[String], sync_writers: &[u32]) -> Result<Vec<Workload>> {
+        let mut out = Vec::new();
+        for name in names.iter().map(|n| n.trim()) {
+            out.extend(Workload::parse(name, sync_writers)?);
+        }
+        out.sort();
+        out.dedup();
+        ensure!(!out.is_empty(), "no workload named");
+        Ok(out)
+    }
+
+    fn parse(name: &str, sync_writers: &[u32]) -> Result<Vec<Workload>> {
+        if let Some((w, _)) = SIMPLE.iter().find(|(_, n)| *n == name) {
+            return Ok(vec![*w]);
+        }
+        if name == "fillsync" {
+            ensure!(!sync_writers.is_empty(), "fillsync with no writer counts");
+            return sync_writers
+                .iter()
+                .map(|&writers| Workload::fillsync(writers))
+                .collect();
+        }
+        if let Some(writers) = name.strip_prefix("fillsync_") {
+            return Ok(vec![Workload::fillsync(writers.parse().map_err(
+                |_| anyhow::anyhow!("{name:?}: fillsync_<writers> takes a number"),
+            )?)?]);
+        }
+        if let Some(list) = Ycsb::parse(name) {
+            return Ok(list.into_iter().map(Workload::Ycsb).collect());
+        }
+        bail!(
+            "unknown workload {name:?} (known: fillseq, fillrandom, overwrite, readrandom, \
+             readmissing, seekrandom, readwhilewriting, fillsync, fillsync_<writers>, ycsb, \
+             ycsb_<a..f>, ycsb_<a..f>_<zipf|uniform>)"
+        )
+    }
+
+    fn fillsync(writers: u32) -> Result<Workload> {
+        ensure!(
+            (1..=SYNC_WRITERS_MAX).contains(&writers),
+            "fillsync takes 1 to {SYNC_WRITERS_MAX} writers, not {writers}"
+        );
+        Ok(Workload::Fillsync { writers })
     }
 
     pub fn is_read(self) -> bool {
@@ -77,16 +140,29 @@ impl Workload {
         )
     }
 
+    /// Whether the workload runs on the data fillrandom loaded (after the reads).
+    pub fn needs_load(self) -> bool {
+        self.is_read()
+            || matches!(
+                self,
+                Workload::Overwrite | Workload::ReadWhileWriting | Workload::Ycsb(_)
+            )
+    }
+
     /// What one operation of the workload is, for the reports.
     pub fn op(self) -> &'static str {
         match self {
             Workload::Seekrandom => "seek + next 100",
-            Workload::Readrandom | Workload::Readmissing => "get",
+            Workload::Readrandom | Workload::Readmissing | Workload::ReadWhileWriting => "get",
             Workload::Fillseq | Workload::Fillrandom | Workload::Overwrite => "put",
-            Workload::Fillsync => "synced put",
+            Workload::Fillsync { .. } => "synced put",
+            Workload::Ycsb(_) => "YCSB operation",
         }
     }
 }
+
+/// Bound on fillsync's writer threads.
+pub const SYNC_WRITERS_MAX: u32 = 256;
 
 /// Sizes and counts of a run.
 #[derive(Clone, Copy, Debug)]
@@ -95,8 +171,10 @@ pub struct Counts {
     pub shape: Shape,
     pub reads: u64,
     pub seeks: u64,
-    /// Synced writes of fillsync.
-    pub sync_ops: u64,
+    /// Length of each fillsync run.
+    pub sync_seconds: f64,
+    /// Operations of each YCSB workload.
+    pub ycsb_ops: u64,
 }
 
 impl Counts {
@@ -129,10 +207,12 @@ impl Counts {
     }
 }
 
-/// What one workload measured in one process.
+/// What one workload measured in one process (one row of the report).
 #[derive(Debug)]
 pub struct Outcome {
-    pub workload: Workload,
+    /// The row: the workload's name (`Workload::rows`).
+    pub name: String,
+    pub op: &'static str,
     pub ops: u64,
     pub seconds: f64,
     /// The part of `seconds` the load's `finish_load` took (0 for reads).
@@ -151,8 +231,8 @@ impl Outcome {
     pub fn to_json(&self) -> Value {
         let h = &self.latency;
         json!({
-            "workload": self.workload.name(),
-            "op": self.workload.op(),
+            "workload": self.name,
+            "op": self.op,
             "ops": self.ops,
             "seconds": self.seconds,
             "finish_seconds": self.finish_seconds,
@@ -206,7 +286,8 @@ pub fn load(
     target.finish_load()?;
     let finish_seconds = finish.elapsed().as_secs_f64();
     Ok(Outcome {
-        workload,
+        name: workload.name(),
+        op: workload.op(),
         ops: n,
         seconds: start.elapsed().as_secs_f64(),
         finish_seconds,
@@ -271,33 +352,10 @@ pub fn read(reader: &mut dyn Reader, workload: Workload, counts: &Counts) -> Res
         ),
     }
     Ok(Outcome {
-        workload,
+        name: workload.name(),
+        op: workload.op(),
         ops,
         seconds,
-        finish_seconds: 0.0,
-        latency,
-        keys_per_latency: 1,
-    })
-}
-
-/// `counts.sync_ops` synced one-key writes of scattered keys, each timed.
-pub fn fill_sync(target: &mut dyn Target, counts: &Counts) -> Result<Outcome> {
-    let n = counts.keys;
-    let ops = counts.sync_ops;
-    ensure!(ops > 0, "fillsync of no writes");
-    let mut latency = new_histogram();
-    let start = Instant::now();
-    for i in 0..ops {
-        let k = permute(i % n, n);
-        let (key, value) = (counts.key(k), value(k, counts.shape.value_size));
-        let op = Instant::now();
-        target.write_sync(&key, &value)?;
-        latency.saturating_record(duration_ns(op.elapsed()));
-    }
-    Ok(Outcome {
-        workload: Workload::Fillsync,
-        ops,
-        seconds: start.elapsed().as_secs_f64(),
         finish_seconds: 0.0,
         latency,
         keys_per_latency: 1,
