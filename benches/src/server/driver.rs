@@ -250,8 +250,8 @@ fn ratios(series: &[Series]) -> Result<Vec<Ratio>> {
 fn print_table(series: &[Series]) {
     println!();
     println!(
-        "{:<18} {:<4} {:<6} {:>10} {:>10} {:>10} {:>9} {:>9}",
-        "case", "op", "side", "ops/s", "min", "max", "p50 ms", "p99 ms"
+        "{:<18} {:<4} {:<6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10}",
+        "case", "op", "side", "ops/s", "min", "max", "p50 ms", "p99 ms", "cpu us/op"
     );
     for s in series {
         for op in [Op::Set, Op::Get] {
@@ -261,8 +261,9 @@ fn print_table(series: &[Series]) {
                     spread(&values)
                 };
                 let ops = of(|f| f.ops_per_sec);
+                let cpu = of(|f| f.server_cpu_us_per_op.unwrap_or(f64::NAN)).median;
                 println!(
-                    "{:<18} {:<4} {:<6} {:>10.0} {:>10.0} {:>10.0} {:>9.3} {:>9.3}",
+                    "{:<18} {:<4} {:<6} {:>10.0} {:>10.0} {:>10.0} {:>9.3} {:>9.3} {:>10.1}",
                     s.case.name(),
                     op.name(),
                     side.name(),
@@ -271,6 +272,7 @@ fn print_table(series: &[Series]) {
                     ops.max,
                     of(|f| f.p50_ms).median,
                     of(|f| f.p99_ms).median,
+                    cpu,
                 );
             }
         }
@@ -318,7 +320,7 @@ fn to_json(
                 "version": redis_version,
                 "redis_benchmark_version": benchmark_version,
                 "args": by_durability(&|d| redis_args(d, 0, &placeholder)),
-                "redis_benchmark_args": bench.cases().iter().map(|&c| (c.name(), json!(redis_benchmark_args(bench.load(c), 0)))).collect::<serde_json::Map<_, _>>(),
+                "redis_benchmark_args": bench.cases().iter().map(|&c| (c.name(), json!(["set", "get"].map(|t| redis_benchmark_args(bench.load(c), 0, t))))).collect::<serde_json::Map<_, _>>(),
                 "port": "a free loopback port (0 above)",
             },
         },

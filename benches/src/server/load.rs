@@ -54,6 +54,9 @@ pub struct Figures {
     pub p99_9_ms: Option<f64>,
     /// GETs that found their key (PopDB only; redis-benchmark does not count them).
     pub found: Option<u64>,
+    /// The server process's CPU time (all threads) per request of the phase, in
+    /// microseconds; `None` where /proc could not say.
+    pub server_cpu_us_per_op: Option<f64>,
 }
 
 impl Figures {
@@ -65,6 +68,7 @@ impl Figures {
             "p99_ms": self.p99_ms,
             "p99_9_ms": self.p99_9_ms,
             "found": self.found,
+            "server_cpu_us_per_op": self.server_cpu_us_per_op,
         })
     }
 }
@@ -172,6 +176,7 @@ fn figures(op: Op, latency: &Histogram<u64>, elapsed: Duration, found: u64) -> F
         p99_ms: ms(0.99),
         p99_9_ms: Some(ms(0.999)),
         found: (op == Op::Get).then_some(found),
+        server_cpu_us_per_op: None,
     }
 }
 

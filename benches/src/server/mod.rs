@@ -5,6 +5,7 @@
 //! subcommand is the PopDB process: this binary again, on the `popdb` binary's entry point.
 
 mod args;
+mod cpu;
 mod driver;
 mod load;
 mod popdb_side;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use popdb_client::{Engine, TableOptions};
 use popdb_server::{Config, ServeArgs};
 
+use super::cpu::{cpu_seconds, us_per_op};
 use super::load::{self, Figures, Op};
 use super::settings::{Durability, Load, TABLE, popdb_args};
 
@@ -81,6 +82,7 @@ pub fn run(
     load: Load,
 ) -> Result<(Figures, Figures)> {
     let server = Server::start(exe, durability, data_dir)?;
+    let pid = server.child.id();
     // One thread drives every connection, as redis-benchmark does by default: both load
     // generators get one core's worth at most, and the server the rest.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -99,8 +101,13 @@ pub fn run(
             .create_table(TABLE, TableOptions::new(engine))
             .await
             .context("creating the table")?;
-        let set = load::run(&clients, Op::Set, load).await?;
-        let get = load::run(&clients, Op::Get, load).await?;
+        let cpu_start = cpu_seconds(pid);
+        let mut set = load::run(&clients, Op::Set, load).await?;
+        let cpu_set = cpu_seconds(pid);
+        let mut get = load::run(&clients, Op::Get, load).await?;
+        let cpu_get = cpu_seconds(pid);
+        set.server_cpu_us_per_op = us_per_op(cpu_start, cpu_set, load.requests);
+        get.server_cpu_us_per_op = us_per_op(cpu_set, cpu_get, load.requests);
         for client in &clients {
             client.close();
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use super::cpu::{cpu_seconds, us_per_op};
 use super::load::Figures;
 use super::settings::{Durability, Load, redis_args, redis_benchmark_args};
 
@@ -90,12 +91,27 @@ fn ping(port: u16) -> std::io::Result<bool> {
 pub fn run(durability: Durability, dir: &Path, load: Load) -> Result<(Figures, Figures)> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let server = Server::start(durability, dir)?;
+    let pid = server.child.id();
+    // One redis-benchmark per test (it makes fresh connections for every test anyway), so
+    // that the server's CPU time can be read between them.
+    let cpu_start = cpu_seconds(pid);
+    let mut set = benchmark(load, server.port, "set")?;
+    let cpu_set = cpu_seconds(pid);
+    let mut get = benchmark(load, server.port, "get")?;
+    let cpu_get = cpu_seconds(pid);
+    drop(server);
+    set.server_cpu_us_per_op = us_per_op(cpu_start, cpu_set, load.requests);
+    get.server_cpu_us_per_op = us_per_op(cpu_set, cpu_get, load.requests);
+    Ok((set, get))
+}
+
+/// Runs redis-benchmark's `test` (`set` or `get`) and parses its figures.
+fn benchmark(load: Load, port: u16, test: &str) -> Result<Figures> {
     let output = Command::new("redis-benchmark")
-        .args(redis_benchmark_args(load, server.port))
+        .args(redis_benchmark_args(load, port, test))
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running redis-benchmark: {INSTALL_HINT}"))?;
-    drop(server);
     ensure!(
         output.status.success(),
         "redis-benchmark exited with {}: {}",
@@ -103,9 +119,7 @@ pub fn run(durability: Durability, dir: &Path, load: Load) -> Result<(Figures, F
         String::from_utf8_lossy(&output.stderr)
     );
     let csv = String::from_utf8(output.stdout).context("redis-benchmark's output")?;
-    let set = parse_csv(&csv, "SET", load.requests)?;
-    let get = parse_csv(&csv, "GET", load.requests)?;
-    Ok((set, get))
+    parse_csv(&csv, &test.to_ascii_uppercase(), load.requests)
 }
 
 /// The figures of `test` in redis-benchmark's `--csv` output: a header line
@@ -142,6 +156,7 @@ fn parse_csv(csv: &str, test: &str, requests: u64) -> Result<Figures> {
         p99_ms: column("p99_latency_ms")?,
         p99_9_ms: None,
         found: None,
+        server_cpu_us_per_op: None,
     })
 }
 

@@ -227,14 +227,15 @@ pub fn redis_args(durability: Durability, port: u16, dir: &Path) -> Vec<String> 
         .collect()
 }
 
-/// The redis-benchmark arguments of `load` against `port`: SET then GET (`-t set,get`),
-/// random keys (`-r`), the value size (`-d`), connections (`-c`), pipeline (`-P`),
-/// requests per test (`-n`), one thread (its default), CSV output.
-pub fn redis_benchmark_args(load: Load, port: u16) -> Vec<String> {
+/// The redis-benchmark arguments of `load`'s `test` (`set` or `get`; a run invokes it for
+/// SET, then for GET, as `-t set,get` would) against `port`: random keys (`-r`), the value
+/// size (`-d`), connections (`-c`), pipeline (`-P`), requests per test (`-n`), one thread
+/// (its default), CSV output.
+pub fn redis_benchmark_args(load: Load, port: u16, test: &str) -> Vec<String> {
     [
         ("-h", "127.0.0.1".to_string()),
         ("-p", port.to_string()),
-        ("-t", "set,get".into()),
+        ("-t", test.into()),
         ("-r", load.keys.to_string()),
         ("-d", load.value_size.to_string()),
         ("-c", load.connections.to_string()),
