@@ -57,6 +57,10 @@ pub struct Figures {
     /// The server process's CPU time (all threads) per request of the phase, in
     /// microseconds; `None` where /proc could not say.
     pub server_cpu_us_per_op: Option<f64>,
+    /// The load generator's CPU time per request, in microseconds (PopDB: this process;
+    /// Redis: redis-benchmark). On two cores a load generator that needs more than one
+    /// core's worth caps the figure it reports.
+    pub client_cpu_us_per_op: Option<f64>,
 }
 
 impl Figures {
@@ -69,6 +73,7 @@ impl Figures {
             "p99_9_ms": self.p99_9_ms,
             "found": self.found,
             "server_cpu_us_per_op": self.server_cpu_us_per_op,
+            "client_cpu_us_per_op": self.client_cpu_us_per_op,
         })
     }
 }
@@ -177,6 +182,7 @@ fn figures(op: Op, latency: &Histogram<u64>, elapsed: Duration, found: u64) -> F
         p99_9_ms: Some(ms(0.999)),
         found: (op == Op::Get).then_some(found),
         server_cpu_us_per_op: None,
+        client_cpu_us_per_op: None,
     }
 }
 

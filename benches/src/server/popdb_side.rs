@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use popdb_client::{Engine, TableOptions};
 use popdb_server::{Config, ServeArgs};
 
-use super::cpu::{cpu_seconds, us_per_op};
+use super::cpu::{cpu_seconds, own_cpu_seconds, us_per_op};
 use super::load::{self, Figures, Op};
 use super::settings::{Durability, Load, TABLE, popdb_args};
 
@@ -101,13 +101,15 @@ pub fn run(
             .create_table(TABLE, TableOptions::new(engine))
             .await
             .context("creating the table")?;
-        let cpu_start = cpu_seconds(pid);
+        let (cpu_start, own_start) = (cpu_seconds(pid), own_cpu_seconds());
         let mut set = load::run(&clients, Op::Set, load).await?;
-        let cpu_set = cpu_seconds(pid);
+        let (cpu_set, own_set) = (cpu_seconds(pid), own_cpu_seconds());
         let mut get = load::run(&clients, Op::Get, load).await?;
-        let cpu_get = cpu_seconds(pid);
+        let (cpu_get, own_get) = (cpu_seconds(pid), own_cpu_seconds());
         set.server_cpu_us_per_op = us_per_op(cpu_start, cpu_set, load.requests);
         get.server_cpu_us_per_op = us_per_op(cpu_set, cpu_get, load.requests);
+        set.client_cpu_us_per_op = us_per_op(own_start, own_set, load.requests);
+        get.client_cpu_us_per_op = us_per_op(own_set, own_get, load.requests);
         for client in &clients {
             client.close();
         }
