@@ -7,6 +7,9 @@
 //! features `lmdb`, `redb`, `fjall`, `sled`, `rocksdb`; `peers-fast` and `peers`), each
 //! target in its own process, and reports the same kind of ratio lines.
 //!
+//! `popdb-bench server` runs the `popdb` server against redis-server, each in its own
+//! process, at the same concurrency, pipeline depth and value size.
+//!
 //! Output: a table, one `ratio <name> <median> min=<..> max=<..>` line per comparison (ours
 //! over baseline, higher is better), and a JSON file under `target/popdb-bench/` recording the
 //! commit, kernel, file system and every option. Durability benchmarks refuse tmpfs.
@@ -27,6 +30,7 @@ mod measure;
 mod raw;
 mod report;
 mod scratch;
+mod server;
 mod settings;
 mod suite;
 mod walbench;
@@ -67,6 +71,14 @@ enum Command {
     /// One target in this process (what `compare` starts); writes its figures as JSON.
     #[command(hide = true)]
     RunTarget(RunTargetArgs),
+    /// The `popdb` server against redis-server (AOF on, fsync policy matching PopDB's
+    /// durability) over loopback: N connections, pipeline depth P, SET then GET, PopDB
+    /// driven by popdb-client and Redis by redis-benchmark, interleaved; prints
+    /// `ratio server.set_vs_redis` and `ratio server.get_vs_redis` lines.
+    Server(server::ServerArgs),
+    /// A popdb server in this process (what `server` starts): the `popdb` binary's flags.
+    #[command(hide = true)]
+    ServePopdb(popdb_server::ServeArgs),
 }
 
 /// Options of `popdb-bench compare`.
@@ -325,6 +337,8 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Compare(args) => run_compare(args),
+        Command::Server(args) => server::run(&args.resolve(&default_dir())?),
+        Command::ServePopdb(args) => server::serve_popdb(&args),
         Command::RunTarget(args) => compare::run_target(&compare::RunTarget {
             kind: compare::TargetKind::parse(&args.target)?,
             workloads: compare::Workload::parse_list(&args.workloads, &[])?,

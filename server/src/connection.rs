@@ -381,9 +381,13 @@ impl<B> Conn<B> {
     }
 }
 
-/// Writes queued responses until every sender is gone. After a write fails or times out,
-/// or after a response that closes the connection, it tells the reader to stop and drops
-/// the rest (releasing their permits so that no task waits on them).
+/// Writes queued responses until every sender is gone. Whatever is queued when the writer
+/// wakes goes out in one write (up to `WRITE_BATCH_BYTES` copied together; a larger
+/// response is written on its own, uncopied): with pipelined requests answered by many
+/// tasks, one syscall and one wake-up per response would cost more than the responses.
+/// After a write fails or times out, or after a response that closes the connection, it
+/// tells the reader to stop and drops the rest (releasing their permits so that no task
+/// waits on them).
 async fn write_loop<B>(
     shared: Arc<Shared<B>>,
     mut write: OwnedWriteHalf,
@@ -391,23 +395,72 @@ async fn write_loop<B>(
     closed: watch::Sender<bool>,
 ) {
     let timeout = shared.config.frame_timeout;
-    while let Some(outgoing) = queue.recv().await {
-        let written = tokio::time::timeout(timeout, write.write_all(&outgoing.bytes)).await;
-        if matches!(written, Ok(Ok(()))) {
+    let mut batch: Vec<Outgoing> = Vec::new();
+    let mut buffer: Vec<u8> = Vec::with_capacity(WRITE_BATCH_BYTES);
+    while let Some(first) = queue.recv().await {
+        let mut close_after = first.close_after;
+        let mut bytes = first.bytes.len();
+        batch.push(first);
+        // Bounded by `WRITE_BATCH_BYTES`: a connection's queue is bounded anyway (its
+        // in-flight permits), this bounds what one write holds back.
+        while bytes < WRITE_BATCH_BYTES && !close_after {
+            let Ok(next) = queue.try_recv() else { break };
+            close_after = next.close_after;
+            bytes += next.bytes.len();
+            batch.push(next);
+        }
+        let written =
+            tokio::time::timeout(timeout, write_batch(&mut write, &batch, &mut buffer)).await;
+        let ok = matches!(written, Ok(Ok(())));
+        if ok {
             shared
                 .metrics
                 .bytes_written
-                .fetch_add(outgoing.bytes.len() as u64, Ordering::Relaxed);
+                .fetch_add(bytes as u64, Ordering::Relaxed);
         }
-        if !matches!(written, Ok(Ok(()))) || outgoing.close_after {
+        // The permits go back once the bytes are on the socket.
+        batch.clear();
+        if !ok || close_after {
             let _ = closed.send(true);
             let _ = tokio::time::timeout(timeout, write.shutdown()).await;
-            drop(outgoing);
             while queue.recv().await.is_some() {}
             return;
         }
     }
     let _ = tokio::time::timeout(timeout, write.shutdown()).await;
+}
+
+/// Responses below this size are copied together into one write.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes `batch` in order: runs of small responses copied into `buffer` and written
+/// together, large ones written straight from their own bytes.
+async fn write_batch(
+    write: &mut OwnedWriteHalf,
+    batch: &[Outgoing],
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    if let [only] = batch {
+        return write.write_all(&only.bytes).await;
+    }
+    buffer.clear();
+    for outgoing in batch {
+        if outgoing.bytes.len() >= WRITE_BATCH_BYTES {
+            if !buffer.is_empty() {
+                write.write_all(buffer).await?;
+                buffer.clear();
+            }
+            write.write_all(&outgoing.bytes).await?;
+        } else {
+            buffer.extend_from_slice(&outgoing.bytes);
+        }
+    }
+    if !buffer.is_empty() {
+        write.write_all(buffer).await?;
+    }
+    // The buffer never holds more than `2 * WRITE_BATCH_BYTES`: gathering stops at
+    // `WRITE_BATCH_BYTES`, and larger responses never enter it.
+    Ok(())
 }
 
 #[cfg(test)]

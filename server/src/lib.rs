@@ -27,4 +27,4 @@ mod server;
 pub use backend::{Backend, DbBackend, Health, ReadConsistency};
 pub use config::{Cli, Command, Config, ServeArgs, SyncPolicy};
 pub use convert::db_error;
-pub use server::run;
+pub use server::{run, serve};

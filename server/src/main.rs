@@ -32,11 +32,7 @@ fn main() -> ExitCode {
 
 fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(&cli.serve)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("popdb")
-        .build()?;
-    runtime.block_on(popdb_server::run(config))?;
+    popdb_server::serve(config)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -60,6 +60,21 @@ impl<B: Backend> Shared<B> {
     }
 }
 
+/// Builds the runtime the `popdb` binary serves on and runs [`run`] on it until SIGINT or
+/// SIGTERM. The binary and the benchmark's server process both start here, so a benchmark
+/// measures the runtime settings the binary ships with.
+///
+/// # Errors
+/// The runtime's construction error, or [`run`]'s.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("popdb")
+        .build()
+        .context("building the runtime")?;
+    runtime.block_on(run(config))
+}
+
 /// Opens the Db in `config.data_dir` and serves it until SIGINT or SIGTERM.
 ///
 /// # Errors
