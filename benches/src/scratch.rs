@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use popdb_io::{FileSystem, RealFs};
@@ -51,6 +52,29 @@ impl Scratch {
             .with_context(|| format!("sync {}", self.root.display()))?;
         Ok(dir)
     }
+}
+
+/// Seconds since the Unix epoch: a run's start, in its directory name and its JSON.
+pub fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A run's directory name, unique across runs and processes: `<kind>-<unix>-<pid>`.
+pub fn run_name(kind: &str, unix: u64) -> String {
+    format!("{kind}-{unix}-{}", std::process::id())
+}
+
+/// Creates a fresh run directory named by [`run_name`] inside `parent` and returns it.
+///
+/// # Errors
+/// If it exists already (a fresh one is the point) or cannot be created.
+pub fn create_run_dir(parent: &Path, kind: &str, unix: u64) -> Result<PathBuf> {
+    let root = parent.join(run_name(kind, unix));
+    ensure!(!root.exists(), "{} exists already", root.display());
+    std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+    Ok(root)
 }
 
 /// Removes a sample directory and the files in it (sample directories hold no

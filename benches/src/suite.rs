@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use popdb_io::{FileSystem, RealFs};
@@ -114,11 +113,9 @@ pub fn run_wal(args: &WalArgs) -> Result<()> {
     } else {
         RealFs::without_io_uring()
     });
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let unix = scratch::unix_seconds();
     let parent = args.dir.clone().unwrap_or_else(default_parent);
-    let scratch = Scratch::create(&fs, &parent, &format!("wal-{unix}-{}", std::process::id()))?;
+    let scratch = Scratch::create(&fs, &parent, &scratch::run_name("wal", unix))?;
     let fs_info = machine::file_system_of(scratch.root())?;
     check_not_ram(&fs_info, scratch.root(), settings.mode)?;
     let out_dir = args.out.clone().unwrap_or_else(default_parent);

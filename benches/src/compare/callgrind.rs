@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
@@ -23,6 +22,7 @@ use super::driver::{Compare, Pairing, round_order, run_command, target_args};
 use super::target::TargetKind;
 use super::workload::Workload;
 use crate::machine;
+use crate::scratch;
 
 /// The function whose instructions are counted (see `run_target::measured`).
 const TOGGLE: &str = "*run_target::measured*";
@@ -47,13 +47,8 @@ pub fn run(options: &Compare, pairings: &[Pairing]) -> Result<()> {
         version.is_ok_and(|v| v.status.success()),
         "--callgrind needs valgrind (apt-get install -y valgrind)"
     );
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let root = options
-        .dir
-        .join(format!("callgrind-{unix}-{}", std::process::id()));
-    std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+    let unix = scratch::unix_seconds();
+    let root = scratch::create_run_dir(&options.dir, "callgrind", unix)?;
     let order = round_order(pairings);
     let result = count_all(options, &root, &order, &workloads);
     if let Err(error) = std::fs::remove_dir_all(&root) {

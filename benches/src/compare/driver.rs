@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
@@ -18,6 +18,7 @@ use super::report;
 use super::target::TargetKind;
 use super::workload::{Counts, Workload};
 use crate::machine;
+use crate::scratch;
 
 /// Options of one comparison run.
 #[derive(Debug)]
@@ -158,14 +159,8 @@ pub fn run(options: &Compare) -> Result<()> {
     if options.callgrind {
         return super::callgrind::run(options, &pairings);
     }
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let root = options
-        .dir
-        .join(format!("compare-{unix}-{}", std::process::id()));
-    ensure!(!root.exists(), "{} exists already", root.display());
-    std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+    let unix = scratch::unix_seconds();
+    let root = scratch::create_run_dir(&options.dir, "compare", unix)?;
     let fs = machine::file_system_of(&root)?;
     let order = round_order(&pairings);
     println!(

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
@@ -19,6 +18,7 @@ use super::settings::{
 use super::{popdb_side, redis_side};
 use crate::machine;
 use crate::measure::spread;
+use crate::scratch;
 
 /// One run's two phases.
 #[derive(Clone, Debug)]
@@ -81,14 +81,8 @@ impl Side {
 pub fn run(bench: &ServerBench) -> Result<()> {
     let redis_version = tool_version("redis-server")?;
     let benchmark_version = tool_version("redis-benchmark")?;
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let root = bench
-        .dir
-        .join(format!("server-{unix}-{}", std::process::id()));
-    ensure!(!root.exists(), "{} exists already", root.display());
-    std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+    let unix = scratch::unix_seconds();
+    let root = scratch::create_run_dir(&bench.dir, "server", unix)?;
     let fs = machine::file_system_of(&root)?;
     if fs.is_ram_backed() {
         let _ = std::fs::remove_dir_all(&root);
