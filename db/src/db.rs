@@ -9,17 +9,26 @@
 //! apply stage. It applies the record to every table it names, then publishes the visible
 //! LSN, and only then does the writer hear its outcome.
 //!
+//! A writer hears it in one of two ways. [`Db::commit`] blocks: if it finds the log idle it
+//! writes the group itself and runs the apply stage on its own thread. [`Db::commit_with`]
+//! (and [`Db::commit_async`], its future) only queues: the log's writer thread writes,
+//! syncs and applies, and the callback runs there, so a server holds no thread per commit
+//! in flight. The outcome, its durability and its order are the same either way.
+//!
 //! Lock order: `checkpoints`, then `sequencer`, then `apply`, then `stored`, then
 //! `published`; `poisoned` is a leaf.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use popdb_io::{DirLock, FsRef};
-use popdb_wal::{LogId, Lsn, NodeId, Record, RecordKind, Term, Wal, WalStats};
+use popdb_wal::{Lead, LogId, Lsn, NodeId, Record, RecordKind, Term, Wal, WalStats};
 
 use crate::apply::{Applied, ApplyEnv, ApplyState, apply_record};
 use crate::batch::{Commit, WriteBatch};
@@ -97,28 +106,99 @@ struct CheckpointClock {
     log_bytes: u64,
 }
 
-/// Where a writer waits for the apply stage's answer.
-#[derive(Default)]
-struct Answer {
-    result: Mutex<Option<Result<Applied>>>,
+/// Where a writer waits for the apply stage's answer: blocked on the condvar, or as a task
+/// whose waker is kept.
+struct Answer<T> {
+    state: Mutex<AnswerState<T>>,
     ready: Condvar,
 }
 
-impl Answer {
-    fn fill(&self, result: Result<Applied>) {
-        *self.result.lock() = Some(result);
-        self.ready.notify_all();
-    }
+struct AnswerState<T> {
+    result: Option<T>,
+    waker: Option<Waker>,
+}
 
-    fn wait(&self) -> Result<Applied> {
-        let mut result = self.result.lock();
-        loop {
-            if let Some(result) = result.take() {
-                return result;
-            }
-            self.ready.wait(&mut result);
+impl<T> Default for Answer<T> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(AnswerState {
+                result: None,
+                waker: None,
+            }),
+            ready: Condvar::new(),
         }
     }
+}
+
+impl<T> Answer<T> {
+    fn fill(&self, result: T) {
+        let waker = {
+            let mut state = self.state.lock();
+            state.result = Some(result);
+            state.waker.take()
+        };
+        self.ready.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn wait(&self) -> T {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(result) = state.result.take() {
+                return result;
+            }
+            self.ready.wait(&mut state);
+        }
+    }
+
+    fn poll(&self, cx: &Context<'_>) -> Poll<T> {
+        let mut state = self.state.lock();
+        if let Some(result) = state.result.take() {
+            return Poll::Ready(result);
+        }
+        match &mut state.waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+/// A commit in progress ([`Db::commit_async`]): `.await` it, or [`CommitTicket::wait`].
+pub struct CommitTicket {
+    answer: Arc<Answer<Result<u64>>>,
+}
+
+impl CommitTicket {
+    /// Blocks until the commit's outcome is known.
+    ///
+    /// # Errors
+    /// As [`Db::commit`].
+    pub fn wait(self) -> Result<u64> {
+        self.answer.wait()
+    }
+}
+
+impl Future for CommitTicket {
+    type Output = Result<u64>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<u64>> {
+        self.answer.poll(cx)
+    }
+}
+
+impl std::fmt::Debug for CommitTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitTicket")
+    }
+}
+
+/// A checked commit: the record to log, or an outcome already decided.
+enum Prepared {
+    Log(LogRecord, Durability),
+    Decided(Result<u64>),
 }
 
 /// Counters and positions of a Db.
@@ -300,11 +380,65 @@ impl Db {
     /// read); [`Error::UnknownTable`], [`Error::LimitExceeded`] (nothing logged);
     /// [`Error::Poisoned`].
     pub fn commit(&self, commit: Commit) -> Result<u64> {
+        match self.prepare_commit(commit)? {
+            Prepared::Decided(result) => result,
+            Prepared::Log(record, durability) => {
+                commit_result(self.inner.submit(record, durability))
+            }
+        }
+    }
+
+    /// [`Db::commit`] without blocking: logs the transaction and returns; `done` gets what
+    /// [`Db::commit`] would have returned, exactly once, once the commit is as durable as
+    /// it asked and applied (visible), in LSN order with every other commit. `done` runs
+    /// on whichever thread applies the record (usually the log's writer thread), or on
+    /// this one before `commit_with` returns when the outcome is known at once (a refusal,
+    /// a resent idempotency key). Keep it short: later commits wait for it.
+    ///
+    /// Nothing here blocks on the disk; only a log whose queue is over
+    /// `WalOptions::queue_bytes_max` makes this wait for room.
+    pub fn commit_with(&self, commit: Commit, done: impl FnOnce(Result<u64>) + Send + 'static) {
+        let (record, durability) = match self.prepare_commit(commit) {
+            Ok(Prepared::Log(record, durability)) => (record, durability),
+            Ok(Prepared::Decided(result)) => return done(result),
+            Err(error) => return done(Err(error)),
+        };
+        // The log drops a callback it refuses without calling it: the slot gives `done`
+        // back for the refusal's error.
+        let slot = Arc::new(Mutex::new(Some(done)));
+        let answer = Arc::clone(&slot);
+        let queued = self
+            .inner
+            .enqueue(record, durability, false, move |applied| {
+                if let Some(done) = answer.lock().take() {
+                    done(commit_result(applied));
+                }
+            });
+        if let Err(error) = queued
+            && let Some(done) = slot.lock().take()
+        {
+            done(Err(error));
+        }
+    }
+
+    /// [`Db::commit_with`] as a future: awaiting the ticket yields what [`Db::commit`]
+    /// returns, without a thread blocked on it meanwhile. Dropping the ticket does not
+    /// cancel the commit.
+    pub fn commit_async(&self, commit: Commit) -> CommitTicket {
+        let answer = Arc::new(Answer::default());
+        let filled = Arc::clone(&answer);
+        self.commit_with(commit, move |result| filled.fill(result));
+        CommitTicket { answer }
+    }
+
+    /// Resolves a commit's tables and checks it: the log record to write, or the outcome
+    /// already known (a resent idempotency key).
+    fn prepare_commit(&self, commit: Commit) -> Result<Prepared> {
         commit.check_limits()?;
         if let Some(key) = commit.idempotency
             && let Some(first) = self.inner.apply.lock().idempotency.get(&key)
         {
-            return outcome_result(first);
+            return Ok(Prepared::Decided(outcome_result(first)));
         }
         let tables = self.inner.published().1;
         let id_of = |name: &str| {
@@ -334,10 +468,7 @@ impl Db {
             writes,
         });
         let durability = commit.durability.unwrap_or(self.inner.options.durability);
-        match self.inner.submit(record, durability)? {
-            Applied::Write(outcome) => outcome_result(outcome),
-            other => Err(unexpected(&other)),
-        }
+        Ok(Prepared::Log(record, durability))
     }
 
     /// Applies a record that was made durable elsewhere (the Raft layer's state machine
@@ -502,6 +633,14 @@ impl Drop for Db {
     }
 }
 
+/// What the apply stage's answer to a write record means to its caller.
+fn commit_result(applied: Result<Applied>) -> Result<u64> {
+    match applied? {
+        Applied::Write(outcome) => outcome_result(outcome),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// What a write's outcome means to its caller.
 fn outcome_result(outcome: Outcome) -> Result<u64> {
     match outcome {
@@ -622,6 +761,29 @@ impl Inner {
 
     /// Logs `record` and waits for the apply stage's answer.
     fn submit(self: &Arc<Self>, record: LogRecord, durability: Durability) -> Result<Applied> {
+        let answer = Arc::new(Answer::default());
+        let filled = Arc::clone(&answer);
+        let lead = self.enqueue(record, durability, true, move |result| filled.fill(result))?;
+        // Outside the sequencer: a caller that found the log idle writes the group itself
+        // and runs the apply stage for it, with no hand-off to another thread; others queue
+        // behind it meanwhile, into the next group.
+        if let Some(lead) = lead {
+            lead.run();
+        }
+        answer.wait()
+    }
+
+    /// Logs `record`; `done` gets the apply stage's answer, on the thread that runs the
+    /// apply stage for it (never if this returns an error). With `lead_if_idle`, a caller
+    /// that finds the log idle gets the [`Lead`] and must run it; otherwise the log's own
+    /// writer thread writes the group and applies it.
+    fn enqueue(
+        self: &Arc<Self>,
+        record: LogRecord,
+        durability: Durability,
+        lead_if_idle: bool,
+        done: impl FnOnce(Result<Applied>) + Send + 'static,
+    ) -> Result<Option<Lead<'_>>> {
         self.check_writable()?;
         let payload = record.encode();
         let record_max = self.options.wal.record_size_max;
@@ -633,57 +795,57 @@ impl Inner {
                 max: u64::from(record_max),
             });
         }
-        let answer = Arc::new(Answer::default());
-        let lead = {
-            let _sequencer = self.sequencer.lock();
-            let lsn = self.wal.next_lsn();
-            let log_record = Record {
-                id: LogId {
-                    lsn,
-                    term: Term(0),
-                    node: NodeId(0),
-                },
-                kind: RecordKind::Normal,
-                payload,
-            };
-            // Weak: the callback must never hold the last reference, or the log's own
-            // thread would drop (and join) the log. The writer waits for the answer, which
-            // is given only after the reference taken here is gone.
-            let inner = Arc::downgrade(self);
-            let answer = Arc::clone(&answer);
-            let durability = match durability {
-                Durability::Sync => popdb_wal::Durability::Sync,
-                Durability::NoSync => popdb_wal::Durability::NoSync,
-            };
-            self.wal
-                .append_at_with_durability(vec![log_record], durability, move |appended| {
-                    let result = match inner.upgrade() {
-                        None => Err(Error::Unknown(format!(
-                            "record {lsn} is logged but the Db closed before applying it"
-                        ))),
-                        Some(inner) => match appended {
-                            Ok(appended) => inner
-                                .apply_one(lsn.0, Some(&record), appended.durable)
-                                .map_err(|error| {
-                                    // The record is in the log: a reopen applies it.
-                                    Error::Unknown(format!(
-                                        "record {lsn} is logged but was not applied: {error}"
-                                    ))
-                                }),
-                            Err(error) => Err(Error::Unknown(format!(
-                                "the log failed after accepting record {lsn}: {}",
-                                inner.poison(error.into())
-                            ))),
-                        },
-                    };
-                    answer.fill(result);
-                })?
+        let _sequencer = self.sequencer.lock();
+        let lsn = self.wal.next_lsn();
+        let log_record = Record {
+            id: LogId {
+                lsn,
+                term: Term(0),
+                node: NodeId(0),
+            },
+            kind: RecordKind::Normal,
+            payload,
         };
-        // Outside the sequencer: a caller that found the log idle writes the group itself
-        // and runs the apply stage for it, with no hand-off to another thread; others queue
-        // behind it meanwhile, into the next group.
-        lead.run();
-        answer.wait()
+        // Weak: the callback must never hold the last reference, or the log's own thread
+        // would drop (and join) the log. A blocking writer holds the Db until it has its
+        // answer, which is given only after the reference taken here is gone.
+        let inner = Arc::downgrade(self);
+        let durability = match durability {
+            Durability::Sync => popdb_wal::Durability::Sync,
+            Durability::NoSync => popdb_wal::Durability::NoSync,
+        };
+        let callback = move |appended: popdb_wal::Result<popdb_wal::Appended>| {
+            let result = match inner.upgrade() {
+                None => Err(Error::Unknown(format!(
+                    "record {lsn} is logged but the Db closed before applying it"
+                ))),
+                Some(inner) => match appended {
+                    Ok(appended) => inner
+                        .apply_one(lsn.0, Some(&record), appended.durable)
+                        .map_err(|error| {
+                            // The record is in the log: a reopen applies it.
+                            Error::Unknown(format!(
+                                "record {lsn} is logged but was not applied: {error}"
+                            ))
+                        }),
+                    Err(error) => Err(Error::Unknown(format!(
+                        "the log failed after accepting record {lsn}: {}",
+                        inner.poison(error.into())
+                    ))),
+                },
+            };
+            done(result);
+        };
+        if lead_if_idle {
+            let lead =
+                self.wal
+                    .append_at_with_durability(vec![log_record], durability, callback)?;
+            Ok(Some(lead))
+        } else {
+            self.wal
+                .submit_at_with_durability(vec![log_record], durability, callback)?;
+            Ok(None)
+        }
     }
 
     /// The apply stage: applies the record at `lsn` and publishes it. `durable` says the
@@ -947,4 +1109,112 @@ pub(crate) fn remove_dir_all(fs: &FsRef, dir: &Path) -> Result<()> {
     }
     fs.remove_dir(dir)
         .map_err(|e| Error::io(format!("remove {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::batch::Condition;
+    use crate::engine::EngineKind;
+    use crate::record::Check;
+
+    fn open() -> Db {
+        let options = DbOptions {
+            fs: Arc::new(popdb_io::SimFs::new(7)),
+            background: false,
+            ..DbOptions::default()
+        };
+        let db = Db::open(Path::new("/db"), options).unwrap();
+        db.create_table("t", TableOptions::new(EngineKind::Lsm))
+            .unwrap();
+        db
+    }
+
+    fn put(key: &str, value: &str) -> Commit {
+        let mut writes = WriteBatch::new();
+        writes.put("t", key, value);
+        Commit {
+            writes,
+            ..Commit::default()
+        }
+    }
+
+    /// A callback hears of its commit once it is applied: the value is visible at its LSN,
+    /// and the answers come in LSN order.
+    #[test]
+    fn commit_with_answers_once_applied_in_lsn_order() {
+        let db = Arc::new(open());
+        let (tx, rx) = mpsc::channel();
+        for i in 0..200 {
+            let tx = tx.clone();
+            let seen = Arc::clone(&db);
+            let key = format!("k{i:03}");
+            db.commit_with(put(&key, "v"), move |result| {
+                let lsn = result.unwrap();
+                let (value, version) = seen.get("t", key.as_bytes()).unwrap().unwrap();
+                assert_eq!((value.as_slice(), version), (b"v".as_slice(), lsn));
+                assert!(seen.visible_lsn() >= lsn);
+                tx.send(lsn).unwrap();
+            });
+        }
+        drop(tx);
+        let lsns: Vec<u64> = rx.iter().collect();
+        assert_eq!(lsns.len(), 200);
+        assert!(lsns.windows(2).all(|w| w[0] < w[1]), "{lsns:?}");
+    }
+
+    /// The ticket gives what `commit` gives: a conflict is a conflict, a refusal before
+    /// logging is the same error, a resent idempotency key its first outcome.
+    #[test]
+    fn commit_async_outcomes_match_commit() {
+        let db = open();
+        let lsn = db.commit_async(put("a", "1")).wait().unwrap();
+        let conflict = Commit {
+            conditions: vec![Condition {
+                table: "t".into(),
+                check: Check::Absent { key: b"a".to_vec() },
+            }],
+            ..put("b", "2")
+        };
+        assert!(matches!(
+            db.commit_async(conflict.clone()).wait(),
+            Err(Error::Conflict { condition: 0, .. })
+        ));
+        assert!(matches!(db.commit(conflict), Err(Error::Conflict { .. })));
+        let mut unknown = WriteBatch::new();
+        unknown.put("nope", "k", "v");
+        let unknown = Commit {
+            writes: unknown,
+            ..Commit::default()
+        };
+        assert!(matches!(
+            db.commit_async(unknown).wait(),
+            Err(Error::UnknownTable(_))
+        ));
+        let key = crate::record::IdempotencyKey {
+            client: 7,
+            sequence: 1,
+        };
+        let first = db
+            .commit_async(Commit {
+                idempotency: Some(key),
+                ..put("c", "3")
+            })
+            .wait()
+            .unwrap();
+        let again = db
+            .commit_async(Commit {
+                idempotency: Some(key),
+                ..put("c", "4")
+            })
+            .wait()
+            .unwrap();
+        assert_eq!(again, first);
+        assert!(first > lsn);
+        assert_eq!(db.get("t", b"c").unwrap(), Some((b"3".to_vec(), first)));
+    }
 }

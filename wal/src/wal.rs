@@ -801,6 +801,12 @@ impl Wal {
         self.shared.work.notify_all();
         self.shared.room.notify_all();
         if let Some(thread) = self.background.take() {
+            // The writer thread itself may drop the last handle (a completion callback that
+            // held its owner's last reference): it sees `closed` once the callback returns,
+            // finishes the queue and exits; joining it from itself would never return.
+            if thread.thread().id() == std::thread::current().id() {
+                return;
+            }
             thread.join().expect("the log writer thread panicked");
         }
     }
