@@ -4,9 +4,9 @@
 //!
 //! Every method answers in the wire's error type ([`ServerError`]): the backend knows best
 //! how its failures map (a replicated one answers `NotLeader`, the embedded one never does).
-//! Db calls block (a sync write waits for an fdatasync), so [`DbBackend`] runs them on
-//! tokio's blocking pool, never on the reactor; point reads are the exception (see
-//! [`DbBackend`]'s `get`).
+//! Db calls that block (catalog changes wait for an fdatasync, stats take a lock held
+//! across one) run on tokio's blocking pool, never on the reactor; point reads and commits
+//! are the exceptions (see [`DbBackend`]'s `get` and `commit`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +16,9 @@ use popdb_db::{Commit, Db, DbStats, ReadView, TableDesc, TableOptions};
 use popdb_protocol::{ErrorKind, ServerError};
 
 use crate::convert::db_error;
+
+/// What a point read finds: the value and its version, or nothing.
+pub type Found = Option<(Vec<u8>, u64)>;
 
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,27 @@ pub struct Health {
 pub trait Backend: Send + Sync + 'static {
     /// Applies a transaction (a batch is one without conditions) and returns its commit LSN.
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<u64, ServerError>> + Send;
+
+    /// [`Backend::commit`] answered through `done` instead of a future: called exactly
+    /// once, on any thread (the Db's apply stage, or this one before `commit_with`
+    /// returns), so that a connection can have many commits outstanding without a task
+    /// each. `done` must be short and must not block.
+    fn commit_with(
+        &self,
+        commit: Commit,
+        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
+    );
+
+    /// A point read answered at once, without waiting on anything but memory and the page
+    /// cache, if this backend can (the connection then answers it in place); `None` if it
+    /// must wait (a replicated node confirming its leadership), and [`Backend::get`] is
+    /// used instead.
+    fn get_now(
+        &self,
+        read: ReadConsistency,
+        table: &str,
+        key: &[u8],
+    ) -> Option<Result<Found, ServerError>>;
 
     /// Reads one key: its value and version.
     fn get(
@@ -128,8 +152,29 @@ impl DbBackend {
 }
 
 impl Backend for DbBackend {
+    // A commit parks no thread: the Db queues it on the log and the log's writer thread
+    // writes, syncs and applies it, then wakes this future (issue 7: a blocking-pool
+    // thread per in-flight commit cost 30-50 us of CPU per write).
     async fn commit(&self, commit: Commit) -> Result<u64, ServerError> {
-        self.blocking(move |db| db.commit(commit)).await
+        self.db.commit_async(commit).await.map_err(|e| db_error(&e))
+    }
+
+    fn commit_with(
+        &self,
+        commit: Commit,
+        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
+    ) {
+        self.db
+            .commit_with(commit, move |result| done(result.map_err(|e| db_error(&e))));
+    }
+
+    fn get_now(
+        &self,
+        _read: ReadConsistency,
+        table: &str,
+        key: &[u8],
+    ) -> Option<Result<Found, ServerError>> {
+        Some(self.db.get(table, key).map_err(|e| db_error(&e)))
     }
 
     // A point read runs on the reactor's worker itself. It takes no lock that a sync or a
@@ -210,7 +255,7 @@ pub(crate) mod tests {
     use popdb_db::{Commit, DbStats, ReadView, TableDesc, TableOptions};
     use popdb_protocol::{ErrorKind, ServerError};
 
-    use super::{Backend, Health, ReadConsistency};
+    use super::{Backend, Found, Health, ReadConsistency};
 
     /// Refuses writes as a follower would, and reports what `/health` is told.
     #[derive(Debug, Default)]
@@ -230,6 +275,23 @@ pub(crate) mod tests {
     impl Backend for FakeBackend {
         async fn commit(&self, _commit: Commit) -> Result<u64, ServerError> {
             Err(not_leader())
+        }
+
+        fn commit_with(
+            &self,
+            _commit: Commit,
+            done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
+        ) {
+            done(Err(not_leader()));
+        }
+
+        fn get_now(
+            &self,
+            _read: ReadConsistency,
+            _table: &str,
+            _key: &[u8],
+        ) -> Option<Result<Found, ServerError>> {
+            None
         }
 
         async fn get(

@@ -1,18 +1,25 @@
 //! One client connection: handshake, then pipelined requests answered as they complete.
 //!
-//! The reader cuts frames out of the stream and hands each request to its own task, after
-//! taking one of the connection's `in_flight_max` permits: when they are all taken it stops
-//! reading, and TCP pushes back on the client. A task answers by queueing the encoded
-//! response for the writer, after taking its size from the connection's output byte budget;
-//! the writer releases both when the bytes are on the socket. So a connection holds at most
-//! `in_flight_max` requests and `output_buffer_bytes_max` bytes of responses, plus the frame
-//! being read.
+//! The reader cuts frames out of the stream and takes one of the connection's
+//! `in_flight_max` permits per request: when they are all taken it stops reading, and TCP
+//! pushes back on the client. Requests that never wait are answered by the reader itself,
+//! in the pass that decoded them: pings, point reads the backend answers at once, and
+//! writes, which it hands to the backend's commit path and whose answers come back on the
+//! connection's completion channel (from the apply stage, in any order the protocol
+//! allows). The responses of one pass are encoded into one buffer and queued for the writer
+//! together. Every other request (scans, status, catalog changes) runs in its own task and
+//! queues its own response. Whatever is queued takes its size from the connection's output
+//! byte budget; the writer releases the budget and the in-flight permits once the bytes are
+//! on the socket. So a connection holds at most `in_flight_max` requests and
+//! `output_buffer_bytes_max` bytes of queued responses, plus the frame being read and the
+//! responses of the pass being gathered (at most `WRITE_BATCH_BYTES` and one response).
 //!
 //! Timeouts: the handshake must complete within `handshake_timeout`; a frame, once started,
 //! within `frame_timeout`; a connection with nothing in flight that sends nothing for
 //! `idle_timeout` is closed, as is one whose responses cannot be written within
 //! `frame_timeout`. A framing error (DecodeError::is_fatal) gets an Error frame and a close;
 //! any other bad frame gets an Error frame for its request id and the connection reads on.
+//! When the reader stops it still answers every write it handed to the backend.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,8 +35,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::backend::Backend;
-use crate::request::{execute, unauthorized_error};
+use crate::backend::{Backend, ReadConsistency};
+use crate::metrics::op_index;
+use crate::request::{WriteReply, execute, unauthorized_error, write_commit};
 use crate::server::Shared;
 
 /// Bytes read from the socket at a time.
@@ -40,13 +48,15 @@ struct Outgoing {
     bytes: Vec<u8>,
     close_after: bool,
     _in_flight: Option<OwnedSemaphorePermit>,
-    _budget: OwnedSemaphorePermit,
+    _budget: Option<OwnedSemaphorePermit>,
 }
 
 /// What the reader and the request tasks of one connection share.
 struct Conn<B> {
     shared: Arc<Shared<B>>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: Arc<Output>,
+    /// Where the backend's commit path answers writes.
+    done: mpsc::UnboundedSender<Done>,
     /// Bytes of responses queued and not yet written (`output_buffer_bytes_max` permits).
     budget: Arc<Semaphore>,
     /// Requests read and not yet answered (`in_flight_max` permits).
@@ -57,9 +67,40 @@ impl<B> Clone for Conn<B> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
-            out: self.out.clone(),
+            out: Arc::clone(&self.out),
+            done: self.done.clone(),
             budget: Arc::clone(&self.budget),
             in_flight: Arc::clone(&self.in_flight),
+        }
+    }
+}
+
+/// A write's answer from the backend, with the permits its request holds.
+struct Done {
+    request_id: u64,
+    op: usize,
+    started: Duration,
+    reply: WriteReply,
+    result: Result<u64, ServerError>,
+    in_flight: OwnedSemaphorePermit,
+    _request: OwnedSemaphorePermit,
+}
+
+/// Responses the reader gathered for one queueing, with the in-flight permits of the
+/// requests they answer.
+#[derive(Default)]
+struct Gathered {
+    bytes: Vec<u8>,
+    in_flight: Option<OwnedSemaphorePermit>,
+}
+
+impl Gathered {
+    /// Appends `response` to `request_id`, which holds `permit`.
+    fn add(&mut self, request_id: u64, response: &Response, permit: OwnedSemaphorePermit) {
+        encode_response(request_id, response, &mut self.bytes);
+        match &mut self.in_flight {
+            Some(held) => held.merge(permit),
+            None => self.in_flight = Some(permit),
         }
     }
 }
@@ -77,7 +118,16 @@ enum Stop {
 pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let (out, queue) = mpsc::unbounded_channel();
+    let (queue_tx, queue) = mpsc::unbounded_channel();
+    let socket = Arc::new(parking_lot::Mutex::new(OutputState {
+        write: Some(write),
+        busy: false,
+    }));
+    let out = Arc::new(Output {
+        state: Arc::clone(&socket),
+        queue: queue_tx,
+    });
+    let (done, answers) = mpsc::unbounded_channel();
     let (closed_tx, closed_rx) = watch::channel(false);
     let config = &shared.config;
     let budget_bytes = usize::try_from(config.output_buffer_bytes_max)
@@ -86,114 +136,333 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream) {
     let conn = Conn {
         shared: Arc::clone(&shared),
         out,
+        done,
         budget: Arc::new(Semaphore::new(budget_bytes)),
         in_flight: Arc::new(Semaphore::new(config.in_flight_max as usize)),
     };
-    let writer = tokio::spawn(write_loop(Arc::clone(&shared), write, queue, closed_tx));
-    let stop = read_loop(&conn, read, closed_rx).await;
+    let writer = tokio::spawn(write_loop(Arc::clone(&shared), socket, queue, closed_tx));
+    let mut reader = Reader {
+        conn,
+        closed: closed_rx,
+        answers,
+        outstanding: 0,
+        gathered: Gathered::default(),
+    };
+    let stop = reader.read_loop(read).await;
+    reader.finish().await;
     if stop == Stop::Dropped {
         shared
             .metrics
             .connections_dropped
             .fetch_add(1, Ordering::Relaxed);
     }
-    drop(conn);
+    drop(reader);
     let _ = writer.await;
 }
 
-async fn read_loop<B: Backend>(
-    conn: &Conn<B>,
-    mut read: OwnedReadHalf,
-    mut closed: watch::Receiver<bool>,
-) -> Stop {
-    let shared = &conn.shared;
-    let config = &shared.config;
-    let clock = &shared.clock;
-    let mut shutdown = shared.shutdown.clone();
-    let mut decoder = FrameDecoder::new(config.limits);
-    let mut chunk = vec![0_u8; READ_CHUNK];
-    let handshake_deadline = clock.now() + config.handshake_timeout;
-    let mut handshaken = false;
-    let mut frame_started: Option<Duration> = None;
-    loop {
-        // Answer every whole frame buffered.
-        let mut frames_taken = false;
-        loop {
-            let (request_id, decoded) = match decoder.next_frame() {
-                Ok(Some(frame)) => (
-                    frame.header.request_id,
-                    Request::decode(&frame, &config.limits),
-                ),
-                Ok(None) => break,
-                Err(error) => {
-                    framing_error(conn, &error).await;
-                    return Stop::Dropped;
-                }
-            };
-            frames_taken = true;
-            if handshaken {
-                let Some(permit) = take_in_flight(conn, &mut closed).await else {
-                    return Stop::Dropped;
-                };
-                dispatch(conn, request_id, decoded, permit).await;
-            } else {
-                if !handshake(conn, request_id, decoded).await {
-                    return Stop::Dropped;
-                }
-                handshaken = true;
-            }
-        }
-        // The frame timer runs from when the bytes left over after the last whole frame
-        // were seen, not counting time spent waiting for in-flight room.
-        let now = clock.now();
-        frame_started = match (decoder.buffered(), frame_started) {
-            (0, _) => None,
-            (_, Some(at)) if !frames_taken => Some(at),
-            (_, _) => Some(now),
-        };
-        let deadline = match frame_started {
-            Some(at) => at + config.frame_timeout,
-            None => now + config.idle_timeout,
-        };
-        let deadline = if handshaken {
-            deadline
-        } else {
-            deadline.min(handshake_deadline)
-        };
-        let wait = deadline.saturating_sub(now);
-        tokio::select! {
-            read = tokio::time::timeout(wait, read.read(&mut chunk)) => match read {
-                Ok(Ok(0) | Err(_)) => return Stop::Clean,
-                Ok(Ok(n)) => {
-                    shared.metrics.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-                    decoder.push(chunk.get(..n).unwrap_or_default());
-                }
-                Err(_elapsed) => {
-                    let idle = frame_started.is_none() && handshaken;
-                    let busy = conn.in_flight.available_permits() < config.in_flight_max as usize;
-                    if !(idle && busy) {
-                        tracing::debug!(handshaken, "connection timed out");
-                        return Stop::Dropped;
-                    }
-                }
-            },
-            // The writer gave up (a response could not be written in time) or sent an error
-            // that closes the connection.
-            _ = closed.changed() => return Stop::Dropped,
-            _ = shutdown.changed() => return Stop::Clean,
-        }
-    }
+/// The reader's side of a connection.
+struct Reader<B> {
+    conn: Conn<B>,
+    closed: watch::Receiver<bool>,
+    /// Answers to writes handed to the backend.
+    answers: mpsc::UnboundedReceiver<Done>,
+    /// Writes handed to the backend and not yet answered.
+    outstanding: usize,
+    gathered: Gathered,
 }
 
-/// Waits for one of the connection's in-flight permits (this is where reading stops when
-/// the connection is full); `None` if the connection closed meanwhile.
-async fn take_in_flight<B>(
-    conn: &Conn<B>,
-    closed: &mut watch::Receiver<bool>,
-) -> Option<OwnedSemaphorePermit> {
-    tokio::select! {
-        permit = Arc::clone(&conn.in_flight).acquire_owned() => permit.ok(),
-        _ = closed.changed() => None,
+impl<B: Backend> Reader<B> {
+    async fn read_loop(&mut self, mut read: OwnedReadHalf) -> Stop {
+        let shared = Arc::clone(&self.conn.shared);
+        let config = &shared.config;
+        let clock = &shared.clock;
+        let mut shutdown = shared.shutdown.clone();
+        let mut decoder = FrameDecoder::new(config.limits);
+        let mut chunk = vec![0_u8; READ_CHUNK];
+        let handshake_deadline = clock.now() + config.handshake_timeout;
+        let mut handshaken = false;
+        let mut frame_started: Option<Duration> = None;
+        loop {
+            // Answer every whole frame buffered.
+            let mut frames_taken = false;
+            loop {
+                let (request_id, decoded) = match decoder.next_frame() {
+                    Ok(Some(frame)) => (
+                        frame.header.request_id,
+                        Request::decode(&frame, &config.limits),
+                    ),
+                    Ok(None) => break,
+                    Err(error) => {
+                        let _ = self.flush().await;
+                        framing_error(&self.conn, &error).await;
+                        return Stop::Dropped;
+                    }
+                };
+                frames_taken = true;
+                if handshaken {
+                    let Some(permit) = self.take_in_flight().await else {
+                        return Stop::Dropped;
+                    };
+                    self.handle(request_id, decoded, permit);
+                    if self.gathered.bytes.len() >= WRITE_BATCH_BYTES && !self.flush().await {
+                        return Stop::Dropped;
+                    }
+                } else {
+                    if !handshake(&self.conn, request_id, decoded).await {
+                        return Stop::Dropped;
+                    }
+                    handshaken = true;
+                }
+            }
+            if !self.flush().await {
+                return Stop::Dropped;
+            }
+            // The frame timer runs from when the bytes left over after the last whole frame
+            // were seen, not counting time spent waiting for in-flight room.
+            let now = clock.now();
+            frame_started = match (decoder.buffered(), frame_started) {
+                (0, _) => None,
+                (_, Some(at)) if !frames_taken => Some(at),
+                (_, _) => Some(now),
+            };
+            let deadline = match frame_started {
+                Some(at) => at + config.frame_timeout,
+                None => now + config.idle_timeout,
+            };
+            let deadline = if handshaken {
+                deadline
+            } else {
+                deadline.min(handshake_deadline)
+            };
+            let wait = deadline.saturating_sub(now);
+            tokio::select! {
+                read = tokio::time::timeout(wait, read.read(&mut chunk)) => match read {
+                    Ok(Ok(0) | Err(_)) => return Stop::Clean,
+                    Ok(Ok(n)) => {
+                        shared.metrics.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+                        decoder.push(chunk.get(..n).unwrap_or_default());
+                    }
+                    Err(_elapsed) => {
+                        let idle = frame_started.is_none() && handshaken;
+                        let busy = self.conn.in_flight.available_permits()
+                            < config.in_flight_max as usize;
+                        if !(idle && busy) {
+                            tracing::debug!(handshaken, "connection timed out");
+                            return Stop::Dropped;
+                        }
+                    }
+                },
+                Some(done) = self.answers.recv(), if self.outstanding > 0 => self.answered(done),
+                // The writer gave up (a response could not be written in time) or sent an
+                // error that closes the connection.
+                _ = self.closed.changed() => return Stop::Dropped,
+                _ = shutdown.changed() => return Stop::Clean,
+            }
+        }
+    }
+
+    /// Answers the writes still with the backend, whatever stopped the reader: each is in
+    /// the log, and its client should hear how it ended if the connection still allows.
+    async fn finish(&mut self) {
+        while self.outstanding > 0 {
+            let Some(done) = self.answers.recv().await else {
+                break;
+            };
+            self.answered(done);
+            if !self.flush().await {
+                // The writer is gone: the rest are dropped as they arrive.
+                self.gathered = Gathered::default();
+            }
+        }
+        let _ = self.flush().await;
+    }
+
+    /// Gathers the answer to a write, and every other answer already waiting.
+    fn answered(&mut self, done: Done) {
+        self.answer_write(done);
+        while self.outstanding > 0 {
+            let Ok(done) = self.answers.try_recv() else {
+                break;
+            };
+            self.answer_write(done);
+        }
+    }
+
+    fn answer_write(&mut self, done: Done) {
+        self.outstanding -= 1;
+        let response = match done.result {
+            Ok(lsn) => match done.reply {
+                WriteReply::Written => Response::Written { lsn },
+                WriteReply::Committed => Response::Committed { lsn },
+            },
+            Err(error) => Response::Error(error),
+        };
+        self.finish_inline(
+            done.request_id,
+            done.op,
+            done.started,
+            &response,
+            done.in_flight,
+        );
+    }
+
+    /// Counts and gathers the response to a request answered here.
+    fn finish_inline(
+        &mut self,
+        request_id: u64,
+        op: usize,
+        started: Duration,
+        response: &Response,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let shared = &self.conn.shared;
+        if let Response::Error(error) = response {
+            shared.metrics.error(error.kind.code());
+        }
+        shared
+            .metrics
+            .observe(op, shared.clock.now().saturating_sub(started));
+        self.gathered.add(request_id, response, permit);
+    }
+
+    /// Queues what is gathered for the writer. False if the connection is gone.
+    async fn flush(&mut self) -> bool {
+        if self.gathered.bytes.is_empty() {
+            return true;
+        }
+        let gathered = std::mem::take(&mut self.gathered);
+        queue(&self.conn, gathered.bytes, false, gathered.in_flight).await
+    }
+
+    /// One of the connection's in-flight permits; when they are all taken, reading stops
+    /// here until a response is written (the gathered ones first, and the writes' answers
+    /// as they come). `None` if the connection closed meanwhile.
+    async fn take_in_flight(&mut self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.conn.in_flight).try_acquire_owned() {
+            return Some(permit);
+        }
+        loop {
+            if !self.flush().await {
+                return None;
+            }
+            tokio::select! {
+                permit = Arc::clone(&self.conn.in_flight).acquire_owned() => return permit.ok(),
+                Some(done) = self.answers.recv(), if self.outstanding > 0 => self.answered(done),
+                _ = self.closed.changed() => return None,
+            }
+        }
+    }
+
+    /// Answers one request after the handshake: here if it cannot wait, else in a task.
+    fn handle(
+        &mut self,
+        request_id: u64,
+        decoded: Result<Request, DecodeError>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let shared = Arc::clone(&self.conn.shared);
+        let started = shared.clock.now();
+        let request = match decoded {
+            Ok(Request::Handshake { .. }) => Err(ServerError::new(
+                ErrorKind::BadRequest,
+                "a second handshake on one connection",
+            )),
+            Ok(request) => Ok(request),
+            Err(error) => Err(error.to_server_error()),
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                shared.metrics.error(error.kind.code());
+                self.gathered
+                    .add(request_id, &Response::Error(error), permit);
+                return;
+            }
+        };
+        let Ok(server_permit) = Arc::clone(&shared.requests).try_acquire_owned() else {
+            shared
+                .metrics
+                .requests_overloaded
+                .fetch_add(1, Ordering::Relaxed);
+            shared.metrics.error(ErrorKind::Overloaded.code());
+            let error = ServerError::new(ErrorKind::Overloaded, "too many requests in flight");
+            self.gathered
+                .add(request_id, &Response::Error(error), permit);
+            return;
+        };
+        let op = op_index(&request);
+        let request = match request {
+            Request::Ping => {
+                drop(server_permit);
+                self.finish_inline(request_id, op, started, &Response::Pong, permit);
+                return;
+            }
+            Request::Get { table, key } => {
+                let read = ReadConsistency::Linearizable;
+                match shared.backend.get_now(read, &table, &key) {
+                    Some(result) => {
+                        drop(server_permit);
+                        let response = match result {
+                            Ok(found) => Response::Value(found.map(|(value, version)| {
+                                popdb_protocol::Versioned { value, version }
+                            })),
+                            Err(error) => Response::Error(error),
+                        };
+                        self.finish_inline(request_id, op, started, &response, permit);
+                        return;
+                    }
+                    None => Request::Get { table, key },
+                }
+            }
+            request @ (Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Batch { .. }
+            | Request::Commit(_)) => {
+                match write_commit(request) {
+                    Ok((commit, reply)) => {
+                        self.outstanding += 1;
+                        let answers = self.conn.done.clone();
+                        shared.backend.commit_with(commit, move |result| {
+                            // The reader takes answers until every write is answered, so
+                            // the receiver outlives this send.
+                            let _ = answers.send(Done {
+                                request_id,
+                                op,
+                                started,
+                                reply,
+                                result,
+                                in_flight: permit,
+                                _request: server_permit,
+                            });
+                        });
+                    }
+                    Err(error) => {
+                        drop(server_permit);
+                        self.finish_inline(
+                            request_id,
+                            op,
+                            started,
+                            &Response::Error(error),
+                            permit,
+                        );
+                    }
+                }
+                return;
+            }
+            other => other,
+        };
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            let response = execute(&conn.shared, request).await;
+            drop(server_permit);
+            if let Response::Error(error) = &response {
+                conn.shared.metrics.error(error.kind.code());
+            }
+            conn.shared
+                .metrics
+                .observe(op, conn.shared.clock.now().saturating_sub(started));
+            let _ = respond(&conn, request_id, response, false, Some(permit)).await;
+        });
     }
 }
 
@@ -270,70 +539,6 @@ fn token_matches(configured: Option<&[u8]>, sent: Option<&[u8]>) -> bool {
     }
 }
 
-/// Starts answering one request after the handshake.
-async fn dispatch<B: Backend>(
-    conn: &Conn<B>,
-    request_id: u64,
-    decoded: Result<Request, DecodeError>,
-    permit: OwnedSemaphorePermit,
-) {
-    let shared = &conn.shared;
-    let request = match decoded {
-        Ok(Request::Handshake { .. }) => Err(ServerError::new(
-            ErrorKind::BadRequest,
-            "a second handshake on one connection",
-        )),
-        Ok(request) => Ok(request),
-        Err(error) => Err(error.to_server_error()),
-    };
-    let request = match request {
-        Ok(request) => request,
-        Err(error) => {
-            shared.metrics.error(error.kind.code());
-            let _ = respond(
-                conn,
-                request_id,
-                Response::Error(error),
-                false,
-                Some(permit),
-            )
-            .await;
-            return;
-        }
-    };
-    let Ok(server_permit) = Arc::clone(&shared.requests).try_acquire_owned() else {
-        shared
-            .metrics
-            .requests_overloaded
-            .fetch_add(1, Ordering::Relaxed);
-        shared.metrics.error(ErrorKind::Overloaded.code());
-        let error = ServerError::new(ErrorKind::Overloaded, "too many requests in flight");
-        let _ = respond(
-            conn,
-            request_id,
-            Response::Error(error),
-            false,
-            Some(permit),
-        )
-        .await;
-        return;
-    };
-    let conn = conn.clone();
-    tokio::spawn(async move {
-        let started = conn.shared.clock.now();
-        let op = crate::metrics::op_index(&request);
-        let response = execute(&conn.shared, request).await;
-        drop(server_permit);
-        if let Response::Error(error) = &response {
-            conn.shared.metrics.error(error.kind.code());
-        }
-        conn.shared
-            .metrics
-            .observe(op, conn.shared.clock.now().saturating_sub(started));
-        let _ = respond(&conn, request_id, response, false, Some(permit)).await;
-    });
-}
-
 /// Encodes `response` and queues it for the writer once the output budget has room.
 /// Returns false if the connection is gone.
 async fn respond<B>(
@@ -344,32 +549,154 @@ async fn respond<B>(
     in_flight: Option<OwnedSemaphorePermit>,
 ) -> bool {
     let mut bytes = Vec::new();
-    if let Err(error) = response.encode(request_id, &mut bytes) {
-        bytes.clear();
+    encode_response(request_id, &response, &mut bytes);
+    queue(conn, bytes, close_after, in_flight).await
+}
+
+/// Appends `response` to `out`, or an Internal error if it cannot be encoded.
+fn encode_response(request_id: u64, response: &Response, out: &mut Vec<u8>) {
+    if let Err(error) = response.encode(request_id, out) {
         let internal = ServerError::new(
             ErrorKind::Internal,
             format!("the response cannot be encoded: {error}"),
         );
-        if Response::Error(internal)
-            .encode(request_id, &mut bytes)
-            .is_err()
-        {
-            return false;
+        // An error frame with a short message always encodes.
+        let _ = Response::Error(internal).encode(request_id, out);
+    }
+}
+
+/// Sends `bytes` (whole responses): straight to the socket if nothing is queued before them
+/// and the socket takes them, else (what is left of them) to the writer, once the output
+/// budget has room. Returns false if the connection is gone.
+async fn queue<B>(
+    conn: &Conn<B>,
+    bytes: Vec<u8>,
+    close_after: bool,
+    in_flight: Option<OwnedSemaphorePermit>,
+) -> bool {
+    if !close_after {
+        match conn.out.write_now(&conn.shared, bytes, in_flight) {
+            Sent::Done => return true,
+            Sent::Busy(bytes, in_flight) => return enqueue(conn, bytes, false, in_flight).await,
         }
     }
+    enqueue(conn, bytes, close_after, in_flight).await
+}
+
+/// Queues `bytes` for the writer once the output budget has room; straight to the socket
+/// instead if the writer went idle meanwhile. Returns false if the connection is gone.
+async fn enqueue<B>(
+    conn: &Conn<B>,
+    bytes: Vec<u8>,
+    close_after: bool,
+    in_flight: Option<OwnedSemaphorePermit>,
+) -> bool {
     let cost = u32::try_from(bytes.len().min(conn.budget_max()))
         .expect("the output budget is at most Semaphore::MAX_PERMITS, below u32::MAX");
-    let Ok(budget) = Arc::clone(&conn.budget).acquire_many_owned(cost).await else {
-        return false;
+    let budget = match Arc::clone(&conn.budget).try_acquire_many_owned(cost) {
+        Ok(budget) => budget,
+        Err(_) => match Arc::clone(&conn.budget).acquire_many_owned(cost).await {
+            Ok(budget) => budget,
+            Err(_) => return false,
+        },
     };
-    conn.out
-        .send(Outgoing {
+    let outgoing = Outgoing {
+        bytes,
+        close_after,
+        _in_flight: in_flight,
+        _budget: Some(budget),
+    };
+    conn.out.enqueue(&conn.shared, outgoing)
+}
+
+/// The socket's write side, shared by the reader and the request tasks. While the writer
+/// task is idle whoever answers writes to the socket itself (one syscall, no hand-off); once
+/// something is queued (the socket was full, or a response closes the connection) the
+/// writer holds the socket and everything else queues behind, in order, until it has
+/// written the queue out.
+struct Output {
+    /// Shared with the writer task, which holds no sender: the queue closes when the
+    /// reader and every request task are done.
+    state: Arc<parking_lot::Mutex<OutputState>>,
+    queue: mpsc::UnboundedSender<Outgoing>,
+}
+
+struct OutputState {
+    /// The socket, while the writer does not hold it.
+    write: Option<OwnedWriteHalf>,
+    /// The writer holds the socket (or has stopped for good): queue, do not write.
+    busy: bool,
+}
+
+/// What [`Output::write_now`] did.
+enum Sent {
+    Done,
+    /// Not written (the writer holds the socket): queue these.
+    Busy(Vec<u8>, Option<OwnedSemaphorePermit>),
+}
+
+impl Output {
+    /// Writes `bytes` to the socket now if the writer is idle (what the socket does not
+    /// take goes to the writer, outside the output budget: at most one gathered batch);
+    /// hands them back if it is busy.
+    fn write_now<B>(
+        &self,
+        shared: &Shared<B>,
+        bytes: Vec<u8>,
+        in_flight: Option<OwnedSemaphorePermit>,
+    ) -> Sent {
+        let mut state = self.state.lock();
+        if state.busy {
+            return Sent::Busy(bytes, in_flight);
+        }
+        let outgoing = Outgoing {
             bytes,
-            close_after,
+            close_after: false,
             _in_flight: in_flight,
-            _budget: budget,
-        })
-        .is_ok()
+            _budget: None,
+        };
+        self.write_idle(&mut state, shared, outgoing);
+        Sent::Done
+    }
+
+    /// Queues `outgoing` for the writer, or writes it now if the writer is idle and it does
+    /// not close the connection. False if the writer has stopped.
+    fn enqueue<B>(&self, shared: &Shared<B>, outgoing: Outgoing) -> bool {
+        let mut state = self.state.lock();
+        if state.busy || outgoing.close_after {
+            state.busy = true;
+            return self.queue.send(outgoing).is_ok();
+        }
+        self.write_idle(&mut state, shared, outgoing);
+        true
+    }
+
+    /// Writes what the socket takes of `outgoing` and queues the rest (its permits go back
+    /// once it is all written). Requires: the state's lock, and the writer idle.
+    fn write_idle<B>(&self, state: &mut OutputState, shared: &Shared<B>, mut outgoing: Outgoing) {
+        let mut written = 0;
+        if let Some(write) = state.write.as_ref() {
+            while written < outgoing.bytes.len() {
+                match write.try_write(outgoing.bytes.get(written..).unwrap_or_default()) {
+                    Ok(n) if n > 0 => written += n,
+                    // Full (WouldBlock), or an error the writer meets again and stops on.
+                    _ => break,
+                }
+            }
+        }
+        shared
+            .metrics
+            .bytes_written
+            .fetch_add(written as u64, Ordering::Relaxed);
+        if written == outgoing.bytes.len() {
+            return;
+        }
+        outgoing.bytes.drain(..written);
+        state.busy = true;
+        // Queued under the lock: nothing gets ahead of the rest of these bytes. A stopped
+        // writer drops them, as it drops everything queued after it stopped.
+        let _ = self.queue.send(outgoing);
+    }
 }
 
 impl<B> Conn<B> {
@@ -383,21 +710,30 @@ impl<B> Conn<B> {
 
 /// Writes queued responses until every sender is gone. Whatever is queued when the writer
 /// wakes goes out in one write (up to `WRITE_BATCH_BYTES` copied together; a larger
-/// response is written on its own, uncopied): with pipelined requests answered by many
-/// tasks, one syscall and one wake-up per response would cost more than the responses.
-/// After a write fails or times out, or after a response that closes the connection, it
-/// tells the reader to stop and drops the rest (releasing their permits so that no task
-/// waits on them).
+/// response is written on its own, uncopied). It holds the socket from the first queued
+/// response until the queue is empty, then hands it back (see [`Output`]). After a write
+/// fails or times out, or after a response that closes the connection, it tells the reader
+/// to stop, keeps the socket for good and drops the rest (releasing their permits so that
+/// no task waits on them).
 async fn write_loop<B>(
     shared: Arc<Shared<B>>,
-    mut write: OwnedWriteHalf,
+    out: Arc<parking_lot::Mutex<OutputState>>,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     closed: watch::Sender<bool>,
 ) {
     let timeout = shared.config.frame_timeout;
     let mut batch: Vec<Outgoing> = Vec::new();
     let mut buffer: Vec<u8> = Vec::with_capacity(WRITE_BATCH_BYTES);
+    let mut held: Option<OwnedWriteHalf> = None;
     while let Some(first) = queue.recv().await {
+        // Whoever queued set `busy`: nobody else writes until it is cleared below.
+        let mut write = match held.take() {
+            Some(write) => write,
+            None => match out.lock().write.take() {
+                Some(write) => write,
+                None => break,
+            },
+        };
         let mut close_after = first.close_after;
         let mut bytes = first.bytes.len();
         batch.push(first);
@@ -426,8 +762,19 @@ async fn write_loop<B>(
             while queue.recv().await.is_some() {}
             return;
         }
+        let mut state = out.lock();
+        if queue.is_empty() {
+            // Senders queue under this lock, so nothing can slip in between.
+            state.write = Some(write);
+            state.busy = false;
+        } else {
+            held = Some(write);
+        }
     }
-    let _ = tokio::time::timeout(timeout, write.shutdown()).await;
+    let write = held.or_else(|| out.lock().write.take());
+    if let Some(mut write) = write {
+        let _ = tokio::time::timeout(timeout, write.shutdown()).await;
+    }
 }
 
 /// Responses below this size are copied together into one write.

@@ -64,29 +64,56 @@ async fn execute_inner<B: Backend>(
                 .await?
                 .map(|(value, version)| Versioned { value, version }),
         ),
+        Request::Scan(scan) => Response::Entries(scan_request(shared, scan).await?),
+        request @ (Request::Put { .. }
+        | Request::Delete { .. }
+        | Request::Batch { .. }
+        | Request::Commit(_)) => {
+            let (commit, reply) = write_commit(request)?;
+            let lsn = backend.commit(commit).await?;
+            match reply {
+                WriteReply::Written => Response::Written { lsn },
+                WriteReply::Committed => Response::Committed { lsn },
+            }
+        }
+    })
+}
+
+/// Which response answers a write: `Written` (put, delete, batch) or `Committed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteReply {
+    Written,
+    Committed,
+}
+
+/// The Db commit a write request asks for, and how to answer it.
+///
+/// # Errors
+/// `BadRequest` for a batch or commit that does not convert; `Internal` for a request
+/// that is not a write (a caller's mistake).
+pub fn write_commit(request: Request) -> Result<(Commit, WriteReply), ServerError> {
+    Ok(match request {
         Request::Put { table, key, value } => {
             let mut batch = WriteBatch::new();
             batch.put(&table, key, value);
-            Response::Written {
-                lsn: backend.commit(batch_commit(batch)).await?,
-            }
+            (batch_commit(batch), WriteReply::Written)
         }
         Request::Delete { table, key } => {
             let mut batch = WriteBatch::new();
             batch.delete(&table, key);
-            Response::Written {
-                lsn: backend.commit(batch_commit(batch)).await?,
-            }
+            (batch_commit(batch), WriteReply::Written)
         }
-        Request::Batch { tables, writes } => Response::Written {
-            lsn: backend
-                .commit(batch_commit(batch_to_db(&tables, writes)?))
-                .await?,
-        },
-        Request::Scan(scan) => Response::Entries(scan_request(shared, scan).await?),
-        Request::Commit(commit) => Response::Committed {
-            lsn: backend.commit(commit_to_db(commit)?).await?,
-        },
+        Request::Batch { tables, writes } => (
+            batch_commit(batch_to_db(&tables, writes)?),
+            WriteReply::Written,
+        ),
+        Request::Commit(commit) => (commit_to_db(commit)?, WriteReply::Committed),
+        _ => {
+            return Err(ServerError::new(
+                ErrorKind::Internal,
+                "a request that is not a write reached the write path",
+            ));
+        }
     })
 }
 
