@@ -156,6 +156,46 @@ impl Pages {
         Ok(page)
     }
 
+    /// As [`Pages::leaf`], with the bounds worked out only if the page is not verified yet:
+    /// a verified page needs none, and finding them costs two separator reads a level.
+    ///
+    /// # Errors
+    /// As [`Pages::leaf`], and `bounds`' own.
+    pub(crate) fn leaf_lazy<'b>(
+        &self,
+        reference: PageRef,
+        bounds: impl FnOnce() -> Result<Bounds<'b>>,
+    ) -> Result<LeafPage<'_>> {
+        let bytes = self.bytes(reference.id)?;
+        if self.is_verified(reference.id) {
+            return LeafPage::decode_verified(bytes, self.page_size, reference.id);
+        }
+        self.leaf(reference, Some(bounds()?))
+    }
+
+    /// As [`Pages::branch`], with the bounds worked out only if the page is not verified
+    /// yet (see [`Pages::leaf_lazy`]).
+    ///
+    /// # Errors
+    /// As [`Pages::branch`], and `bounds`' own.
+    pub(crate) fn branch_lazy<'b>(
+        &self,
+        reference: PageRef,
+        level: u8,
+        bounds: impl FnOnce() -> Result<Bounds<'b>>,
+    ) -> Result<BranchPage<'_>> {
+        let bytes = self.bytes(reference.id)?;
+        if self.is_verified(reference.id) {
+            let page = BranchPage::decode_verified(bytes, self.page_size, reference.id)?;
+            if page.level() != level {
+                let what = "branch level (not its parent's less one)";
+                return Err(invalid(reference.id, LEVEL_AT, what, page.level().into()));
+            }
+            return Ok(page);
+        }
+        self.branch(reference, level, Some(bounds()?))
+    }
+
     /// The branch `reference` names, which must be at `level`; verified in full on its
     /// first read, as [`Pages::leaf`] (its separators strictly above `bounds.low`).
     ///
