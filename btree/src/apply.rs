@@ -310,6 +310,25 @@ impl<'p> Apply<'p> {
             }
             fits
         };
+        if !page.has_tombstone()? {
+            // No entry to drop: only the writes' places need finding, by binary search,
+            // and the entries between them are copied as runs without being read. A page
+            // of the file was checked in full (keys strictly increasing) when first read;
+            // its place in the parent is checked here as `check_order` checks it.
+            if from_file && !page.is_empty() && page.key(0)? < low {
+                return Err(misplaced(node));
+            }
+            let mut run_start = 0;
+            for write in writes {
+                let at = page.lower_bound_from(run_start, write.0)?;
+                if !builder.push_run(page, run_start..at)? || !push_write(builder, write) {
+                    return Ok(false);
+                }
+                let replaced = at < page.len() && page.key(at)? == write.0;
+                run_start = if replaced { at + 1 } else { at };
+            }
+            return builder.push_run(page, run_start..page.len());
+        }
         let mut pending = writes.iter().peekable();
         let mut run_start = 0;
         let mut previous: Option<&[u8]> = None;

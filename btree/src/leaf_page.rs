@@ -209,6 +209,21 @@ impl<'a> LeafPage<'a> {
         Ok((key, Some(version)))
     }
 
+    /// Whether any entry is a tombstone: a scan of the entries' kind bytes, without
+    /// decoding them, for a leaf rebuild that may skip the entries it keeps.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] for a slot out of place.
+    pub(crate) fn has_tombstone(&self) -> Result<bool> {
+        for index in 0..self.count {
+            let at = self.slot(index)? + LEAF_KIND_AT;
+            if field_u8(self.page, self.page_id, at, "leaf entry kind")? == KIND_TOMBSTONE {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether any entry's value is in overflow pages: a scan of the entries' kind bytes,
     /// without decoding them, for the walks that look for overflow references.
     ///
@@ -250,7 +265,13 @@ impl<'a> LeafPage<'a> {
 
     /// The index of the first entry whose key is at or after `key` (`len()` if none).
     pub fn lower_bound(&self, key: &[u8]) -> Result<usize> {
-        let (mut lo, mut hi) = (0, self.count);
+        self.lower_bound_from(0, key)
+    }
+
+    /// The index of the first entry at or after `from` whose key is at or after `key`
+    /// (`len()` if none): [`LeafPage::lower_bound`] over the entries from `from` on.
+    pub(crate) fn lower_bound_from(&self, from: usize, key: &[u8]) -> Result<usize> {
+        let (mut lo, mut hi) = (from.min(self.count), self.count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let probed = match self.probe(mid) {
