@@ -6,8 +6,10 @@
 //! A page is verified in full (its checksum, every structural rule, and the checksum its
 //! parent's reference holds for it) the first time it is read, and only its header after
 //! that, as LMDB pays nothing per get for checksums. A checkpoint clears the flag of every
-//! page it rewrites before writing it, so reused pages are verified again. The flags are
-//! shared hints: a stale clear flag costs one more verification, never a wrong answer.
+//! page it rewrites before writing it, and once it is durable sets it again for the branch
+//! and leaf pages it wrote (their bytes are its own encoding of nodes this process built,
+//! so there is nothing a read could check that the builder did not). The flags are shared
+//! hints: a stale clear flag costs one more verification, never a wrong answer.
 //!
 //! A new `Pages` is made when a checkpoint grows the file; older ones stay alive for the
 //! read views that hold them, and cover every page those views can reach.
@@ -118,6 +120,14 @@ impl Pages {
     fn mark_verified(&self, id: PageId) {
         let (word, bit) = self.flag(id);
         word.fetch_or(bit, Ordering::Release);
+    }
+
+    /// Marks page `id`, which a checkpoint of this process just wrote from a node it
+    /// built, as verified (see `Tree::checkpoint_root`).
+    pub(crate) fn mark_written(&self, id: PageId) {
+        if id.0 < self.page_count {
+            self.mark_verified(id);
+        }
     }
 
     /// Forgets that page `id` was verified: a checkpoint is about to rewrite it. Ids past

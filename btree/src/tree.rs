@@ -620,6 +620,12 @@ impl Tree {
         };
         for (node, page) in &plan.written {
             node.set_written(*page);
+            // The page holds what this checkpoint encoded from the node, whose builder
+            // checked every rule a first read checks, in the place its parent gives it:
+            // reading it back to verify would only check this process's own bytes. Pages
+            // read from the file (opened, or written by another process) are still
+            // verified on their first read.
+            pages.mark_written(page.id);
         }
         let stats = CheckpointStats {
             pages_written,
