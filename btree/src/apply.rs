@@ -198,7 +198,7 @@ impl<'p> Apply<'p> {
             let merged = self.merge_leaf(old, writes);
             self.added += merged.len() as u64;
             self.removed += old_len as u64;
-            return Ok(Replaced::Pieces(self.leaves(Key::from(low), &merged)));
+            return Ok(one_or_pieces(self.leaves(Key::from(low), &merged)));
         }
         let branch = node.branch(self.pages, level, bounds)?;
         let touched = self.apply_children(&branch, level, (low, high), writes)?;
@@ -238,7 +238,7 @@ impl<'p> Apply<'p> {
         if children.is_empty() {
             return Ok(Replaced::Pieces(children));
         }
-        Ok(Replaced::Pieces(self.branches(level, children)))
+        Ok(one_or_pieces(self.branches(level, children)))
     }
 
     /// The leaf that replaces `node`, a leaf within `low` and `bounds`, after `writes`,
@@ -310,6 +310,25 @@ impl<'p> Apply<'p> {
             }
             fits
         };
+        if !page.has_tombstone()? {
+            // No entry to drop: only the writes' places need finding, by binary search,
+            // and the entries between them are copied as runs without being read. A page
+            // of the file was checked in full (keys strictly increasing) when first read;
+            // its place in the parent is checked here as `check_order` checks it.
+            if from_file && !page.is_empty() && page.key(0)? < low {
+                return Err(misplaced(node));
+            }
+            let mut run_start = 0;
+            for write in writes {
+                let at = page.lower_bound_from(run_start, write.0)?;
+                if !builder.push_run(page, run_start..at)? || !push_write(builder, write) {
+                    return Ok(false);
+                }
+                let replaced = at < page.len() && page.key(at)? == write.0;
+                run_start = if replaced { at + 1 } else { at };
+            }
+            return builder.push_run(page, run_start..page.len());
+        }
         let mut pending = writes.iter().peekable();
         let mut run_start = 0;
         let mut previous: Option<&[u8]> = None;
@@ -488,6 +507,20 @@ impl<'p> Apply<'p> {
         }
         merged
     }
+}
+
+/// `pieces` as the replacement of one node: a single piece is [`Replaced::One`], so that
+/// the parent keeps its separators and swaps the child in place instead of unpacking and
+/// repacking all its children (and its parent then the same, up to the root) for every leaf
+/// split below it. The piece's low bound is the replaced node's, or above it if the node's
+/// first child went away, which its parent's separator still bounds.
+fn one_or_pieces(mut pieces: Vec<Piece>) -> Replaced {
+    if pieces.len() == 1
+        && let Some((_, node)) = pieces.pop()
+    {
+        return Replaced::One(node);
+    }
+    Replaced::Pieces(pieces)
 }
 
 /// Checks that a leaf's entries, about to be rebuilt, increase and start at or above the

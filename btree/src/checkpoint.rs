@@ -40,6 +40,23 @@ use crate::pages::Pages;
 /// values.
 pub const FILE_PAGES_MAX: u64 = SIDE_ID_BASE;
 
+/// The most bytes one run of [`Plan::writes`] holds: pages allocated past the old
+/// high-water mark come in order, so most of a large checkpoint goes out in long
+/// sequential writes.
+pub(crate) const WRITE_RUN_MAX: usize = 1 << 20;
+
+/// Appends page `id` to `runs`: to the last run if it continues it, else as a new run.
+fn push_page(runs: &mut Vec<(PageId, Vec<u8>)>, id: PageId, bytes: &[u8]) {
+    if let Some((first, run)) = runs.last_mut()
+        && first.0 + (run.len() / bytes.len()) as u64 == id.0
+        && run.len() + bytes.len() <= WRITE_RUN_MAX
+    {
+        run.extend_from_slice(bytes);
+        return;
+    }
+    runs.push((id, bytes.to_vec()));
+}
+
 /// A page the free list holds, and the LSN of the root whose checkpoint freed it: only
 /// roots below that LSN reach it (0 for pages listed when the file was opened).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +90,10 @@ pub(crate) struct Target<'a> {
 /// A planned checkpoint.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    /// Pages to write, in increasing id order.
-    pub(crate) writes: Vec<(PageId, Box<[u8]>)>,
+    /// Pages to write, as runs of consecutive pages (each run's first page and its bytes,
+    /// at most [`WRITE_RUN_MAX`] of them), in increasing id order. Pages are encoded
+    /// straight into their run, which is what the file gets: no page is copied again.
+    pub(crate) writes: Vec<(PageId, Vec<u8>)>,
     /// Each in-memory node written, with its page.
     pub(crate) written: Vec<(Arc<Node>, PageRef)>,
     /// The meta that commits the checkpoint.
@@ -316,7 +335,7 @@ struct Planner {
     /// Reusable listed pages, highest id first (taken from the end).
     reusable: Vec<FreeSlot>,
     page_count: u64,
-    writes: Vec<(PageId, Box<[u8]>)>,
+    writes: Vec<(PageId, Vec<u8>)>,
     written: Vec<(Arc<Node>, PageRef)>,
     leaf_builder: LeafBuilder,
     buf: Vec<u8>,
@@ -370,17 +389,14 @@ impl Planner {
                 value,
                 &ids,
                 &mut self.buf,
-                |id, bytes| writes.push((id, bytes.into())),
+                |id, bytes| push_page(writes, id, bytes),
             ));
         }
         let id = self.alloc()?;
         if chains.is_empty() {
             // No side value to name by its chain: the image is the page but for its header.
-            let bytes: Box<[u8]> = self
-                .leaf_builder
-                .finish_copy(&leaf.page(), id, self.txn)
-                .into();
-            return Ok(self.emit(id, bytes));
+            let bytes = self.leaf_builder.finish_copy(&leaf.page(), id, self.txn);
+            return Ok(emit(&mut self.writes, id, bytes));
         }
         self.leaf_builder.reset();
         for entry in leaf.page().entries() {
@@ -393,8 +409,8 @@ impl Planner {
             }
             self.leaf_builder.push(&entry);
         }
-        let bytes: Box<[u8]> = self.leaf_builder.finish(id, self.txn).into();
-        Ok(self.emit(id, bytes))
+        let bytes = self.leaf_builder.finish(id, self.txn);
+        Ok(emit(&mut self.writes, id, bytes))
     }
 
     fn write_branch(&mut self, branch: &Branch) -> Result<PageRef> {
@@ -410,14 +426,7 @@ impl Planner {
         }
         let id = self.alloc()?;
         let bytes = builder.finish(id, self.txn);
-        Ok(self.emit(id, bytes.into()))
-    }
-
-    /// Queues a sealed page for writing; returns its reference.
-    fn emit(&mut self, id: PageId, bytes: Box<[u8]>) -> PageRef {
-        let checksum = stored_checksum(&bytes);
-        self.writes.push((id, bytes));
-        PageRef { id, checksum }
+        Ok(emit(&mut self.writes, id, bytes))
     }
 
     /// Encodes the free list `free` (sorted) on pages `ids`, entries spread evenly;
@@ -437,11 +446,18 @@ impl Planner {
         let mut next = None;
         for (&id, chunk) in ids.iter().zip(chunks).rev() {
             let checksum = FreeListPage::encode(&mut self.buf, id, self.txn, chunk, next);
-            self.writes.push((id, self.buf.clone().into_boxed_slice()));
+            push_page(&mut self.writes, id, &self.buf);
             next = Some(PageRef { id, checksum });
         }
         next
     }
+}
+
+/// Queues sealed page `id` for writing; returns its reference.
+fn emit(runs: &mut Vec<(PageId, Vec<u8>)>, id: PageId, bytes: &[u8]) -> PageRef {
+    let checksum = stored_checksum(bytes);
+    push_page(runs, id, bytes);
+    PageRef { id, checksum }
 }
 
 /// The checksum a sealed page holds in its first four bytes.

@@ -18,6 +18,8 @@
 
 #![deny(clippy::indexing_slicing)]
 
+use std::ops::Range;
+
 use crate::error::{CorruptionKind, Error, Result};
 use crate::overflow::OverflowRef;
 use crate::page_format::{
@@ -207,6 +209,21 @@ impl<'a> LeafPage<'a> {
         Ok((key, Some(version)))
     }
 
+    /// Whether any entry is a tombstone: a scan of the entries' kind bytes, without
+    /// decoding them, for a leaf rebuild that may skip the entries it keeps.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] for a slot out of place.
+    pub(crate) fn has_tombstone(&self) -> Result<bool> {
+        for index in 0..self.count {
+            let at = self.slot(index)? + LEAF_KIND_AT;
+            if field_u8(self.page, self.page_id, at, "leaf entry kind")? == KIND_TOMBSTONE {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether any entry's value is in overflow pages: a scan of the entries' kind bytes,
     /// without decoding them, for the walks that look for overflow references.
     ///
@@ -248,7 +265,13 @@ impl<'a> LeafPage<'a> {
 
     /// The index of the first entry whose key is at or after `key` (`len()` if none).
     pub fn lower_bound(&self, key: &[u8]) -> Result<usize> {
-        let (mut lo, mut hi) = (0, self.count);
+        self.lower_bound_from(0, key)
+    }
+
+    /// The index of the first entry at or after `from` whose key is at or after `key`
+    /// (`len()` if none): [`LeafPage::lower_bound`] over the entries from `from` on.
+    pub(crate) fn lower_bound_from(&self, from: usize, key: &[u8]) -> Result<usize> {
+        let (mut lo, mut hi) = (from.min(self.count), self.count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let probed = match self.probe(mid) {
@@ -278,6 +301,41 @@ impl<'a> LeafPage<'a> {
         let &len = entry.first_chunk::<2>()?;
         let key_at = LEAF_ENTRY_HEADER_SIZE;
         entry.get(key_at..key_at + usize::from(u16::from_le_bytes(len)))
+    }
+
+    /// Entry `index`'s key and inline value, as ranges of the page's bytes, and its
+    /// version: what a cursor stepping through the page needs of an entry. `None` where
+    /// [`LeafPage::entry`] must be asked instead: an entry that is not an inline value, and
+    /// any bytes `entry` would refuse. Reads the same bytes with the same checks as `entry`
+    /// for an inline value, without building a `Result` per step.
+    pub(crate) fn probe_inline(&self, index: usize) -> Option<(Range<usize>, Range<usize>, u64)> {
+        if index >= self.count {
+            return None;
+        }
+        let at = LEAF_SLOTS_AT + index * SLOT_SIZE;
+        let &slot = self.page.get(at..)?.first_chunk::<2>()?;
+        let start = usize::from(u16::from_le_bytes(slot));
+        if start < self.slots_end() {
+            return None;
+        }
+        let &[k0, k1, kind, v0, v1, v2, v3, v4, v5, v6, v7, s0, s1, s2, s3] = self
+            .page
+            .get(start..)?
+            .first_chunk::<LEAF_ENTRY_HEADER_SIZE>()?;
+        let key_len = usize::from(u16::from_le_bytes([k0, k1]));
+        let version = u64::from_le_bytes([v0, v1, v2, v3, v4, v5, v6, v7]);
+        let value_len = u32::from_le_bytes([s0, s1, s2, s3]) as usize;
+        if kind != KIND_INLINE
+            || version == 0
+            || key_len > self.page_size.key_size_max()
+            || !self.page_size.stores_inline(key_len, value_len)
+        {
+            return None;
+        }
+        let key_at = start + LEAF_ENTRY_HEADER_SIZE;
+        let body_at = key_at + key_len;
+        let end = body_at + value_len;
+        (end <= self.page.len()).then_some((key_at..body_at, body_at..end, version))
     }
 
     /// The entry of `key`, if the page holds it.

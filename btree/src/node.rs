@@ -577,6 +577,12 @@ impl Node {
     }
 }
 
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        crate::leaf_builder::recycle_page(std::mem::take(&mut self.image));
+    }
+}
+
 impl Leaf {
     /// Takes the builder's page as an in-memory leaf with these side values (no checksum:
     /// a checkpoint re-encodes it); the builder starts over.

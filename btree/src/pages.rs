@@ -6,8 +6,10 @@
 //! A page is verified in full (its checksum, every structural rule, and the checksum its
 //! parent's reference holds for it) the first time it is read, and only its header after
 //! that, as LMDB pays nothing per get for checksums. A checkpoint clears the flag of every
-//! page it rewrites before writing it, so reused pages are verified again. The flags are
-//! shared hints: a stale clear flag costs one more verification, never a wrong answer.
+//! page it rewrites before writing it, and once it is durable sets it again for the branch
+//! and leaf pages it wrote (their bytes are its own encoding of nodes this process built,
+//! so there is nothing a read could check that the builder did not). The flags are shared
+//! hints: a stale clear flag costs one more verification, never a wrong answer.
 //!
 //! A new `Pages` is made when a checkpoint grows the file; older ones stay alive for the
 //! read views that hold them, and cover every page those views can reach.
@@ -120,6 +122,14 @@ impl Pages {
         word.fetch_or(bit, Ordering::Release);
     }
 
+    /// Marks page `id`, which a checkpoint of this process just wrote from a node it
+    /// built, as verified (see `Tree::checkpoint_root`).
+    pub(crate) fn mark_written(&self, id: PageId) {
+        if id.0 < self.page_count {
+            self.mark_verified(id);
+        }
+    }
+
     /// Forgets that page `id` was verified: a checkpoint is about to rewrite it. Ids past
     /// this map are ignored (a later map starts them unverified).
     pub(crate) fn unverify(&self, id: PageId) {
@@ -154,6 +164,46 @@ impl Pages {
             self.mark_verified(reference.id);
         }
         Ok(page)
+    }
+
+    /// As [`Pages::leaf`], with the bounds worked out only if the page is not verified yet:
+    /// a verified page needs none, and finding them costs two separator reads a level.
+    ///
+    /// # Errors
+    /// As [`Pages::leaf`], and `bounds`' own.
+    pub(crate) fn leaf_lazy<'b>(
+        &self,
+        reference: PageRef,
+        bounds: impl FnOnce() -> Result<Bounds<'b>>,
+    ) -> Result<LeafPage<'_>> {
+        let bytes = self.bytes(reference.id)?;
+        if self.is_verified(reference.id) {
+            return LeafPage::decode_verified(bytes, self.page_size, reference.id);
+        }
+        self.leaf(reference, Some(bounds()?))
+    }
+
+    /// As [`Pages::branch`], with the bounds worked out only if the page is not verified
+    /// yet (see [`Pages::leaf_lazy`]).
+    ///
+    /// # Errors
+    /// As [`Pages::branch`], and `bounds`' own.
+    pub(crate) fn branch_lazy<'b>(
+        &self,
+        reference: PageRef,
+        level: u8,
+        bounds: impl FnOnce() -> Result<Bounds<'b>>,
+    ) -> Result<BranchPage<'_>> {
+        let bytes = self.bytes(reference.id)?;
+        if self.is_verified(reference.id) {
+            let page = BranchPage::decode_verified(bytes, self.page_size, reference.id)?;
+            if page.level() != level {
+                let what = "branch level (not its parent's less one)";
+                return Err(invalid(reference.id, LEVEL_AT, what, page.level().into()));
+            }
+            return Ok(page);
+        }
+        self.branch(reference, level, Some(bounds()?))
     }
 
     /// The branch `reference` names, which must be at `level`; verified in full on its

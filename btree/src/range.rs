@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::leaf_page::{LeafPage, LeafValue};
-use crate::node::{Child, Key, is_side};
+use crate::node::{BranchRef, Child, is_side};
 use crate::page_format::{PageId, TxnId};
 use crate::pages::Bounds;
 use crate::pages::Pages;
@@ -33,6 +33,11 @@ pub enum Direction {
     Backward,
 }
 
+/// One side of where a parent places a node: unbounded (`None`), or separator `index` of
+/// the branch of the stack's frame `depth`, read only when a page below is not verified
+/// yet. A verified page needs no bounds, so a cursor on a verified tree copies no key.
+type Side = Option<(usize, usize)>;
+
 /// A branch on the cursor's path: the node, its level, the child the cursor is in, and
 /// where its parent places it (checked when a page below is first read).
 #[derive(Debug)]
@@ -40,17 +45,28 @@ struct Frame {
     node: Child,
     level: u8,
     index: usize,
-    low: Option<Key>,
-    high: Option<Key>,
+    /// The branch's number of children, so that stepping to the next leaf need not read
+    /// the branch again to know whether it has one.
+    count: usize,
+    low: Side,
+    high: Side,
 }
 
-impl Frame {
-    fn bounds(&self) -> Bounds<'_> {
-        Bounds {
-            low: self.low.as_deref(),
-            high: self.high.as_deref(),
-        }
-    }
+/// The sides of child `index` of a branch of `count` children at stack depth `depth`,
+/// whose own sides are `low` and `high`.
+fn child_sides(
+    depth: usize,
+    index: usize,
+    count: usize,
+    (low, high): (Side, Side),
+) -> (Side, Side) {
+    let low = index.checked_sub(1).map_or(low, |i| Some((depth, i)));
+    let high = if index + 1 < count {
+        Some((depth, index))
+    } else {
+        high
+    };
+    (low, high)
 }
 
 /// The entry the cursor rests on, decoded once when it landed: where its key and value lie
@@ -131,6 +147,23 @@ impl RangeIter {
             .expect("decoded when landed")
     }
 
+    /// The current key and value, as [`RangeIter::key`] and [`RangeIter::value`] with one
+    /// look-up of the leaf.
+    ///
+    /// # Panics
+    /// If the cursor is not [`RangeIter::valid`].
+    pub fn key_value(&self) -> (&[u8], &[u8]) {
+        let current = self.current();
+        let bytes = self.leaf_bytes();
+        let key = bytes.get(current.key.clone()).expect("decoded when landed");
+        let value = match &current.value {
+            CurrentValue::InLeaf(range) => bytes.get(range.clone()).expect("decoded when landed"),
+            CurrentValue::Side(value) => value,
+            CurrentValue::Chain(value) => value,
+        };
+        (key, value)
+    }
+
     /// The current value.
     ///
     /// # Panics
@@ -189,12 +222,55 @@ impl RangeIter {
         self.stack.clear();
     }
 
-    /// Makes `node`, which lies within `bounds`, the current leaf, at `index`.
-    fn land(&mut self, node: Child, bounds: Bounds<'_>, index: usize) -> Result<()> {
-        let page = node.leaf_page(&self.pages, Some(bounds))?;
+    /// Makes `node`, which lies within `sides`, the current leaf, at `index`.
+    fn land(&mut self, node: Child, sides: (Side, Side), index: usize) -> Result<()> {
+        let page = self.leaf_page(&node, sides)?;
         (self.count, self.leaf_id, self.leaf_txn) = (page.len(), page.page_id(), page.txn_id());
         self.leaf = Some((node, index));
         Ok(())
+    }
+
+    /// The key a side names.
+    fn side_key(&self, side: Side) -> Result<Option<&[u8]>> {
+        let Some((depth, index)) = side else {
+            return Ok(None);
+        };
+        let frame = self.stack.get(depth).expect("a side names a frame below");
+        // The frame's branch was read (and verified) when it was pushed.
+        let branch = frame.node.branch_ref(&self.pages, frame.level, None)?;
+        branch.separator(index).map(Some)
+    }
+
+    /// The bounds `sides` name.
+    fn bounds(&self, (low, high): (Side, Side)) -> Result<Bounds<'_>> {
+        Ok(Bounds {
+            low: self.side_key(low)?,
+            high: self.side_key(high)?,
+        })
+    }
+
+    /// `node`, a branch at `level` within `sides`, to read.
+    fn branch<'a>(
+        &'a self,
+        node: &'a Child,
+        level: u8,
+        sides: (Side, Side),
+    ) -> Result<BranchRef<'a>> {
+        match node {
+            Child::Disk(page) => self
+                .pages
+                .branch_lazy(*page, level, || self.bounds(sides))
+                .map(BranchRef::Page),
+            Child::Mem(_) => node.branch_ref(&self.pages, level, None),
+        }
+    }
+
+    /// `node`, a leaf within `sides`, to read.
+    fn leaf_page<'a>(&'a self, node: &'a Child, sides: (Side, Side)) -> Result<LeafPage<'a>> {
+        match node {
+            Child::Disk(page) => self.pages.leaf_lazy(*page, || self.bounds(sides)),
+            Child::Mem(_) => node.leaf_page(&self.pages, None),
+        }
     }
 
     /// Descends from `root` to the first entry in the scan's direction at or past its near
@@ -205,17 +281,13 @@ impl RangeIter {
             Direction::Backward => bound_key(&self.upper),
         }
         .map(<[u8]>::to_vec);
-        let (node, low, high) = self.down_to_leaf(
-            (root, root_level, None, None),
+        let (node, leaf_sides) = self.down_to_leaf(
+            (root, root_level, (None, None)),
             target.as_deref(),
             self.direction,
         )?;
-        let leaf_bounds = Bounds {
-            low: low.as_deref(),
-            high: high.as_deref(),
-        };
         let (len, at) = {
-            let page = node.leaf_page(&self.pages, Some(leaf_bounds))?;
+            let page = self.leaf_page(&node, leaf_sides)?;
             let len = page.len();
             let at = match target.as_deref() {
                 None => None,
@@ -233,15 +305,15 @@ impl RangeIter {
                 | (Direction::Backward, _, Bound::Excluded(_))
         );
         match (self.direction, at) {
-            (Direction::Forward, None) => self.land(node, leaf_bounds, 0)?,
+            (Direction::Forward, None) => self.land(node, leaf_sides, 0)?,
             (Direction::Forward, Some((at, hit))) => {
                 let at = if hit && excluded { at + 1 } else { at };
-                self.land(node, leaf_bounds, at)?;
+                self.land(node, leaf_sides, at)?;
             }
-            (Direction::Backward, None) => self.land_backward(node, leaf_bounds, len)?,
+            (Direction::Backward, None) => self.land_backward(node, leaf_sides, len)?,
             (Direction::Backward, Some((at, hit))) => {
                 let end = if hit && !excluded { at + 1 } else { at };
-                self.land_backward(node, leaf_bounds, end)?;
+                self.land_backward(node, leaf_sides, end)?;
             }
         }
         if let Some((_, index)) = &self.leaf
@@ -257,46 +329,45 @@ impl RangeIter {
     /// says. Returns the leaf and its bounds.
     fn down_to_leaf(
         &mut self,
-        (mut node, mut level, mut low, mut high): (Child, u8, Option<Key>, Option<Key>),
+        (mut node, mut level, mut sides): (Child, u8, (Side, Side)),
         target: Option<&[u8]>,
         towards: Direction,
-    ) -> Result<(Child, Option<Key>, Option<Key>)> {
+    ) -> Result<(Child, (Side, Side))> {
         while level > 0 {
             assert!(self.stack.len() < crate::TREE_HEIGHT_MAX, "tree too tall");
-            let (index, child, child_low, child_high) = {
-                let own = Bounds {
-                    low: low.as_deref(),
-                    high: high.as_deref(),
-                };
-                let branch = node.branch_ref(&self.pages, level, Some(own))?;
+            let depth = self.stack.len();
+            let (index, count, child) = {
+                let branch = self.branch(&node, level, sides)?;
+                let count = branch.child_count();
                 let index = match (target, towards) {
                     (Some(key), _) => branch.child_index(key)?,
                     (None, Direction::Forward) => 0,
-                    (None, Direction::Backward) => branch.child_count() - 1,
+                    (None, Direction::Backward) => count - 1,
                 };
-                let (child_low, child_high) = owned(branch.child_bounds(index, own)?);
-                (index, branch.child(index)?, child_low, child_high)
+                (index, count, branch.child(index)?)
             };
+            let child_sides = child_sides(depth, index, count, sides);
             self.stack.push(Frame {
                 node,
                 level,
                 index,
-                low,
-                high,
+                count,
+                low: sides.0,
+                high: sides.1,
             });
-            (node, low, high) = (child, child_low, child_high);
+            (node, sides) = (child, child_sides);
             level -= 1;
         }
-        Ok((node, low, high))
+        Ok((node, sides))
     }
 
     /// Positions a backward cursor on the entry before `end` in `node`, or the previous
     /// leaf's last if `end` is 0.
-    fn land_backward(&mut self, node: Child, bounds: Bounds<'_>, end: usize) -> Result<()> {
+    fn land_backward(&mut self, node: Child, sides: (Side, Side), end: usize) -> Result<()> {
         if let Some(index) = end.checked_sub(1) {
-            self.land(node, bounds, index)
+            self.land(node, sides, index)
         } else {
-            self.land(node, bounds, 0)?;
+            self.land(node, sides, 0)?;
             self.prev_leaf()
         }
     }
@@ -332,11 +403,7 @@ impl RangeIter {
     fn next_leaf(&mut self) -> Result<()> {
         self.leaf = None;
         while let Some(mut frame) = self.stack.pop() {
-            let count = frame
-                .node
-                .branch_ref(&self.pages, frame.level, Some(frame.bounds()))?
-                .child_count();
-            if frame.index + 1 < count {
+            if frame.index + 1 < frame.count {
                 frame.index += 1;
                 self.stack.push(frame);
                 return self.descend(Direction::Forward);
@@ -361,20 +428,15 @@ impl RangeIter {
     /// From the child named by the stack's top, descends the leftmost (forward) or
     /// rightmost (backward) path to a leaf and lands on its first or last entry.
     fn descend(&mut self, towards: Direction) -> Result<()> {
-        let (node, level, low, high) = {
+        let (node, level, sides) = {
+            let depth = self.stack.len() - 1;
             let top = self.stack.last().expect("descend starts from a branch");
-            let branch = top
-                .node
-                .branch_ref(&self.pages, top.level, Some(top.bounds()))?;
-            let (low, high) = owned(branch.child_bounds(top.index, top.bounds())?);
-            (branch.child(top.index)?, top.level - 1, low, high)
+            let branch = self.branch(&top.node, top.level, (top.low, top.high))?;
+            let sides = child_sides(depth, top.index, top.count, (top.low, top.high));
+            (branch.child(top.index)?, top.level - 1, sides)
         };
-        let (node, low, high) = self.down_to_leaf((node, level, low, high), None, towards)?;
-        let bounds = Bounds {
-            low: low.as_deref(),
-            high: high.as_deref(),
-        };
-        let len = node.leaf_page(&self.pages, Some(bounds))?.len();
+        let (node, sides) = self.down_to_leaf((node, level, sides), None, towards)?;
+        let len = self.leaf_page(&node, sides)?.len();
         if len == 0 {
             let id = node.page().map_or(0, |p| p.id.0);
             return Err(crate::Error::corruption(
@@ -388,7 +450,7 @@ impl RangeIter {
             Direction::Forward => 0,
             Direction::Backward => len - 1,
         };
-        self.land(node, bounds, index)
+        self.land(node, sides, index)
     }
 
     /// Steps over tombstones, ends the cursor past the far bound, and decodes the entry it
@@ -407,20 +469,22 @@ impl RangeIter {
                 self.leaf_txn,
                 self.count,
             );
+            // The common case, an inline value, without decoding a whole entry.
+            if let Some((key, value, version)) = page.probe_inline(*index) {
+                let key_bytes = bytes.get(key.clone()).expect("probed within the page");
+                if self.beyond(key_bytes) {
+                    self.end();
+                } else {
+                    self.current = Some(Current {
+                        key,
+                        value: CurrentValue::InLeaf(value),
+                        version,
+                    });
+                }
+                return Ok(());
+            }
             let entry = page.entry(*index)?;
-            let beyond = match self.direction {
-                Direction::Forward => match &self.upper {
-                    Bound::Included(k) => entry.key > k.as_slice(),
-                    Bound::Excluded(k) => entry.key >= k.as_slice(),
-                    Bound::Unbounded => false,
-                },
-                Direction::Backward => match &self.lower {
-                    Bound::Included(k) => entry.key < k.as_slice(),
-                    Bound::Excluded(k) => entry.key <= k.as_slice(),
-                    Bound::Unbounded => false,
-                },
-            };
-            if beyond {
+            if self.beyond(entry.key) {
                 self.end();
                 return Ok(());
             }
@@ -450,17 +514,28 @@ impl RangeIter {
         }
         Ok(())
     }
+
+    /// Whether `key` lies past the scan's far bound.
+    fn beyond(&self, key: &[u8]) -> bool {
+        match self.direction {
+            Direction::Forward => match &self.upper {
+                Bound::Included(k) => key > k.as_slice(),
+                Bound::Excluded(k) => key >= k.as_slice(),
+                Bound::Unbounded => false,
+            },
+            Direction::Backward => match &self.lower {
+                Bound::Included(k) => key < k.as_slice(),
+                Bound::Excluded(k) => key <= k.as_slice(),
+                Bound::Unbounded => false,
+            },
+        }
+    }
 }
 
 /// Where `part`, a slice of `whole`, lies in it.
 fn within(whole: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr().addr() - whole.as_ptr().addr();
     start..start + part.len()
-}
-
-/// Bounds as owned keys, to keep on the stack.
-fn owned(bounds: Bounds<'_>) -> (Option<Key>, Option<Key>) {
-    (bounds.low.map(Key::from), bounds.high.map(Key::from))
 }
 
 fn bound_key(bound: &Bound<Vec<u8>>) -> Option<&[u8]> {

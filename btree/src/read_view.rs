@@ -9,6 +9,7 @@
 
 use std::ops::Bound;
 
+use crate::branch_page::BranchPage;
 use crate::error::Result;
 use crate::node::{BranchRef, Child, Node};
 use crate::page_size::PageSize;
@@ -97,18 +98,31 @@ impl ReadView {
                 },
             }
         };
+        // A page's bounds are read only if it is not verified yet: most gets need none.
+        let (mut low, mut high) = (Side::Known(bounds.low), Side::Known(bounds.high));
         for _ in 0..crate::TREE_HEIGHT_MAX {
+            let bounds = || {
+                Ok(Bounds {
+                    low: low.resolve()?,
+                    high: high.resolve()?,
+                })
+            };
             if level == 0 {
-                let Some(entry) = pages.leaf(page, Some(bounds))?.find(key)? else {
+                let Some(entry) = pages.leaf_lazy(page, bounds)?.find(key)? else {
                     return Ok(None);
                 };
                 let live = Child::Disk(page).value_into(pages, &entry, value)?;
                 return Ok(live.then_some(entry.version));
             }
-            let branch = pages.branch(page, level, Some(bounds))?;
+            let branch = pages.branch_lazy(page, level, bounds)?;
             let index = branch.child_index(key)?;
             page = branch.child(index)?;
-            bounds = BranchRef::Page(branch).child_bounds(index, bounds)?;
+            if let Some(before) = index.checked_sub(1) {
+                low = Side::Separator(branch, before);
+            }
+            if index < branch.len() {
+                high = Side::Separator(branch, index);
+            }
             level -= 1;
         }
         unreachable!("levels are at most LEVEL_MAX")
@@ -152,6 +166,23 @@ impl ReadView {
     /// The page size nodes fit.
     pub(crate) fn page_size(&self) -> PageSize {
         self.root.pages.page_size()
+    }
+}
+
+/// One side of where a parent places a page, read only when needed: a key known already
+/// (or none), or a separator of a branch page on the way down.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    Known(Option<&'a [u8]>),
+    Separator(BranchPage<'a>, usize),
+}
+
+impl<'a> Side<'a> {
+    fn resolve(self) -> Result<Option<&'a [u8]>> {
+        match self {
+            Side::Known(key) => Ok(key),
+            Side::Separator(branch, index) => branch.separator(index).map(Some),
+        }
     }
 }
 

@@ -570,11 +570,16 @@ impl Tree {
         let plan = checkpoint::plan(&durable, &target, oldest_pin)?;
         let page_bytes = self.page_size.bytes();
         let offset = |id: PageId| id.0 * page_bytes as u64;
-        for (id, _) in &plan.writes {
-            durable.pages.unverify(*id);
+        let mut pages_written = 1;
+        for (first, run) in &plan.writes {
+            let count = (run.len() / page_bytes) as u64;
+            for id in first.0..first.0 + count {
+                durable.pages.unverify(PageId(id));
+            }
+            pages_written += count;
         }
-        let runs = coalesce(&plan.writes, page_bytes);
-        let writes: Vec<WriteOp<'_>> = runs
+        let writes: Vec<WriteOp<'_>> = plan
+            .writes
             .iter()
             .map(|(id, bytes)| WriteOp {
                 offset: offset(*id),
@@ -615,8 +620,13 @@ impl Tree {
         };
         for (node, page) in &plan.written {
             node.set_written(*page);
+            // The page holds what this checkpoint encoded from the node, whose builder
+            // checked every rule a first read checks, in the place its parent gives it:
+            // reading it back to verify would only check this process's own bytes. Pages
+            // read from the file (opened, or written by another process) are still
+            // verified on their first read.
+            pages.mark_written(page.id);
         }
-        let pages_written = plan.writes.len() as u64 + 1;
         let stats = CheckpointStats {
             pages_written,
             bytes_written: pages_written * page_bytes as u64,
@@ -758,28 +768,6 @@ impl Tree {
         self.check_invariants();
         Ok(stats)
     }
-}
-
-/// The most bytes one write of a checkpoint carries.
-const WRITE_RUN_MAX: usize = 1 << 20;
-
-/// `pages` (sorted by id) as runs of consecutive pages, each one buffer of at most
-/// [`WRITE_RUN_MAX`] bytes: pages past the old high-water mark are allocated in order, so
-/// most of a large checkpoint goes out in long sequential writes.
-fn coalesce(pages: &[(PageId, Box<[u8]>)], page_bytes: usize) -> Vec<(PageId, Vec<u8>)> {
-    let mut runs: Vec<(PageId, Vec<u8>)> = Vec::new();
-    for (id, bytes) in pages {
-        match runs.last_mut() {
-            Some((first, run))
-                if first.0 + (run.len() / page_bytes) as u64 == id.0
-                    && run.len() + bytes.len() <= WRITE_RUN_MAX =>
-            {
-                run.extend_from_slice(bytes);
-            }
-            _ => runs.push((*id, bytes.to_vec())),
-        }
-    }
-    runs
 }
 
 /// Creates the file's two metas and makes the file's name durable.

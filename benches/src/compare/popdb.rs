@@ -288,7 +288,7 @@ impl Reader for BtreeReader {
         let mut it = self.view.scan(bounds, popdb_btree::Direction::Forward)?;
         let mut rows = 0;
         while rows < count && it.valid() {
-            std::hint::black_box((it.key(), it.value()));
+            std::hint::black_box(it.key_value());
             rows += 1;
             it.next()?;
         }
