@@ -78,7 +78,7 @@ pub use error::{Error, Result};
 pub use options::{DbOptions, Durability, WriteOptions};
 pub use outcome::Outcome;
 pub use popdb_wal::RecordKind;
-pub use read::{Entry, ReadView, Scan};
+pub use read::{Entry, ReadView, Scan, ScanCursor};
 pub use record::{Check, IdempotencyKey};
 pub use recovery::DbRecovery;
 pub use table::{Compression, TableDesc, TableOptions, validate_name};

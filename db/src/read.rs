@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::engine::{Direction, Engine, EngineView};
+use crate::engine::{Cursor, Direction, Engine, EngineView};
 use crate::error::{Error, Result};
 use crate::tables::{Table, Tables};
 
@@ -151,19 +151,15 @@ pub(crate) fn engine_view_at(engine: &dyn Engine, lsn: u64) -> Result<Option<Box
     }
 }
 
+/// Entries a scan reserves room for up front: a scan of a few hundred entries grows its
+/// vector no more than once, and an unlimited one starts no larger than this.
+const SCAN_CAPACITY_MAX: usize = 256;
+
 /// Reads up to `scan.limit` entries of `view`.
 pub(crate) fn scan_view(view: &dyn EngineView, scan: &Scan) -> Result<Vec<Entry>> {
-    let (lower, upper) = scan.bounds();
-    let mut entries = Vec::new();
-    if scan.limit == 0 {
-        return Ok(entries);
-    }
-    let mut cursor = view.scan(
-        lower.as_ref().map(Vec::as_slice),
-        upper.as_ref().map(Vec::as_slice),
-        scan.direction,
-    )?;
-    while cursor.valid() && entries.len() < scan.limit {
+    let mut cursor = ScanCursor::open(view, scan)?;
+    let mut entries = Vec::with_capacity(scan.limit.min(SCAN_CAPACITY_MAX));
+    while cursor.valid() {
         entries.push(Entry {
             key: cursor.key().to_vec(),
             value: cursor.value().to_vec(),
@@ -174,12 +170,140 @@ pub(crate) fn scan_view(view: &dyn EngineView, scan: &Scan) -> Result<Vec<Entry>
     Ok(entries)
 }
 
+/// A cursor over the entries of one table that a [`Scan`] covers, in its direction and up
+/// to its limit, borrowed from a [`ReadView`]: the current key and value are the engine's
+/// own, copied nowhere, so a scan that only looks at its entries allocates nothing per
+/// entry ([`ReadView::scan`] copies each into an [`Entry`]). A step that fails leaves the
+/// cursor invalid.
+pub struct ScanCursor<'v> {
+    /// `None` for a scan that reads nothing (a limit of 0).
+    cursor: Option<Box<dyn Cursor + 'v>>,
+    /// Entries the limit still allows, the current one included.
+    remaining: usize,
+    /// Whether the cursor is on an entry: the limit allows one and the engine's cursor is
+    /// on one. Kept up to date by every step, so that reading an entry asks the engine's
+    /// cursor nothing but the entry.
+    valid: bool,
+}
+
+impl std::fmt::Debug for ScanCursor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanCursor")
+            .field("valid", &self.valid())
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+impl<'v> ScanCursor<'v> {
+    fn open(view: &'v dyn EngineView, scan: &Scan) -> Result<Self> {
+        if scan.limit == 0 {
+            return Ok(Self {
+                cursor: None,
+                remaining: 0,
+                valid: false,
+            });
+        }
+        // Without a prefix the bounds are the scan's own: no copy of them is made here.
+        let cursor = if scan.prefix.is_none() {
+            view.scan(
+                scan.lower.as_ref().map(Vec::as_slice),
+                scan.upper.as_ref().map(Vec::as_slice),
+                scan.direction,
+            )?
+        } else {
+            let (lower, upper) = scan.bounds();
+            view.scan(
+                lower.as_ref().map(Vec::as_slice),
+                upper.as_ref().map(Vec::as_slice),
+                scan.direction,
+            )?
+        };
+        Ok(Self {
+            valid: cursor.valid(),
+            cursor: Some(cursor),
+            remaining: scan.limit,
+        })
+    }
+}
+
+impl ScanCursor<'_> {
+    /// Whether the cursor is on an entry.
+    pub fn valid(&self) -> bool {
+        self.valid
+    }
+
+    fn current(&self) -> &dyn Cursor {
+        assert!(self.valid(), "read from an invalid scan cursor");
+        self.cursor
+            .as_deref()
+            .expect("a valid cursor has an engine cursor")
+    }
+
+    /// The current key.
+    ///
+    /// # Panics
+    /// If the cursor is not [`ScanCursor::valid`].
+    pub fn key(&self) -> &[u8] {
+        self.current().key()
+    }
+
+    /// The current value.
+    ///
+    /// # Panics
+    /// If the cursor is not [`ScanCursor::valid`].
+    pub fn value(&self) -> &[u8] {
+        self.current().value()
+    }
+
+    /// The current entry's version: the LSN of the write that produced it.
+    ///
+    /// # Panics
+    /// If the cursor is not [`ScanCursor::valid`].
+    pub fn version(&self) -> u64 {
+        self.current().version()
+    }
+
+    /// Moves to the next entry (invalid past the last, or once the limit is reached: the
+    /// engine is then not read further).
+    ///
+    /// # Errors
+    /// The engine's (corruption, i/o).
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "a cursor step that can fail, not Iterator::next"
+    )]
+    pub fn next(&mut self) -> Result<()> {
+        if !self.valid() {
+            return Ok(());
+        }
+        self.remaining -= 1;
+        self.valid = false;
+        if self.remaining == 0 {
+            return Ok(());
+        }
+        let cursor = self
+            .cursor
+            .as_mut()
+            .expect("a valid cursor has an engine cursor");
+        cursor.next()?;
+        self.valid = cursor.valid();
+        Ok(())
+    }
+}
+
 /// A consistent view of every table at one LSN: everything applied through it, nothing
 /// after. Writes go on meanwhile; the view pins what it reads.
 pub struct ReadView {
     lsn: u64,
-    tables: Arc<Tables>,
-    views: HashMap<u64, Box<dyn EngineView>>,
+    /// Each table's view by the table's name: a read finds its table with one lookup.
+    views: HashMap<String, TableView>,
+}
+
+/// A table in a [`ReadView`] and the view of its engine.
+struct TableView {
+    table: Arc<Table>,
+    view: Box<dyn EngineView>,
 }
 
 impl std::fmt::Debug for ReadView {
@@ -196,12 +320,13 @@ impl ReadView {
     pub(crate) fn take(lsn: u64, tables: Arc<Tables>) -> Result<Option<ReadView>> {
         let mut views = HashMap::with_capacity(tables.len());
         for table in tables.iter() {
-            match engine_view_at(table.engine.as_ref(), lsn)? {
-                Some(view) => views.insert(table.desc.id, view),
-                None => return Ok(None),
+            let Some(view) = engine_view_at(table.engine.as_ref(), lsn)? else {
+                return Ok(None);
             };
+            let table = Arc::clone(table);
+            views.insert(table.desc.name.clone(), TableView { table, view });
         }
-        Ok(Some(ReadView { lsn, tables, views }))
+        Ok(Some(ReadView { lsn, views }))
     }
 
     /// The LSN the view reads at (0 for an empty Db).
@@ -210,12 +335,11 @@ impl ReadView {
     }
 
     fn table(&self, name: &str) -> Result<(&Arc<Table>, &dyn EngineView)> {
-        let table = self
-            .tables
-            .by_name(name)
+        let found = self
+            .views
+            .get(name)
             .ok_or_else(|| Error::UnknownTable(name.to_string()))?;
-        let view = self.views.get(&table.desc.id).expect("a view per table");
-        Ok((table, view.as_ref()))
+        Ok((&found.table, found.view.as_ref()))
     }
 
     /// The id of table `name` in this view.
@@ -238,6 +362,17 @@ impl ReadView {
             .map(|version| (value, version)))
     }
 
+    /// As [`ReadView::get`], with the value written into `value` (cleared first, left
+    /// empty when absent); returns the version. A caller that reuses one buffer makes
+    /// point reads that allocate nothing.
+    ///
+    /// # Errors
+    /// As [`ReadView::get`].
+    pub fn get_into(&self, table: &str, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u64>> {
+        let (_, view) = self.table(table)?;
+        view.get_into(key, value)
+    }
+
     /// The entries of `table` that `scan` covers.
     ///
     /// # Errors
@@ -245,5 +380,122 @@ impl ReadView {
     pub fn scan(&self, table: &str, scan: &Scan) -> Result<Vec<Entry>> {
         let (_, view) = self.table(table)?;
         scan_view(view, scan)
+    }
+
+    /// A cursor over the entries of `table` that `scan` covers, reading them in place
+    /// (see [`ScanCursor`]); positioned at the first.
+    ///
+    /// # Errors
+    /// As [`ReadView::get`].
+    pub fn cursor(&self, table: &str, scan: &Scan) -> Result<ScanCursor<'_>> {
+        let (_, view) = self.table(table)?;
+        ScanCursor::open(view, scan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use popdb_io::SimFs;
+
+    use super::{Entry, Scan};
+    use crate::{Db, DbOptions, Direction, EngineKind, TableOptions, WriteBatch};
+
+    fn db() -> Db {
+        let fs = SimFs::new(7);
+        let mut options = DbOptions {
+            fs: Arc::new(fs),
+            background: false,
+            reserve_bytes: 64 * 1024,
+            ..DbOptions::default()
+        };
+        options.lsm.memtable_size_max = 2 * 1024;
+        options.lsm.l0_compaction_trigger = 2;
+        Db::open(Path::new("/db"), options).unwrap()
+    }
+
+    fn scans() -> Vec<Scan> {
+        let mut scans = Vec::new();
+        for direction in [Direction::Forward, Direction::Backward] {
+            for limit in [0, 1, 7, 40, usize::MAX] {
+                let base = Scan {
+                    direction,
+                    limit,
+                    ..Scan::default()
+                };
+                scans.push(base.clone());
+                scans.push(Scan {
+                    prefix: Some(b"k01".to_vec()),
+                    ..base.clone()
+                });
+                scans.push(Scan {
+                    lower: Bound::Excluded(b"k050".to_vec()),
+                    upper: Bound::Included(b"k120".to_vec()),
+                    ..base.clone()
+                });
+                scans.push(Scan {
+                    lower: Bound::Included(b"k150".to_vec()),
+                    prefix: Some(b"k1".to_vec()),
+                    ..base
+                });
+            }
+        }
+        scans
+    }
+
+    #[test]
+    fn cursor_reads_what_scan_returns_on_both_engines() {
+        let db = db();
+        for (name, engine) in [("l", EngineKind::Lsm), ("b", EngineKind::Btree)] {
+            db.create_table(name, TableOptions::new(engine)).unwrap();
+            for round in 0..4u32 {
+                let mut batch = WriteBatch::new();
+                for i in 0..200u32 {
+                    let key = format!("k{i:03}");
+                    if (i + round) % 5 == 0 {
+                        batch.delete(name, key);
+                    } else {
+                        batch.put(name, key, format!("v{round}-{i}"));
+                    }
+                }
+                db.write(batch).unwrap();
+                if round == 1 {
+                    db.checkpoint().unwrap();
+                }
+            }
+        }
+        let view = db.read_view().unwrap();
+        for name in ["l", "b"] {
+            for scan in scans() {
+                let expected = view.scan(name, &scan).unwrap();
+                assert!(expected.len() <= scan.limit);
+                let mut cursor = view.cursor(name, &scan).unwrap();
+                let mut read = Vec::new();
+                while cursor.valid() {
+                    read.push(Entry {
+                        key: cursor.key().to_vec(),
+                        value: cursor.value().to_vec(),
+                        version: cursor.version(),
+                    });
+                    cursor.next().unwrap();
+                }
+                cursor.next().unwrap();
+                assert!(!cursor.valid());
+                assert_eq!(read, expected, "table {name}, {scan:?}");
+                let mut value = Vec::new();
+                for entry in &expected {
+                    let version = view.get_into(name, &entry.key, &mut value).unwrap();
+                    assert_eq!(version, Some(entry.version));
+                    assert_eq!(value, entry.value);
+                }
+            }
+            let all = view.scan(name, &Scan::all()).unwrap();
+            assert_eq!(all.len(), 160, "table {name}");
+            let mut value = b"stale".to_vec();
+            assert_eq!(view.get_into(name, b"k002", &mut value).unwrap(), None);
+        }
     }
 }

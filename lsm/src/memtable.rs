@@ -82,11 +82,18 @@ impl Memtable {
         if let Some(prev) = last.checked_sub(1) {
             assert!(lsn > prev, "lsn regressed: {lsn} <= {prev}");
         }
-        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(batch.len());
+        // A batch of one write (every write of an LSM loaded key by key) has nothing to
+        // deduplicate: it skips the set and its allocation.
+        let dedup = batch.len() > 1;
+        let mut seen: HashSet<&[u8]> = if dedup {
+            HashSet::with_capacity(batch.len())
+        } else {
+            HashSet::new()
+        };
         let mut bytes = 0;
         for (key, value) in batch.iter().rev() {
             let key = key.as_ref();
-            if !seen.insert(key) {
+            if dedup && !seen.insert(key) {
                 continue;
             }
             let (kind, value) = match value {

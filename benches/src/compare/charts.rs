@@ -30,7 +30,7 @@ const PANEL_HEIGHT: u32 = 260;
 /// The strip at the top with the title and the legend.
 const HEADER_HEIGHT: u32 = 70;
 /// One colour per target, in `TargetKind::ALL` order (Tableau 10).
-const COLOURS: [RGBColor; 9] = [
+const COLOURS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(174, 199, 232),
     RGBColor(44, 160, 44),
@@ -40,6 +40,7 @@ const COLOURS: [RGBColor; 9] = [
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
     RGBColor(127, 127, 127),
+    RGBColor(23, 190, 207),
 ];
 
 /// The charts written.

@@ -57,7 +57,7 @@ impl Pairing {
 pub const PAIRINGS: [Pairing; 12] = [
     Pairing {
         ours: TargetKind::Lsm,
-        peer: TargetKind::Rocksdb,
+        peer: TargetKind::RocksdbNoWal,
     },
     Pairing {
         ours: TargetKind::Lsm,

@@ -17,7 +17,9 @@ pub fn open(kind: TargetKind, dir: &Path) -> Result<Box<dyn Target>> {
     let _ = dir;
     match kind {
         #[cfg(feature = "rocksdb")]
-        TargetKind::Rocksdb => Ok(Box::new(super::rocksdb::RocksdbTarget::open(dir)?)),
+        TargetKind::Rocksdb => Ok(Box::new(super::rocksdb::RocksdbTarget::open(dir, true)?)),
+        #[cfg(feature = "rocksdb")]
+        TargetKind::RocksdbNoWal => Ok(Box::new(super::rocksdb::RocksdbTarget::open(dir, false)?)),
         #[cfg(feature = "lmdb")]
         TargetKind::Lmdb => Ok(Box::new(super::lmdb::LmdbTarget::open(dir)?)),
         #[cfg(feature = "redb")]
@@ -53,7 +55,9 @@ pub fn open_synced(kind: TargetKind, dir: &Path) -> Result<Box<dyn Target>> {
 pub fn settings(kind: TargetKind) -> Value {
     match kind {
         #[cfg(feature = "rocksdb")]
-        TargetKind::Rocksdb => super::rocksdb::settings(),
+        TargetKind::Rocksdb => super::rocksdb::settings(true),
+        #[cfg(feature = "rocksdb")]
+        TargetKind::RocksdbNoWal => super::rocksdb::settings(false),
         #[cfg(feature = "lmdb")]
         TargetKind::Lmdb => super::lmdb::settings(),
         #[cfg(feature = "redb")]

@@ -1,7 +1,9 @@
 //! The one adapter trait every engine the comparison measures sits behind (STYLE.md section
 //! 11), and the list of targets: PopDB's bare engines (`lsm`, `btree`), PopDB's Db with a
 //! table of each engine (`db_lsm`, `db_btree`), and the peers, each compiled only with its
-//! cargo feature (`lmdb`, `redb`, `fjall`, `sled`, `rocksdb`).
+//! cargo feature (`lmdb`, `redb`, `fjall`, `sled`, `rocksdb`). RocksDB runs twice: `rocksdb`
+//! with its WAL on (the Db's peer: log on, no sync) and `rocksdb_nowal` with it off (the bare
+//! LSM's peer: engine-level runs have no log for anyone).
 //!
 //! Invariants: a target is opened on a directory that only it uses; `finish_load` leaves
 //! everything written in the target's own files on disk (synced), so that a close and reopen
@@ -77,6 +79,7 @@ pub enum TargetKind {
     DbLsm,
     DbBtree,
     Rocksdb,
+    RocksdbNoWal,
     Lmdb,
     Redb,
     Fjall,
@@ -84,12 +87,13 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 9] = [
+    pub const ALL: [TargetKind; 10] = [
         TargetKind::Lsm,
         TargetKind::Btree,
         TargetKind::DbLsm,
         TargetKind::DbBtree,
         TargetKind::Rocksdb,
+        TargetKind::RocksdbNoWal,
         TargetKind::Lmdb,
         TargetKind::Redb,
         TargetKind::Fjall,
@@ -103,6 +107,7 @@ impl TargetKind {
             TargetKind::DbLsm => "db_lsm",
             TargetKind::DbBtree => "db_btree",
             TargetKind::Rocksdb => "rocksdb",
+            TargetKind::RocksdbNoWal => "rocksdb_nowal",
             TargetKind::Lmdb => "lmdb",
             TargetKind::Redb => "redb",
             TargetKind::Fjall => "fjall",
@@ -121,7 +126,7 @@ impl TargetKind {
     pub fn compiled(self) -> bool {
         match self {
             TargetKind::Lsm | TargetKind::Btree | TargetKind::DbLsm | TargetKind::DbBtree => true,
-            TargetKind::Rocksdb => cfg!(feature = "rocksdb"),
+            TargetKind::Rocksdb | TargetKind::RocksdbNoWal => cfg!(feature = "rocksdb"),
             TargetKind::Lmdb => cfg!(feature = "lmdb"),
             TargetKind::Redb => cfg!(feature = "redb"),
             TargetKind::Fjall => cfg!(feature = "fjall"),
@@ -133,7 +138,7 @@ impl TargetKind {
     pub fn feature(self) -> Option<&'static str> {
         match self {
             TargetKind::Lsm | TargetKind::Btree | TargetKind::DbLsm | TargetKind::DbBtree => None,
-            TargetKind::Rocksdb => Some("rocksdb"),
+            TargetKind::Rocksdb | TargetKind::RocksdbNoWal => Some("rocksdb"),
             TargetKind::Lmdb => Some("lmdb"),
             TargetKind::Redb => Some("redb"),
             TargetKind::Fjall => Some("fjall"),
@@ -151,14 +156,22 @@ impl TargetKind {
             | TargetKind::DbBtree
             | TargetKind::Lmdb
             | TargetKind::Redb => 1_000,
-            TargetKind::Lsm | TargetKind::Rocksdb | TargetKind::Fjall | TargetKind::Sled => 1,
+            TargetKind::Lsm
+            | TargetKind::Rocksdb
+            | TargetKind::RocksdbNoWal
+            | TargetKind::Fjall
+            | TargetKind::Sled => 1,
         }
     }
 
     /// Whether fillsync means something for the target: not for PopDB's bare engines,
-    /// which have no log (a durable write would be a checkpoint per key).
+    /// which have no log (a durable write would be a checkpoint per key), nor for RocksDB
+    /// with its WAL off.
     pub fn has_synced_commits(self) -> bool {
-        !matches!(self, TargetKind::Lsm | TargetKind::Btree)
+        !matches!(
+            self,
+            TargetKind::Lsm | TargetKind::Btree | TargetKind::RocksdbNoWal
+        )
     }
 
     /// Opens the target for synced commits (fillsync): as `open`, except that LMDB keeps
