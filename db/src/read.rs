@@ -205,20 +205,18 @@ impl<'v> ScanCursor<'v> {
             });
         }
         // Without a prefix the bounds are the scan's own: no copy of them is made here.
-        let cursor = if scan.prefix.is_none() {
-            view.scan(
-                scan.lower.as_ref().map(Vec::as_slice),
-                scan.upper.as_ref().map(Vec::as_slice),
-                scan.direction,
-            )?
+        let narrowed;
+        let (lower, upper) = if scan.prefix.is_none() {
+            (&scan.lower, &scan.upper)
         } else {
-            let (lower, upper) = scan.bounds();
-            view.scan(
-                lower.as_ref().map(Vec::as_slice),
-                upper.as_ref().map(Vec::as_slice),
-                scan.direction,
-            )?
+            narrowed = scan.bounds();
+            (&narrowed.0, &narrowed.1)
         };
+        let cursor = view.scan(
+            lower.as_ref().map(Vec::as_slice),
+            upper.as_ref().map(Vec::as_slice),
+            scan.direction,
+        )?;
         Ok(Self {
             valid: cursor.valid(),
             cursor: Some(cursor),
