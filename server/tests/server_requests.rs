@@ -328,9 +328,13 @@ fn server_pipelined_requests_complete_out_of_order() {
         tables: vec!["t".into()],
         writes,
     }));
-    // A long scan first, then pings: the pings are answered before the scan.
-    let scan_id = c.send(&scan("t", Direction::Forward, 0, None));
-    let ping_ids: Vec<u64> = (0..20).map(|_| c.send(&Request::Ping)).collect();
+    // A long scan first, then pings, in one write so that the server reads them together
+    // (sent apart, a loaded machine may finish the scan before the pings arrive): the
+    // pings are answered before the scan.
+    let mut burst = vec![scan("t", Direction::Forward, 0, None)];
+    burst.extend((0..20).map(|_| Request::Ping));
+    let ids = c.send_together(&burst);
+    let (scan_id, ping_ids) = (ids[0], ids[1..].to_vec());
     let mut order = Vec::new();
     for _ in 0..21 {
         let (id, response) = c.recv();

@@ -171,6 +171,23 @@ impl Client {
         id
     }
 
+    /// Sends `requests` in one write, so that the server reads them together; returns their
+    /// ids in order.
+    pub fn send_together(&mut self, requests: &[Request]) -> Vec<u64> {
+        let mut bytes = Vec::new();
+        let ids = requests
+            .iter()
+            .map(|request| {
+                let id = self.next_id;
+                self.next_id += 1;
+                bytes.extend(request.to_frame(id).expect("encodable"));
+                id
+            })
+            .collect();
+        self.stream.write_all(&bytes).expect("send");
+        ids
+    }
+
     /// The next response and its request id.
     pub fn recv(&mut self) -> (u64, Response) {
         self.try_recv()
