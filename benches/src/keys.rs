@@ -58,13 +58,19 @@ pub fn key(i: u64) -> [u8; 16] {
 /// The value of key `i`: `size` bytes of splitmix64 output (incompressible).
 pub fn value(i: u64, size: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(size + 8);
-    let mut x = i;
-    while v.len() < size {
-        x = mix(x);
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(size);
+    value_into(i, size, &mut v);
     v
+}
+
+/// [`value`] written over `out`, which keeps its allocation.
+pub fn value_into(i: u64, size: usize, out: &mut Vec<u8>) {
+    out.clear();
+    let mut x = i;
+    while out.len() < size {
+        x = mix(x);
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
 }
 
 #[cfg(test)]

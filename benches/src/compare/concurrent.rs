@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 
 use super::target::{Reader, Target};
 use super::workload::{Counts, Outcome, Workload};
-use crate::keys::{mix, permute, value};
+use crate::keys::{mix, permute, value, value_into};
 use crate::measure::new_histogram;
 use crate::raw::duration_ns;
 
@@ -67,6 +67,7 @@ fn rww_read(target: &dyn Target, counts: &Counts, stop: &AtomicBool) -> Result<O
     let mut reader: Option<Box<dyn Reader + '_>> = None;
     let mut hits = 0u64;
     let mut ops = 0u64;
+    let mut key = Vec::with_capacity(counts.shape.key_size);
     let begin = Instant::now();
     while ops < counts.reads {
         if ops.is_multiple_of(READER_REFRESH_OPS) {
@@ -77,7 +78,7 @@ fn rww_read(target: &dyn Target, counts: &Counts, stop: &AtomicBool) -> Result<O
             }
             reader = Some(target.reader()?);
         }
-        let key = counts.key(mix(ops ^ 0xfeed) % n);
+        counts.key_into(mix(ops ^ 0xfeed) % n, &mut key);
         let r = reader.as_mut().expect("made above at every refresh");
         let op = Instant::now();
         hits += u64::from(r.get(&key, &mut value)?);
@@ -114,11 +115,12 @@ fn rww_write(
     let begin = Instant::now();
     // At least one write, so that a reader quicker than the first write still leaves a rate.
     while (keys == 0 || !stop.load(Ordering::Acquire)) && keys < WRITES_MAX {
-        batch.clear();
-        for i in keys..keys + batch_keys as u64 {
+        batch.resize_with(batch_keys, Default::default);
+        for (i, (key, val)) in (keys..).zip(batch.iter_mut()) {
             // Another scattered order than the loads', with values no load wrote.
             let k = permute((i + 2 * n / 3) % n, n);
-            batch.push((counts.key(k), value(k + 2, counts.shape.value_size)));
+            counts.key_into(k, key);
+            value_into(k + 2, counts.shape.value_size, val);
         }
         let write = Instant::now();
         target.write(&batch)?;

@@ -144,6 +144,7 @@ pub fn run(
     let mut rng = Rng(0x9c5b_0000 + 2 * ycsb.mix as u64 + ycsb.choice as u64);
     let mut reader: Option<Box<dyn Reader + '_>> = None;
     let mut got = Vec::new();
+    let mut key = Vec::with_capacity(counts.shape.key_size);
     let mut latency = new_histogram();
     let begin = Instant::now();
     for _ in 0..ops {
@@ -153,7 +154,8 @@ pub fn run(
             if dice < read {
                 let k = chooser.pick(&mut rng, records.count);
                 let r = open_reader(target, &mut reader)?;
-                ensure!(r.get(&counts.key(k), &mut got)?, "record {k} is missing");
+                counts.key_into(k, &mut key);
+                ensure!(r.get(&key, &mut got)?, "record {k} is missing");
             } else if dice < read + update {
                 let k = chooser.pick(&mut rng, records.count);
                 reader = None;
@@ -167,14 +169,16 @@ pub fn run(
                 let k = chooser.pick(&mut rng, records.count);
                 let length = 1 + rng.below(SCAN_LENGTH_MAX);
                 let r = open_reader(target, &mut reader)?;
-                let rows = r.seek_next(&counts.key(k), usize::try_from(length)?)?;
+                counts.key_into(k, &mut key);
+                let rows = r.seek_next(&key, usize::try_from(length)?)?;
                 ensure!(rows > 0, "a scan from record {k} read nothing");
             }
         } else {
             // Read-modify-write: the read, then the write of a value made from it.
             let k = chooser.pick(&mut rng, records.count);
             let r = open_reader(target, &mut reader)?;
-            ensure!(r.get(&counts.key(k), &mut got)?, "record {k} is missing");
+            counts.key_into(k, &mut key);
+            ensure!(r.get(&key, &mut got)?, "record {k} is missing");
             let seed = got.first().map_or(0, |&b| u64::from(b));
             reader = None;
             write_one(target, counts, k, k + 5 + seed)?;
