@@ -105,13 +105,13 @@ impl Memtable {
         // The first version at or after the seek key (user_key, view, put) in internal-key
         // order: compared field by field, without building the key.
         let seek = view_lsn.min(LSN_MAX) << 8 | u64::from(KIND_PUT);
-        let entry =
-            self.list
-                .lower_bound(|e| match skiplist::cmp_user_keys(e.user_key(), user_key) {
-                    std::cmp::Ordering::Less => true,
-                    std::cmp::Ordering::Equal => e.trailer() > seek,
-                    std::cmp::Ordering::Greater => false,
-                })?;
+        let entry = self
+            .list
+            .lower_bound(|e| match e.user_key().cmp(user_key) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => e.trailer() > seek,
+                std::cmp::Ordering::Greater => false,
+            })?;
         (entry.user_key() == user_key).then_some(MemtableEntry { entry })
     }
 

@@ -557,7 +557,9 @@ impl<'a> Entry<'a> {
     /// Orders this node's key against (`user_key`, `trailer`): user key ascending, then
     /// trailer descending.
     pub(crate) fn cmp_key(self, user_key: &[u8], trailer: u64) -> Ordering {
-        cmp_user_keys(self.user_key(), user_key).then_with(|| trailer.cmp(&self.trailer()))
+        self.user_key()
+            .cmp(user_key)
+            .then_with(|| trailer.cmp(&self.trailer()))
     }
 
     /// The next node.
@@ -574,23 +576,6 @@ impl<'a> Entry<'a> {
     pub(crate) fn footprint(self) -> usize {
         node_bytes(self.height(), self.key_len(), self.value_len())
     }
-}
-
-/// Bytewise order of two user keys, deciding most pairs by their first 8 bytes read as one
-/// big-endian integer: a search compares a key with dozens of nodes, and a call to `memcmp`
-/// for each costs more than the comparison itself.
-pub(crate) fn cmp_user_keys(a: &[u8], b: &[u8]) -> Ordering {
-    if let (Some(x), Some(y)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
-        // `from_le_bytes` then `swap_bytes` is the big-endian reading on every host.
-        let (x, y) = (
-            u64::from_le_bytes(*x).swap_bytes(),
-            u64::from_le_bytes(*y).swap_bytes(),
-        );
-        if x != y {
-            return x.cmp(&y);
-        }
-    }
-    a.cmp(b)
 }
 
 /// Every node of a list, in order.
@@ -688,36 +673,6 @@ mod tests {
             .lower_bound(|e| e.user_key() < b"00005000")
             .expect("present");
         assert_eq!(big_entry.value(), &big[..]);
-    }
-
-    #[test]
-    fn skiplist_user_key_order_is_bytewise() {
-        let keys: [&[u8]; 9] = [
-            b"",
-            b"\0",
-            b"abcdefg",
-            b"abcdefgh",
-            b"abcdefgh\0",
-            b"abcdefgi",
-            b"abcdefh",
-            b"\xffabcdefgh",
-            b"\xff\xff\xff\xff\xff\xff\xff\xff",
-        ];
-        for a in keys {
-            for b in keys {
-                assert_eq!(cmp_user_keys(a, b), a.cmp(b), "{a:?} vs {b:?}");
-            }
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn skiplist_user_key_order_matches_slices(
-            a in proptest::collection::vec(proptest::sample::select(vec![0u8, 1, 0xff]), 0..12),
-            b in proptest::collection::vec(proptest::sample::select(vec![0u8, 1, 0xff]), 0..12),
-        ) {
-            proptest::prop_assert_eq!(cmp_user_keys(&a, &b), a.cmp(&b));
-        }
     }
 
     #[test]
