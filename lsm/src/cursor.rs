@@ -7,15 +7,11 @@
 //! A method that returns an error leaves the cursor invalid.
 
 use std::cmp::Ordering;
-use std::ops::Bound;
 use std::sync::Arc;
-
-use crossbeam_skiplist::SkipMap;
-use crossbeam_skiplist::map::Entry;
 
 use crate::error::Result;
 use crate::internal_key::{InternalKey, compare_internal};
-use crate::memtable::Memtable;
+use crate::memtable::{Memtable, MemtableEntry};
 use crate::sst_iter::SstIter;
 use crate::version::SstHandle;
 
@@ -31,10 +27,7 @@ pub(crate) enum Cursor<'v> {
 
 impl<'v> Cursor<'v> {
     pub(crate) fn memtable(mem: &'v Memtable) -> Self {
-        Self::Mem(MemCursor {
-            map: mem.skip_map(),
-            at: None,
-        })
+        Self::Mem(MemCursor { mem, at: None })
     }
 
     pub(crate) fn sst(file: &'v SstHandle) -> Self {
@@ -60,7 +53,7 @@ impl<'v> Cursor<'v> {
     /// The current encoded internal key. Requires: valid.
     pub(crate) fn key(&self) -> &[u8] {
         match self {
-            Self::Mem(c) => c.entry().key().encoded(),
+            Self::Mem(c) => c.entry().encoded_key(),
             Self::Sst(c) => c.key(),
             Self::Level(c) => c.file_iter().key(),
         }
@@ -69,7 +62,7 @@ impl<'v> Cursor<'v> {
     /// The current value. Requires: valid.
     pub(crate) fn value(&self) -> &[u8] {
         match self {
-            Self::Mem(c) => c.entry().value(),
+            Self::Mem(c) => c.entry().raw_value(),
             Self::Sst(c) => c.value(),
             Self::Level(c) => c.file_iter().value(),
         }
@@ -78,12 +71,8 @@ impl<'v> Cursor<'v> {
     /// Moves to the first entry at or after `target`, or the very first when `None`.
     pub(crate) fn seek(&mut self, target: Option<&InternalKey>) -> Result<()> {
         match (self, target) {
-            (Self::Mem(c), Some(t)) => {
-                c.at = c.map.lower_bound(Bound::Included(t));
-                Ok(())
-            }
-            (Self::Mem(c), None) => {
-                c.at = c.map.front();
+            (Self::Mem(c), t) => {
+                c.at = c.mem.seek(t.map(InternalKey::encoded));
                 Ok(())
             }
             (Self::Sst(c), Some(t)) => c.seek(t.encoded()),
@@ -95,12 +84,8 @@ impl<'v> Cursor<'v> {
     /// Moves to the last entry at or before `target`, or the very last when `None`.
     pub(crate) fn seek_for_prev(&mut self, target: Option<&InternalKey>) -> Result<()> {
         match (self, target) {
-            (Self::Mem(c), Some(t)) => {
-                c.at = c.map.upper_bound(Bound::Included(t));
-                Ok(())
-            }
-            (Self::Mem(c), None) => {
-                c.at = c.map.back();
+            (Self::Mem(c), t) => {
+                c.at = c.mem.seek_for_prev(t.map(InternalKey::encoded));
                 Ok(())
             }
             (Self::Sst(c), Some(t)) => c.seek_for_prev(t.encoded()),
@@ -134,17 +119,15 @@ impl<'v> Cursor<'v> {
     }
 }
 
-/// A position in a memtable's skip list. Holding the entry keeps its node alive.
+/// A position in a memtable. The memtable (borrowed for `'v`) frees no version while it lives.
 pub(crate) struct MemCursor<'v> {
-    map: &'v SkipMap<InternalKey, Vec<u8>>,
-    at: Option<Entry<'v, InternalKey, Vec<u8>>>,
+    mem: &'v Memtable,
+    at: Option<MemtableEntry<'v>>,
 }
 
 impl<'v> MemCursor<'v> {
-    fn entry(&self) -> &Entry<'v, InternalKey, Vec<u8>> {
-        self.at
-            .as_ref()
-            .expect("memtable cursor used while invalid")
+    fn entry(&self) -> MemtableEntry<'v> {
+        self.at.expect("memtable cursor used while invalid")
     }
 }
 

@@ -65,10 +65,9 @@ impl Shared {
     /// it holds none.
     fn write_frozen(&self, frozen: &Frozen, id: u64) -> Result<Option<Arc<SstHandle>>> {
         let mut output = Output::create(self, id, 0)?;
-        for entry in frozen.mem.skip_map() {
-            let key = entry.key();
-            if key.lsn() <= frozen.freeze_lsn {
-                output.add(key.encoded(), entry.value())?;
+        for entry in frozen.mem.versions() {
+            if entry.lsn() <= frozen.freeze_lsn {
+                output.add(entry.encoded_key(), entry.raw_value())?;
             }
         }
         output.finish(self)

@@ -72,12 +72,6 @@ impl InternalKey {
         Self::new(user_key, lsn.min(LSN_MAX), ValueKind::Put)
     }
 
-    /// Makes this key the seek key of `user_key` at `lsn` (see [`InternalKey::seek_key`]),
-    /// reusing its buffer.
-    pub(crate) fn set_seek_key(&mut self, user_key: &[u8], lsn: u64) {
-        encode_seek_key(&mut self.0, user_key, lsn);
-    }
-
     /// Wraps encoded bytes after checking they hold a trailer with a known kind.
     pub fn from_encoded(bytes: Vec<u8>) -> Option<Self> {
         decode(&bytes)?;

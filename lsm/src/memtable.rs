@@ -1,9 +1,13 @@
 //! The memtable: the tree's in-memory, multi-version write buffer.
 //!
 //! Owns every version written since the last flush, sorted by the internal key order
-//! ([`compare_internal`](crate::compare_internal): user key ascending, LSN descending) in a
-//! lock-free skip list (`crossbeam-skiplist`), so readers never block the writer nor each
-//! other, and memory is reclaimed by crossbeam-epoch once no reader can reach it.
+//! ([`compare_internal`](crate::compare_internal): user key ascending, LSN descending) in an
+//! arena-backed skip list ([`crate::skiplist`]): one writer at a time, lock-free readers that
+//! never block the writer nor each other. Each version is one arena node holding its key and
+//! value; nothing is freed until the memtable drops, which is what lets readers go without
+//! reference counts. Read views, cursors and flushes reach a memtable through an `Arc` (the
+//! tree state holds it), and [`MemtableEntry`] and the iterators borrow it, so no node is
+//! freed under a reader.
 //!
 //! Invariants:
 //! - One writer at a time (applies serialize on a writer lock readers never take); LSNs
@@ -13,57 +17,43 @@
 //! - [`Memtable::max_lsn`] is published only after every write of its batch is inserted, so a
 //!   reader whose view is at most the published LSN never sees a torn batch.
 //! - A tombstone is stored as a [`ValueKind::Delete`] key with an empty value.
+//! - [`Memtable::approximate_bytes`] is the arena bytes its versions take, exactly.
 
 use std::collections::HashSet;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_skiplist::SkipMap;
-use crossbeam_skiplist::map::Entry;
-
-use crate::internal_key::{InternalKey, LSN_MAX, ValueKind};
+use crate::internal_key::{KIND_PUT, LSN_MAX, ValueKind, compare_internal};
 use crate::memtable_iter::{MemtableRange, MemtableRangeRev};
+use crate::skiplist::{self, SkipList};
 
-/// Estimated bytes a version costs beyond its key and value: the skip-list node (tower of
-/// pointers, reference count), the two `Vec` headers and allocator slack.
-const ENTRY_OVERHEAD_BYTES: usize = 96;
-/// Bytes of the internal key's trailer (LSN and kind), counted with the key.
-const TRAILER_BYTES: usize = 8;
-
-thread_local! {
-    static SEEK_KEY: std::cell::RefCell<InternalKey> =
-        std::cell::RefCell::new(InternalKey::seek_key(b"", 0));
-}
-
-/// The skip list's bounds over internal keys.
-pub(crate) type InternalBounds = (Bound<InternalKey>, Bound<InternalKey>);
+/// Batches up to this many writes find repeated keys by comparing with the writes after them:
+/// cheaper than hashing every key for the small batches that are the common case.
+const DEDUP_SCAN_MAX: usize = 16;
 
 /// A concurrent, multi-version, sorted in-memory table.
 pub struct Memtable {
-    map: SkipMap<InternalKey, Vec<u8>>,
-    /// The last applied LSN + 1 (0: none yet), held while applying: the writer lock.
-    writer: Mutex<u64>,
+    /// The versions; its writer lock serializes applies.
+    list: SkipList,
     /// The published `max_lsn + 1` (0: none yet), stored after a batch is fully inserted.
+    /// Only the holder of the writer lock stores it.
     published: AtomicU64,
-    approximate_bytes: AtomicUsize,
 }
 
 /// One version in a memtable: a user key, the LSN that wrote it, and its value or tombstone.
 ///
-/// Holds a reference on the skip-list node, so its bytes stay valid while it lives.
+/// Borrows the memtable, whose versions are never freed while it lives.
+#[derive(Clone, Copy)]
 pub struct MemtableEntry<'a> {
-    entry: Entry<'a, InternalKey, Vec<u8>>,
+    entry: skiplist::Entry<'a>,
 }
 
 impl Memtable {
     /// An empty memtable.
     pub fn new() -> Self {
         Self {
-            map: SkipMap::new(),
-            writer: Mutex::new(0),
+            list: SkipList::new(),
             published: AtomicU64::new(0),
-            approximate_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -72,57 +62,72 @@ impl Memtable {
     ///
     /// # Panics
     /// If `lsn` is not above every LSN applied before, or exceeds [`LSN_MAX`]: the caller (the
-    /// Db) stamps batches with increasing LSNs, so either is a bug.
+    /// Db) stamps batches with increasing LSNs, so either is a bug. Also if a key or value is
+    /// too large for the memtable's encoding (16 MiB keys, 4 GiB values; the tree's limits
+    /// are far lower).
     pub fn apply<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, lsn: u64, batch: &[(K, Option<V>)]) {
         assert!(lsn <= LSN_MAX, "LSN {lsn} exceeds the maximum {LSN_MAX}");
-        let mut last = self
-            .writer
-            .lock()
-            .expect("a panicking apply already broke the memtable");
-        if let Some(prev) = last.checked_sub(1) {
+        let mut writer = self.list.writer();
+        if let Some(prev) = self.published.load(Ordering::Relaxed).checked_sub(1) {
             assert!(lsn > prev, "lsn regressed: {lsn} <= {prev}");
         }
-        // A batch of one write (every write of an LSM loaded key by key) has nothing to
-        // deduplicate: it skips the set and its allocation.
-        let dedup = batch.len() > 1;
-        let mut seen: HashSet<&[u8]> = if dedup {
-            HashSet::with_capacity(batch.len())
-        } else {
-            HashSet::new()
-        };
-        let mut bytes = 0;
-        for (key, value) in batch.iter().rev() {
-            let key = key.as_ref();
-            if dedup && !seen.insert(key) {
-                continue;
-            }
+        let mut insert = |key: &[u8], value: Option<&V>| {
             let (kind, value) = match value {
-                Some(v) => (ValueKind::Put, v.as_ref().to_vec()),
-                None => (ValueKind::Delete, Vec::new()),
+                Some(v) => (ValueKind::Put, v.as_ref()),
+                None => (ValueKind::Delete, &[][..]),
             };
-            bytes += entry_bytes(key.len(), value.len());
-            self.map.insert(InternalKey::new(key, lsn, kind), value);
+            writer.insert(key, lsn << 8 | u64::from(kind.tag()), value);
+        };
+        if batch.len() <= DEDUP_SCAN_MAX {
+            // A write is kept unless a later one in the batch names the same key. A batch of
+            // one (every write of an LSM loaded key by key) compares nothing.
+            for (i, (key, value)) in batch.iter().enumerate() {
+                let key = key.as_ref();
+                if !batch[i + 1..].iter().any(|(k, _)| k.as_ref() == key) {
+                    insert(key, value.as_ref());
+                }
+            }
+        } else {
+            let mut seen: HashSet<&[u8]> = HashSet::with_capacity(batch.len());
+            for (key, value) in batch.iter().rev() {
+                let key = key.as_ref();
+                if seen.insert(key) {
+                    insert(key, value.as_ref());
+                }
+            }
         }
-        self.approximate_bytes.fetch_add(bytes, Ordering::Relaxed);
-        *last = lsn + 1;
         self.published.store(lsn + 1, Ordering::Release);
     }
 
     /// The newest version of `user_key` with LSN at or below `view_lsn`, tombstones included
     /// (a delete shadows older data below the memtable); `None` if there is none here.
     pub fn get(&self, user_key: &[u8], view_lsn: u64) -> Option<MemtableEntry<'_>> {
-        // The seek key's buffer is reused by every get on the thread: no allocation.
-        let entry = SEEK_KEY.with_borrow_mut(|seek| {
-            seek.set_seek_key(user_key, view_lsn);
-            self.map.lower_bound(Bound::Included(&*seek))
-        })?;
-        (entry.key().user_key() == user_key).then_some(MemtableEntry { entry })
+        // The first version at or after the seek key (user_key, view, put) in internal-key
+        // order: compared field by field, without building the key.
+        let seek = view_lsn.min(LSN_MAX) << 8 | u64::from(KIND_PUT);
+        let entry = self
+            .list
+            .lower_bound(|e| match e.user_key().cmp(user_key) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => e.trailer() > seek,
+                std::cmp::Ordering::Greater => false,
+            })?;
+        (entry.user_key() == user_key).then_some(MemtableEntry { entry })
     }
 
     /// The newest version at or below `view_lsn` of each user key within `bounds`, in
     /// ascending user-key order, tombstones included.
     pub fn range<R: RangeBounds<[u8]>>(&self, bounds: R, view_lsn: u64) -> MemtableRange<'_> {
-        MemtableRange::new(self.map.range(internal_bounds(&bounds)), view_lsn)
+        let start = match bounds.start_bound() {
+            Bound::Included(k) => self.list.lower_bound(|e| e.user_key() < k),
+            Bound::Excluded(k) => self.list.lower_bound(|e| e.user_key() <= k),
+            Bound::Unbounded => self.list.first(),
+        };
+        MemtableRange::new(
+            start.map(|entry| MemtableEntry { entry }),
+            owned(bounds.end_bound()),
+            view_lsn,
+        )
     }
 
     /// As [`Memtable::range`], in descending user-key order.
@@ -131,28 +136,61 @@ impl Memtable {
         bounds: R,
         view_lsn: u64,
     ) -> MemtableRangeRev<'_> {
-        MemtableRangeRev::new(self.map.range(internal_bounds(&bounds)), view_lsn)
+        let start = match bounds.end_bound() {
+            Bound::Included(k) => self.list.last_before(|e| e.user_key() <= k),
+            Bound::Excluded(k) => self.list.last_before(|e| e.user_key() < k),
+            Bound::Unbounded => self.list.last(),
+        };
+        MemtableRangeRev::new(
+            start.map(|entry| MemtableEntry { entry }),
+            owned(bounds.start_bound()),
+            view_lsn,
+        )
     }
 
-    /// The skip list itself, for cursors and flushes that walk every version.
-    pub(crate) fn skip_map(&self) -> &SkipMap<InternalKey, Vec<u8>> {
-        &self.map
+    /// The first version at or after the encoded internal key `target` (see
+    /// [`compare_internal`]), or the first of all when `None`.
+    pub(crate) fn seek(&self, target: Option<&[u8]>) -> Option<MemtableEntry<'_>> {
+        let entry = match target.map(split_internal) {
+            Some((user, trailer)) => self
+                .list
+                .lower_bound(|e| e.cmp_key(user, trailer) == std::cmp::Ordering::Less),
+            None => self.list.first(),
+        };
+        entry.map(|entry| MemtableEntry { entry })
     }
 
-    /// An estimate of the memory the memtable holds: keys, values and per-version overhead.
-    /// The flush trigger compares it with the budget.
+    /// The last version at or before the encoded internal key `target`, or the last of all
+    /// when `None`.
+    pub(crate) fn seek_for_prev(&self, target: Option<&[u8]>) -> Option<MemtableEntry<'_>> {
+        let entry = match target.map(split_internal) {
+            Some((user, trailer)) => self
+                .list
+                .last_before(|e| e.cmp_key(user, trailer) != std::cmp::Ordering::Greater),
+            None => self.list.last(),
+        };
+        entry.map(|entry| MemtableEntry { entry })
+    }
+
+    /// Every version, in internal-key order: for flushes and splits.
+    pub(crate) fn versions(&self) -> impl Iterator<Item = MemtableEntry<'_>> {
+        self.list.iter().map(|entry| MemtableEntry { entry })
+    }
+
+    /// The memory the memtable's versions take: the arena bytes of their nodes (tower,
+    /// lengths, key, value and alignment). The flush trigger compares it with the budget.
     pub fn approximate_bytes(&self) -> usize {
-        self.approximate_bytes.load(Ordering::Relaxed)
+        self.list.bytes()
     }
 
     /// The number of versions held (every LSN of every key).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.list.len()
     }
 
     /// Whether no version is held.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     /// The LSN of the last fully applied batch, if any: a read view at or below it sees whole
@@ -161,41 +199,34 @@ impl Memtable {
         self.published.load(Ordering::Acquire).checked_sub(1)
     }
 
-    /// Checks the memtable's invariants: versions in strict internal-key order, each at or
-    /// below the published LSN, tombstones empty, and the byte estimate matching the contents.
-    /// O(n): for tests and the simulator. Call while no apply is in progress.
+    /// Checks the memtable's invariants: the skip list's structure, versions in strict
+    /// internal-key order, each at or below the published LSN, tombstones empty, and the byte
+    /// count matching the contents. O(n): for tests and the simulator. Call while no apply is
+    /// in progress.
     ///
     /// # Panics
     /// If an invariant is broken.
     pub fn check_invariants(&self) {
+        self.list.check_structure();
         let max = self.max_lsn();
-        let mut previous: Option<Entry<'_, InternalKey, Vec<u8>>> = None;
-        let mut count = 0;
-        let mut bytes = 0;
-        for entry in &self.map {
-            let key = entry.key();
-            let lsn = key.lsn();
+        let mut previous: Option<MemtableEntry<'_>> = None;
+        for entry in self.versions() {
+            let lsn = entry.lsn();
             let max = max.expect("a memtable with versions has a published LSN");
             assert!(lsn <= max, "version at lsn {lsn} above max_lsn {max}");
-            if key.kind() == ValueKind::Delete {
+            assert!(
+                entry.kind() == ValueKind::Put || entry.raw_value().is_empty(),
+                "tombstone at lsn {lsn} has a value"
+            );
+            if let Some(prev) = previous {
                 assert!(
-                    entry.value().is_empty(),
-                    "tombstone at lsn {lsn} has a value"
+                    compare_internal(prev.encoded_key(), entry.encoded_key())
+                        == std::cmp::Ordering::Less,
+                    "memtable out of order: {prev:?} then {entry:?}"
                 );
             }
-            if let Some(prev) = &previous {
-                assert!(
-                    prev.key() < key,
-                    "memtable out of order: {:?} then {key:?}",
-                    prev.key()
-                );
-            }
-            count += 1;
-            bytes += entry_bytes(key.user_key().len(), entry.value().len());
             previous = Some(entry);
         }
-        assert_eq!(count, self.len(), "len disagrees with the versions held");
-        assert_eq!(bytes, self.approximate_bytes(), "byte estimate drifted");
     }
 }
 
@@ -216,36 +247,47 @@ impl std::fmt::Debug for Memtable {
 }
 
 impl<'a> MemtableEntry<'a> {
-    pub(crate) fn new(entry: Entry<'a, InternalKey, Vec<u8>>) -> Self {
-        Self { entry }
-    }
-
-    /// The internal key (user key, LSN, kind).
-    pub fn internal_key(&self) -> &InternalKey {
+    /// The encoded internal key (user key, then the 8-byte trailer `lsn << 8 | kind`).
+    pub fn encoded_key(&self) -> &'a [u8] {
         self.entry.key()
     }
 
     /// The user key.
-    pub fn user_key(&self) -> &[u8] {
-        self.entry.key().user_key()
+    pub fn user_key(&self) -> &'a [u8] {
+        self.entry.user_key()
     }
 
     /// The LSN that wrote this version.
     pub fn lsn(&self) -> u64 {
-        self.entry.key().lsn()
+        self.entry.trailer() >> 8
     }
 
     /// Whether this version is a put or a delete.
     pub fn kind(&self) -> ValueKind {
-        self.entry.key().kind()
+        ValueKind::from_tag(self.entry.trailer() as u8).expect("the memtable writes known kinds")
     }
 
     /// The value of a put; `None` for a tombstone.
-    pub fn value(&self) -> Option<&[u8]> {
+    pub fn value(&self) -> Option<&'a [u8]> {
         match self.kind() {
             ValueKind::Put => Some(self.entry.value()),
             ValueKind::Delete => None,
         }
+    }
+
+    /// The stored value bytes: a put's value, empty for a tombstone.
+    pub(crate) fn raw_value(self) -> &'a [u8] {
+        self.entry.value()
+    }
+
+    /// The next version in internal-key order.
+    pub(crate) fn next(self) -> Option<MemtableEntry<'a>> {
+        self.entry.next().map(|entry| MemtableEntry { entry })
+    }
+
+    /// The previous version in internal-key order.
+    pub(crate) fn prev(self) -> Option<MemtableEntry<'a>> {
+        self.entry.prev().map(|entry| MemtableEntry { entry })
     }
 }
 
@@ -259,26 +301,25 @@ impl std::fmt::Debug for MemtableEntry<'_> {
     }
 }
 
-fn entry_bytes(user_key_len: usize, value_len: usize) -> usize {
-    user_key_len + TRAILER_BYTES + value_len + ENTRY_OVERHEAD_BYTES
+/// Splits an encoded internal key into its user key and trailer, once, so a search compares
+/// fields instead of re-splitting the target at every node.
+fn split_internal(key: &[u8]) -> (&[u8], u64) {
+    let (user, trailer) = key.split_at(
+        key.len()
+            .checked_sub(skiplist::TRAILER_BYTES)
+            .expect("an internal key holds a trailer"),
+    );
+    let trailer: [u8; 8] = trailer.try_into().expect("the trailer is 8 bytes");
+    (user, u64::from_le_bytes(trailer))
 }
 
-/// Maps user-key bounds onto internal-key bounds that take in every version of each user key
-/// within them: the newest possible version of a key sorts first, the oldest last.
-fn internal_bounds<R: RangeBounds<[u8]>>(bounds: &R) -> InternalBounds {
-    let first = |k: &[u8]| InternalKey::new(k, LSN_MAX, ValueKind::Put);
-    let last = |k: &[u8]| InternalKey::new(k, 0, ValueKind::Delete);
-    let lower = match bounds.start_bound() {
-        Bound::Included(k) => Bound::Included(first(k)),
-        Bound::Excluded(k) => Bound::Excluded(last(k)),
+/// A bound the iterator keeps after the caller's bounds are gone.
+fn owned(bound: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match bound {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
         Bound::Unbounded => Bound::Unbounded,
-    };
-    let upper = match bounds.end_bound() {
-        Bound::Included(k) => Bound::Included(last(k)),
-        Bound::Excluded(k) => Bound::Excluded(first(k)),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    (lower, upper)
+    }
 }
 
 #[cfg(test)]
@@ -331,10 +372,11 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m.get(b"k", 0).expect("written").value(), Some(&b""[..]));
         assert_eq!(m.get(b"j", 0).expect("written").value(), None);
-        assert_eq!(
-            m.approximate_bytes(),
-            2 * (1 + TRAILER_BYTES + ENTRY_OVERHEAD_BYTES)
-        );
+        let footprints: usize = m.list.iter().map(skiplist::Entry::footprint).sum();
+        assert_eq!(m.approximate_bytes(), footprints);
+        // Each node: back pointer and lengths (16), a tower of at least one pointer, a
+        // 1-byte key with its 8-byte trailer, no value, rounded up to 8.
+        assert!(m.approximate_bytes() >= 2 * 40);
     }
 
     #[test]
@@ -344,6 +386,73 @@ mod tests {
         assert_eq!(m.max_lsn(), Some(4));
         assert!(m.is_empty());
         m.check_invariants();
+    }
+
+    /// The cursor primitives (seek, seek_for_prev, next, prev) against a sorted list of every
+    /// encoded internal key, with targets between, on and around versions.
+    #[test]
+    fn memtable_seeks_match_a_sorted_model() {
+        use crate::internal_key::InternalKey;
+        use popdb_testkit::Rng;
+        let mut rng = Rng(7);
+        let m = Memtable::new();
+        let mut all: Vec<Vec<u8>> = Vec::new();
+        for lsn in 1..=300 {
+            let key = vec![b'a' + rng.below(20) as u8; 1 + rng.below(3) as usize];
+            let delete = rng.below(4) == 0;
+            let value: Option<&[u8]> = (!delete).then_some(b"v");
+            m.apply(lsn, &[(key.clone(), value)]);
+            let kind = if delete {
+                ValueKind::Delete
+            } else {
+                ValueKind::Put
+            };
+            all.push(InternalKey::new(&key, lsn, kind).encoded().to_vec());
+        }
+        m.check_invariants();
+        all.sort_by(|a, b| compare_internal(a, b));
+        let walked: Vec<Vec<u8>> = m.versions().map(|e| e.encoded_key().to_vec()).collect();
+        assert_eq!(walked, all);
+        let mut back = Vec::new();
+        let mut at = m.seek_for_prev(None);
+        while let Some(e) = at {
+            back.push(e.encoded_key().to_vec());
+            at = e.prev();
+        }
+        back.reverse();
+        assert_eq!(back, all);
+        for _ in 0..2_000 {
+            let key = vec![b'a' + rng.below(21) as u8; rng.below(4) as usize];
+            let target = InternalKey::seek_key(&key, rng.below(320))
+                .encoded()
+                .to_vec();
+            let ge = all
+                .iter()
+                .position(|k| compare_internal(k, &target) != std::cmp::Ordering::Less);
+            let got = m.seek(Some(&target));
+            assert_eq!(got.map(|e| e.encoded_key()), ge.map(|i| &all[i][..]));
+            if let Some(i) = ge {
+                let next = got.and_then(MemtableEntry::next);
+                assert_eq!(
+                    next.map(|e| e.encoded_key()),
+                    all.get(i + 1).map(|k| &k[..])
+                );
+            }
+            let le = all
+                .iter()
+                .rposition(|k| compare_internal(k, &target) != std::cmp::Ordering::Greater);
+            let got = m.seek_for_prev(Some(&target));
+            assert_eq!(got.map(|e| e.encoded_key()), le.map(|i| &all[i][..]));
+            if let Some(i) = le {
+                let prev = got.and_then(MemtableEntry::prev);
+                let want = i.checked_sub(1).map(|j| &all[j][..]);
+                assert_eq!(prev.map(|e| e.encoded_key()), want);
+            }
+        }
+        assert_eq!(
+            m.seek(None).map(|e| e.encoded_key()),
+            all.first().map(|k| &k[..])
+        );
     }
 
     #[test]

@@ -9,26 +9,29 @@
 //! Invariant: the skip list yields versions in internal-key order, so the versions of one user
 //! key are adjacent, newest first going forwards and oldest first going backwards.
 
-use crossbeam_skiplist::map::{Entry, Range};
+use std::ops::Bound;
 
-use crate::internal_key::InternalKey;
-use crate::memtable::{InternalBounds, MemtableEntry};
-
-type SkipRange<'a> = Range<'a, InternalKey, InternalBounds, InternalKey, Vec<u8>>;
-type SkipEntry<'a> = Entry<'a, InternalKey, Vec<u8>>;
+use crate::memtable::MemtableEntry;
 
 /// Ascending scan of a memtable at a view; see [`Memtable::range`](crate::Memtable::range).
 pub struct MemtableRange<'a> {
-    inner: SkipRange<'a>,
+    /// The next version to look at (already past the lower bound).
+    at: Option<MemtableEntry<'a>>,
+    upper: Bound<Vec<u8>>,
     view_lsn: u64,
     /// The last version yielded: the rest of its user key's versions are older, so skipped.
-    last: Option<SkipEntry<'a>>,
+    last: Option<MemtableEntry<'a>>,
 }
 
 impl<'a> MemtableRange<'a> {
-    pub(crate) fn new(inner: SkipRange<'a>, view_lsn: u64) -> Self {
+    pub(crate) fn new(
+        start: Option<MemtableEntry<'a>>,
+        upper: Bound<Vec<u8>>,
+        view_lsn: u64,
+    ) -> Self {
         Self {
-            inner,
+            at: start,
+            upper,
             view_lsn,
             last: None,
         }
@@ -40,18 +43,28 @@ impl<'a> Iterator for MemtableRange<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let entry = self.inner.next()?;
-            let key = entry.key();
-            if key.lsn() > self.view_lsn {
+            let entry = self.at?;
+            let key = entry.user_key();
+            let inside = match &self.upper {
+                Bound::Included(u) => key <= u.as_slice(),
+                Bound::Excluded(u) => key < u.as_slice(),
+                Bound::Unbounded => true,
+            };
+            if !inside {
+                self.at = None;
+                return None;
+            }
+            self.at = entry.next();
+            if entry.lsn() > self.view_lsn {
                 continue;
             }
             if let Some(last) = &self.last
-                && last.key().user_key() == key.user_key()
+                && last.user_key() == key
             {
                 continue;
             }
-            self.last = Some(entry.clone());
-            return Some(MemtableEntry::new(entry));
+            self.last = Some(entry);
+            return Some(entry);
         }
     }
 }
@@ -59,19 +72,40 @@ impl<'a> Iterator for MemtableRange<'a> {
 /// Descending scan of a memtable at a view; see
 /// [`Memtable::range_rev`](crate::Memtable::range_rev).
 pub struct MemtableRangeRev<'a> {
-    inner: SkipRange<'a>,
+    /// The next version to look at (already below the upper bound).
+    at: Option<MemtableEntry<'a>>,
+    lower: Bound<Vec<u8>>,
     view_lsn: u64,
-    /// The first version of the next user key, read while finishing the previous one.
-    peeked: Option<SkipEntry<'a>>,
 }
 
 impl<'a> MemtableRangeRev<'a> {
-    pub(crate) fn new(inner: SkipRange<'a>, view_lsn: u64) -> Self {
+    pub(crate) fn new(
+        start: Option<MemtableEntry<'a>>,
+        lower: Bound<Vec<u8>>,
+        view_lsn: u64,
+    ) -> Self {
         Self {
-            inner,
+            at: start,
+            lower,
             view_lsn,
-            peeked: None,
         }
+    }
+
+    /// The version at the cursor if it lies within the lower bound, moving the cursor back.
+    fn step(&mut self) -> Option<MemtableEntry<'a>> {
+        let entry = self.at?;
+        let key = entry.user_key();
+        let inside = match &self.lower {
+            Bound::Included(l) => key >= l.as_slice(),
+            Bound::Excluded(l) => key > l.as_slice(),
+            Bound::Unbounded => true,
+        };
+        if !inside {
+            self.at = None;
+            return None;
+        }
+        self.at = entry.prev();
+        Some(entry)
     }
 }
 
@@ -80,21 +114,21 @@ impl<'a> Iterator for MemtableRangeRev<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let first = self.peeked.take().or_else(|| self.inner.next_back())?;
+            let first = self.step()?;
             // Backwards, one user key's versions come oldest first: the last one at or below
             // the view is the newest visible.
-            let mut visible = (first.key().lsn() <= self.view_lsn).then(|| first.clone());
-            while let Some(entry) = self.inner.next_back() {
-                if entry.key().user_key() != first.key().user_key() {
-                    self.peeked = Some(entry);
+            let mut visible = (first.lsn() <= self.view_lsn).then_some(first);
+            while let Some(entry) = self.at {
+                if entry.user_key() != first.user_key() {
                     break;
                 }
-                if entry.key().lsn() <= self.view_lsn {
+                self.at = entry.prev();
+                if entry.lsn() <= self.view_lsn {
                     visible = Some(entry);
                 }
             }
             if let Some(entry) = visible {
-                return Some(MemtableEntry::new(entry));
+                return Some(entry);
             }
         }
     }

@@ -680,16 +680,12 @@ type OwnedBatch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 /// The versions of `mem` above `lsn`, grouped into batches by LSN, oldest first.
 fn versions_above(mem: &Memtable, lsn: u64) -> BTreeMap<u64, OwnedBatch> {
     let mut out: BTreeMap<u64, OwnedBatch> = BTreeMap::new();
-    for entry in mem.skip_map() {
-        let key = entry.key();
-        if key.lsn() > lsn {
-            let value = match key.kind() {
-                crate::ValueKind::Put => Some(entry.value().clone()),
-                crate::ValueKind::Delete => None,
-            };
-            out.entry(key.lsn())
+    for entry in mem.versions() {
+        if entry.lsn() > lsn {
+            let value = entry.value().map(<[u8]>::to_vec);
+            out.entry(entry.lsn())
                 .or_default()
-                .push((key.user_key().to_vec(), value));
+                .push((entry.user_key().to_vec(), value));
         }
     }
     out

@@ -2,7 +2,8 @@
 //! seeds: batches with repeated keys and deletes, empty keys and values, point reads and
 //! range scans in both directions with every bound kind at random (old and new) read views.
 //!
-//! A failure names its seed; `MEMTABLE_SEEDS=N` runs N seeds (default 300).
+//! A failure names its seed; `MEMTABLE_SEEDS=N` runs N seeds (default 300), and
+//! `MEMTABLE_WIDE_SEEDS=N` N seeds of the larger tables (default 6).
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
@@ -82,7 +83,7 @@ fn model_range(
         .collect()
 }
 
-fn row(e: &MemtableEntry<'_>) -> Row {
+fn row(e: MemtableEntry<'_>) -> Row {
     (
         e.user_key().to_vec(),
         e.value().map(<[u8]>::to_vec),
@@ -130,12 +131,12 @@ fn check_reads(rng: &mut Rng, mt: &Memtable, model: &Model, max_lsn: u64, seed: 
         lower.as_ref().map(Vec::as_slice),
         upper.as_ref().map(Vec::as_slice),
     );
-    let forward: Vec<Row> = mt.range(bounds, view).map(|e| row(&e)).collect();
+    let forward: Vec<Row> = mt.range(bounds, view).map(row).collect();
     assert_eq!(
         forward, expected,
         "seed {seed}: range {bounds:?} at view {view}"
     );
-    let backward: Vec<Row> = mt.range_rev(bounds, view).map(|e| row(&e)).collect();
+    let backward: Vec<Row> = mt.range_rev(bounds, view).map(row).collect();
     let mut reversed = expected;
     reversed.reverse();
     assert_eq!(
@@ -167,7 +168,7 @@ fn run_seed(seed: u64) {
     for view in 0..=max_lsn.unwrap_or(0) {
         let all: Vec<Row> = mt
             .range::<(Bound<&[u8]>, Bound<&[u8]>)>((Bound::Unbounded, Bound::Unbounded), view)
-            .map(|e| row(&e))
+            .map(row)
             .collect();
         let expected = model_range(&model, &Bound::Unbounded, &Bound::Unbounded, view);
         assert_eq!(all, expected, "seed {seed}: full scan at view {view}");
@@ -233,4 +234,91 @@ fn memtable_range_bounds_on_a_fixed_table() {
         versions(&mut mt.range_rev((In(a), In(a)), 1)),
         vec![(Some(b"1".to_vec()), 1)]
     );
+}
+
+/// A wider draw than [`Draw::key`]: enough distinct keys for tall towers.
+fn wide_key(rng: &mut Rng) -> Vec<u8> {
+    let len = rng.below(10) as usize;
+    (0..len).map(|_| b'a' + rng.below(16) as u8).collect()
+}
+
+/// Larger tables: thousands of versions, batches past the small-batch dedup path (up to 40
+/// writes, repeats included), values now and then larger than an arena block's share, and
+/// reads at many LSNs in between.
+fn run_wide_seed(seed: u64) {
+    let mut rng = Rng(seed);
+    let mt = Memtable::new();
+    let mut model = Model::new();
+    let mut lsn = 1;
+    for round in 0..400 {
+        let n = rng.below(41) as usize;
+        let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = if !batch.is_empty() && rng.below(4) == 0 {
+                batch[rng.below(batch.len() as u64) as usize].0.clone()
+            } else {
+                wide_key(&mut rng)
+            };
+            let value = match rng.below(200) {
+                0 => Some(vec![rng.next() as u8; 300 * 1024]),
+                1..=40 => None,
+                _ => Some(rng.value()),
+            };
+            batch.push((key, value));
+        }
+        mt.apply(lsn, &batch);
+        let mut last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for (k, v) in batch {
+            last.insert(k, v);
+        }
+        for (k, v) in last {
+            model.entry(k).or_default().push((lsn, v));
+        }
+        lsn += 1 + rng.below(2);
+        if round % 40 == 0 {
+            mt.check_invariants();
+        }
+        for _ in 0..4 {
+            let view = rng.below(lsn + 1);
+            let key = wide_key(&mut rng);
+            let got = mt
+                .get(&key, view)
+                .map(|e| (e.value().map(<[u8]>::to_vec), e.lsn()));
+            let expected = model.get(&key).and_then(|versions| visible(versions, view));
+            assert_eq!(got, expected, "seed {seed}: get {key:?} at view {view}");
+        }
+        let view = rng.below(lsn + 1);
+        let (lower, upper) = (
+            Bound::Included(wide_key(&mut rng)),
+            match rng.below(3) {
+                0 => Bound::Excluded(wide_key(&mut rng)),
+                1 => Bound::Included(wide_key(&mut rng)),
+                _ => Bound::Unbounded,
+            },
+        );
+        let expected = model_range(&model, &lower, &upper, view);
+        let bounds = (
+            lower.as_ref().map(Vec::as_slice),
+            upper.as_ref().map(Vec::as_slice),
+        );
+        let forward: Vec<Row> = mt.range(bounds, view).map(row).collect();
+        assert_eq!(forward, expected, "seed {seed}: range {bounds:?} at {view}");
+        let mut backward: Vec<Row> = mt.range_rev(bounds, view).map(row).collect();
+        backward.reverse();
+        assert_eq!(
+            backward, expected,
+            "seed {seed}: range_rev {bounds:?} at {view}"
+        );
+    }
+    mt.check_invariants();
+    let versions: usize = model.values().map(Vec::len).sum();
+    assert_eq!(mt.len(), versions, "seed {seed}: version count");
+}
+
+#[test]
+fn memtable_matches_model_on_wide_tables() {
+    let seeds: u64 = std::env::var("MEMTABLE_WIDE_SEEDS").map_or(6, |s| s.parse().unwrap());
+    for seed in 0..seeds {
+        run_wide_seed(seed);
+    }
 }

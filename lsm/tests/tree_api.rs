@@ -289,9 +289,11 @@ fn tree_alone_reopens_at_what_its_ssts_hold() {
         ..TreeOptions::default()
     };
     let tree = Tree::open(fs.clone(), Path::new("/t"), options()).unwrap();
+    // Each write alone fills the memtable's budget, so each is frozen as it lands and the
+    // flushes leave none of the 40 behind.
     for lsn in 1..=40u64 {
         let key = format!("key{lsn:02}");
-        tree.apply(lsn, &[(key.as_bytes(), Some(&[1u8; 64][..]))])
+        tree.apply(lsn, &[(key.as_bytes(), Some(&[1u8; 256][..]))])
             .unwrap();
     }
     while tree.maintenance_step().unwrap() != Progress::Idle {}

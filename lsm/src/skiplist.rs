@@ -1,0 +1,691 @@
+//! The memtable's skip list: one writer, lock-free readers, nodes in a bump arena.
+//!
+//! As in LevelDB and RocksDB, every node (its tower of next pointers, a back pointer, the
+//! encoded internal key and the value) is one allocation carved from arena blocks that live
+//! until the list is dropped. Nothing is freed while the list lives, so a reader needs no
+//! reference counts or epochs: a node reached once stays valid for as long as the list is
+//! borrowed. The memtable is the only user; it serializes applies on [`SkipList::writer`].
+//!
+//! Node layout (8-byte aligned, in one arena allocation):
+//! `prev: AtomicPtr` | `meta: u64` (key length, height, value length) | `height` next
+//! pointers (`AtomicPtr`, level 0 first) | key bytes (user key, then the 8-byte trailer) |
+//! value bytes, then padding to 8.
+//!
+//! Invariants the `unsafe` below relies on:
+//! 1. Every non-null pointer stored in a tower, in a `prev` field or in the head points to a
+//!    node of this list whose bytes were all written before the pointer was stored with
+//!    `Release`; readers load pointers with `Acquire`, so they see fully written nodes.
+//! 2. A node's non-atomic bytes (`meta`, key, value) are written once, before the node is
+//!    published, and never again; afterwards only its atomics change, so shared references to
+//!    them never alias a write.
+//! 3. Arena blocks are freed only when the list is dropped, and [`Entry`] borrows the list,
+//!    so an entry's node outlives the entry.
+//! 4. Only the holder of the writer lock allocates or links nodes, so links are never raced
+//!    by another writer; readers only load.
+//! 5. Pointers into a block are derived from the block's own allocation (never through a
+//!    reference to a smaller type), so they may address the whole node.
+//!
+//! Ordering: keys ascend in internal-key order (user key ascending, trailer descending). The
+//! back pointer of a node is its level-0 predecessor, or a node inserted after it and before
+//! the node (the writer links forwards first, then fixes the successor's back pointer), so a
+//! backward walk visits keys in strictly descending order and misses only a node still being
+//! inserted.
+
+#![expect(
+    unsafe_code,
+    reason = "an arena skip list hands out references into raw arena blocks; see lsm/UNSAFE.md"
+)]
+#![deny(
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
+use std::alloc::Layout;
+use std::cmp::Ordering;
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as Mem};
+use std::sync::{Mutex, MutexGuard};
+
+/// The tallest tower. With a branching factor of 4, twelve levels index 4^12 (16M) entries
+/// at the expected cost, well past a memtable's size.
+pub(crate) const MAX_HEIGHT: usize = 12;
+/// One in `BRANCHING` nodes of a level also appears on the level above.
+const BRANCHING: u64 = 4;
+/// The first block is small, so that the many tiny memtables of tests cost little; each next
+/// block doubles up to `BLOCK_MAX`.
+const BLOCK_FIRST: usize = 16 * 1024;
+const BLOCK_MAX: usize = 1024 * 1024;
+/// A node above this size gets a block of its own, so it does not waste a block's tail.
+const LARGE_NODE: usize = BLOCK_MAX / 4;
+const ALIGN: usize = 8;
+/// Bytes before the tower: the back pointer and the packed lengths.
+const HEADER_BYTES: usize = size_of::<Node>();
+/// The trailer (`lsn << 8 | kind`) ending every encoded internal key.
+pub(crate) const TRAILER_BYTES: usize = 8;
+/// Key lengths are packed in 24 bits (the tree caps keys far lower).
+pub(crate) const KEY_LEN_MAX: usize = (1 << 24) - 1 - TRAILER_BYTES;
+/// Values lengths are packed in 32 bits (the tree caps values far lower).
+pub(crate) const VALUE_LEN_MAX: usize = u32::MAX as usize;
+
+const _: () = assert!(HEADER_BYTES == 16 && size_of::<AtomicPtr<Node>>() == 8);
+const _: () = assert!(align_of::<Node>() <= ALIGN && MAX_HEIGHT < 256);
+const _: () = assert!(BLOCK_FIRST.is_multiple_of(ALIGN) && BLOCK_MAX.is_multiple_of(ALIGN));
+
+/// A node's fixed header; the tower, key and value follow it in the same allocation.
+#[repr(C)]
+struct Node {
+    /// The level-0 predecessor (see the module's ordering note); null for the first node.
+    prev: AtomicPtr<Node>,
+    /// Encoded key length (24 bits) | height << 24 (8 bits) | value length << 32.
+    meta: u64,
+}
+
+/// The bytes a node of `height` with these lengths takes in the arena.
+fn node_bytes(height: usize, key_len: usize, value_len: usize) -> usize {
+    (HEADER_BYTES + height * size_of::<AtomicPtr<Node>>() + key_len + value_len)
+        .next_multiple_of(ALIGN)
+}
+
+/// The bump allocator. Owns its blocks; they are freed when it drops, with the list.
+struct Arena {
+    blocks: Vec<(NonNull<u8>, Layout)>,
+    /// The block being filled, its used bytes and size; `None` before the first node.
+    current: Option<NonNull<u8>>,
+    offset: usize,
+    capacity: usize,
+    next_block: usize,
+}
+
+// SAFETY: the arena owns its blocks outright (like a `Vec<Box<[u8]>>`); moving it to another
+// thread moves that ownership. It is only reached through the list's writer mutex.
+unsafe impl Send for Arena {}
+
+impl Arena {
+    fn new() -> Self {
+        Self {
+            blocks: Vec::new(),
+            current: None,
+            offset: 0,
+            capacity: 0,
+            next_block: BLOCK_FIRST,
+        }
+    }
+
+    /// `size` fresh bytes (a multiple of `ALIGN`), aligned to `ALIGN`, that nothing else
+    /// points to, valid until the arena drops.
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        debug_assert!(size.is_multiple_of(ALIGN));
+        if size > LARGE_NODE {
+            return self.new_block(size);
+        }
+        if self.current.is_none() || self.capacity - self.offset < size {
+            let capacity = self.next_block;
+            self.next_block = (self.next_block * 2).min(BLOCK_MAX);
+            let block = self.new_block(capacity);
+            self.current = Some(block);
+            self.offset = 0;
+            self.capacity = capacity;
+        }
+        let block = self.current.expect("a block was just ensured");
+        let at = block.as_ptr().wrapping_add(self.offset);
+        self.offset += size;
+        NonNull::new(at).expect("an offset into a live block is not null")
+    }
+
+    fn new_block(&mut self, size: usize) -> NonNull<u8> {
+        let layout = Layout::from_size_align(size, ALIGN).expect("block sizes are small");
+        // SAFETY: `layout` has a non-zero size (every node holds its header).
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let Some(block) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        self.blocks.push((block, layout));
+        block
+    }
+
+    /// Bytes of blocks held, used or not.
+    #[cfg(test)]
+    fn allocated(&self) -> usize {
+        self.blocks.iter().map(|(_, layout)| layout.size()).sum()
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        for (block, layout) in self.blocks.drain(..) {
+            // SAFETY: `block` came from `alloc(layout)` in `new_block` and is freed once,
+            // here; the list that held pointers into it is being dropped (invariant 3).
+            unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
+        }
+    }
+}
+
+/// What only the writer touches: the arena and the height generator.
+struct WriterState {
+    arena: Arena,
+    rng: u64,
+}
+
+/// A sorted, append-only list of (encoded internal key, value) nodes.
+pub(crate) struct SkipList {
+    /// The head's tower: the first node of each level.
+    head: [AtomicPtr<Node>; MAX_HEIGHT],
+    /// The tallest tower so far (at least 1). Read relaxed: a reader that sees a stale height
+    /// starts lower, and one that sees a new height finds a null or fully linked head.
+    height: AtomicUsize,
+    len: AtomicUsize,
+    /// Arena bytes handed to nodes.
+    bytes: AtomicUsize,
+    writer: Mutex<WriterState>,
+}
+
+/// One node of a list, borrowed from the list: its key and value live as long as `'a`.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    node: NonNull<Node>,
+    _list: PhantomData<&'a SkipList>,
+}
+
+// SAFETY: an entry is a shared reference to an immutable node (plus atomics) of a list that
+// is `Sync`; sending or sharing it is sending or sharing `&SkipList`.
+unsafe impl Send for Entry<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Entry<'_> {}
+
+/// Holds the writer lock; inserts go through it.
+pub(crate) struct Writer<'a> {
+    list: &'a SkipList,
+    state: MutexGuard<'a, WriterState>,
+}
+
+impl SkipList {
+    pub(crate) fn new() -> Self {
+        Self {
+            head: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            height: AtomicUsize::new(1),
+            len: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            writer: Mutex::new(WriterState {
+                arena: Arena::new(),
+                rng: 0x9E37_79B9_7F4A_7C15,
+            }),
+        }
+    }
+
+    /// Takes the writer lock.
+    ///
+    /// # Panics
+    /// If an insert panicked while holding it: the list may then hold part of a batch.
+    pub(crate) fn writer(&self) -> Writer<'_> {
+        Writer {
+            list: self,
+            state: self
+                .writer
+                .lock()
+                .expect("a panicking apply already broke the memtable"),
+        }
+    }
+
+    /// The number of nodes.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Mem::Relaxed)
+    }
+
+    /// Arena bytes taken by nodes (headers, towers, keys, values, alignment).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Mem::Relaxed)
+    }
+
+    /// Arena bytes allocated, including the unused tails of blocks.
+    #[cfg(test)]
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        self.writer
+            .lock()
+            .map_or(0, |state| state.arena.allocated())
+    }
+
+    /// The first node.
+    pub(crate) fn first(&self) -> Option<Entry<'_>> {
+        self.entry(self.head[0].load(Mem::Acquire))
+    }
+
+    /// The last node.
+    pub(crate) fn last(&self) -> Option<Entry<'_>> {
+        self.descend(|_| true, None).0
+    }
+
+    /// The first node for which `before` is false. `before` must be monotone: true for a
+    /// prefix of the list (keys below some target), false after.
+    pub(crate) fn lower_bound(&self, before: impl FnMut(Entry<'_>) -> bool) -> Option<Entry<'_>> {
+        self.descend(before, None).1
+    }
+
+    /// The last node for which `before` is true (monotone, as for `lower_bound`).
+    pub(crate) fn last_before(&self, before: impl FnMut(Entry<'_>) -> bool) -> Option<Entry<'_>> {
+        self.descend(before, None).0
+    }
+
+    /// Every node, in order.
+    pub(crate) fn iter(&self) -> Iter<'_> {
+        Iter { at: self.first() }
+    }
+
+    /// Walks down from the top level, moving right while `before` holds. Returns the last
+    /// node where it held and the first where it did not (both at level 0), and fills
+    /// `preds` with the last node where it held on each level (null: the head).
+    fn descend<'a>(
+        &'a self,
+        mut before: impl FnMut(Entry<'a>) -> bool,
+        mut preds: Option<&mut [*mut Node; MAX_HEIGHT]>,
+    ) -> (Option<Entry<'a>>, Option<Entry<'a>>) {
+        let mut pred: Option<Entry<'a>> = None;
+        let mut level = self.height.load(Mem::Relaxed) - 1;
+        // The node last found not `before`: on the level below it is met again, and need not
+        // be compared again.
+        let mut stop: *mut Node = ptr::null_mut();
+        loop {
+            let next_ptr = match pred {
+                Some(p) => p.next_ptr(level),
+                None => self.head[level].load(Mem::Acquire),
+            };
+            if next_ptr != stop
+                && let Some(next) = self.entry(next_ptr)
+                && before(next)
+            {
+                pred = Some(next);
+                continue;
+            }
+            stop = next_ptr;
+            if let Some(preds) = preds.as_deref_mut() {
+                preds[level] = pred.map_or(ptr::null_mut(), |p| p.node.as_ptr());
+            }
+            if level == 0 {
+                return (pred, self.entry(next_ptr));
+            }
+            level -= 1;
+        }
+    }
+
+    /// The entry for a pointer loaded from this list (null: none), borrowing the list.
+    #[expect(
+        clippy::unused_self,
+        reason = "the borrow of the list bounds the entry's life"
+    )]
+    fn entry(&self, node: *mut Node) -> Option<Entry<'_>> {
+        Entry::from_ptr(node)
+    }
+
+    /// The next-pointer slot of level `level` after `pred` (null: the head).
+    fn slot(&self, pred: *mut Node, level: usize) -> &AtomicPtr<Node> {
+        match self.entry(pred) {
+            Some(p) => p.tower(level),
+            None => &self.head[level],
+        }
+    }
+
+    /// Checks the structure: every level sorted and a sublist of the level below, and each
+    /// node's back pointer naming its predecessor. O(n · height): for tests. Call while no
+    /// insert is in progress.
+    ///
+    /// # Panics
+    /// If the structure is broken.
+    pub(crate) fn check_structure(&self) {
+        let height = self.height.load(Mem::Relaxed);
+        let mut count = 0;
+        let mut bytes = 0;
+        let mut prev: Option<Entry<'_>> = None;
+        for e in self.iter() {
+            assert_eq!(
+                e.prev().map(|p| p.node),
+                prev.map(|p| p.node),
+                "back pointer"
+            );
+            assert!(e.height() <= height, "tower above the list's height");
+            if let Some(p) = prev {
+                assert!(p.cmp_key(e.user_key(), e.trailer()) == Ordering::Less);
+            }
+            count += 1;
+            bytes += e.footprint();
+            prev = Some(e);
+        }
+        assert_eq!(count, self.len(), "len disagrees with the nodes");
+        assert_eq!(bytes, self.bytes(), "byte count disagrees with the nodes");
+        for level in 1..MAX_HEIGHT {
+            // Each node of this level must be met, in order, walking the level below.
+            let mut below = self.entry(self.head[level - 1].load(Mem::Acquire));
+            let mut at = self.entry(self.head[level].load(Mem::Acquire));
+            if level >= height {
+                assert!(at.is_none(), "a level above the height is linked");
+            }
+            while let Some(node) = at {
+                assert!(node.height() > level, "node linked above its height");
+                while below.is_some_and(|b| b.node != node.node) {
+                    below = below.and_then(|b| self.entry(b.next_ptr(level - 1)));
+                }
+                assert!(below.is_some(), "level {level} is not a sublist");
+                at = self.entry(node.next_ptr(level));
+            }
+        }
+    }
+}
+
+impl Default for SkipList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Writer<'_> {
+    /// Inserts `user_key` with `trailer` and `value`. The pair (user key, trailer) must not
+    /// be in the list already (the memtable writes each key once per LSN).
+    ///
+    /// # Panics
+    /// If the key or value exceeds [`KEY_LEN_MAX`] or [`VALUE_LEN_MAX`].
+    pub(crate) fn insert(&mut self, user_key: &[u8], trailer: u64, value: &[u8]) {
+        assert!(
+            user_key.len() <= KEY_LEN_MAX,
+            "key too long for the memtable"
+        );
+        assert!(
+            value.len() <= VALUE_LEN_MAX,
+            "value too long for the memtable"
+        );
+        let list = self.list;
+        let mut preds = [ptr::null_mut(); MAX_HEIGHT];
+        let (_, succ) = list.descend(
+            |e| e.cmp_key(user_key, trailer) == Ordering::Less,
+            Some(&mut preds),
+        );
+        debug_assert!(
+            succ.is_none_or(|s| s.cmp_key(user_key, trailer) != Ordering::Equal),
+            "a (key, trailer) inserted twice"
+        );
+        let height = self.random_height();
+        let list_height = list.height.load(Mem::Relaxed);
+        if height > list_height {
+            // `preds` above the old height already hold null (the head).
+            list.height.store(height, Mem::Relaxed);
+        }
+        let key_len = user_key.len() + TRAILER_BYTES;
+        let size = node_bytes(height, key_len, value.len());
+        let raw = self.state.arena.alloc(size);
+        let node = raw.cast::<Node>();
+        let meta = key_len as u64 | (height as u64) << 24 | (value.len() as u64) << 32;
+        // SAFETY: `raw` is fresh, aligned, `size` bytes long (room for the header) and
+        // unshared (`Arena::alloc`); nothing reads it before it is published below.
+        unsafe {
+            node.write(Node {
+                prev: AtomicPtr::new(preds[0]),
+                meta,
+            });
+        }
+        let tower = node.as_ptr().wrapping_add(1).cast::<AtomicPtr<Node>>();
+        for (level, pred) in preds.iter().enumerate().take(height) {
+            // Only this writer stores links, so a relaxed load reads the current successor.
+            let next = list.slot(*pred, level).load(Mem::Relaxed);
+            // SAFETY: slot `level < height` of the tower lies inside the allocation, aligned
+            // (the header is 16 bytes); the node is unpublished, so the write is unshared.
+            unsafe { tower.wrapping_add(level).write(AtomicPtr::new(next)) };
+        }
+        let data_at = raw
+            .as_ptr()
+            .wrapping_add(HEADER_BYTES + height * size_of::<AtomicPtr<Node>>());
+        // SAFETY: the key and value bytes lie inside the allocation, after the tower, and
+        // are unshared until the node is published; `u8` needs no alignment.
+        let data = unsafe { std::slice::from_raw_parts_mut(data_at, key_len + value.len()) };
+        let (key_bytes, value_bytes) = data.split_at_mut(key_len);
+        key_bytes[..user_key.len()].copy_from_slice(user_key);
+        key_bytes[user_key.len()..].copy_from_slice(&trailer.to_le_bytes());
+        value_bytes.copy_from_slice(value);
+
+        // Publish bottom-up: once level 0 links the node, readers may reach it, fully
+        // written (invariant 1); higher levels only speed up later searches.
+        for (level, pred) in preds.iter().enumerate().take(height) {
+            list.slot(*pred, level).store(node.as_ptr(), Mem::Release);
+        }
+        let new = list.entry(node.as_ptr()).expect("a fresh node is not null");
+        if let Some(succ) = list.entry(new.next_ptr(0)) {
+            succ.header().prev.store(node.as_ptr(), Mem::Release);
+        }
+        list.len.fetch_add(1, Mem::Relaxed);
+        list.bytes.fetch_add(size, Mem::Relaxed);
+    }
+
+    /// 1 with probability 3/4, 2 with 3/16, ...: each level keeps one in `BRANCHING`.
+    fn random_height(&mut self) -> usize {
+        let mut height = 1;
+        while height < MAX_HEIGHT {
+            // xorshift64*: cheap, and deterministic so runs repeat.
+            let mut x = self.state.rng;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.state.rng = x;
+            if !(x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32).is_multiple_of(BRANCHING) {
+                break;
+            }
+            height += 1;
+        }
+        height
+    }
+}
+
+impl<'a> Entry<'a> {
+    /// Wraps a pointer loaded from a list borrowed for `'a` (null: none). Private to this
+    /// module, which only passes pointers read from the list's links (invariant 1).
+    fn from_ptr(node: *mut Node) -> Option<Self> {
+        NonNull::new(node).map(|node| Entry {
+            node,
+            _list: PhantomData,
+        })
+    }
+
+    fn header(self) -> &'a Node {
+        // SAFETY: the node is a fully written node of a list borrowed for `'a` (invariants 1
+        // and 3); its header's only field written after publication is atomic (invariant 2).
+        unsafe { self.node.as_ref() }
+    }
+
+    fn meta(self) -> u64 {
+        self.header().meta
+    }
+
+    fn height(self) -> usize {
+        (self.meta() >> 24) as usize & 0xff
+    }
+
+    fn key_len(self) -> usize {
+        self.meta() as usize & 0x00ff_ffff
+    }
+
+    fn value_len(self) -> usize {
+        (self.meta() >> 32) as usize
+    }
+
+    /// Slot `level` of the tower. Requires `level < height`.
+    fn tower(self, level: usize) -> &'a AtomicPtr<Node> {
+        assert!(level < self.height(), "level {level} above the tower");
+        let slot = self
+            .node
+            .as_ptr()
+            .wrapping_add(1)
+            .cast::<AtomicPtr<Node>>()
+            .wrapping_add(level);
+        // SAFETY: `level < height`, so the slot lies in the node's allocation, aligned and
+        // initialized before publication (invariants 1, 5); it is only accessed atomically.
+        unsafe { &*slot }
+    }
+
+    fn next_ptr(self, level: usize) -> *mut Node {
+        self.tower(level).load(Mem::Acquire)
+    }
+
+    fn bytes(self) -> &'a [u8] {
+        let at = self
+            .node
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(HEADER_BYTES + self.height() * size_of::<AtomicPtr<Node>>());
+        // SAFETY: key and value follow the tower inside the node's allocation (invariant 5),
+        // were written before publication and never change (invariant 2).
+        unsafe { std::slice::from_raw_parts(at, self.key_len() + self.value_len()) }
+    }
+
+    /// The encoded internal key: user key, then the trailer.
+    pub(crate) fn key(self) -> &'a [u8] {
+        &self.bytes()[..self.key_len()]
+    }
+
+    pub(crate) fn user_key(self) -> &'a [u8] {
+        &self.bytes()[..self.key_len() - TRAILER_BYTES]
+    }
+
+    /// `lsn << 8 | kind`.
+    pub(crate) fn trailer(self) -> u64 {
+        let key = self.key();
+        let raw: [u8; TRAILER_BYTES] = key[key.len() - TRAILER_BYTES..]
+            .try_into()
+            .expect("the trailer is 8 bytes");
+        u64::from_le_bytes(raw)
+    }
+
+    pub(crate) fn value(self) -> &'a [u8] {
+        &self.bytes()[self.key_len()..]
+    }
+
+    /// Orders this node's key against (`user_key`, `trailer`): user key ascending, then
+    /// trailer descending.
+    pub(crate) fn cmp_key(self, user_key: &[u8], trailer: u64) -> Ordering {
+        self.user_key()
+            .cmp(user_key)
+            .then_with(|| trailer.cmp(&self.trailer()))
+    }
+
+    /// The next node.
+    pub(crate) fn next(self) -> Option<Entry<'a>> {
+        Self::from_ptr(self.next_ptr(0))
+    }
+
+    /// The previous node (possibly one inserted after this walk began; never a greater one).
+    pub(crate) fn prev(self) -> Option<Entry<'a>> {
+        Self::from_ptr(self.header().prev.load(Mem::Acquire))
+    }
+
+    /// The arena bytes this node takes.
+    pub(crate) fn footprint(self) -> usize {
+        node_bytes(self.height(), self.key_len(), self.value_len())
+    }
+}
+
+/// Every node of a list, in order.
+pub(crate) struct Iter<'a> {
+    at: Option<Entry<'a>>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        let at = self.at?;
+        self.at = at.next();
+        Some(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(list: &SkipList) -> Vec<(Vec<u8>, u64, Vec<u8>)> {
+        list.iter()
+            .map(|e| (e.user_key().to_vec(), e.trailer(), e.value().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn skiplist_orders_by_user_key_then_trailer_descending() {
+        let list = SkipList::new();
+        assert!(list.first().is_none() && list.last().is_none());
+        {
+            let mut w = list.writer();
+            w.insert(b"b", 5, b"b5");
+            w.insert(b"a", 1, b"");
+            w.insert(b"b", 9, b"b9");
+            w.insert(b"", 3, b"e");
+        }
+        list.check_structure();
+        let got = collect(&list);
+        let want: Vec<(Vec<u8>, u64, Vec<u8>)> = vec![
+            (b"".to_vec(), 3, b"e".to_vec()),
+            (b"a".to_vec(), 1, b"".to_vec()),
+            (b"b".to_vec(), 9, b"b9".to_vec()),
+            (b"b".to_vec(), 5, b"b5".to_vec()),
+        ];
+        assert_eq!(got, want);
+        let last = list.last().expect("non-empty");
+        assert_eq!((last.user_key(), last.trailer()), (&b"b"[..], 5));
+        let back: Vec<u64> = std::iter::successors(Some(last), |e| e.prev())
+            .map(|e| e.trailer())
+            .collect();
+        assert_eq!(back, vec![5, 9, 1, 3]);
+        let at = list
+            .lower_bound(|e| e.cmp_key(b"b", 7) == Ordering::Less)
+            .expect("found");
+        assert_eq!(at.trailer(), 5);
+        let at = list
+            .last_before(|e| e.cmp_key(b"b", 7) == Ordering::Less)
+            .expect("found");
+        assert_eq!(at.trailer(), 9);
+        assert!(list.last_before(|e| e.user_key() < b"").is_none());
+        assert!(list.lower_bound(|e| e.user_key() <= b"b").is_none());
+    }
+
+    #[test]
+    fn skiplist_holds_many_nodes_and_large_values_with_exact_accounting() {
+        let list = SkipList::new();
+        let big = vec![7u8; LARGE_NODE + 1];
+        let mut expected = 0;
+        {
+            let mut w = list.writer();
+            // A multiplicative permutation of 0..n: inserts land all over the list.
+            let n: u64 = 20_000;
+            for i in 0..n {
+                let k = (i * 7919) % n;
+                let value: &[u8] = if k.is_multiple_of(5000) { &big } else { b"v" };
+                w.insert(format!("{k:08}").as_bytes(), k, value);
+            }
+        }
+        list.check_structure();
+        for e in list.iter() {
+            expected += e.footprint();
+        }
+        assert_eq!(list.bytes(), expected);
+        assert_eq!(list.len(), 20_000);
+        assert!(list.allocated_bytes() >= list.bytes());
+        assert!(
+            list.height.load(Mem::Relaxed) > 4,
+            "towers grow with the list"
+        );
+        let keys: Vec<Vec<u8>> = list.iter().map(|e| e.user_key().to_vec()).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let big_entry = list
+            .lower_bound(|e| e.user_key() < b"00005000")
+            .expect("present");
+        assert_eq!(big_entry.value(), &big[..]);
+    }
+
+    #[test]
+    fn skiplist_heights_follow_a_quarter_branching() {
+        let list = SkipList::new();
+        let mut w = list.writer();
+        let heights: Vec<usize> = (0..40_000).map(|_| w.random_height()).collect();
+        let tall = heights.iter().filter(|&&h| h >= 2).count();
+        // Expected 10,000 of 40,000; a fair generator lands well within 10%.
+        assert!(
+            (9_000..11_000).contains(&tall),
+            "{tall} towers of height >= 2"
+        );
+        assert!(heights.iter().all(|&h| (1..=MAX_HEIGHT).contains(&h)));
+    }
+}
