@@ -15,8 +15,8 @@
 //! Also here: an injectable [`Clock`], [`AlignedBuf`] for direct I/O, and the crc32
 //! helpers every format uses.
 
-// The one crate allowed unsafe code, in the modules listed in io/UNSAFE.md; every other crate
-// root carries `#![forbid(unsafe_code)]`.
+// Unsafe code only in the modules listed in io/UNSAFE.md (which names the other crates that
+// hold some, each with its own inventory).
 #![deny(unsafe_code)]
 
 mod aligned;
