@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use popdb_protocol::{
-    Commit, Entries, HandshakeOk, IdempotencyKey, Request, Response, Scan, Status, TableInfo,
-    TableOptions, Versioned, Write,
+    Commit, Entries, HandshakeOk, IdempotencyKey, PointRequest, Request, Response, Scan, Status,
+    TableInfo, TableOptions, Versioned, Write,
 };
 
 use crate::connection::Connection;
@@ -147,6 +147,16 @@ impl Client {
         self.shared.connection().await?.call(request).await
     }
 
+    /// Sends a Get, Put or Delete encoded from the caller's buffers (no owned [`Request`]
+    /// in between: the per-request path copies the key and value once, into the output).
+    async fn point(&self, request: PointRequest<'_>) -> Result<Response> {
+        self.shared
+            .connection()
+            .await?
+            .call_encoded(|id, out| request.encode(id, out))
+            .await
+    }
+
     /// Checks that the server answers.
     pub async fn ping(&self) -> Result<()> {
         match self.request(&Request::Ping).await? {
@@ -213,11 +223,7 @@ impl Client {
 
     /// Reads a key: its value and version, or `None` if it is absent.
     pub async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Versioned>> {
-        let request = Request::Get {
-            table: table.to_owned(),
-            key: key.to_vec(),
-        };
-        match self.request(&request).await? {
+        match self.point(PointRequest::Get { table, key }).await? {
             Response::Value(value) => Ok(value),
             other => Err(unexpected("Value", &other)),
         }
@@ -225,21 +231,12 @@ impl Client {
 
     /// Writes a key; returns the write's LSN (the key's new version).
     pub async fn put(&self, table: &str, key: &[u8], value: &[u8]) -> Result<u64> {
-        let request = Request::Put {
-            table: table.to_owned(),
-            key: key.to_vec(),
-            value: value.to_vec(),
-        };
-        written(self.request(&request).await?)
+        written(self.point(PointRequest::Put { table, key, value }).await?)
     }
 
     /// Deletes a key (an absent key too); returns the delete's LSN.
     pub async fn delete(&self, table: &str, key: &[u8]) -> Result<u64> {
-        let request = Request::Delete {
-            table: table.to_owned(),
-            key: key.to_vec(),
-        };
-        written(self.request(&request).await?)
+        written(self.point(PointRequest::Delete { table, key }).await?)
     }
 
     /// Applies puts and deletes across tables all or nothing; returns their LSN.

@@ -1,38 +1,40 @@
 //! One connection to a server: the handshake, and pipelining (docs/protocol.md, sections
 //! 1 and 9).
 //!
-//! A request is encoded, given the next request id, registered in the pending map
-//! (request id -> oneshot sender) and handed to the writer task through a bounded channel.
-//! The reader task decodes responses as they come, in any order, and completes the pending
-//! request with the response's id. When the connection breaks, every pending request fails
-//! with [`Error::ConnectionLost`] (its outcome is unknown) and later requests fail with
-//! [`Error::Closed`] (never sent).
+//! A request is given the next request id, registered in the pending map (request id ->
+//! oneshot sender) and encoded straight into the connection's output buffer, which the
+//! writer task empties into the socket: every request queued while it was writing goes out
+//! in one write. The reader task decodes responses as they come, in any order, and
+//! completes the pending request with the response's id. When the connection breaks, every
+//! pending request fails with [`Error::ConnectionLost`] (its outcome is unknown) and later
+//! requests fail with [`Error::Closed`] (never sent).
 //!
 //! Invariants: at most `in_flight_max` requests are registered at once (a semaphore
-//! permit is held from registration until the response or the timeout); a request id is
-//! registered at most once; a request whose caller gave up (timeout, cancellation) is
-//! removed from the map, and a late response to it is dropped.
+//! permit is held from registration until the response or the timeout), so the output
+//! buffer holds at most that many frames; a request id is registered at most once, and
+//! before its frame can reach the socket; a request whose caller gave up (timeout,
+//! cancellation) is removed from the map, and a late response to it is dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use popdb_protocol::{
-    FrameDecoder, HandshakeOk, Limit, Limits, PROTOCOL_VERSION, Request, Response,
+    EncodeError, FrameDecoder, HandshakeOk, Limit, Limits, PROTOCOL_VERSION, Request, Response,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
 
-/// Frames queued for the writer task beyond the ones it is writing. The in-flight
-/// semaphore bounds the total anyway; this bounds the channel separately.
-const WRITE_QUEUE_MAX: usize = 1024;
 /// The reader's receive chunk.
 const READ_CHUNK_SIZE: usize = 64 * 1024;
+/// The writer keeps a buffer this large or smaller for the next batch; a larger one (after
+/// a burst of large requests) is freed.
+const OUTPUT_KEPT_MAX: usize = 1 << 20;
 
 type Reply = oneshot::Sender<Result<Response>>;
 
@@ -43,10 +45,28 @@ pub(crate) struct Connection {
     next_id: AtomicU64,
     pending: Mutex<Pending>,
     in_flight: Semaphore,
-    frames: mpsc::Sender<Vec<u8>>,
+    output: Arc<Output>,
     /// Set to `true` once the connection is closed: the reader and writer tasks stop and
     /// the socket closes.
     shutdown: watch::Sender<bool>,
+}
+
+/// Frames encoded and not yet taken by the writer task, shared with it.
+#[derive(Default)]
+struct Output {
+    bytes: Mutex<Vec<u8>>,
+    /// Signalled when `bytes` turns non-empty: the writer has something to take.
+    ready: Notify,
+}
+
+impl Output {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // Frames are appended whole or truncated back under the lock, so a panic cannot
+        // leave half a frame: poisoning carries no information.
+        self.bytes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[derive(Default)]
@@ -77,7 +97,7 @@ impl Connection {
                     timeout_ms: timeout.as_millis() as u64,
                 })??;
         let in_flight_max = options.in_flight_max.min(server.in_flight_max).max(1);
-        let (frames, frames_rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let output = Arc::new(Output::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let connection = Arc::new(Connection {
             options,
@@ -85,7 +105,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(Pending::default()),
             in_flight: Semaphore::new(in_flight_max as usize),
-            frames,
+            output: Arc::clone(&output),
             shutdown,
         });
         let (read, write) = stream.into_split();
@@ -94,7 +114,7 @@ impl Connection {
             shutdown: shutdown_rx,
         };
         tokio::spawn(read_loop(tasks.clone(), read, decoder));
-        tokio::spawn(write_loop(tasks, write, frames_rx));
+        tokio::spawn(write_loop(tasks, write, output));
         Ok(connection)
     }
 
@@ -106,8 +126,17 @@ impl Connection {
     /// Sends `request` and waits for its response, within the request timeout. An error
     /// response becomes the matching [`Error`].
     pub(crate) async fn call(&self, request: &Request) -> Result<Response> {
+        self.call_encoded(|id, out| request.encode(id, out)).await
+    }
+
+    /// [`Connection::call`] for the request `encode` appends to a buffer as a frame with the
+    /// id it is given (and on failure leaves the buffer as it was).
+    pub(crate) async fn call_encoded(
+        &self,
+        encode: impl FnOnce(u64, &mut Vec<u8>) -> std::result::Result<(), EncodeError>,
+    ) -> Result<Response> {
         let timeout = self.options.request_timeout;
-        match tokio::time::timeout(timeout, self.call_untimed(request)).await {
+        match tokio::time::timeout(timeout, self.call_untimed(encode)).await {
             Ok(Ok(Response::Error(error))) => Err(Error::from_server(error)),
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
@@ -116,35 +145,50 @@ impl Connection {
         }
     }
 
-    async fn call_untimed(&self, request: &Request) -> Result<Response> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut frame = Vec::new();
-        request.encode(id, &mut frame)?;
-        let frame_size_max = self.server.limits.frame_size_max;
-        if frame.len() > frame_size_max as usize {
-            return Err(Error::LimitExceeded {
-                limit: Limit::FrameSize,
-                message: format!(
-                    "request of {} bytes is over the server's frame size maximum of {frame_size_max}",
-                    frame.len()
-                ),
-            });
-        }
+    async fn call_untimed(
+        &self,
+        encode: impl FnOnce(u64, &mut Vec<u8>) -> std::result::Result<(), EncodeError>,
+    ) -> Result<Response> {
         let _permit = self
             .in_flight
             .acquire()
             .await
             .map_err(|_| self.closed_error())?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, response) = oneshot::channel();
         {
+            // Registered before its frame is in the buffer: the writer cannot send a frame
+            // whose response would find nobody. Lock order: output, then pending.
+            let mut output = self.output.lock();
+            let was_empty = output.is_empty();
+            let start = output.len();
+            encode(id, &mut output)?;
+            let size = output.len() - start;
+            let frame_size_max = self.server.limits.frame_size_max;
+            if size > frame_size_max as usize {
+                output.truncate(start);
+                return Err(Error::LimitExceeded {
+                    limit: Limit::FrameSize,
+                    message: format!(
+                        "request of {size} bytes is over the server's frame size maximum of \
+                         {frame_size_max}"
+                    ),
+                });
+            }
             let mut pending = self.lock_pending();
             if let Some(reason) = &pending.closed {
+                output.truncate(start);
                 return Err(Error::Closed {
                     reason: reason.clone(),
                 });
             }
             let previous = pending.replies.insert(id, reply);
             assert!(previous.is_none(), "request id {id} registered twice");
+            drop(pending);
+            drop(output);
+            if was_empty {
+                self.output.ready.notify_one();
+            }
         }
         // From here on the request is in the map; the guard takes it out if this future
         // ends early (timeout or cancellation), so a late response finds nobody.
@@ -152,10 +196,6 @@ impl Connection {
             connection: self,
             id,
         };
-        if self.frames.send(frame).await.is_err() {
-            drop(guard);
-            return Err(self.closed_error());
-        }
         let result = response.await.unwrap_or_else(|_| {
             Err(Error::ConnectionLost {
                 reason: "the reader stopped".to_owned(),
@@ -371,24 +411,26 @@ fn read_loop_drain(
     }
 }
 
-async fn write_loop(mut tasks: Tasks, write: OwnedWriteHalf, mut frames: mpsc::Receiver<Vec<u8>>) {
-    let mut write = BufWriter::new(write);
+/// Empties the output buffer into the socket whenever it has bytes: everything queued
+/// since the last write goes out in one.
+async fn write_loop(mut tasks: Tasks, mut write: OwnedWriteHalf, output: Arc<Output>) {
+    let mut taken = Vec::new();
     let reason = loop {
-        let frame = tokio::select! {
-            frame = frames.recv() => frame,
-            () = tasks.closed() => None,
-        };
-        let Some(frame) = frame else {
-            break None;
-        };
-        if let Err(e) = write.write_all(&frame).await {
+        tokio::select! {
+            () = output.ready.notified() => {}
+            () = tasks.closed() => break None,
+        }
+        // Swapped under the lock, written outside it: callers keep queueing meanwhile.
+        std::mem::swap(&mut *output.lock(), &mut taken);
+        if taken.is_empty() {
+            continue;
+        }
+        if let Err(e) = write.write_all(&taken).await {
             break Some(format!("writing to the server: {e}"));
         }
-        // Flush only when no other frame is queued: pipelined requests share a write.
-        if frames.is_empty()
-            && let Err(e) = write.flush().await
-        {
-            break Some(format!("writing to the server: {e}"));
+        taken.clear();
+        if taken.capacity() > OUTPUT_KEPT_MAX {
+            taken = Vec::new();
         }
     };
     if let Some(reason) = reason

@@ -16,7 +16,7 @@ use crate::format::{
 };
 use crate::message::{
     Check, Commit, Compression, Condition, Cursor, Direction, Engine, Entries, HandshakeOk,
-    Request, Response, Scan, Status, TableInfo, TableOptions, Versioned, Write,
+    PointRequest, Request, Response, Scan, Status, TableInfo, TableOptions, Versioned, Write,
 };
 
 impl Request {
@@ -61,6 +61,28 @@ impl Request {
             Request::Scan(_) => op::SCAN,
             Request::Commit(_) => op::COMMIT,
         }
+    }
+}
+
+impl PointRequest<'_> {
+    /// Appends this request to `out` as a frame with `request_id`: the bytes
+    /// [`Request::encode`] writes for the owned request it mirrors.
+    ///
+    /// # Errors
+    /// As [`Request::encode`].
+    pub fn encode(&self, request_id: u64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        let (opcode, table, key, value) = match *self {
+            PointRequest::Get { table, key } => (op::GET, table, key, None),
+            PointRequest::Put { table, key, value } => (op::PUT, table, key, Some(value)),
+            PointRequest::Delete { table, key } => (op::DELETE, table, key, None),
+        };
+        let mut w = Writer::begin(out, opcode, request_id);
+        let result = w.point(table, key, value).and_then(|()| w.finish());
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
     }
 }
 
@@ -125,14 +147,9 @@ fn encode_request(request: &Request, w: &mut Writer<'_>) -> Result<(), EncodeErr
         }
         Request::DropTable { name } | Request::DescribeTable { name } => w.name(name)?,
         Request::Get { table, key } | Request::Delete { table, key } => {
-            w.name(table)?;
-            w.bytes("key", key)?;
+            w.point(table, key, None)?;
         }
-        Request::Put { table, key, value } => {
-            w.name(table)?;
-            w.bytes("key", key)?;
-            w.bytes("value", value)?;
-        }
+        Request::Put { table, key, value } => w.point(table, key, Some(value))?,
         Request::Batch { tables, writes } => {
             w.names(tables)?;
             w.writes(writes)?;
@@ -285,6 +302,16 @@ impl<'a> Writer<'a> {
                 encode(self, value)
             }
         }
+    }
+
+    /// The body of a Get, Put or Delete: the table name, the key, and a Put's value.
+    fn point(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), EncodeError> {
+        self.name(table)?;
+        self.bytes("key", key)?;
+        if let Some(value) = value {
+            self.bytes("value", value)?;
+        }
+        Ok(())
     }
 
     fn names(&mut self, names: &[String]) -> Result<(), EncodeError> {

@@ -11,7 +11,8 @@
 //!   [`Limits::frame_size_max`] before anything is reserved.
 //! - [`Request::decode`] and [`Response::decode`] turn a frame's body into typed messages,
 //!   enforcing [`Limits`]; [`Request::encode`] and [`Response::encode`] append whole frames
-//!   to a caller's buffer.
+//!   to a caller's buffer, and [`PointRequest::encode`] a Get, Put or Delete borrowed from
+//!   the caller's key and value.
 //! - Errors a server answers with are [`ServerError`]: an [`ErrorKind`] (a `u16`
 //!   [`ErrorCode`] with typed detail) and a message.
 //!
@@ -42,5 +43,6 @@ pub use limits::{
 };
 pub use message::{
     Check, Commit, Compression, Condition, Cursor, Direction, Engine, Entries, Entry, HandshakeOk,
-    IdempotencyKey, Request, Response, Scan, Status, TableInfo, TableOptions, Versioned, Write,
+    IdempotencyKey, PointRequest, Request, Response, Scan, Status, TableInfo, TableOptions,
+    Versioned, Write,
 };

@@ -237,6 +237,36 @@ pub struct Commit {
     pub writes: Vec<Write>,
 }
 
+/// A Get, Put or Delete borrowed from the caller's buffers. It encodes to exactly the frame
+/// of the [`Request`] it mirrors, without copying the table name, key and value into one
+/// first: a client's per-request path encodes these straight into its output buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PointRequest<'a> {
+    /// As [`Request::Get`].
+    Get {
+        /// The table's name.
+        table: &'a str,
+        /// The key.
+        key: &'a [u8],
+    },
+    /// As [`Request::Put`].
+    Put {
+        /// The table's name.
+        table: &'a str,
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// As [`Request::Delete`].
+    Delete {
+        /// The table's name.
+        table: &'a str,
+        /// The key.
+        key: &'a [u8],
+    },
+}
+
 /// A response: the body of a frame whose opcode has bit 7 set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {

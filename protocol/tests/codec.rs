@@ -19,8 +19,8 @@ use std::ops::Bound;
 use common::{TINY_LIMITS, any_request, any_response};
 use popdb_protocol::{
     Check, Commit, Condition, DecodeError, Decoded, EncodeError, ErrorKind, FRAME_SIZE_MAX, Frame,
-    FrameDecoder, HEADER_SIZE, Limit, Limits, Request, Response, Scan, ServerError, Write,
-    decode_frame,
+    FrameDecoder, HEADER_SIZE, Limit, Limits, PointRequest, Request, Response, Scan, ServerError,
+    Write, decode_frame,
 };
 use popdb_testkit::Rng;
 
@@ -80,6 +80,47 @@ fn codec_random_requests_round_trip() {
         ));
     }
     assert_eq!(opcodes.len(), 13, "every request kind: {opcodes:x?}");
+}
+
+#[test]
+fn codec_point_requests_encode_as_the_requests_they_mirror() {
+    let mut rng = Rng(0x9e07_0c03);
+    let mut seen = BTreeSet::new();
+    let mut owned = Vec::new();
+    let mut point = Vec::new();
+    for _ in 0..5_000 {
+        let request = any_request(&mut rng);
+        let borrowed = match &request {
+            Request::Get { table, key } => PointRequest::Get { table, key },
+            Request::Put { table, key, value } => PointRequest::Put { table, key, value },
+            Request::Delete { table, key } => PointRequest::Delete { table, key },
+            _ => continue,
+        };
+        let id = rng.next();
+        // After other bytes: both append.
+        owned.clear();
+        owned.extend_from_slice(b"xy");
+        point.clone_from(&owned);
+        request.encode(id, &mut owned).unwrap();
+        borrowed.encode(id, &mut point).unwrap();
+        assert_eq!(point, owned, "{request:?}");
+        seen.insert(request.opcode());
+    }
+    assert_eq!(seen.len(), 3, "Get, Put and Delete: {seen:x?}");
+    // A name longer than its u16 length field allows is refused and leaves the buffer as
+    // it was.
+    let mut out = b"xy".to_vec();
+    let name = "t".repeat(usize::from(u16::MAX) + 1);
+    let refused = PointRequest::Get {
+        table: &name,
+        key: b"k",
+    }
+    .encode(1, &mut out);
+    assert!(
+        matches!(refused, Err(EncodeError::TooLong { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(out, b"xy");
 }
 
 #[test]

@@ -12,12 +12,14 @@
 //! byte budget; the writer releases the budget and the in-flight permits once the bytes are
 //! on the socket. So a connection holds at most `in_flight_max` requests and
 //! `output_buffer_bytes_max` bytes of queued responses, plus the frame being read and the
-//! responses of the pass being gathered (at most `WRITE_BATCH_BYTES` and one response).
+//! responses of the pass being gathered (at most `WRITE_BATCH_BYTES` and one response; the
+//! gathering buffer is kept between passes up to `GATHER_KEPT_MAX`).
 //!
 //! Timeouts: the handshake must complete within `handshake_timeout`; a frame, once started,
 //! within `frame_timeout`; a connection with nothing in flight that sends nothing for
 //! `idle_timeout` is closed, as is one whose responses cannot be written within
-//! `frame_timeout`. A framing error (DecodeError::is_fatal) gets an Error frame and a close;
+//! `frame_timeout`. The reader's one timer is armed for the nearest deadline and re-armed
+//! only when a deadline comes sooner or the timer fires early. A framing error (DecodeError::is_fatal) gets an Error frame and a close;
 //! any other bad frame gets an Error frame for its request id and the connection reads on.
 //! When the reader stops it still answers every write it handed to the backend.
 
@@ -42,6 +44,11 @@ use crate::server::Shared;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The reader keeps its gathering buffer between passes up to this capacity (a pass of 128
+/// small responses fits); a larger one is freed once written, so an idle connection holds
+/// at most this much besides its read chunk.
+const GATHER_KEPT_MAX: usize = 16 * 1024;
 
 /// A response on its way to the writer, with the permits it holds until it is written.
 struct Outgoing {
@@ -182,6 +189,10 @@ impl<B: Backend> Reader<B> {
         let handshake_deadline = clock.now() + config.handshake_timeout;
         let mut handshaken = false;
         let mut frame_started: Option<Duration> = None;
+        // The read deadline's timer, and the deadline (on `clock`) it is armed for.
+        let timer = tokio::time::sleep(config.handshake_timeout);
+        tokio::pin!(timer);
+        let mut armed = handshake_deadline;
         loop {
             // Answer every whole frame buffered.
             let mut frames_taken = false;
@@ -234,15 +245,27 @@ impl<B: Backend> Reader<B> {
             } else {
                 deadline.min(handshake_deadline)
             };
-            let wait = deadline.saturating_sub(now);
+            // The timer is re-armed only when the deadline comes sooner than it is armed
+            // for, or when it fired early: a later deadline (every read moves the idle one)
+            // leaves it alone, and it re-arms when it fires. Re-arming on every read
+            // touched tokio's shared timer wheel twice per pass.
+            if deadline < armed {
+                let wait = deadline.saturating_sub(now);
+                timer.as_mut().reset(tokio::time::Instant::now() + wait);
+                armed = deadline;
+            }
             tokio::select! {
-                read = tokio::time::timeout(wait, read.read(&mut chunk)) => match read {
-                    Ok(Ok(0) | Err(_)) => return Stop::Clean,
-                    Ok(Ok(n)) => {
+                read = read.read(&mut chunk) => match read {
+                    Ok(0) | Err(_) => return Stop::Clean,
+                    Ok(n) => {
                         shared.metrics.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
                         decoder.push(chunk.get(..n).unwrap_or_default());
                     }
-                    Err(_elapsed) => {
+                },
+                () = &mut timer => {
+                    // Fired: armed for nothing until the next pass arms it again.
+                    armed = Duration::MAX;
+                    if clock.now() >= deadline {
                         let idle = frame_started.is_none() && handshaken;
                         let busy = self.conn.in_flight.available_permits()
                             < config.in_flight_max as usize;
@@ -325,13 +348,27 @@ impl<B: Backend> Reader<B> {
         self.gathered.add(request_id, response, permit);
     }
 
-    /// Queues what is gathered for the writer. False if the connection is gone.
+    /// Sends what is gathered: straight to the socket if the writer is idle (keeping the
+    /// buffer for the next pass, so that a pass does not grow a fresh one response by
+    /// response), else to the writer. False if the connection is gone.
     async fn flush(&mut self) -> bool {
         if self.gathered.bytes.is_empty() {
             return true;
         }
         let gathered = std::mem::take(&mut self.gathered);
-        queue(&self.conn, gathered.bytes, false, gathered.in_flight).await
+        let conn = &self.conn;
+        match conn
+            .out
+            .write_now(&conn.shared, gathered.bytes, gathered.in_flight)
+        {
+            Sent::Done(bytes) => {
+                if let Some(bytes) = bytes.filter(|b| b.capacity() <= GATHER_KEPT_MAX) {
+                    self.gathered.bytes = bytes;
+                }
+                true
+            }
+            Sent::Busy(bytes, in_flight) => enqueue(conn, bytes, false, in_flight).await,
+        }
     }
 
     /// One of the connection's in-flight permits; when they are all taken, reading stops
@@ -576,7 +613,7 @@ async fn queue<B>(
 ) -> bool {
     if !close_after {
         match conn.out.write_now(&conn.shared, bytes, in_flight) {
-            Sent::Done => return true,
+            Sent::Done(_) => return true,
             Sent::Busy(bytes, in_flight) => return enqueue(conn, bytes, false, in_flight).await,
         }
     }
@@ -630,7 +667,9 @@ struct OutputState {
 
 /// What [`Output::write_now`] did.
 enum Sent {
-    Done,
+    /// Handed on: written, or (what the socket did not take) queued for the writer. The
+    /// buffer comes back, emptied, if the socket took all of it.
+    Done(Option<Vec<u8>>),
     /// Not written (the writer holds the socket): queue these.
     Busy(Vec<u8>, Option<OwnedSemaphorePermit>),
 }
@@ -655,8 +694,7 @@ impl Output {
             _in_flight: in_flight,
             _budget: None,
         };
-        self.write_idle(&mut state, shared, outgoing);
-        Sent::Done
+        Sent::Done(self.write_idle(&mut state, shared, outgoing))
     }
 
     /// Queues `outgoing` for the writer, or writes it now if the writer is idle and it does
@@ -667,13 +705,19 @@ impl Output {
             state.busy = true;
             return self.queue.send(outgoing).is_ok();
         }
-        self.write_idle(&mut state, shared, outgoing);
+        let _ = self.write_idle(&mut state, shared, outgoing);
         true
     }
 
     /// Writes what the socket takes of `outgoing` and queues the rest (its permits go back
-    /// once it is all written). Requires: the state's lock, and the writer idle.
-    fn write_idle<B>(&self, state: &mut OutputState, shared: &Shared<B>, mut outgoing: Outgoing) {
+    /// once it is all written). Returns its buffer, emptied, if the socket took all of it.
+    /// Requires: the state's lock, and the writer idle.
+    fn write_idle<B>(
+        &self,
+        state: &mut OutputState,
+        shared: &Shared<B>,
+        mut outgoing: Outgoing,
+    ) -> Option<Vec<u8>> {
         let mut written = 0;
         if let Some(write) = state.write.as_ref() {
             while written < outgoing.bytes.len() {
@@ -689,13 +733,16 @@ impl Output {
             .bytes_written
             .fetch_add(written as u64, Ordering::Relaxed);
         if written == outgoing.bytes.len() {
-            return;
+            let mut bytes = std::mem::take(&mut outgoing.bytes);
+            bytes.clear();
+            return Some(bytes);
         }
         outgoing.bytes.drain(..written);
         state.busy = true;
         // Queued under the lock: nothing gets ahead of the rest of these bytes. A stopped
         // writer drops them, as it drops everything queued after it stopped.
         let _ = self.queue.send(outgoing);
+        None
     }
 }
 

@@ -8,6 +8,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use popdb_server::{Cli, Command, Config};
 
+/// The server allocates and frees a few small buffers per request (frames, log records,
+/// memtable entries) across threads; glibc's malloc was about a fifth of its CPU time under
+/// `popdb-bench server` (issue 7), where mimalloc's thread-local free lists cost a fraction.
+/// Redis, the benchmark's peer, ships with jemalloc for the same reason.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
