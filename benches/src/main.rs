@@ -20,6 +20,15 @@
 #![cfg_attr(feature = "lmdb", deny(unsafe_code))]
 #![allow(clippy::disallowed_methods, reason = "benchmarks measure real time")]
 
+/// The whole process's allocator: the one the `popdb` binary ships with (server/src/main.rs
+/// says why), since `serve-popdb` runs the server in this process. It is binary-wide, so
+/// every subcommand runs on it: in `compare`, every Rust target (PopDB's, redb, fjall,
+/// sled) allocates through mimalloc, while LMDB's C and RocksDB's C++ call glibc's malloc
+/// from their own code (the settings in the JSON say so). redis-server and redis-benchmark
+/// link jemalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod btreebench;
 mod compare;
 mod dbbench;

@@ -215,6 +215,8 @@ pub fn run(options: &Compare) -> Result<()> {
             "settle_seconds": options.settle.as_secs_f64(),
             "round_order": order.iter().map(|t| t.name()).collect::<Vec<_>>(),
             "between_processes": "remove the process's directory, sync(2), sleep settle_seconds",
+            "allocator": "mimalloc as the driver's global allocator (every Rust target); \
+                LMDB's C and RocksDB's C++ call glibc malloc from their own code",
         },
         "skipped": skipped,
         "settings": order.iter().map(|t| (t.name().to_string(), t.settings())).collect::<serde_json::Map<_, _>>(),

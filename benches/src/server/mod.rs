@@ -12,14 +12,6 @@ mod popdb_side;
 mod redis_side;
 mod settings;
 
-/// The whole popdb-bench process's allocator, since `serve-popdb` runs the `popdb`
-/// server in it: the same one the `popdb` binary declares (server/src/main.rs says why), so
-/// that the benchmark measures the allocator the binary ships with. The load generator and
-/// every other subcommand use it too; redis-benchmark, the load generator on the other
-/// side, links jemalloc like redis-server.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub use args::ServerArgs;
 pub use driver::run;
 pub use popdb_side::serve as serve_popdb;
