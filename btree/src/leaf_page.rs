@@ -18,6 +18,7 @@
 
 #![deny(clippy::indexing_slicing)]
 
+use std::cmp::Ordering;
 use std::ops::Range;
 
 use crate::error::{CorruptionKind, Error, Result};
@@ -29,6 +30,7 @@ use crate::page_format::{
     field_u8, field_u16, field_u32, field_u64, invalid, is_referable,
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
+use crate::search::compare;
 
 /// What a leaf entry holds for its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,7 +280,7 @@ impl<'a> LeafPage<'a> {
                 Some(probed) => probed,
                 None => self.key(mid)?,
             };
-            if probed < key {
+            if compare(probed, key) == Ordering::Less {
                 lo = mid + 1;
             } else {
                 hi = mid;
