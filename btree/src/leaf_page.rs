@@ -314,10 +314,13 @@ impl<'a> LeafPage<'a> {
         if index >= self.count {
             return None;
         }
-        let at = LEAF_SLOTS_AT + index * SLOT_SIZE;
+        // No sum below can overflow: `index < count` and `count` came from a `u16`, a slot
+        // is a `u16`, a key length a `u16`, and a value length a `u32` that `stores_inline`
+        // bounds by the leaf payload before it is added.
+        let at = LEAF_SLOTS_AT.wrapping_add(index.wrapping_mul(SLOT_SIZE));
         let &slot = self.page.get(at..)?.first_chunk::<2>()?;
         let start = usize::from(u16::from_le_bytes(slot));
-        if start < self.slots_end() {
+        if start < LEAF_SLOTS_AT.wrapping_add(self.count.wrapping_mul(SLOT_SIZE)) {
             return None;
         }
         let &[k0, k1, kind, v0, v1, v2, v3, v4, v5, v6, v7, s0, s1, s2, s3] = self
@@ -334,9 +337,9 @@ impl<'a> LeafPage<'a> {
         {
             return None;
         }
-        let key_at = start + LEAF_ENTRY_HEADER_SIZE;
-        let body_at = key_at + key_len;
-        let end = body_at + value_len;
+        let key_at = start.wrapping_add(LEAF_ENTRY_HEADER_SIZE);
+        let body_at = key_at.wrapping_add(key_len);
+        let end = body_at.wrapping_add(value_len);
         (end <= self.page.len()).then_some((key_at..body_at, body_at..end, version))
     }
 
