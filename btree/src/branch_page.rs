@@ -16,6 +16,8 @@
 
 #![deny(clippy::indexing_slicing)]
 
+use std::cmp::Ordering;
+
 use crate::error::{CorruptionKind, Error, Result};
 use crate::page_format::{
     BRANCH_CHILD_CHECKSUM_AT, BRANCH_CHILD_ID_AT, BRANCH_ENTRY_HEADER_SIZE, BRANCH_KEY_LEN_AT,
@@ -24,6 +26,7 @@ use crate::page_format::{
     field_bytes, field_u16, field_u32, field_u64, invalid, is_referable,
 };
 use crate::page_size::PageSize;
+use crate::search::compare;
 
 /// A branch page, borrowing its bytes.
 #[derive(Clone, Copy, Debug)]
@@ -156,10 +159,10 @@ impl<'a> BranchPage<'a> {
                 Some(separator) => separator,
                 None => self.separator(mid)?,
             };
-            if separator <= key {
-                lo = mid + 1;
-            } else {
+            if compare(separator, key) == Ordering::Greater {
                 hi = mid;
+            } else {
+                lo = mid + 1;
             }
         }
         Ok(lo)

@@ -18,6 +18,7 @@
 
 #![deny(clippy::indexing_slicing)]
 
+use std::cmp::Ordering;
 use std::ops::Range;
 
 use crate::error::{CorruptionKind, Error, Result};
@@ -29,6 +30,7 @@ use crate::page_format::{
     field_u8, field_u16, field_u32, field_u64, invalid, is_referable,
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
+use crate::search::compare;
 
 /// What a leaf entry holds for its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,13 +217,7 @@ impl<'a> LeafPage<'a> {
     /// # Errors
     /// [`Error::Corruption`] for a slot out of place.
     pub(crate) fn has_tombstone(&self) -> Result<bool> {
-        for index in 0..self.count {
-            let at = self.slot(index)? + LEAF_KIND_AT;
-            if field_u8(self.page, self.page_id, at, "leaf entry kind")? == KIND_TOMBSTONE {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        self.has_kind(KIND_TOMBSTONE)
     }
 
     /// Whether any entry's value is in overflow pages: a scan of the entries' kind bytes,
@@ -230,9 +226,31 @@ impl<'a> LeafPage<'a> {
     /// # Errors
     /// [`Error::Corruption`] for a slot out of place.
     pub(crate) fn has_overflow(&self) -> Result<bool> {
-        for index in 0..self.count {
-            let at = self.slot(index)? + LEAF_KIND_AT;
-            if field_u8(self.page, self.page_id, at, "leaf entry kind")? == KIND_OVERFLOW {
+        self.has_kind(KIND_OVERFLOW)
+    }
+
+    /// Whether any entry's kind byte is `kind`: one pass over the slots, checked as
+    /// [`LeafPage::slot`] checks each (an apply runs it over every leaf it rebuilds).
+    fn has_kind(&self, kind: u8) -> Result<bool> {
+        let slots_end = self.slots_end();
+        let slots = field_bytes(
+            self.page,
+            self.page_id,
+            LEAF_SLOTS_AT..slots_end,
+            "leaf slot",
+        )?;
+        for (index, slot) in slots.chunks_exact(SLOT_SIZE).enumerate() {
+            let &[s0, s1] = slot else {
+                unreachable!("chunks of SLOT_SIZE bytes")
+            };
+            let start = usize::from(u16::from_le_bytes([s0, s1]));
+            // A slot is a u16, so the sum cannot overflow.
+            if start < slots_end || start.wrapping_add(LEAF_ENTRY_HEADER_SIZE) > self.page.len() {
+                let at = LEAF_SLOTS_AT + index * SLOT_SIZE;
+                return Err(invalid(self.page_id, at, "leaf slot", start as u64));
+            }
+            let at = start.wrapping_add(LEAF_KIND_AT);
+            if field_u8(self.page, self.page_id, at, "leaf entry kind")? == kind {
                 return Ok(true);
             }
         }
@@ -278,7 +296,7 @@ impl<'a> LeafPage<'a> {
                 Some(probed) => probed,
                 None => self.key(mid)?,
             };
-            if probed < key {
+            if compare(probed, key) == Ordering::Less {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -312,10 +330,13 @@ impl<'a> LeafPage<'a> {
         if index >= self.count {
             return None;
         }
-        let at = LEAF_SLOTS_AT + index * SLOT_SIZE;
+        // No sum below can overflow: `index < count` and `count` came from a `u16`, a slot
+        // is a `u16`, a key length a `u16`, and a value length a `u32` that `stores_inline`
+        // bounds by the leaf payload before it is added.
+        let at = LEAF_SLOTS_AT.wrapping_add(index.wrapping_mul(SLOT_SIZE));
         let &slot = self.page.get(at..)?.first_chunk::<2>()?;
         let start = usize::from(u16::from_le_bytes(slot));
-        if start < self.slots_end() {
+        if start < LEAF_SLOTS_AT.wrapping_add(self.count.wrapping_mul(SLOT_SIZE)) {
             return None;
         }
         let &[k0, k1, kind, v0, v1, v2, v3, v4, v5, v6, v7, s0, s1, s2, s3] = self
@@ -332,9 +353,9 @@ impl<'a> LeafPage<'a> {
         {
             return None;
         }
-        let key_at = start + LEAF_ENTRY_HEADER_SIZE;
-        let body_at = key_at + key_len;
-        let end = body_at + value_len;
+        let key_at = start.wrapping_add(LEAF_ENTRY_HEADER_SIZE);
+        let body_at = key_at.wrapping_add(key_len);
+        let end = body_at.wrapping_add(value_len);
         (end <= self.page.len()).then_some((key_at..body_at, body_at..end, version))
     }
 
@@ -358,16 +379,19 @@ impl<'a> LeafPage<'a> {
     }
 
     fn slots_end(&self) -> usize {
-        LEAF_SLOTS_AT + self.count * SLOT_SIZE
+        // `count` came from a u16 (or a builder's count, which fits a page): no overflow.
+        LEAF_SLOTS_AT.wrapping_add(self.count.wrapping_mul(SLOT_SIZE))
     }
 
     /// The page offset slot `index` holds, which must point past the slots and leave room
     /// for an entry header before the page's end.
     fn slot(&self, index: usize) -> Result<usize> {
         assert!(index < self.count, "leaf index {index} of {}", self.count);
-        let at = LEAF_SLOTS_AT + index * SLOT_SIZE;
+        // Below `slots_end`, and a slot is a u16: no sum here can overflow.
+        let at = LEAF_SLOTS_AT.wrapping_add(index.wrapping_mul(SLOT_SIZE));
         let start = usize::from(field_u16(self.page, self.page_id, at, "leaf slot")?);
-        if start < self.slots_end() || start + LEAF_ENTRY_HEADER_SIZE > self.page.len() {
+        if start < self.slots_end() || start.wrapping_add(LEAF_ENTRY_HEADER_SIZE) > self.page.len()
+        {
             return Err(invalid(self.page_id, at, "leaf slot", start as u64));
         }
         Ok(start)

@@ -55,6 +55,7 @@ mod pages;
 mod pins;
 mod range;
 mod read_view;
+mod search;
 mod tree;
 
 pub use branch_builder::BranchBuilder;

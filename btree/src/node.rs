@@ -38,6 +38,7 @@
 //! ids stay below [`SIDE_ID_BASE`] (the file's page limit, docs/limits.md).
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use crate::LeafBuilder;
@@ -49,6 +50,7 @@ use crate::overflow::OverflowRef;
 use crate::page_format::{BRANCH_SLOTS_AT, LEAF_SLOTS_AT, PAGE_ID_MAX, PageId, PageRef};
 use crate::page_size::PageSize;
 use crate::pages::{Bounds, Pages};
+use crate::search::compare;
 
 /// The page id an in-memory leaf image carries until a checkpoint writes it.
 pub(crate) const LEAF_PLACEHOLDER: PageId = PageId(PAGE_ID_MAX);
@@ -209,7 +211,10 @@ impl Separators {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.get(mid).is_some_and(|s| s <= key) {
+            if self
+                .get(mid)
+                .is_some_and(|s| compare(s, key) != Ordering::Greater)
+            {
                 lo = mid + 1;
             } else {
                 hi = mid;

@@ -94,12 +94,16 @@ impl PageSize {
     /// The most bytes of key plus inline value one leaf entry holds; larger values go to
     /// overflow pages. 1,001 bytes at 4 KiB.
     pub const fn leaf_payload_max(self) -> usize {
-        (self.bytes() - HEADER_SIZE) / ENTRIES_PER_PAGE_MIN - SLOT_SIZE - LEAF_ENTRY_HEADER_SIZE
+        // Wrapping: a page of at least PAGE_SIZE_MIN bytes leaves a positive payload (the
+        // table in the format doc), and this runs for every entry a cursor steps to.
+        (self.bytes().wrapping_sub(HEADER_SIZE) / ENTRIES_PER_PAGE_MIN)
+            .wrapping_sub(SLOT_SIZE + LEAF_ENTRY_HEADER_SIZE)
     }
 
     /// The largest key: 989 bytes at 4 KiB, 93 at 512 bytes, 16,349 at 64 KiB.
     pub const fn key_size_max(self) -> usize {
-        self.leaf_payload_max() - OVERFLOW_REF_SIZE
+        // Wrapping: the payload exceeds an overflow reference at every page size.
+        self.leaf_payload_max().wrapping_sub(OVERFLOW_REF_SIZE)
     }
 
     /// Whether an entry with a key of `key_len` bytes stores a value of `value_len` bytes

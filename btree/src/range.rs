@@ -209,11 +209,67 @@ impl RangeIter {
         reason = "a cursor, as popdb-lsm's: next returns a Result and the entry is read in place"
     )]
     pub fn next(&mut self) -> Result<()> {
+        if self.next_in_leaf() {
+            return Ok(());
+        }
         let moved = self.step().and_then(|()| self.settle());
         if moved.is_err() {
             self.end();
         }
         moved
+    }
+
+    /// The common step, taken without `step` and `settle`: from an inline value to the
+    /// next entry of the same leaf, also an inline value, within the far bound. Returns
+    /// `false`, the cursor unchanged, for anything else (a leaf's end, a tombstone, a value
+    /// elsewhere, the bound, or bytes `probe_inline` refuses), which the general path then
+    /// takes, with the same checks as `settle`'s and the same result.
+    #[inline]
+    fn next_in_leaf(&mut self) -> bool {
+        let (Some((leaf, index)), Some(current)) = (&self.leaf, &self.current) else {
+            return false;
+        };
+        if !matches!(current.value, CurrentValue::InLeaf(_)) {
+            return false;
+        }
+        let next = match self.direction {
+            Direction::Forward => index.wrapping_add(1),
+            Direction::Backward => match index.checked_sub(1) {
+                Some(next) => next,
+                None => return false,
+            },
+        };
+        let bytes = match leaf {
+            Child::Mem(node) => node.as_leaf().bytes(),
+            Child::Disk(page) => match self.pages.bytes(page.id) {
+                Ok(bytes) => bytes,
+                Err(_) => return false,
+            },
+        };
+        let page = LeafPage::reopen(
+            bytes,
+            self.pages.page_size(),
+            self.leaf_id,
+            self.leaf_txn,
+            self.count,
+        );
+        // `probe_inline` refuses an index at or past the count (the leaf's end).
+        let Some((key, value, version)) = page.probe_inline(next) else {
+            return false;
+        };
+        match bytes.get(key.clone()) {
+            Some(key_bytes) if !self.beyond(key_bytes) => {}
+            _ => return false,
+        }
+        if let Some((_, at)) = self.leaf.as_mut() {
+            *at = next;
+        }
+        self.current = Some(Current {
+            key,
+            value: CurrentValue::InLeaf(value),
+            version,
+        });
+        true
     }
 
     fn end(&mut self) {
