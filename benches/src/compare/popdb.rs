@@ -175,6 +175,10 @@ impl Reader for LsmReader {
         while rows < count && it.valid() {
             std::hint::black_box((it.key(), it.value()));
             rows += 1;
+            // No step past the last row asked for, as LMDB's `take(count)` makes none.
+            if rows == count {
+                break;
+            }
             it.next()?;
         }
         Ok(rows)
@@ -290,6 +294,10 @@ impl Reader for BtreeReader {
         while rows < count && it.valid() {
             std::hint::black_box(it.key_value());
             rows += 1;
+            // No step past the last row asked for, as LMDB's `take(count)` makes none.
+            if rows == count {
+                break;
+            }
             it.next()?;
         }
         Ok(rows)

@@ -142,6 +142,10 @@ impl Reader for DbReader {
         while cursor.valid() {
             std::hint::black_box((cursor.key(), cursor.value(), cursor.version()));
             rows += 1;
+            // No step past the last row asked for, as LMDB's `take(count)` makes none.
+            if rows == count {
+                break;
+            }
             cursor.next()?;
         }
         Ok(rows)
