@@ -1,6 +1,8 @@
-//! Keeps `lsm/UNSAFE.md` equal to the code: the files under `lsm/src` that hold `unsafe`
-//! blocks, functions, impls or traits, and how many each holds, must match the document's
-//! `### <path>` headings and their `Unsafe blocks: N` lines.
+//! Keeps each crate's `UNSAFE.md` equal to its code (`io/UNSAFE.md`, `lsm/UNSAFE.md`): the
+//! files under `<crate>/src` that hold `unsafe` blocks, functions, impls or traits, and how
+//! many each holds, must match the document's `### <path>` headings and their
+//! `Unsafe blocks: N` lines. Every other crate root forbids unsafe code, so the compiler
+//! keeps them out of this list.
 //!
 //! The scan is a grep, not a parser: it drops `//` comments and string literals on each line
 //! and then looks for the keyword `unsafe` followed by `{`, `fn`, `impl`, `trait` or `extern`.
@@ -11,9 +13,21 @@ use std::path::{Path, PathBuf};
 
 use popdb_io::{FileSystem, RealFs};
 
-/// Where unsafe code is, as the code says: path (relative to the workspace root) -> count.
-fn scan_sources() -> BTreeMap<String, usize> {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+/// The crates allowed unsafe code, each with its `UNSAFE.md`.
+const CRATES: [&str; 2] = ["io", "lsm"];
+
+/// The workspace root (this test lives in `testkit/`).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit sits in the workspace")
+        .to_path_buf()
+}
+
+/// Where unsafe code is in crate `krate`, as the code says: path (relative to the
+/// workspace root) -> count.
+fn scan_sources(krate: &str) -> BTreeMap<String, usize> {
+    let crate_dir = &workspace().join(krate);
     let mut found = BTreeMap::new();
     let mut pending: Vec<PathBuf> = vec![crate_dir.join("src")];
     let fs = RealFs::without_io_uring();
@@ -28,7 +42,7 @@ fn scan_sources() -> BTreeMap<String, usize> {
                 let count = text.lines().map(count_unsafe_on_line).sum::<usize>();
                 if count > 0 {
                     let relative = path.strip_prefix(crate_dir).expect("under crate dir");
-                    found.insert(format!("lsm/{}", relative.display()), count);
+                    found.insert(format!("{krate}/{}", relative.display()), count);
                 }
             }
         }
@@ -85,10 +99,10 @@ fn strip_comment_and_strings(line: &str) -> String {
     out
 }
 
-/// Where unsafe code is, as UNSAFE.md says: path -> count.
-fn read_inventory() -> BTreeMap<String, usize> {
-    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("UNSAFE.md");
-    let doc = std::fs::read_to_string(&doc_path).expect("lsm/UNSAFE.md exists");
+/// Where unsafe code is in crate `name`, as its UNSAFE.md says: path -> count.
+fn read_inventory(name: &str) -> BTreeMap<String, usize> {
+    let doc_path = workspace().join(name).join("UNSAFE.md");
+    let doc = std::fs::read_to_string(&doc_path).expect("the crate's UNSAFE.md exists");
     let mut listed = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in doc.lines() {
@@ -120,13 +134,16 @@ fn read_inventory() -> BTreeMap<String, usize> {
 
 #[test]
 fn unsafe_inventory_matches_sources() {
-    let found = scan_sources();
-    let listed = read_inventory();
-    assert_eq!(
-        found, listed,
-        "lsm/UNSAFE.md is stale: the code has unsafe in {found:?} but the document lists \
-         {listed:?}; update the document (module, invariant, benchmark, tests)"
-    );
+    for name in CRATES {
+        let found = scan_sources(name);
+        let listed = read_inventory(name);
+        assert!(!found.is_empty(), "no unsafe code found under {name}/src");
+        assert_eq!(
+            found, listed,
+            "{name}/UNSAFE.md is stale: the code has unsafe in {found:?} but the document \
+             lists {listed:?}; update the document (module, invariant, benchmark, tests)"
+        );
+    }
 }
 
 #[test]
