@@ -158,8 +158,14 @@ fn reader(mt: &Memtable, published: &AtomicU64, done: &AtomicBool) -> u64 {
     checks
 }
 
-#[test]
-fn memtable_readers_see_whole_batches_while_the_writer_applies() {
+/// What one side of a race does: `(memtable, last published LSN, writer finished)`.
+type Writer = fn(&Memtable, &AtomicU64, &AtomicBool);
+/// A reader returns how many views it checked.
+type Reader = fn(&Memtable, &AtomicU64, &AtomicBool) -> u64;
+
+/// Runs `writer` on this thread against `READERS` threads of `reader` on one memtable, and
+/// returns it once every reader has checked at least one view.
+fn race(writer: Writer, reader: Reader) -> Arc<Memtable> {
     let mt = Arc::new(Memtable::new());
     let published = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -177,6 +183,12 @@ fn memtable_readers_see_whole_batches_while_the_writer_applies() {
         );
     }
     mt.check_invariants();
+    mt
+}
+
+#[test]
+fn memtable_readers_see_whole_batches_while_the_writer_applies() {
+    let mt = race(writer, reader);
     for view in (1..BATCHES).step_by(997) {
         check_view(&mt, view);
     }
@@ -289,20 +301,7 @@ fn spread_reader(mt: &Memtable, published: &AtomicU64, done: &AtomicBool) -> u64
 
 #[test]
 fn memtable_readers_see_whole_spread_batches_while_the_writer_applies() {
-    let mt = Arc::new(Memtable::new());
-    let published = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..READERS)
-        .map(|_| {
-            let (mt, published, done) = (mt.clone(), published.clone(), done.clone());
-            thread::spawn(move || spread_reader(&mt, &published, &done))
-        })
-        .collect();
-    spread_writer(&mt, &published, &done);
-    for r in readers {
-        assert!(r.join().unwrap() > 0);
-    }
-    mt.check_invariants();
+    let mt = race(spread_writer, spread_reader);
     assert_eq!(mt.len() as u64, SPREAD_BATCHES * SPREAD_KEYS as u64);
     for view in [1, SPREAD_BATCHES / 2, SPREAD_BATCHES] {
         let rows: Vec<(Vec<u8>, u64, u64)> = mt
