@@ -106,6 +106,12 @@ fn apply_random_batch(rng: &mut Rng, mt: &Memtable, model: &mut Model, lsn: u64)
         let value = (rng.below(4) != 0).then(|| rng.value());
         batch.push((key, value));
     }
+    apply_both(mt, model, lsn, batch);
+}
+
+/// Applies `batch` at `lsn` to the memtable and to the model, where the batch's last write
+/// to a key wins.
+fn apply_both(mt: &Memtable, model: &mut Model, lsn: u64, batch: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
     mt.apply(lsn, &batch);
     let mut last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     for (k, v) in batch {
@@ -266,14 +272,7 @@ fn run_wide_seed(seed: u64) {
             };
             batch.push((key, value));
         }
-        mt.apply(lsn, &batch);
-        let mut last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for (k, v) in batch {
-            last.insert(k, v);
-        }
-        for (k, v) in last {
-            model.entry(k).or_default().push((lsn, v));
-        }
+        apply_both(&mt, &mut model, lsn, batch);
         lsn += 1 + rng.below(2);
         if round % 40 == 0 {
             mt.check_invariants();
