@@ -1,5 +1,6 @@
 //! Flushes: frozen memtables become L0 SSTs, oldest first, each recorded by one manifest edit
-//! (a checkpoint's edit also carries its watermark). Runs under the flush lock; the edit is
+//! (a checkpoint's edit, and every flush of a tree that is not log-backed, also carries the
+//! watermark). Runs under the flush lock; the edit is
 //! logged and installed under the manifest lock, so flushes run beside a compaction.
 //!
 //! Order of durability: the SST is written and synced, the directory synced, then the edit
@@ -20,9 +21,17 @@ use crate::version::SstHandle;
 
 impl Shared {
     /// Flushes the oldest frozen memtable (its flushability was checked by the caller).
+    /// A tree alone (not log-backed) is its own record: once its SSTs hold every write
+    /// through the freeze point (flushes go oldest first), a reopen reads there, so the
+    /// flush records it as the watermark, and compaction may drop the versions it shadows.
+    /// A log-backed tree's watermark moves only at its owner's checkpoints, which its
+    /// owner's replay and validation start from.
     pub(crate) fn flush_oldest(&self) -> Result<()> {
         let frozen = self.current().frozen[0].clone();
-        self.flush_prefix(&[frozen], None)
+        let watermark = (!self.options.log_backed)
+            .then_some(frozen.freeze_lsn)
+            .filter(|&lsn| lsn > self.watermark.load(Ordering::Acquire));
+        self.flush_prefix(&[frozen], watermark)
     }
 
     /// The flush half of a checkpoint at `lsn`: every frozen memtable holding a version at or

@@ -51,7 +51,9 @@ pub struct TreeOptions {
     /// watermark and takes the replayed batches again (its SSTs may already hold some: the
     /// copies are identical). Off (the default), the tree's files are its own record: a
     /// reopened tree reads every batch its SSTs hold (flushes keep them a prefix of the
-    /// applied batches), through [`Tree::last_applied`](crate::Tree::last_applied).
+    /// applied batches), through [`Tree::last_applied`](crate::Tree::last_applied), and each
+    /// flush advances the watermark to its freeze point (so compactions drop what it shadows
+    /// and [`Tree::read_view_at`](crate::Tree::read_view_at) reaches back only that far).
     pub log_backed: bool,
     /// Flush a frozen memtable only once the owner's log is durable through every write in
     /// it ([`Tree::set_durable_lsn`](crate::Tree::set_durable_lsn)), so that no SST holds a

@@ -291,7 +291,8 @@ impl Tree {
     }
 
     /// The watermark: every write at or below it is in the tree's own files (durably, as
-    /// recorded in the manifest). `None` before the first checkpoint.
+    /// recorded in the manifest). Set by checkpoints and, in a tree that is not log-backed,
+    /// by every flush too (its freeze point). `None` before the first of them.
     pub fn watermark(&self) -> Option<u64> {
         let w = self.shared.watermark.load(Ordering::Acquire);
         (w > 0).then_some(w)

@@ -301,11 +301,16 @@ fn tree_alone_reopens_at_what_its_ssts_hold() {
     // Two more that stay in the memtable: lost at the reopen.
     tree.apply(41, &[(&b"key41"[..], Some(&b"v"[..]))]).unwrap();
     tree.apply(42, &[(&b"key42"[..], Some(&b"v"[..]))]).unwrap();
-    assert_eq!(tree.watermark(), None, "no checkpoint was taken");
+    assert_eq!(
+        tree.watermark(),
+        Some(40),
+        "no checkpoint was taken, but a tree alone's flushes move its watermark"
+    );
     drop(tree);
     let tree = Tree::open(fs, Path::new("/t"), options()).unwrap();
     let from = tree.recovery().read_from;
     assert_eq!(from, 40, "the flushed prefix");
+    assert_eq!(tree.watermark(), Some(40), "the watermark is durable");
     assert_eq!(tree.last_applied(), Some(from));
     let view = tree.read_view();
     for lsn in 1..=42u64 {
