@@ -9,15 +9,24 @@
 //! pending request fails with [`Error::ConnectionLost`] (its outcome is unknown) and later
 //! requests fail with [`Error::Closed`] (never sent).
 //!
+//! Timeouts: a request registers with its deadline, and the writer task (which wakes
+//! whenever requests are queued) keeps one timer armed for the earliest deadline it knows
+//! of; when it fires it fails the requests whose deadlines have passed with
+//! [`Error::Timeout`] and re-arms for the next. A timer per request (registered in and
+//! removed from tokio's timer wheel) cost more than the rest of a request's bookkeeping.
+//!
 //! Invariants: at most `in_flight_max` requests are registered at once (a semaphore
 //! permit is held from registration until the response or the timeout), so the output
 //! buffer holds at most that many frames; a request id is registered at most once, and
 //! before its frame can reach the socket; a request whose caller gave up (timeout,
-//! cancellation) is removed from the map, and a late response to it is dropped.
+//! cancellation) is removed from the map, and a late response to it is dropped; while any
+//! request is registered, the writer's timer is armed no later than the earliest deadline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use popdb_protocol::{
     EncodeError, FrameDecoder, HandshakeOk, Limit, Limits, PROTOCOL_VERSION, Request, Response,
@@ -25,7 +34,8 @@ use popdb_protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, Semaphore, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, TryAcquireError, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
@@ -38,12 +48,46 @@ const OUTPUT_KEPT_MAX: usize = 1 << 20;
 
 type Reply = oneshot::Sender<Result<Response>>;
 
+/// A registered request: where its response goes, and when it times out.
+struct Waiting {
+    reply: Reply,
+    deadline: Instant,
+}
+
+/// Request ids are a counter, so they need no keyed hash (the default SipHash cost a
+/// visible share of a request): multiplying by an odd constant spreads consecutive ids
+/// over both the bucket bits (the low ones) and the tag bits (the high ones).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the map's keys are u64); any other input still hashes.
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(ID_HASH_FACTOR);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(ID_HASH_FACTOR);
+    }
+}
+
+/// 2^64 divided by the golden ratio, made odd: Fibonacci hashing's multiplier.
+const ID_HASH_FACTOR: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// The shared state of one connection.
 pub(crate) struct Connection {
     options: ClientOptions,
     server: HandshakeOk,
     next_id: AtomicU64,
-    pending: Mutex<Pending>,
+    pending: Arc<Mutex<Pending>>,
+    /// Set once `pending.closed` is: read on every request without taking the lock.
+    closed: AtomicBool,
     in_flight: Semaphore,
     output: Arc<Output>,
     /// Set to `true` once the connection is closed: the reader and writer tasks stop and
@@ -71,9 +115,17 @@ impl Output {
 
 #[derive(Default)]
 struct Pending {
-    replies: HashMap<u64, Reply>,
+    replies: HashMap<u64, Waiting, BuildHasherDefault<IdHasher>>,
     /// Set once the connection is gone: why.
     closed: Option<String>,
+}
+
+fn lock_pending(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    // A panic while holding this lock leaves the map consistent (every operation on it is
+    // a single insert or remove), so poisoning carries no information.
+    pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Connection {
@@ -99,11 +151,17 @@ impl Connection {
         let in_flight_max = options.in_flight_max.min(server.in_flight_max).max(1);
         let output = Arc::new(Output::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let expiry = Expiry {
+            pending: Arc::clone(&pending),
+            timeout: options.request_timeout,
+        };
         let connection = Arc::new(Connection {
             options,
             server,
             next_id: AtomicU64::new(1),
-            pending: Mutex::new(Pending::default()),
+            pending,
+            closed: AtomicBool::new(false),
             in_flight: Semaphore::new(in_flight_max as usize),
             output: Arc::clone(&output),
             shutdown,
@@ -114,7 +172,7 @@ impl Connection {
             shutdown: shutdown_rx,
         };
         tokio::spawn(read_loop(tasks.clone(), read, decoder));
-        tokio::spawn(write_loop(tasks, write, output));
+        tokio::spawn(write_loop(tasks, write, output, expiry));
         Ok(connection)
     }
 
@@ -135,25 +193,32 @@ impl Connection {
         &self,
         encode: impl FnOnce(u64, &mut Vec<u8>) -> std::result::Result<(), EncodeError>,
     ) -> Result<Response> {
-        let timeout = self.options.request_timeout;
-        match tokio::time::timeout(timeout, self.call_untimed(encode)).await {
-            Ok(Ok(Response::Error(error))) => Err(Error::from_server(error)),
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                timeout_ms: timeout.as_millis() as u64,
-            }),
+        let deadline = deadline_after(self.options.request_timeout);
+        match self.call_until(deadline, encode).await {
+            Ok(Response::Error(error)) => Err(Error::from_server(error)),
+            result => result,
         }
     }
 
-    async fn call_untimed(
+    /// Sends the request and waits for its response until `deadline`: for an in-flight
+    /// permit under a timer of its own (only when none is free), then registered with the
+    /// deadline, which the writer's timer enforces.
+    async fn call_until(
         &self,
+        deadline: Instant,
         encode: impl FnOnce(u64, &mut Vec<u8>) -> std::result::Result<(), EncodeError>,
     ) -> Result<Response> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| self.closed_error())?;
+        let _permit = match self.in_flight.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(self.closed_error()),
+            Err(TryAcquireError::NoPermits) => {
+                match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err(self.closed_error()),
+                    Err(_) => return Err(timeout_error(self.options.request_timeout)),
+                }
+            }
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, response) = oneshot::channel();
         {
@@ -182,16 +247,18 @@ impl Connection {
                     reason: reason.clone(),
                 });
             }
-            let previous = pending.replies.insert(id, reply);
+            let previous = pending.replies.insert(id, Waiting { reply, deadline });
             assert!(previous.is_none(), "request id {id} registered twice");
             drop(pending);
             drop(output);
+            // The writer wakes for these bytes, and arms its timer for this deadline if it
+            // has none armed.
             if was_empty {
                 self.output.ready.notify_one();
             }
         }
         // From here on the request is in the map; the guard takes it out if this future
-        // ends early (timeout or cancellation), so a late response finds nobody.
+        // ends early (cancellation), so a late response finds nobody.
         let guard = PendingGuard {
             connection: self,
             id,
@@ -201,7 +268,9 @@ impl Connection {
                 reason: "the reader stopped".to_owned(),
             })
         });
-        drop(guard);
+        // Whoever answered (or dropped the sender) took the request out of the map first:
+        // another lock and lookup would find nothing.
+        std::mem::forget(guard);
         result
     }
 
@@ -215,20 +284,16 @@ impl Connection {
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        // A panic while holding this lock leaves the map consistent (every operation on it
-        // is a single insert or remove), so poisoning carries no information.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock_pending(&self.pending)
     }
 
     /// Hands `response` to the request `id` is waiting for, if it still is; else returns
     /// it.
     fn complete(&self, id: u64, response: Result<Response>) -> Option<Result<Response>> {
-        let reply = self.lock_pending().replies.remove(&id);
-        match reply {
+        let waiting = self.lock_pending().replies.remove(&id);
+        match waiting {
             // The receiver may have just given up; then nobody wants this response.
-            Some(reply) => reply.send(response).err(),
+            Some(waiting) => waiting.reply.send(response).err(),
             None => Some(response),
         }
     }
@@ -241,10 +306,11 @@ impl Connection {
             if pending.closed.is_none() {
                 pending.closed = Some(reason.to_owned());
             }
+            self.closed.store(true, Ordering::Release);
             std::mem::take(&mut pending.replies)
         };
-        for (_, reply) in replies {
-            let _ = reply.send(Err(Error::ConnectionLost {
+        for (_, waiting) in replies {
+            let _ = waiting.reply.send(Err(Error::ConnectionLost {
                 reason: reason.to_owned(),
             }));
         }
@@ -260,7 +326,7 @@ impl Connection {
 
     /// Whether the connection is gone.
     pub(crate) fn is_closed(&self) -> bool {
-        self.lock_pending().closed.is_some()
+        self.closed.load(Ordering::Acquire)
     }
 }
 
@@ -345,15 +411,21 @@ struct Tasks {
 }
 
 impl Tasks {
-    /// Resolves once the connection is closed (or gone).
-    async fn closed(&mut self) {
-        // An error means the sender, and so the connection, is gone: closed too.
-        let _ = self.shutdown.wait_for(|closed| *closed).await;
+    /// Resolves once the connection is closed (or gone); borrows nothing, so a task makes
+    /// it once and polls it on every wake-up.
+    fn closed_owned(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut shutdown = self.shutdown.clone();
+        async move {
+            // An error means the sender, and so the connection, is gone: closed too.
+            let _ = shutdown.wait_for(|closed| *closed).await;
+        }
     }
 }
 
-async fn read_loop(mut tasks: Tasks, mut read: OwnedReadHalf, mut decoder: FrameDecoder) {
+async fn read_loop(tasks: Tasks, mut read: OwnedReadHalf, mut decoder: FrameDecoder) {
     let mut chunk = vec![0; READ_CHUNK_SIZE];
+    let closed = tasks.closed_owned();
+    tokio::pin!(closed);
     let mut orphan = None;
     let reason = loop {
         if let Err(reason) = read_loop_drain(&tasks.connection, &mut decoder, &mut orphan) {
@@ -361,7 +433,7 @@ async fn read_loop(mut tasks: Tasks, mut read: OwnedReadHalf, mut decoder: Frame
         }
         let read = tokio::select! {
             read = read.read(&mut chunk) => read,
-            () = tasks.closed() => break "closed by the client".to_owned(),
+            () = &mut closed => break "closed by the client".to_owned(),
         };
         match read {
             Ok(0) => break "the server closed the connection".to_owned(),
@@ -411,14 +483,93 @@ fn read_loop_drain(
     }
 }
 
+/// The instant `timeout` from now, or a far one if that does not fit (tokio's own
+/// `timeout` does the same).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_hours(24 * 365 * 30))
+}
+
+fn timeout_error(timeout: Duration) -> Error {
+    Error::Timeout {
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// The writer's side of the request timeouts: the registered requests, and the timeout
+/// they were registered with (for the error).
+struct Expiry {
+    pending: Arc<Mutex<Pending>>,
+    timeout: Duration,
+}
+
+impl Expiry {
+    /// The earliest deadline of a registered request, if any. Walks every registered
+    /// request (at most `in_flight_max`): done when the timer is not armed, which is once
+    /// per timeout period under a steady load, not once per request.
+    fn earliest(&self) -> Option<Instant> {
+        lock_pending(&self.pending)
+            .replies
+            .values()
+            .map(|waiting| waiting.deadline)
+            .min()
+    }
+
+    /// Fails every registered request whose deadline is not after `now` with
+    /// [`Error::Timeout`]; returns the earliest deadline left.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let (expired, earliest) = {
+            let mut pending = lock_pending(&self.pending);
+            let ids: Vec<u64> = pending
+                .replies
+                .iter()
+                .filter(|(_, waiting)| waiting.deadline <= now)
+                .map(|(&id, _)| id)
+                .collect();
+            let expired: Vec<Waiting> = ids
+                .iter()
+                .filter_map(|id| pending.replies.remove(id))
+                .collect();
+            let earliest = pending.replies.values().map(|w| w.deadline).min();
+            (expired, earliest)
+        };
+        // Sent outside the lock, as every other completion.
+        for waiting in expired {
+            let _ = waiting.reply.send(Err(timeout_error(self.timeout)));
+        }
+        earliest
+    }
+}
+
 /// Empties the output buffer into the socket whenever it has bytes: everything queued
-/// since the last write goes out in one.
-async fn write_loop(mut tasks: Tasks, mut write: OwnedWriteHalf, output: Arc<Output>) {
+/// since the last write goes out in one. Also the requests' timer: armed for the earliest
+/// deadline whenever requests are registered and it is not armed already.
+async fn write_loop(tasks: Tasks, mut write: OwnedWriteHalf, output: Arc<Output>, expiry: Expiry) {
     let mut taken = Vec::new();
+    // Made once, not once per wake-up (each made afresh joins and leaves the watch's
+    // waiter list).
+    let closed = tasks.closed_owned();
+    tokio::pin!(closed);
+    let timer = tokio::time::sleep_until(deadline_after(Duration::MAX));
+    tokio::pin!(timer);
+    let mut armed = false;
     let reason = loop {
         tokio::select! {
             () = output.ready.notified() => {}
-            () = tasks.closed() => break None,
+            () = &mut timer, if armed => {
+                armed = false;
+                if let Some(next) = expiry.expire(Instant::now()) {
+                    timer.as_mut().reset(next);
+                    armed = true;
+                }
+                continue;
+            }
+            () = &mut closed => break None,
+        }
+        if !armed && let Some(next) = expiry.earliest() {
+            timer.as_mut().reset(next);
+            armed = true;
         }
         // Swapped under the lock, written outside it: callers keep queueing meanwhile.
         std::mem::swap(&mut *output.lock(), &mut taken);

@@ -6,7 +6,7 @@
 //! in the pass that decoded them: pings, point reads the backend answers at once, and
 //! writes, which it hands to the backend's commit path and whose answers come back on the
 //! connection's completion channel (from the apply stage, in any order the protocol
-//! allows). The responses of one pass are encoded into one buffer and queued for the writer
+//! allows), the writes of one pass together once all are answered. The responses of one pass are encoded into one buffer and queued for the writer
 //! together. Every other request (scans, status, catalog changes) runs in its own task and
 //! queues its own response. Whatever is queued takes its size from the connection's output
 //! byte budget; the writer releases the budget and the in-flight permits once the bytes are
@@ -22,9 +22,16 @@
 //! only when a deadline comes sooner or the timer fires early. A framing error (DecodeError::is_fatal) gets an Error frame and a close;
 //! any other bad frame gets an Error frame for its request id and the connection reads on.
 //! When the reader stops it still answers every write it handed to the backend.
+//!
+//! Costs per request are kept off what connections share: requests answered in place take
+//! no server-wide permit (they check that one is free), latencies are gathered per
+//! connection and added to the shared histograms once per flush, and the request permits
+//! of a group of answered writes go back together.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use popdb_protocol::{
@@ -38,7 +45,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::backend::{Backend, ReadConsistency};
-use crate::metrics::op_index;
+use crate::metrics::{OPS, Observations, op_index};
 use crate::request::{WriteReply, execute, unauthorized_error, write_commit};
 use crate::server::Shared;
 
@@ -62,8 +69,8 @@ struct Outgoing {
 struct Conn<B> {
     shared: Arc<Shared<B>>,
     out: Arc<Output>,
-    /// Where the backend's commit path answers writes.
-    done: mpsc::UnboundedSender<Done>,
+    /// Where the backend's commit path answers writes, a group at a time.
+    done: mpsc::UnboundedSender<Vec<Done>>,
     /// Bytes of responses queued and not yet written (`output_buffer_bytes_max` permits).
     budget: Arc<Semaphore>,
     /// Requests read and not yet answered (`in_flight_max` permits).
@@ -82,6 +89,48 @@ impl<B> Clone for Conn<B> {
     }
 }
 
+/// The writes one pass of the reader handed to the backend. Their answers are gathered
+/// here and go to the reader together, when the last of them is in and the reader has
+/// closed the group (its own hold on `remaining`): the apply stage answers writes one by
+/// one, and a reader woken for each answer wrote its responses a few at a time, with a
+/// wake-up and a send per few (issue 7: about two sends per pass of 16 pipelined SETs).
+struct WriteGroup {
+    /// Writes not yet answered, plus one while the reader may still add to the group.
+    remaining: AtomicUsize,
+    answered: parking_lot::Mutex<Vec<Done>>,
+    reader: mpsc::UnboundedSender<Vec<Done>>,
+}
+
+impl WriteGroup {
+    fn new(reader: mpsc::UnboundedSender<Vec<Done>>) -> Self {
+        Self {
+            remaining: AtomicUsize::new(1),
+            answered: parking_lot::Mutex::new(Vec::new()),
+            reader,
+        }
+    }
+
+    /// Counts one more write in the group; it must be answered through [`WriteGroup::answer`].
+    fn add(&self) {
+        self.remaining.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn answer(&self, done: Done) {
+        self.answered.lock().push(done);
+        self.release();
+    }
+
+    /// Drops one count (a write's, or the reader's hold); the last sends the answers.
+    fn release(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let answered = std::mem::take(&mut *self.answered.lock());
+            // The reader takes answers until every write is answered, so the receiver
+            // outlives this send.
+            let _ = self.reader.send(answered);
+        }
+    }
+}
+
 /// A write's answer from the backend, with the permits its request holds.
 struct Done {
     request_id: u64,
@@ -90,7 +139,8 @@ struct Done {
     reply: WriteReply,
     result: Result<u64, ServerError>,
     in_flight: OwnedSemaphorePermit,
-    _request: OwnedSemaphorePermit,
+    /// The server-wide permit (`requests_in_flight_max`).
+    request: OwnedSemaphorePermit,
 }
 
 /// Responses the reader gathered for one queueing, with the in-flight permits of the
@@ -148,14 +198,8 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream) {
         in_flight: Arc::new(Semaphore::new(config.in_flight_max as usize)),
     };
     let writer = tokio::spawn(write_loop(Arc::clone(&shared), socket, queue, closed_tx));
-    let mut reader = Reader {
-        conn,
-        closed: closed_rx,
-        answers,
-        outstanding: 0,
-        gathered: Gathered::default(),
-    };
-    let stop = reader.read_loop(read).await;
+    let mut reader = Reader::new(conn, answers);
+    let stop = reader.read_loop(read, closed_rx).await;
     reader.finish().await;
     if stop == Stop::Dropped {
         shared
@@ -170,20 +214,42 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream) {
 /// The reader's side of a connection.
 struct Reader<B> {
     conn: Conn<B>,
-    closed: watch::Receiver<bool>,
     /// Answers to writes handed to the backend.
-    answers: mpsc::UnboundedReceiver<Done>,
+    answers: mpsc::UnboundedReceiver<Vec<Done>>,
     /// Writes handed to the backend and not yet answered.
     outstanding: usize,
+    /// The group of writes of this pass, while it is open.
+    group: Option<Arc<WriteGroup>>,
     gathered: Gathered,
+    /// When the last read returned: requests are timed from the read that completed their
+    /// frame (one clock read per read, not one per request).
+    read_at: Duration,
+    /// Requests answered in place since the last flush, by kind ([`OPS`] order): timed
+    /// together at the flush, from `read_at`.
+    answered_now: [u64; OPS.len()],
+    /// Latencies gathered since the last flush, published with it.
+    observations: Observations,
 }
 
 impl<B: Backend> Reader<B> {
-    async fn read_loop(&mut self, mut read: OwnedReadHalf) -> Stop {
+    fn new(conn: Conn<B>, answers: mpsc::UnboundedReceiver<Vec<Done>>) -> Self {
+        let read_at = conn.shared.clock.now();
+        Self {
+            conn,
+            answers,
+            outstanding: 0,
+            group: None,
+            gathered: Gathered::default(),
+            read_at,
+            answered_now: [0; OPS.len()],
+            observations: Observations::default(),
+        }
+    }
+
+    async fn read_loop(&mut self, mut read: OwnedReadHalf, closed: watch::Receiver<bool>) -> Stop {
         let shared = Arc::clone(&self.conn.shared);
         let config = &shared.config;
         let clock = &shared.clock;
-        let mut shutdown = shared.shutdown.clone();
         let mut decoder = FrameDecoder::new(config.limits);
         let mut chunk = vec![0_u8; READ_CHUNK];
         let handshake_deadline = clock.now() + config.handshake_timeout;
@@ -193,6 +259,11 @@ impl<B: Backend> Reader<B> {
         let timer = tokio::time::sleep(config.handshake_timeout);
         tokio::pin!(timer);
         let mut armed = handshake_deadline;
+        // Made once: a watch's `changed()` made afresh in every pass joined and left the
+        // watch's waiter list each time (a lock each way, and the shutdown watch is shared
+        // by every connection).
+        let stopped = stopped(closed, shared.shutdown.clone());
+        tokio::pin!(stopped);
         loop {
             // Answer every whole frame buffered.
             let mut frames_taken = false;
@@ -204,18 +275,21 @@ impl<B: Backend> Reader<B> {
                     ),
                     Ok(None) => break,
                     Err(error) => {
-                        let _ = self.flush().await;
+                        let _ = self.flush(clock.now()).await;
                         framing_error(&self.conn, &error).await;
                         return Stop::Dropped;
                     }
                 };
                 frames_taken = true;
                 if handshaken {
-                    let Some(permit) = self.take_in_flight().await else {
-                        return Stop::Dropped;
+                    let permit = match self.take_in_flight(stopped.as_mut()).await {
+                        Ok(permit) => permit,
+                        Err(stop) => return stop,
                     };
                     self.handle(request_id, decoded, permit);
-                    if self.gathered.bytes.len() >= WRITE_BATCH_BYTES && !self.flush().await {
+                    if self.gathered.bytes.len() >= WRITE_BATCH_BYTES
+                        && !self.flush(clock.now()).await
+                    {
                         return Stop::Dropped;
                     }
                 } else {
@@ -225,12 +299,13 @@ impl<B: Backend> Reader<B> {
                     handshaken = true;
                 }
             }
-            if !self.flush().await {
+            self.close_group();
+            let now = clock.now();
+            if !self.flush(now).await {
                 return Stop::Dropped;
             }
             // The frame timer runs from when the bytes left over after the last whole frame
             // were seen, not counting time spent waiting for in-flight room.
-            let now = clock.now();
             frame_started = match (decoder.buffered(), frame_started) {
                 (0, _) => None,
                 (_, Some(at)) if !frames_taken => Some(at),
@@ -258,6 +333,7 @@ impl<B: Backend> Reader<B> {
                 read = read.read(&mut chunk) => match read {
                     Ok(0) | Err(_) => return Stop::Clean,
                     Ok(n) => {
+                        self.read_at = clock.now();
                         shared.metrics.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
                         decoder.push(chunk.get(..n).unwrap_or_default());
                     }
@@ -275,11 +351,10 @@ impl<B: Backend> Reader<B> {
                         }
                     }
                 },
-                Some(done) = self.answers.recv(), if self.outstanding > 0 => self.answered(done),
-                // The writer gave up (a response could not be written in time) or sent an
-                // error that closes the connection.
-                _ = self.closed.changed() => return Stop::Dropped,
-                _ = shutdown.changed() => return Stop::Clean,
+                Some(answered) = self.answers.recv(), if self.outstanding > 0 => {
+                    self.answered(answered);
+                }
+                stop = &mut stopped => return stop,
             }
         }
     }
@@ -287,31 +362,54 @@ impl<B: Backend> Reader<B> {
     /// Answers the writes still with the backend, whatever stopped the reader: each is in
     /// the log, and its client should hear how it ended if the connection still allows.
     async fn finish(&mut self) {
+        self.close_group();
+        let clock = Arc::clone(&self.conn.shared.clock);
         while self.outstanding > 0 {
-            let Some(done) = self.answers.recv().await else {
+            let Some(answered) = self.answers.recv().await else {
                 break;
             };
-            self.answered(done);
-            if !self.flush().await {
+            self.answered(answered);
+            if !self.flush(clock.now()).await {
                 // The writer is gone: the rest are dropped as they arrive.
                 self.gathered = Gathered::default();
             }
         }
-        let _ = self.flush().await;
+        let _ = self.flush(clock.now()).await;
     }
 
-    /// Gathers the answer to a write, and every other answer already waiting.
-    fn answered(&mut self, done: Done) {
-        self.answer_write(done);
-        while self.outstanding > 0 {
-            let Ok(done) = self.answers.try_recv() else {
-                break;
-            };
-            self.answer_write(done);
+    /// Closes the pass's group of writes: its answers go to the reader once all are in
+    /// (at once, if they already are).
+    fn close_group(&mut self) {
+        if let Some(group) = self.group.take() {
+            group.release();
         }
     }
 
-    fn answer_write(&mut self, done: Done) {
+    /// Gathers the answers of a group of writes, and of every other group already waiting.
+    fn answered(&mut self, answered: Vec<Done>) {
+        let now = self.conn.shared.clock.now();
+        // Every request permit is of the server's one semaphore, so they merge; they go
+        // back together at the end, taking that semaphore's lock, which every connection
+        // shares, once rather than once per write.
+        let mut requests: Option<OwnedSemaphorePermit> = None;
+        let mut next = Some(answered);
+        while let Some(answered) = next.take() {
+            for done in answered {
+                let permit = self.answer_write(done, now);
+                match &mut requests {
+                    Some(held) => held.merge(permit),
+                    None => requests = Some(permit),
+                }
+            }
+            if self.outstanding > 0 {
+                next = self.answers.try_recv().ok();
+            }
+        }
+        drop(requests);
+    }
+
+    /// Gathers the answer to one write, answered at `now`; returns its request permit.
+    fn answer_write(&mut self, done: Done, now: Duration) -> OwnedSemaphorePermit {
         self.outstanding -= 1;
         let response = match done.result {
             Ok(lsn) => match done.reply {
@@ -320,38 +418,79 @@ impl<B: Backend> Reader<B> {
             },
             Err(error) => Response::Error(error),
         };
-        self.finish_inline(
-            done.request_id,
-            done.op,
-            done.started,
-            &response,
-            done.in_flight,
-        );
+        if let Response::Error(error) = &response {
+            self.conn.shared.metrics.error(error.kind.code());
+        }
+        self.observations
+            .add(done.op, now.saturating_sub(done.started), 1);
+        self.gathered
+            .add(done.request_id, &response, done.in_flight);
+        done.request
     }
 
-    /// Counts and gathers the response to a request answered here.
-    fn finish_inline(
+    /// Gathers the response to a request of kind `op` answered in this pass.
+    fn answer_now(
         &mut self,
         request_id: u64,
         op: usize,
-        started: Duration,
         response: &Response,
         permit: OwnedSemaphorePermit,
     ) {
-        let shared = &self.conn.shared;
         if let Response::Error(error) = response {
-            shared.metrics.error(error.kind.code());
+            self.conn.shared.metrics.error(error.kind.code());
         }
-        shared
-            .metrics
-            .observe(op, shared.clock.now().saturating_sub(started));
+        if let Some(count) = self.answered_now.get_mut(op) {
+            *count += 1;
+        }
         self.gathered.add(request_id, response, permit);
+    }
+
+    /// Answers a request that never reached the backend with `error`.
+    fn refuse(&mut self, request_id: u64, error: ServerError, permit: OwnedSemaphorePermit) {
+        self.conn.shared.metrics.error(error.kind.code());
+        self.gathered
+            .add(request_id, &Response::Error(error), permit);
+    }
+
+    /// Answers a request over the server's bound of requests in flight.
+    fn refuse_overloaded(&mut self, request_id: u64, permit: OwnedSemaphorePermit) {
+        self.conn
+            .shared
+            .metrics
+            .requests_overloaded
+            .fetch_add(1, Ordering::Relaxed);
+        let error = ServerError::new(ErrorKind::Overloaded, "too many requests in flight");
+        self.refuse(request_id, error, permit);
+    }
+
+    /// Whether the server is at its bound of requests in flight. A request answered in
+    /// place checks this instead of taking a permit: it would give it back in the same
+    /// breath, and each take and give is an atomic write on, and a release a lock of, the
+    /// one semaphore every connection shares.
+    fn overloaded(&self) -> bool {
+        self.conn.shared.requests.available_permits() == 0
+    }
+
+    /// One of the server's request permits, held until the request is answered.
+    fn request_permit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.conn.shared.requests)
+            .try_acquire_owned()
+            .ok()
     }
 
     /// Sends what is gathered: straight to the socket if the writer is idle (keeping the
     /// buffer for the next pass, so that a pass does not grow a fresh one response by
-    /// response), else to the writer. False if the connection is gone.
-    async fn flush(&mut self) -> bool {
+    /// response), else to the writer; and publishes the latencies gathered, the requests
+    /// answered in place timed to `now`. False if the connection is gone.
+    async fn flush(&mut self, now: Duration) -> bool {
+        let elapsed = now.saturating_sub(self.read_at);
+        for (op, count) in self.answered_now.iter_mut().enumerate() {
+            if *count > 0 {
+                self.observations.add(op, elapsed, *count);
+                *count = 0;
+            }
+        }
+        self.conn.shared.metrics.publish(&mut self.observations);
         if self.gathered.bytes.is_empty() {
             return true;
         }
@@ -373,19 +512,29 @@ impl<B: Backend> Reader<B> {
 
     /// One of the connection's in-flight permits; when they are all taken, reading stops
     /// here until a response is written (the gathered ones first, and the writes' answers
-    /// as they come). `None` if the connection closed meanwhile.
-    async fn take_in_flight(&mut self) -> Option<OwnedSemaphorePermit> {
+    /// as they come). Why the connection stops instead, if it stops meanwhile.
+    async fn take_in_flight(
+        &mut self,
+        mut stopped: Pin<&mut impl Future<Output = Stop>>,
+    ) -> Result<OwnedSemaphorePermit, Stop> {
         if let Ok(permit) = Arc::clone(&self.conn.in_flight).try_acquire_owned() {
-            return Some(permit);
+            return Ok(permit);
         }
+        // The permits come back as responses are written, some maybe of this group's.
+        self.close_group();
         loop {
-            if !self.flush().await {
-                return None;
+            let now = self.conn.shared.clock.now();
+            if !self.flush(now).await {
+                return Err(Stop::Dropped);
             }
             tokio::select! {
-                permit = Arc::clone(&self.conn.in_flight).acquire_owned() => return permit.ok(),
-                Some(done) = self.answers.recv(), if self.outstanding > 0 => self.answered(done),
-                _ = self.closed.changed() => return None,
+                permit = Arc::clone(&self.conn.in_flight).acquire_owned() => {
+                    return permit.map_err(|_| Stop::Dropped);
+                }
+                Some(answered) = self.answers.recv(), if self.outstanding > 0 => {
+                    self.answered(answered);
+                }
+                stop = stopped.as_mut() => return Err(stop),
             }
         }
     }
@@ -397,101 +546,103 @@ impl<B: Backend> Reader<B> {
         decoded: Result<Request, DecodeError>,
         permit: OwnedSemaphorePermit,
     ) {
-        let shared = Arc::clone(&self.conn.shared);
-        let started = shared.clock.now();
         let request = match decoded {
-            Ok(Request::Handshake { .. }) => Err(ServerError::new(
-                ErrorKind::BadRequest,
-                "a second handshake on one connection",
-            )),
-            Ok(request) => Ok(request),
-            Err(error) => Err(error.to_server_error()),
-        };
-        let request = match request {
-            Ok(request) => request,
-            Err(error) => {
-                shared.metrics.error(error.kind.code());
-                self.gathered
-                    .add(request_id, &Response::Error(error), permit);
-                return;
+            Ok(Request::Handshake { .. }) => {
+                let error = ServerError::new(
+                    ErrorKind::BadRequest,
+                    "a second handshake on one connection",
+                );
+                return self.refuse(request_id, error, permit);
             }
-        };
-        let Ok(server_permit) = Arc::clone(&shared.requests).try_acquire_owned() else {
-            shared
-                .metrics
-                .requests_overloaded
-                .fetch_add(1, Ordering::Relaxed);
-            shared.metrics.error(ErrorKind::Overloaded.code());
-            let error = ServerError::new(ErrorKind::Overloaded, "too many requests in flight");
-            self.gathered
-                .add(request_id, &Response::Error(error), permit);
-            return;
+            Ok(request) => request,
+            Err(error) => return self.refuse(request_id, error.to_server_error(), permit),
         };
         let op = op_index(&request);
-        let request = match request {
-            Request::Ping => {
-                drop(server_permit);
-                self.finish_inline(request_id, op, started, &Response::Pong, permit);
-                return;
+        match request {
+            Request::Ping | Request::Get { .. } if self.overloaded() => {
+                self.refuse_overloaded(request_id, permit);
             }
+            Request::Ping => self.answer_now(request_id, op, &Response::Pong, permit),
             Request::Get { table, key } => {
                 let read = ReadConsistency::Linearizable;
-                match shared.backend.get_now(read, &table, &key) {
+                match self.conn.shared.backend.get_now(read, &table, &key) {
                     Some(result) => {
-                        drop(server_permit);
                         let response = match result {
                             Ok(found) => Response::Value(found.map(|(value, version)| {
                                 popdb_protocol::Versioned { value, version }
                             })),
                             Err(error) => Response::Error(error),
                         };
-                        self.finish_inline(request_id, op, started, &response, permit);
-                        return;
+                        self.answer_now(request_id, op, &response, permit);
                     }
-                    None => Request::Get { table, key },
+                    None => self.spawn(request_id, op, Request::Get { table, key }, permit),
                 }
             }
             request @ (Request::Put { .. }
             | Request::Delete { .. }
             | Request::Batch { .. }
-            | Request::Commit(_)) => {
-                match write_commit(request) {
-                    Ok((commit, reply)) => {
-                        self.outstanding += 1;
-                        let answers = self.conn.done.clone();
-                        shared.backend.commit_with(commit, move |result| {
-                            // The reader takes answers until every write is answered, so
-                            // the receiver outlives this send.
-                            let _ = answers.send(Done {
-                                request_id,
-                                op,
-                                started,
-                                reply,
-                                result,
-                                in_flight: permit,
-                                _request: server_permit,
-                            });
-                        });
-                    }
-                    Err(error) => {
-                        drop(server_permit);
-                        self.finish_inline(
-                            request_id,
-                            op,
-                            started,
-                            &Response::Error(error),
-                            permit,
-                        );
-                    }
-                }
-                return;
-            }
-            other => other,
+            | Request::Commit(_)) => self.commit(request_id, op, request, permit),
+            other => self.spawn(request_id, op, other, permit),
+        }
+    }
+
+    /// Hands a write to the backend's commit path; its answer comes back on `answers`, with
+    /// the rest of the pass's group.
+    fn commit(
+        &mut self,
+        request_id: u64,
+        op: usize,
+        request: Request,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let Some(request_permit) = self.request_permit() else {
+            return self.refuse_overloaded(request_id, permit);
         };
+        match write_commit(request) {
+            Ok((commit, reply)) => {
+                self.outstanding += 1;
+                let group = self
+                    .group
+                    .get_or_insert_with(|| Arc::new(WriteGroup::new(self.conn.done.clone())));
+                group.add();
+                let group = Arc::clone(group);
+                let started = self.read_at;
+                self.conn.shared.backend.commit_with(commit, move |result| {
+                    group.answer(Done {
+                        request_id,
+                        op,
+                        started,
+                        reply,
+                        result,
+                        in_flight: permit,
+                        request: request_permit,
+                    });
+                });
+            }
+            Err(error) => {
+                drop(request_permit);
+                self.answer_now(request_id, op, &Response::Error(error), permit);
+            }
+        }
+    }
+
+    /// Runs a request that waits (a scan, status, a catalog change) in its own task, which
+    /// queues its own response.
+    fn spawn(
+        &mut self,
+        request_id: u64,
+        op: usize,
+        request: Request,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let Some(request_permit) = self.request_permit() else {
+            return self.refuse_overloaded(request_id, permit);
+        };
+        let started = self.read_at;
         let conn = self.conn.clone();
         tokio::spawn(async move {
             let response = execute(&conn.shared, request).await;
-            drop(server_permit);
+            drop(request_permit);
             if let Response::Error(error) = &response {
                 conn.shared.metrics.error(error.kind.code());
             }
@@ -500,6 +651,16 @@ impl<B: Backend> Reader<B> {
                 .observe(op, conn.shared.clock.now().saturating_sub(started));
             let _ = respond(&conn, request_id, response, false, Some(permit)).await;
         });
+    }
+}
+
+/// Resolves when the connection must stop: `Dropped` once the writer gives up (a response
+/// could not be written in time) or has sent an error that closes the connection, `Clean`
+/// once the server shuts down.
+async fn stopped(mut closed: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) -> Stop {
+    tokio::select! {
+        _ = closed.changed() => Stop::Dropped,
+        _ = shutdown.changed() => Stop::Clean,
     }
 }
 
