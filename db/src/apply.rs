@@ -21,7 +21,7 @@ use crate::idempotency::Idempotency;
 use crate::limits::TABLES_MAX;
 use crate::options::DbOptions;
 use crate::outcome::Outcome;
-use crate::record::{Check, IdempotencyKey, LogRecord, WriteRecord};
+use crate::record::{Check, IdempotencyKey, RecordRef, WriteRef};
 use crate::table::{TableDesc, validate_name};
 use crate::tables::{Tables, open_table};
 
@@ -89,7 +89,7 @@ pub(crate) fn apply_record(
     env: &ApplyEnv<'_>,
     state: &mut ApplyState,
     lsn: u64,
-    record: Option<&LogRecord>,
+    record: Option<&RecordRef<'_>>,
 ) -> Result<Applied> {
     assert!(
         lsn > state.last,
@@ -101,8 +101,8 @@ pub(crate) fn apply_record(
     }
     let applied = match record {
         None => Applied::Skipped,
-        Some(LogRecord::Write(write)) => Applied::Write(apply_write(env, state, lsn, write)?),
-        Some(LogRecord::CreateTable { name, options }) => {
+        Some(RecordRef::Write(write)) => Applied::Write(apply_write(env, state, lsn, write)?),
+        Some(RecordRef::CreateTable { name, options }) => {
             let refusal = if state.tables.by_name(name).is_some() {
                 Some(Error::TableExists(name.clone()))
             } else if state.tables.len() >= TABLES_MAX {
@@ -135,7 +135,7 @@ pub(crate) fn apply_record(
                 Applied::TableCreated(desc)
             }
         }
-        Some(LogRecord::DropTable { id }) => {
+        Some(RecordRef::DropTable { id }) => {
             let mut tables = Tables::clone(&state.tables);
             match tables.remove(*id) {
                 Some(table) => {
@@ -166,7 +166,7 @@ fn apply_write(
     env: &ApplyEnv<'_>,
     state: &mut ApplyState,
     lsn: u64,
-    write: &WriteRecord,
+    write: &WriteRef<'_>,
 ) -> Result<Outcome> {
     if let Some(key) = write.idempotency
         && let Some(first) = state.idempotency.get(&key)
@@ -189,26 +189,17 @@ fn apply_write(
         None => validate(&state.tables, lsn, write)?,
     };
     if outcome == (Outcome::Committed { lsn }) {
-        let mut by_table: BTreeMap<u64, Vec<Write<'_>>> = BTreeMap::new();
-        for w in &write.writes {
-            by_table
-                .entry(w.table)
-                .or_default()
-                .push((&w.key, w.value.as_deref()));
-        }
-        for (id, batch) in by_table {
-            let Some(table) = state.tables.by_id(id) else {
-                // Only a recorded decision can get here: the log and the intent disagree.
-                return Err(Error::corruption(
-                    "the log",
-                    format!("record {lsn}, recorded as committed, writes to unknown table {id}"),
-                ));
-            };
-            if table.engine.watermark().is_some_and(|w| w >= lsn) {
-                continue; // Recovery: the table's files already hold this record.
+        if let &[(id, _)] = write.runs.as_slice() {
+            // One table (the common case): the record's writes are its batch as they are.
+            apply_table(env, state, lsn, id, &write.writes)?;
+        } else {
+            let mut by_table: BTreeMap<u64, Vec<Write<'_>>> = BTreeMap::new();
+            for (table, w) in write.table_writes() {
+                by_table.entry(table).or_default().push(w);
             }
-            table.engine.apply(lsn, &batch)?;
-            table.engine.set_durable_lsn(env.durable_lsn);
+            for (id, batch) in by_table {
+                apply_table(env, state, lsn, id, &batch)?;
+            }
         }
     } else {
         state.aborts.push(lsn);
@@ -219,13 +210,36 @@ fn apply_write(
     Ok(outcome)
 }
 
+/// Applies the writes of a committed record at `lsn` that go to table `id`.
+fn apply_table(
+    env: &ApplyEnv<'_>,
+    state: &ApplyState,
+    lsn: u64,
+    id: u64,
+    batch: &[Write<'_>],
+) -> Result<()> {
+    let Some(table) = state.tables.by_id(id) else {
+        // Only a recorded decision can get here: the log and the intent disagree.
+        return Err(Error::corruption(
+            "the log",
+            format!("record {lsn}, recorded as committed, writes to unknown table {id}"),
+        ));
+    };
+    if table.engine.watermark().is_some_and(|w| w >= lsn) {
+        return Ok(()); // Recovery: the table's files already hold this record.
+    }
+    table.engine.apply(lsn, batch)?;
+    table.engine.set_durable_lsn(env.durable_lsn);
+    Ok(())
+}
+
 /// Decides a write record against the tables as they are (the state just before it).
-fn validate(tables: &Tables, lsn: u64, write: &WriteRecord) -> Result<Outcome> {
+fn validate(tables: &Tables, lsn: u64, write: &WriteRef<'_>) -> Result<Outcome> {
     let named = write
         .conditions
         .iter()
         .map(|c| c.table)
-        .chain(write.writes.iter().map(|w| w.table));
+        .chain(write.runs.iter().map(|&(table, _)| table));
     for id in named {
         if tables.by_id(id).is_none() {
             return Ok(Outcome::UnknownTable { lsn, table: id });

@@ -2,9 +2,9 @@
 //! path (log, then the apply stage, then the visible LSN), reads at the visible LSN, and
 //! checkpoints; `recovery.rs` opens a Db, `apply.rs` applies records.
 //!
-//! The write path. A write is resolved (table names to ids), checked against the limits,
-//! encoded as one log record and handed to the log under the sequencer lock, which assigns
-//! LSNs in submission order. The log calls back once the record is written (and synced, if
+//! The write path. A write is checked against the limits and resolved (table names to
+//! ids, written into the record its [`WriteBatch`] encoded as it was built), and the record
+//! is handed to the log under the sequencer lock, which assigns LSNs in submission order. The log calls back once the record is written (and synced, if
 //! the write asked): callbacks run one at a time in LSN order, so the callback is the
 //! apply stage. It applies the record to every table it names, then publishes the visible
 //! LSN, and only then does the writer hear its outcome.
@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::options::{DbOptions, Durability, WriteOptions};
 use crate::outcome::Outcome;
 use crate::read::{Entry, ReadView, Scan, engine_view_at, scan_view};
-use crate::record::{self, LogRecord, TableWrite, WriteRecord};
+use crate::record::{self, LogRecord, RecordRef};
 use crate::recovery::DbRecovery;
 use crate::state_file::{CheckpointImage, DbState};
 use crate::table::{TableDesc, TableOptions, validate_name};
@@ -195,9 +195,9 @@ impl std::fmt::Debug for CommitTicket {
     }
 }
 
-/// A checked commit: the record to log, or an outcome already decided.
+/// A checked commit: the record to log (encoded), or an outcome already decided.
 enum Prepared {
-    Log(LogRecord, Durability),
+    Log(Vec<u8>, Durability),
     Decided(Result<u64>),
 }
 
@@ -303,7 +303,7 @@ impl Db {
             name: name.to_string(),
             options,
         };
-        match self.inner.submit(record, Durability::Sync)? {
+        match self.inner.submit(record.encode(), Durability::Sync)? {
             Applied::TableCreated(desc) => Ok(desc),
             Applied::Refused(error) => Err(error),
             other => Err(unexpected(&other)),
@@ -319,7 +319,7 @@ impl Db {
         let id = self.table(name)?.desc.id;
         match self
             .inner
-            .submit(LogRecord::DropTable { id }, Durability::Sync)?
+            .submit(LogRecord::DropTable { id }.encode(), Durability::Sync)?
         {
             Applied::TableDropped(desc) => Ok(desc),
             Applied::Refused(error) => Err(error),
@@ -454,21 +454,29 @@ impl Db {
                 check: condition.check,
             });
         }
-        let mut writes = Vec::with_capacity(commit.writes.writes.len());
-        for write in commit.writes.writes {
-            writes.push(TableWrite {
-                table: id_of(&write.table)?,
-                key: write.key,
-                value: write.value,
-            });
-        }
-        let record = LogRecord::Write(WriteRecord {
-            idempotency: commit.idempotency,
-            conditions,
-            writes,
-        });
+        let ids = commit
+            .writes
+            .tables()
+            .iter()
+            .map(|name| id_of(name))
+            .collect::<Result<Vec<u64>>>()?;
+        // The batch is the record's table writes already, each naming its table by its
+        // index in `ids`: only the table fields change.
+        let (mut buf, count) = commit.writes.into_encoded();
+        record::replace_tables(&mut buf, count, |index| {
+            usize::try_from(index)
+                .ok()
+                .and_then(|index| ids.get(index).copied())
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "a batch names table index {index} of {}",
+                        ids.len()
+                    ))
+                })
+        })?;
+        let payload = record::write_payload(buf, count, commit.idempotency, &conditions);
         let durability = commit.durability.unwrap_or(self.inner.options.durability);
-        Ok(Prepared::Log(record, durability))
+        Ok(Prepared::Log(payload, durability))
     }
 
     /// Applies a record that was made durable elsewhere (the Raft layer's state machine
@@ -658,16 +666,17 @@ fn unexpected(applied: &Applied) -> Error {
     ))
 }
 
-/// The Db record in a log record (`None` for Raft's own kinds).
+/// The Db record in a log record (`None` for Raft's own kinds), borrowing its keys and
+/// values from `payload`.
 pub(crate) fn decode_record(
     lsn: u64,
     kind: RecordKind,
     payload: &[u8],
-) -> Result<Option<LogRecord>> {
+) -> Result<Option<RecordRef<'_>>> {
     if kind != RecordKind::Normal {
         return Ok(None);
     }
-    LogRecord::decode(payload)
+    RecordRef::decode(payload)
         .map(Some)
         .map_err(|e| Error::corruption("the log", format!("record {lsn}: {e}")))
 }
@@ -760,10 +769,10 @@ impl Inner {
     }
 
     /// Logs `record` and waits for the apply stage's answer.
-    fn submit(self: &Arc<Self>, record: LogRecord, durability: Durability) -> Result<Applied> {
+    fn submit(self: &Arc<Self>, payload: Vec<u8>, durability: Durability) -> Result<Applied> {
         let answer = Arc::new(Answer::default());
         let filled = Arc::clone(&answer);
-        let lead = self.enqueue(record, durability, true, move |result| filled.fill(result))?;
+        let lead = self.enqueue(payload, durability, true, move |result| filled.fill(result))?;
         // Outside the sequencer: a caller that found the log idle writes the group itself
         // and runs the apply stage for it, with no hand-off to another thread; others queue
         // behind it meanwhile, into the next group.
@@ -773,19 +782,18 @@ impl Inner {
         answer.wait()
     }
 
-    /// Logs `record`; `done` gets the apply stage's answer, on the thread that runs the
+    /// Logs the encoded record `payload`; `done` gets the apply stage's answer, on the thread that runs the
     /// apply stage for it (never if this returns an error). With `lead_if_idle`, a caller
     /// that finds the log idle gets the [`Lead`] and must run it; otherwise the log's own
     /// writer thread writes the group and applies it.
     fn enqueue(
         self: &Arc<Self>,
-        record: LogRecord,
+        payload: Vec<u8>,
         durability: Durability,
         lead_if_idle: bool,
         done: impl FnOnce(Result<Applied>) + Send + 'static,
     ) -> Result<Option<Lead<'_>>> {
         self.check_writable()?;
-        let payload = record.encode();
         let record_max = self.options.wal.record_size_max;
         if payload.len() > record_max as usize {
             // Only a log configured below the Db's limits can refuse a record they allow.
@@ -814,14 +822,16 @@ impl Inner {
             Durability::Sync => popdb_wal::Durability::Sync,
             Durability::NoSync => popdb_wal::Durability::NoSync,
         };
-        let callback = move |appended: popdb_wal::Result<popdb_wal::Appended>| {
+        // The apply stage reads the record from the log's copy, which the log hands back.
+        let callback = move |appended: popdb_wal::Result<popdb_wal::Appended>,
+                             logged: &[Record]| {
             let result = match inner.upgrade() {
                 None => Err(Error::Unknown(format!(
                     "record {lsn} is logged but the Db closed before applying it"
                 ))),
                 Some(inner) => match appended {
                     Ok(appended) => inner
-                        .apply_one(lsn.0, Some(&record), appended.durable)
+                        .apply_logged_record(lsn.0, logged, appended.durable)
                         .map_err(|error| {
                             // The record is in the log: a reopen applies it.
                             Error::Unknown(format!(
@@ -837,14 +847,33 @@ impl Inner {
             done(result);
         };
         if lead_if_idle {
-            let lead =
-                self.wal
-                    .append_at_with_durability(vec![log_record], durability, callback)?;
+            let lead = self
+                .wal
+                .append_at_reading(vec![log_record], durability, callback)?;
             Ok(Some(lead))
         } else {
             self.wal
-                .submit_at_with_durability(vec![log_record], durability, callback)?;
+                .submit_at_reading(vec![log_record], durability, callback)?;
             Ok(None)
+        }
+    }
+
+    /// [`Inner::apply_one`] of the record this Db logged at `lsn`, as the log handed it
+    /// back (`logged`: the records of its append). One that is not there or does not
+    /// decode (a bug) poisons the Db, since every later record would apply without it.
+    fn apply_logged_record(&self, lsn: u64, logged: &[Record], durable: bool) -> Result<Applied> {
+        let decoded = match logged {
+            [record] if record.id.lsn.0 == lsn => {
+                RecordRef::decode(&record.payload).map_err(|e| format!("record {lsn}: {e}"))
+            }
+            _ => Err(format!(
+                "the log handed back {} records for {lsn}",
+                logged.len()
+            )),
+        };
+        match decoded {
+            Ok(record) => self.apply_one(lsn, Some(&record), durable),
+            Err(what) => Err(self.poison(Error::corruption("the Db's own record", what))),
         }
     }
 
@@ -854,7 +883,7 @@ impl Inner {
     pub(crate) fn apply_one(
         &self,
         lsn: u64,
-        record: Option<&LogRecord>,
+        record: Option<&RecordRef<'_>>,
         durable: bool,
     ) -> Result<Applied> {
         self.check_writable()?;

@@ -16,7 +16,7 @@
 
 #![deny(clippy::indexing_slicing)]
 
-use crate::engine::EngineKind;
+use crate::engine::{EngineKind, Write};
 use crate::table::{Compression, TableOptions};
 
 /// A decoded Db log record.
@@ -122,6 +122,53 @@ pub struct DecodeError {
     pub what: &'static str,
 }
 
+/// A decoded record whose keys and values borrow the payload: what the apply stage reads,
+/// so that applying a record copies each key and value once, into the engine.
+#[derive(Debug)]
+pub(crate) enum RecordRef<'a> {
+    /// Puts and deletes across tables, applied all or nothing, subject to conditions.
+    Write(WriteRef<'a>),
+    /// Creates a table named `name`; its id is this record's LSN.
+    CreateTable { name: String, options: TableOptions },
+    /// Drops the table with this id.
+    DropTable { id: u64 },
+}
+
+/// A batch or transaction, its writes borrowed from the payload.
+#[derive(Debug)]
+pub(crate) struct WriteRef<'a> {
+    pub(crate) idempotency: Option<IdempotencyKey>,
+    /// Decoded owned: conditions are few and read once.
+    pub(crate) conditions: Vec<Condition>,
+    /// In record order; the last write to a key of a table wins.
+    pub(crate) writes: Vec<Write<'a>>,
+    /// The table of each write, run-length encoded: `(table, end)` says that the writes
+    /// from the previous run's end up to `end` (exclusive) go to `table`. The runs' ends
+    /// increase and the last is `writes.len()`.
+    pub(crate) runs: Vec<(u64, usize)>,
+}
+
+impl<'a> WriteRef<'a> {
+    /// The writes with their tables, in record order.
+    pub(crate) fn table_writes(&self) -> impl Iterator<Item = (u64, Write<'a>)> + '_ {
+        let mut start = 0;
+        self.runs.iter().flat_map(move |&(table, end)| {
+            let run = self.writes.get(start..end).unwrap_or_default();
+            start = end;
+            run.iter().map(move |&write| (table, write))
+        })
+    }
+}
+
+/// The bytes a write record without conditions or idempotency key has before its table
+/// writes: header, flags, condition count, write count. A [`crate::WriteBatch`] reserves
+/// them at the front of its buffer, so that such a record is its buffer.
+pub(crate) const WRITE_PREFIX_SIZE: usize = HEADER_SIZE + 1 + LEN_SIZE + LEN_SIZE;
+const _: () = assert!(
+    WRITE_PREFIX_SIZE == 11,
+    "version, type, flags, two u32 counts"
+);
+
 /// The only format version: the first byte of every record.
 const FORMAT_VERSION: u8 = 1;
 
@@ -203,25 +250,27 @@ impl LogRecord {
     ///
     /// # Errors
     /// [`DecodeError`] on anything but a well-formed record of a known version.
+    #[cfg_attr(
+        not(any(test, feature = "internals")),
+        expect(dead_code, reason = "the Db decodes borrowed records (RecordRef)")
+    )]
     pub fn decode(bytes: &[u8]) -> Result<LogRecord, DecodeError> {
-        let mut r = Reader { bytes, pos: 0 };
-        let version = r.u8("format version truncated")?;
-        if version != FORMAT_VERSION {
-            return Err(error(0, "unsupported format version"));
-        }
-        let type_at = r.pos;
-        let record = match r.u8("record type truncated")? {
-            TYPE_WRITE => LogRecord::Write(decode_write(&mut r)?),
-            TYPE_CREATE_TABLE => decode_create_table(&mut r)?,
-            TYPE_DROP_TABLE => LogRecord::DropTable {
-                id: r.u64("dropped table id truncated")?,
-            },
-            _ => return Err(error(type_at, "unknown record type")),
-        };
-        if r.pos != bytes.len() {
-            return Err(error(r.pos, "trailing bytes after the record"));
-        }
-        Ok(record)
+        Ok(match RecordRef::decode(bytes)? {
+            RecordRef::Write(write) => LogRecord::Write(WriteRecord {
+                idempotency: write.idempotency,
+                writes: write
+                    .table_writes()
+                    .map(|(table, (key, value))| TableWrite {
+                        table,
+                        key: key.to_vec(),
+                        value: value.map(<[u8]>::to_vec),
+                    })
+                    .collect(),
+                conditions: write.conditions,
+            }),
+            RecordRef::CreateTable { name, options } => LogRecord::CreateTable { name, options },
+            RecordRef::DropTable { id } => LogRecord::DropTable { id },
+        })
     }
 
     /// The exact size of the record's encoding.
@@ -246,6 +295,35 @@ impl LogRecord {
     }
 }
 
+impl<'a> RecordRef<'a> {
+    /// Decodes a payload, borrowing keys and values from it. As [`LogRecord::decode`]
+    /// (which is this, copied out): never panics, never allocates more than `bytes.len()`
+    /// allows, checks structure only.
+    ///
+    /// # Errors
+    /// [`DecodeError`] on anything but a well-formed record of a known version.
+    pub(crate) fn decode(bytes: &'a [u8]) -> Result<RecordRef<'a>, DecodeError> {
+        let mut r = Reader { bytes, pos: 0 };
+        let version = r.u8("format version truncated")?;
+        if version != FORMAT_VERSION {
+            return Err(error(0, "unsupported format version"));
+        }
+        let type_at = r.pos;
+        let record = match r.u8("record type truncated")? {
+            TYPE_WRITE => RecordRef::Write(decode_write(&mut r)?),
+            TYPE_CREATE_TABLE => decode_create_table(&mut r)?,
+            TYPE_DROP_TABLE => RecordRef::DropTable {
+                id: r.u64("dropped table id truncated")?,
+            },
+            _ => return Err(error(type_at, "unknown record type")),
+        };
+        if r.pos != bytes.len() {
+            return Err(error(r.pos, "trailing bytes after the record"));
+        }
+        Ok(record)
+    }
+}
+
 fn condition_size(condition: &Condition) -> usize {
     let check = match &condition.check {
         Check::Version { key, .. } => LEN_SIZE + key.len() + 8,
@@ -267,7 +345,20 @@ fn table_write_size(write: &TableWrite) -> usize {
 }
 
 fn encode_write(write: &WriteRecord, out: &mut Vec<u8>) {
-    match write.idempotency {
+    encode_write_head(write.idempotency, &write.conditions, out);
+    put_count(out, write.writes.len());
+    for w in &write.writes {
+        put_table_write(out, w.table, &w.key, w.value.as_deref());
+    }
+}
+
+/// A write record's fields before its write count: flags, idempotency key, conditions.
+fn encode_write_head(
+    idempotency: Option<IdempotencyKey>,
+    conditions: &[Condition],
+    out: &mut Vec<u8>,
+) {
+    match idempotency {
         None => out.push(0),
         Some(key) => {
             out.push(WRITE_FLAG_IDEMPOTENCY);
@@ -275,8 +366,8 @@ fn encode_write(write: &WriteRecord, out: &mut Vec<u8>) {
             put_u64(out, key.sequence);
         }
     }
-    put_count(out, write.conditions.len());
-    for condition in &write.conditions {
+    put_count(out, conditions.len());
+    for condition in conditions {
         put_u64(out, condition.table);
         match &condition.check {
             Check::Version { key, version } => {
@@ -306,21 +397,112 @@ fn encode_write(write: &WriteRecord, out: &mut Vec<u8>) {
             }
         }
     }
-    put_count(out, write.writes.len());
-    for table_write in &write.writes {
-        put_u64(out, table_write.table);
-        match &table_write.value {
-            None => {
-                out.push(WRITE_DELETE);
-                put_bytes(out, &table_write.key);
-            }
-            Some(value) => {
-                out.push(WRITE_PUT);
-                put_bytes(out, &table_write.key);
-                put_bytes(out, value);
-            }
+}
+
+/// Appends one table write (the layout of docs/format/db-records.md, "Table write").
+///
+/// # Panics
+/// If the key or value does not fit a `u32` length (the Db's limits keep them far below).
+pub(crate) fn put_table_write(out: &mut Vec<u8>, table: u64, key: &[u8], value: Option<&[u8]>) {
+    put_u64(out, table);
+    match value {
+        None => {
+            out.push(WRITE_DELETE);
+            put_bytes(out, key);
+        }
+        Some(value) => {
+            out.push(WRITE_PUT);
+            put_bytes(out, key);
+            put_bytes(out, value);
         }
     }
+}
+
+/// The payload of a write record whose table writes (`write_count` of them, encoded by
+/// [`put_table_write`]) follow [`WRITE_PREFIX_SIZE`] reserved bytes in `buf`: the prefix is
+/// filled in place when there is no condition and no idempotency key, and otherwise the
+/// record is built around a copy of the writes.
+///
+/// # Panics
+/// If `buf` is shorter than the prefix, or a count does not fit a `u32`.
+pub(crate) fn write_payload(
+    mut buf: Vec<u8>,
+    write_count: usize,
+    idempotency: Option<IdempotencyKey>,
+    conditions: &[Condition],
+) -> Vec<u8> {
+    assert!(
+        buf.len() >= WRITE_PREFIX_SIZE,
+        "a write buffer of {} bytes lacks its {WRITE_PREFIX_SIZE}-byte prefix",
+        buf.len()
+    );
+    if idempotency.is_none() && conditions.is_empty() {
+        let count = u32::try_from(write_count)
+            .unwrap_or_else(|_| panic!("a count of {write_count} does not fit a u32"));
+        let prefix = [FORMAT_VERSION, TYPE_WRITE, 0]
+            .into_iter()
+            .chain(0u32.to_le_bytes())
+            .chain(count.to_le_bytes());
+        for (slot, byte) in buf.iter_mut().zip(prefix) {
+            *slot = byte;
+        }
+        return buf;
+    }
+    let writes = buf.get(WRITE_PREFIX_SIZE..).unwrap_or_default();
+    let head = 1 + idempotency.map_or(0, |_| 16) + LEN_SIZE;
+    let conditions_size: usize = conditions.iter().map(condition_size).sum();
+    let size = HEADER_SIZE + head + conditions_size + LEN_SIZE + writes.len();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&[FORMAT_VERSION, TYPE_WRITE]);
+    encode_write_head(idempotency, conditions, &mut out);
+    put_count(&mut out, write_count);
+    out.extend_from_slice(writes);
+    assert_eq!(
+        out.len(),
+        size,
+        "encoded {} bytes, computed {size}",
+        out.len()
+    );
+    out
+}
+
+/// Calls `table_of` with the table field of each of the `count` table writes that follow
+/// the prefix in `buf`, and stores what it returns there.
+///
+/// Requires: `buf` holds [`WRITE_PREFIX_SIZE`] bytes, then exactly `count` table writes
+/// encoded by [`put_table_write`].
+///
+/// # Errors
+/// The first error `table_of` returns (the fields before it are already replaced).
+///
+/// # Panics
+/// If `buf` does not hold what it requires: a bug in its builder.
+pub(crate) fn replace_tables<E>(
+    buf: &mut [u8],
+    count: usize,
+    mut table_of: impl FnMut(u64) -> Result<u64, E>,
+) -> Result<(), E> {
+    let mut pos = WRITE_PREFIX_SIZE;
+    for _ in 0..count {
+        let field = buf
+            .get_mut(pos..pos + 8)
+            .and_then(|b| <&mut [u8; 8]>::try_from(b).ok())
+            .expect("a table write's table field");
+        *field = table_of(u64::from_le_bytes(*field))?.to_le_bytes();
+        let tag = buf.get(pos + 8).copied().expect("a table write's tag");
+        pos += 9;
+        let strings = if tag == WRITE_PUT { 2 } else { 1 };
+        for _ in 0..strings {
+            let len = buf
+                .get(pos..pos + LEN_SIZE)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_le_bytes)
+                .expect("a byte string's length");
+            pos += LEN_SIZE + len as usize;
+        }
+    }
+    assert_eq!(pos, buf.len(), "table writes end before their buffer");
+    Ok(())
 }
 
 fn encode_create_table(name: &str, options: &TableOptions, out: &mut Vec<u8>) {
@@ -361,7 +543,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn decode_write(r: &mut Reader<'_>) -> Result<WriteRecord, DecodeError> {
+fn decode_write<'a>(r: &mut Reader<'a>) -> Result<WriteRef<'a>, DecodeError> {
     let flags_at = r.pos;
     let flags = r.u8("write flags truncated")?;
     if flags & !WRITE_FLAG_IDEMPOTENCY != 0 {
@@ -390,13 +572,20 @@ fn decode_write(r: &mut Reader<'_>) -> Result<WriteRecord, DecodeError> {
         "write count exceeds what the remaining bytes can hold",
     )?;
     let mut writes = Vec::with_capacity(writes_count);
-    for _ in 0..writes_count {
-        writes.push(decode_table_write(r)?);
+    let mut runs: Vec<(u64, usize)> = Vec::new();
+    for index in 0..writes_count {
+        let (table, write) = decode_table_write(r)?;
+        match runs.last_mut() {
+            Some((last, end)) if *last == table => *end = index + 1,
+            _ => runs.push((table, index + 1)),
+        }
+        writes.push(write);
     }
-    Ok(WriteRecord {
+    Ok(WriteRef {
         idempotency,
         conditions,
         writes,
+        runs,
     })
 }
 
@@ -432,7 +621,7 @@ fn decode_range_unchanged(r: &mut Reader<'_>) -> Result<Check, DecodeError> {
     Ok(Check::RangeUnchanged { start, end, since })
 }
 
-fn decode_table_write(r: &mut Reader<'_>) -> Result<TableWrite, DecodeError> {
+fn decode_table_write<'a>(r: &mut Reader<'a>) -> Result<(u64, Write<'a>), DecodeError> {
     let table = r.u64("write table id truncated")?;
     let tag_at = r.pos;
     let is_put = match r.u8("write tag truncated")? {
@@ -440,16 +629,24 @@ fn decode_table_write(r: &mut Reader<'_>) -> Result<TableWrite, DecodeError> {
         WRITE_PUT => true,
         _ => return Err(error(tag_at, "unknown write tag")),
     };
-    let key = r.bytes("write key length truncated", "write key truncated")?;
+    let key = r.slice("write key length truncated", "write key truncated")?;
     let value = if is_put {
-        Some(r.bytes("write value length truncated", "write value truncated")?)
+        Some(r.slice("write value length truncated", "write value truncated")?)
     } else {
         None
     };
-    Ok(TableWrite { table, key, value })
+    Ok((table, (key, value)))
 }
 
-fn decode_create_table(r: &mut Reader<'_>) -> Result<LogRecord, DecodeError> {
+/// The first table write of `bytes` and the bytes after it; `None` if `bytes` does not
+/// start with a well-formed table write.
+pub(crate) fn split_table_write(bytes: &[u8]) -> Option<(u64, Write<'_>, &[u8])> {
+    let mut r = Reader { bytes, pos: 0 };
+    let (table, write) = decode_table_write(&mut r).ok()?;
+    Some((table, write, r.rest()))
+}
+
+fn decode_create_table<'a>(r: &mut Reader<'a>) -> Result<RecordRef<'a>, DecodeError> {
     let name_len = r.u16("table name length truncated")?;
     let name_at = r.pos;
     let name = r.take(usize::from(name_len), "table name truncated")?;
@@ -474,7 +671,7 @@ fn decode_create_table(r: &mut Reader<'_>) -> Result<LogRecord, DecodeError> {
         page_size: r.u32("page size truncated")?,
         bloom_bits_per_key: r.u32("bloom bits per key truncated")?,
     };
-    Ok(LogRecord::CreateTable { name, options })
+    Ok(RecordRef::CreateTable { name, options })
 }
 
 fn error(offset: usize, what: &'static str) -> DecodeError {
@@ -528,19 +725,28 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
-    /// A byte string: a `u32` length, then that many bytes (reported at the length).
+    /// A byte string, copied out (see [`Reader::slice`]).
     fn bytes(
         &mut self,
         len_what: &'static str,
         what: &'static str,
     ) -> Result<Vec<u8>, DecodeError> {
+        Ok(self.slice(len_what, what)?.to_vec())
+    }
+
+    /// A byte string: a `u32` length, then that many bytes (reported at the length).
+    fn slice(
+        &mut self,
+        len_what: &'static str,
+        what: &'static str,
+    ) -> Result<&'a [u8], DecodeError> {
         let len_at = self.pos;
         let len = self.u32(len_what)?;
         let len = usize::try_from(len).map_err(|_| error(len_at, what))?;
         if len > self.rest().len() {
             return Err(error(len_at, what));
         }
-        Ok(self.take(len, what)?.to_vec())
+        self.take(len, what)
     }
 
     /// A `u32` element count, refused unless `count * size_min` bytes remain after it, so

@@ -47,14 +47,13 @@ impl Transaction {
     /// # Errors
     /// As [`ReadView::get`].
     pub fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(own) = self
-            .writes
+        if let Some((_, _, value)) = self
             .writes
             .iter()
-            .rev()
-            .find(|w| w.table == table && w.key == key)
+            .filter(|&(t, k, _)| t == table && k == key)
+            .last()
         {
-            return Ok(own.value.clone());
+            return Ok(value.map(<[u8]>::to_vec));
         }
         let found = self.view.get(table, key)?;
         let check = match &found {
@@ -114,12 +113,12 @@ impl Transaction {
     }
 
     /// Stores `value` under `key` in `table` when the transaction commits.
-    pub fn put(&mut self, table: &str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    pub fn put(&mut self, table: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
         self.writes.put(table, key, value);
     }
 
     /// Deletes `key` from `table` when the transaction commits.
-    pub fn delete(&mut self, table: &str, key: impl Into<Vec<u8>>) {
+    pub fn delete(&mut self, table: &str, key: impl AsRef<[u8]>) {
         self.writes.delete(table, key);
     }
 

@@ -11,7 +11,8 @@ use std::task::{Context, Poll, Waker};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::Result;
-use crate::ids::Lsn;
+use crate::ids::{Lsn, Record};
+use crate::wal::Batch;
 
 /// The outcome of an accepted append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +34,30 @@ pub(crate) enum Completion<T> {
     Slot(Arc<Slot<T>>),
     /// A caller's callback, run later by [`Deferred::run`], never under the writer's lock.
     Callback(Box<dyn FnOnce(Result<T>) + Send>, Arc<Deferred>),
+}
+
+/// Where a completed append's result goes: a [`Completion`], or a callback that also
+/// reads the records appended (the log's own copy, shared, not cloned).
+pub(crate) enum AppendCompletion {
+    Plain(Completion<Appended>),
+    /// Run later by [`Deferred::run`], as [`Completion::Callback`].
+    Reading(RecordsCallback, Arc<Deferred>),
+}
+
+/// A callback of [`AppendCompletion::Reading`].
+pub(crate) type RecordsCallback = Box<dyn FnOnce(Result<Appended>, &[Record]) + Send>;
+
+impl AppendCompletion {
+    /// Completes an append of `records`.
+    pub(crate) fn complete(self, result: Result<Appended>, records: &Batch) {
+        match self {
+            AppendCompletion::Plain(completion) => completion.complete(result),
+            AppendCompletion::Reading(callback, deferred) => {
+                let records = Arc::clone(records);
+                deferred.push(Box::new(move || callback(result, &records)));
+            }
+        }
+    }
 }
 
 impl<T: Send + 'static> Completion<T> {

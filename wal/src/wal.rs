@@ -30,7 +30,7 @@ use crate::options::{Durability, WalOptions};
 use crate::recovery::{self, RecoveryReport};
 use crate::scan::record_size;
 use crate::state::VOTE_SIZE_MAX;
-use crate::ticket::{Appended, Completion, Deferred, Notifier, Slot, Ticket};
+use crate::ticket::{AppendCompletion, Appended, Completion, Deferred, Notifier, Slot, Ticket};
 use crate::writer::Writer;
 
 /// The shared write-ahead log. See the crate docs.
@@ -163,13 +163,13 @@ pub(crate) struct AppendRequest {
     pub(crate) records: Batch,
     pub(crate) bytes: u64,
     pub(crate) durability: Durability,
-    pub(crate) completion: Completion<Appended>,
+    pub(crate) completion: AppendCompletion,
 }
 
 impl Request {
     pub(crate) fn fail(self, error: Error) {
         match self {
-            Request::Append(r) => r.completion.complete(Err(error)),
+            Request::Append(r) => r.completion.complete(Err(error), &r.records),
             Request::Truncate { completion, .. }
             | Request::Purge { completion, .. }
             | Request::SaveVote { completion, .. } => completion.complete(Err(error)),
@@ -271,7 +271,7 @@ impl Wal {
         let lead = self.enqueue_append(
             Placement::Next(records),
             Durability::Policy,
-            Completion::Slot(Arc::clone(&slot)),
+            AppendCompletion::Plain(Completion::Slot(Arc::clone(&slot))),
             true,
         )?;
         self.wait_led(lead, slot)
@@ -302,7 +302,7 @@ impl Wal {
         self.enqueue_append(
             Placement::Next(records),
             durability,
-            Completion::Slot(Arc::clone(&slot)),
+            AppendCompletion::Plain(Completion::Slot(Arc::clone(&slot))),
             false,
         )?;
         Ok(Ticket::new(slot))
@@ -319,7 +319,7 @@ impl Wal {
         self.enqueue_append(
             Placement::At(records),
             Durability::Policy,
-            Completion::Slot(Arc::clone(&slot)),
+            AppendCompletion::Plain(Completion::Slot(Arc::clone(&slot))),
             false,
         )?;
         Ok(Ticket::new(slot))
@@ -358,7 +358,10 @@ impl Wal {
         self.enqueue_append(
             Placement::At(records),
             durability,
-            Completion::Callback(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::Plain(Completion::Callback(
+                Box::new(callback),
+                Arc::clone(&self.shared.deferred),
+            )),
             false,
         )
         .map(|_| ())
@@ -382,12 +385,58 @@ impl Wal {
         let lead = self.enqueue_append(
             Placement::At(records),
             durability,
-            Completion::Callback(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::Plain(Completion::Callback(
+                Box::new(callback),
+                Arc::clone(&self.shared.deferred),
+            )),
             true,
         )?;
         Ok(Lead {
             wal: lead.then_some(self),
         })
+    }
+
+    /// Like [`Wal::append_at_with_durability`], but `callback` also gets the records
+    /// appended: the log's own copy, so a caller that needs them once they are written
+    /// (the Db applies its record from it) keeps no copy of its own.
+    ///
+    /// # Errors
+    /// As [`Wal::submit_at`]; on a refusal the callback is not called.
+    pub fn append_at_reading(
+        &self,
+        records: Vec<Record>,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
+    ) -> Result<Lead<'_>> {
+        let lead = self.enqueue_append(
+            Placement::At(records),
+            durability,
+            AppendCompletion::Reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            true,
+        )?;
+        Ok(Lead {
+            wal: lead.then_some(self),
+        })
+    }
+
+    /// Like [`Wal::submit_at_with_durability`], but `callback` also gets the records
+    /// appended, as [`Wal::append_at_reading`] gives them.
+    ///
+    /// # Errors
+    /// As [`Wal::submit_at`]; on a refusal the callback is not called.
+    pub fn submit_at_reading(
+        &self,
+        records: Vec<Record>,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
+    ) -> Result<()> {
+        self.enqueue_append(
+            Placement::At(records),
+            durability,
+            AppendCompletion::Reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            false,
+        )
+        .map(|_| ())
     }
 
     /// Writes what is queued as the leader, then runs completed callbacks.
@@ -402,7 +451,7 @@ impl Wal {
         &self,
         placement: Placement,
         durability: Durability,
-        completion: Completion<Appended>,
+        completion: AppendCompletion,
         lead_if_idle: bool,
     ) -> Result<bool> {
         let max = self.shared.options.record_size_max as usize;

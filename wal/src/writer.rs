@@ -294,7 +294,9 @@ impl Writer {
                 if let Err(e) = flushed {
                     // In LSN order: the group's earlier appends, this one, the rest.
                     fail_all(done, &e);
-                    request.completion.complete(Err(e.clone()));
+                    request
+                        .completion
+                        .complete(Err(e.clone()), &request.records);
                     fail_all(requests.collect(), &e);
                     return Err(e);
                 }
@@ -305,7 +307,9 @@ impl Writer {
                         // its LSN still taken once it hears back.
                         let queued = self.refuse_queue();
                         complete_all(done, synced, &mut self.garbage);
-                        request.completion.complete(Err(e.clone()));
+                        request
+                            .completion
+                            .complete(Err(e.clone()), &request.records);
                         fail_all(requests.collect(), &e);
                         for request in queued {
                             request.fail(e.clone());
@@ -314,7 +318,9 @@ impl Writer {
                     }
                     // In LSN order: the group's earlier appends, this one, the rest.
                     fail_all(done, &e);
-                    request.completion.complete(Err(e.clone()));
+                    request
+                        .completion
+                        .complete(Err(e.clone()), &request.records);
                     fail_all(requests.collect(), &e);
                     return Err(e);
                 }
@@ -725,17 +731,20 @@ fn complete_all(requests: Vec<AppendRequest>, durable_count: usize, garbage: &mu
         let durable = index < durable_count;
         let first = r.records.first().expect("non-empty").id.lsn;
         let last = r.records.last().expect("non-empty").id.lsn;
-        r.completion.complete(Ok(Appended {
-            first,
-            last,
-            durable,
-        }));
+        r.completion.complete(
+            Ok(Appended {
+                first,
+                last,
+                durable,
+            }),
+            &r.records,
+        );
         garbage.push(r.records);
     }
 }
 
 fn fail_all(requests: Vec<AppendRequest>, error: &Error) {
     for r in requests {
-        r.completion.complete(Err(error.clone()));
+        r.completion.complete(Err(error.clone()), &r.records);
     }
 }
