@@ -574,6 +574,7 @@ impl Node {
     ///
     /// # Panics
     /// If it is a branch (a caller bug: levels say which it is).
+    #[inline]
     pub(crate) fn as_leaf(&self) -> &Leaf {
         match self {
             Node::Leaf(l) => l,
@@ -622,6 +623,7 @@ impl Leaf {
     }
 
     /// The page image.
+    #[inline]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.image
     }
