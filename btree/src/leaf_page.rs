@@ -66,6 +66,26 @@ impl LeafEntry<'_> {
     }
 }
 
+/// Which kinds of entries other than inline values a leaf holds, or may hold: what a
+/// leaf rebuild needs to know of the entries it copies without decoding them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EntryKinds {
+    /// A tombstone.
+    pub(crate) tombstone: bool,
+    /// A value in overflow pages (or an in-memory leaf's side value).
+    pub(crate) overflow: bool,
+}
+
+impl EntryKinds {
+    /// The kinds of either.
+    pub(crate) fn union(self, other: Self) -> Self {
+        Self {
+            tombstone: self.tombstone || other.tombstone,
+            overflow: self.overflow || other.overflow,
+        }
+    }
+}
+
 /// A leaf page, borrowing its bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct LeafPage<'a> {
@@ -212,13 +232,20 @@ impl<'a> LeafPage<'a> {
         Ok((key, Some(version)))
     }
 
-    /// Whether any entry is a tombstone: a scan of the entries' kind bytes, without
-    /// decoding them, for a leaf rebuild that may skip the entries it keeps.
+    /// Which kinds of entries other than inline values the page holds: a scan of the
+    /// entries' kind bytes, without decoding them, for a leaf rebuild that may skip the
+    /// entries it keeps.
     ///
     /// # Errors
     /// [`Error::Corruption`] for a slot out of place.
-    pub(crate) fn has_tombstone(&self) -> Result<bool> {
-        self.has_kind(KIND_TOMBSTONE)
+    pub(crate) fn kinds(&self) -> Result<EntryKinds> {
+        let mut kinds = EntryKinds::default();
+        self.scan_kinds(|kind| {
+            kinds.tombstone |= kind == KIND_TOMBSTONE;
+            kinds.overflow |= kind == KIND_OVERFLOW;
+            false
+        })?;
+        Ok(kinds)
     }
 
     /// Whether any entry's value is in overflow pages: a scan of the entries' kind bytes,
@@ -230,9 +257,15 @@ impl<'a> LeafPage<'a> {
         self.has_kind(KIND_OVERFLOW)
     }
 
-    /// Whether any entry's kind byte is `kind`: one pass over the slots, checked as
-    /// [`LeafPage::slot`] checks each (an apply runs it over every leaf it rebuilds).
+    /// Whether any entry's kind byte is `kind`.
     fn has_kind(&self, kind: u8) -> Result<bool> {
+        self.scan_kinds(|found| found == kind)
+    }
+
+    /// Passes each entry's kind byte to `stop` until it returns true (then `true`): one
+    /// pass over the slots, checked as [`LeafPage::slot`] checks each (an apply runs it
+    /// over every leaf of the file it rebuilds).
+    fn scan_kinds(&self, mut stop: impl FnMut(u8) -> bool) -> Result<bool> {
         let slots_end = self.slots_end();
         let slots = field_bytes(
             self.page,
@@ -251,7 +284,7 @@ impl<'a> LeafPage<'a> {
                 return Err(invalid(self.page_id, at, "leaf slot", start as u64));
             }
             let at = start.wrapping_add(LEAF_KIND_AT);
-            if field_u8(self.page, self.page_id, at, "leaf entry kind")? == kind {
+            if stop(field_u8(self.page, self.page_id, at, "leaf entry kind")?) {
                 return Ok(true);
             }
         }

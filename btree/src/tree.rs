@@ -36,6 +36,7 @@ use crate::page_size::PageSize;
 use crate::pages::Pages;
 use crate::pins::{Pin, Pins};
 use crate::read_view::ReadView;
+use crate::search::compare;
 
 /// How many recent roots a tree keeps for [`Tree::read_view_at`] by default.
 pub const ROOTS_RETAINED_DEFAULT: usize = 8;
@@ -409,15 +410,17 @@ impl Tree {
             });
         }
         // A stable sort keeps a key's writes in batch order; the last of each run wins.
-        writes.sort_by(|a, b| a.0.cmp(b.0));
-        let mut deduped: Vec<Write<'b>> = Vec::with_capacity(writes.len());
-        for write in writes {
-            match deduped.last_mut() {
-                Some(last) if last.0 == write.0 => *last = write,
-                _ => deduped.push(write),
+        // `compare` orders as the bytes do, in a handful of instructions per comparison
+        // for short keys (a call to memcmp each cost a tenth of a random fill).
+        writes.sort_by(|a, b| compare(a.0, b.0));
+        writes.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                *kept = *later;
             }
-        }
-        Ok(deduped)
+            same
+        });
+        Ok(writes)
     }
 
     /// A read view of everything applied so far.
