@@ -570,29 +570,36 @@ impl Tree {
             watermark: c,
         };
         let oldest_pin = self.pins.oldest().unwrap_or(u64::MAX);
-        let plan = checkpoint::plan(&durable, &target, oldest_pin)?;
         let page_bytes = self.page_size.bytes();
         let offset = |id: PageId| id.0 * page_bytes as u64;
-        let mut pages_written = 1;
-        for (first, run) in &plan.writes {
-            let count = (run.len() / page_bytes) as u64;
-            for id in first.0..first.0 + count {
-                durable.pages.unverify(PageId(id));
-            }
-            pages_written += count;
-        }
-        let writes: Vec<WriteOp<'_>> = plan
-            .writes
-            .iter()
-            .map(|(id, bytes)| WriteOp {
-                offset: offset(*id),
-                bytes,
-            })
-            .collect();
-        if !writes.is_empty() {
+        let plan = {
+            let durable: &Durable = &durable;
+            // Each run goes out as the plan fills it, unsynced; the one sync below makes
+            // them all durable before the meta that names them is written.
+            let mut write_runs = |runs: &[(PageId, &[u8])]| {
+                let writes: Vec<WriteOp<'_>> = runs
+                    .iter()
+                    .map(|&(first, bytes)| {
+                        for id in first.0..first.0 + (bytes.len() / page_bytes) as u64 {
+                            durable.pages.unverify(PageId(id));
+                        }
+                        WriteOp {
+                            offset: offset(first),
+                            bytes,
+                        }
+                    })
+                    .collect();
+                self.file
+                    .write_batch(&writes, false)
+                    .map_err(|e| self.poison("checkpoint page writes", e))
+            };
+            checkpoint::plan(durable, &target, oldest_pin, &mut write_runs)?
+        };
+        let pages_written = plan.pages_written + 1;
+        if plan.pages_written > 0 {
             self.file
-                .write_batch(&writes, true)
-                .map_err(|e| self.poison("checkpoint page writes", e))?;
+                .sync_data()
+                .map_err(|e| self.poison("checkpoint page sync", e))?;
         }
         let mut meta_page = vec![0; page_bytes];
         plan.meta.encode(&mut meta_page);
