@@ -19,18 +19,22 @@
 //! The descent recurses, once per level: the tree is in memory and its height is bounded
 //! by [`crate::TREE_HEIGHT_MAX`] (asserted by `pack_branches`).
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
+use crate::branch_builder::BranchBuilder;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::leaf_builder::LeafBuilder;
-use crate::leaf_page::{LeafEntry, LeafPage, LeafValue};
+use crate::leaf_page::{EntryKinds, LeafEntry, LeafPage, LeafValue};
 use crate::node::{
-    Branch, Child, Item, Key, Leaf, Node, Piece, Stored, pack_branches, pack_leaves, unpack_branch,
+    Branch, Child, Item, Key, Leaf, Node, Piece, Separators, Stored, pack_branches, pack_leaves,
+    unpack_branch,
 };
-use crate::page_format::PageId;
+use crate::page_format::{BRANCH_SLOTS_AT, PageId};
 use crate::page_size::PageSize;
 use crate::pages::Bounds;
 use crate::pages::Pages;
+use crate::search::compare;
 
 /// One write of a batch: a value, or `None` for a delete.
 pub(crate) type Write<'b> = (&'b [u8], Option<&'b [u8]>);
@@ -221,6 +225,9 @@ impl<'p> Apply<'p> {
             let copy = Branch::with_children(level, Arc::clone(&branch.separators), children);
             return Ok(Replaced::One(Child::Mem(Arc::new(Node::Branch(copy)))));
         }
+        if let Some(spliced) = self.splice(&branch, level, low, &touched) {
+            return Ok(Replaced::One(spliced));
+        }
         let mut children = Vec::with_capacity(branch.children.len() + touched.len());
         let mut touched = touched.into_iter().peekable();
         for (index, child) in branch.children.iter().enumerate() {
@@ -239,6 +246,74 @@ impl<'p> Apply<'p> {
             return Ok(Replaced::Pieces(children));
         }
         Ok(one_or_pieces(self.branches(level, children)))
+    }
+
+    /// The one branch that replaces `branch` (at `level`, its low bound `low`) with the
+    /// `touched` children replaced, when the general path would make exactly that branch:
+    /// no child is underfull (so no merge) and the children fit one branch page as
+    /// `pack_branches` estimates it. Built from the separators as they are, without
+    /// unpacking every child into a piece with a key of its own (a leaf split costs its
+    /// parent that, once per child). `None` otherwise.
+    fn splice(
+        &mut self,
+        branch: &Branch,
+        level: u8,
+        low: &[u8],
+        touched: &[(usize, Replaced)],
+    ) -> Option<Child> {
+        let page_size = self.page_size;
+        let fine = |child: &Child| !child.is_underfull(page_size);
+        let replaced_fine = touched.iter().all(|(_, replaced)| match replaced {
+            Replaced::One(child) => fine(child),
+            Replaced::Pieces(pieces) => !pieces.is_empty() && pieces.iter().all(|(_, c)| fine(c)),
+        });
+        if !replaced_fine || !branch.children.iter().all(fine) {
+            return None;
+        }
+        let count = branch.children.len() + touched.len();
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(count);
+        let mut children: Vec<Child> = Vec::with_capacity(count);
+        // The low bound of the first child, which `pack_branches` counts as if it were a
+        // separator.
+        let mut first_low = low;
+        let mut touched = touched.iter().peekable();
+        for (index, child) in branch.children.iter().enumerate() {
+            let separator = index
+                .checked_sub(1)
+                .map(|i| branch.separators.get(i).expect("a separator per child"));
+            match touched.next_if(|(i, _)| *i == index) {
+                Some((_, Replaced::Pieces(pieces))) => {
+                    for (piece_low, piece) in pieces {
+                        if children.is_empty() {
+                            first_low = piece_low;
+                        } else {
+                            keys.push(piece_low);
+                        }
+                        children.push(piece.clone());
+                    }
+                }
+                Some((_, Replaced::One(replacement))) => {
+                    keys.extend(separator);
+                    children.push(replacement.clone());
+                }
+                None => {
+                    keys.extend(separator);
+                    children.push(child.clone());
+                }
+            }
+        }
+        let separators = Separators::new(keys);
+        let estimate = BranchBuilder::encoded_size(first_low.len()) + separators.encoded();
+        if estimate > page_size.bytes() - BRANCH_SLOTS_AT {
+            return None;
+        }
+        assert!(
+            BRANCH_SLOTS_AT + separators.encoded() <= page_size.bytes(),
+            "spliced branch does not fit its page"
+        );
+        self.made += 1;
+        let spliced = Branch::new(level, Arc::new(separators), children);
+        Some(Child::Mem(Arc::new(Node::Branch(spliced))))
     }
 
     /// The leaf that replaces `node`, a leaf within `low` and `bounds`, after `writes`,
@@ -296,6 +371,11 @@ impl<'p> Apply<'p> {
         // An in-memory leaf was built by an apply, which keeps it in order and in place; a
         // page of the file is checked as `check_order` checks one.
         let from_file = matches!(node, Child::Disk(_));
+        // An in-memory leaf knows what it may hold; a page of the file is scanned.
+        let kinds = match node {
+            Child::Mem(mem) => mem.as_leaf().kinds(),
+            Child::Disk(_) => page.kinds()?,
+        };
         let (lsn, horizon) = (self.lsn, self.horizon);
         let builder = &mut self.builder;
         let push_write = |builder: &mut LeafBuilder, &(key, value): &Write<'_>| {
@@ -310,7 +390,7 @@ impl<'p> Apply<'p> {
             }
             fits
         };
-        if !page.has_tombstone()? {
+        if !kinds.tombstone {
             // No entry to drop: only the writes' places need finding, by binary search,
             // and the entries between them are copied as runs without being read. A page
             // of the file was checked in full (keys strictly increasing) when first read;
@@ -321,16 +401,23 @@ impl<'p> Apply<'p> {
             let mut run_start = 0;
             for write in writes {
                 let at = page.lower_bound_from(run_start, write.0)?;
-                if !builder.push_run(page, run_start..at)? || !push_write(builder, write) {
+                if !builder.push_run(page, kinds, run_start..at)? || !push_write(builder, write) {
                     return Ok(false);
                 }
-                let replaced = at < page.len() && page.key(at)? == write.0;
+                let replaced =
+                    at < page.len() && compare(page.key(at)?, write.0) == Ordering::Equal;
                 run_start = if replaced { at + 1 } else { at };
             }
-            return builder.push_run(page, run_start..page.len());
+            return builder.push_run(page, kinds, run_start..page.len());
         }
         let mut pending = writes.iter().peekable();
         let mut run_start = 0;
+        // What the pending run holds: a tombstone only if it keeps one, so that a leaf
+        // whose tombstones all expired is known to hold none.
+        let mut run_kinds = EntryKinds {
+            tombstone: false,
+            ..kinds
+        };
         let mut previous: Option<&[u8]> = None;
         for index in 0..page.len() {
             let (key, tombstone) = page.key_and_tombstone(index)?;
@@ -339,25 +426,31 @@ impl<'p> Apply<'p> {
             }
             previous = Some(key);
             while let Some(write) = pending.next_if(|w| w.0 < key) {
-                if !builder.push_run(page, run_start..index)? || !push_write(builder, write) {
+                if !builder.push_run(page, run_kinds, run_start..index)?
+                    || !push_write(builder, write)
+                {
                     return Ok(false);
                 }
+                run_kinds.tombstone = false;
                 run_start = index;
             }
             let replaced = pending.next_if(|w| w.0 == key);
             if replaced.is_some() || tombstone.is_some_and(|version| version <= horizon) {
-                if !builder.push_run(page, run_start..index)? {
+                if !builder.push_run(page, run_kinds, run_start..index)? {
                     return Ok(false);
                 }
+                run_kinds.tombstone = false;
                 run_start = index + 1;
                 if let Some(write) = replaced
                     && !push_write(builder, write)
                 {
                     return Ok(false);
                 }
+            } else if tombstone.is_some() {
+                run_kinds.tombstone = true;
             }
         }
-        if !builder.push_run(page, run_start..page.len())? {
+        if !builder.push_run(page, run_kinds, run_start..page.len())? {
             return Ok(false);
         }
         Ok(pending.all(|write| push_write(builder, write)))
@@ -378,7 +471,7 @@ impl<'p> Apply<'p> {
             let index = branch.separators.count_at_or_below(first);
             let upper = branch.separators.get(index);
             let take = match upper {
-                Some(upper) => rest.partition_point(|(k, _)| *k < upper),
+                Some(upper) => rest.partition_point(|(k, _)| compare(k, upper) == Ordering::Less),
                 None => rest.len(),
             };
             let (mine, after) = rest.split_at(take);

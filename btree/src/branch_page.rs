@@ -141,9 +141,12 @@ impl<'a> BranchPage<'a> {
         match index.checked_sub(1) {
             None => self.child_at(BRANCH_LEFTMOST_ID_AT, BRANCH_LEFTMOST_CHECKSUM_AT),
             Some(entry) => {
+                // `slot` leaves room for an entry header before the page's end.
                 let start = self.slot(entry)?;
-                let (id_at, sum_at) =
-                    (start + BRANCH_CHILD_ID_AT, start + BRANCH_CHILD_CHECKSUM_AT);
+                let (id_at, sum_at) = (
+                    start.wrapping_add(BRANCH_CHILD_ID_AT),
+                    start.wrapping_add(BRANCH_CHILD_CHECKSUM_AT),
+                );
                 self.child_at(id_at, sum_at)
             }
         }
@@ -152,36 +155,48 @@ impl<'a> BranchPage<'a> {
     /// The index of the child whose key range holds `key`: the number of separators at or
     /// below it.
     pub fn child_index(&self, key: &[u8]) -> Result<usize> {
+        let slots_end = self.slots_end();
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let separator = match self.probe(mid) {
+            // `lo < hi <= count`, a u16: the sum cannot overflow.
+            let mid = lo.wrapping_add(hi) / 2;
+            let separator = match self.probe(mid, slots_end) {
                 Some(separator) => separator,
                 None => self.separator(mid)?,
             };
             if compare(separator, key) == Ordering::Greater {
                 hi = mid;
             } else {
-                lo = mid + 1;
+                lo = mid.wrapping_add(1);
             }
         }
         Ok(lo)
     }
 
-    /// Separator `index` for a search, or `None` where [`BranchPage::separator`] may
-    /// return an error (which the caller then asks it for). Reads the same bytes with the
-    /// same checks, without building a `Result` per probe.
-    fn probe(&self, index: usize) -> Option<&'a [u8]> {
-        let at = BRANCH_SLOTS_AT + index * SLOT_SIZE;
+    /// Separator `index` (below `count`) for a search, or `None` where
+    /// [`BranchPage::separator`] may return an error (which the caller then asks it for).
+    /// Reads the same bytes with the same checks, without building a `Result` per probe;
+    /// `slots_end` is [`BranchPage::slots_end`], worked out once per search.
+    #[inline]
+    fn probe(&self, index: usize, slots_end: usize) -> Option<&'a [u8]> {
+        // No sum here can overflow: `index < count`, which came from a u16, a slot is a
+        // u16 and a key length a u16. A search runs this about log2(count) times a level.
+        let at = BRANCH_SLOTS_AT.wrapping_add(index.wrapping_mul(SLOT_SIZE));
         let &slot = self.page.get(at..)?.first_chunk::<2>()?;
         let start = usize::from(u16::from_le_bytes(slot));
-        if start < BRANCH_SLOTS_AT + self.count * SLOT_SIZE {
+        if start < slots_end {
             return None;
         }
         let entry = self.page.get(start..)?;
         let &len = entry.first_chunk::<2>()?;
-        let key_at = BRANCH_ENTRY_HEADER_SIZE;
-        entry.get(key_at..key_at + usize::from(u16::from_le_bytes(len)))
+        let key_end = BRANCH_ENTRY_HEADER_SIZE.wrapping_add(usize::from(u16::from_le_bytes(len)));
+        entry.get(BRANCH_ENTRY_HEADER_SIZE..key_end)
+    }
+
+    /// The page offset one past the slot directory.
+    fn slots_end(&self) -> usize {
+        // `count` came from a u16 (and fits the page, checked by `from_header`).
+        BRANCH_SLOTS_AT.wrapping_add(self.count.wrapping_mul(SLOT_SIZE))
     }
 
     /// The child whose key range holds `key`.
@@ -210,10 +225,12 @@ impl<'a> BranchPage<'a> {
     /// for an entry header before the page's end.
     fn slot(&self, index: usize) -> Result<usize> {
         assert!(index < self.count, "branch index {index} of {}", self.count);
-        let at = BRANCH_SLOTS_AT + index * SLOT_SIZE;
+        // Below `slots_end`, and a slot is a u16: no sum here can overflow.
+        let at = BRANCH_SLOTS_AT.wrapping_add(index.wrapping_mul(SLOT_SIZE));
         let start = usize::from(field_u16(self.page, self.page_id, at, "branch slot")?);
-        let slots_end = BRANCH_SLOTS_AT + self.count * SLOT_SIZE;
-        if start < slots_end || start + BRANCH_ENTRY_HEADER_SIZE > self.page.len() {
+        if start < self.slots_end()
+            || start.wrapping_add(BRANCH_ENTRY_HEADER_SIZE) > self.page.len()
+        {
             return Err(invalid(self.page_id, at, "branch slot", start as u64));
         }
         Ok(start)

@@ -1,6 +1,7 @@
 //! Planning a checkpoint: which pages to write where, what the new free list holds, and
-//! the meta that commits it. Pure computation over the durable state and one pinned root;
-//! the tree does the writes and syncs (`tree.rs`). Spec: docs/format/btree.md (section 11,
+//! the meta that commits it. Computation over the durable state and one pinned root, which
+//! hands the pages it encodes to a writer the tree gives it, batch by batch; the tree does
+//! the writes and syncs (`tree.rs`). Spec: docs/format/btree.md (section 11,
 //! "Checkpoint").
 //!
 //! 1. The **frontier** of the new root: the pages it shares with the file (references
@@ -40,21 +41,89 @@ use crate::pages::Pages;
 /// values.
 pub const FILE_PAGES_MAX: u64 = SIDE_ID_BASE;
 
-/// The most bytes one run of [`Plan::writes`] holds: pages allocated past the old
-/// high-water mark come in order, so most of a large checkpoint goes out in long
-/// sequential writes.
-pub(crate) const WRITE_RUN_MAX: usize = 1 << 20;
+/// The most page bytes a checkpoint holds before handing them to its writer, in one batch
+/// of runs of consecutive pages: pages allocated past the old high-water mark come in
+/// order, so most of a large checkpoint goes out in long sequential writes, and a batch
+/// of many short runs (reused pages) is one submission.
+pub(crate) const WRITE_BATCH_MAX: usize = 4 << 20;
 
-/// Appends page `id` to `runs`: to the last run if it continues it, else as a new run.
-fn push_page(runs: &mut Vec<(PageId, Vec<u8>)>, id: PageId, bytes: &[u8]) {
-    if let Some((first, run)) = runs.last_mut()
-        && first.0 + (run.len() / bytes.len()) as u64 == id.0
-        && run.len() + bytes.len() <= WRITE_RUN_MAX
-    {
-        run.extend_from_slice(bytes);
-        return;
+/// Where a checkpoint's writes go: a batch of runs of consecutive pages, each its first
+/// page and its bytes. An error stops the plan and is what it returns.
+pub(crate) type WriteRuns<'w> = dyn FnMut(&[(PageId, &[u8])]) -> Result<()> + 'w;
+
+/// Gathers the pages a checkpoint encodes into runs of consecutive pages and hands them to
+/// the writer in batches of at most [`WRITE_BATCH_MAX`] bytes, so that a checkpoint holds
+/// one batch in memory at a time rather than every page it writes (hundreds of MiB for a
+/// large one). The buffers are reused from batch to batch.
+struct Runs<'w> {
+    /// The pending pages, run after run.
+    bytes: Vec<u8>,
+    /// The pending runs: each one's first page and where it starts in `bytes`.
+    starts: Vec<(PageId, usize)>,
+    write: &'w mut WriteRuns<'w>,
+    /// Pages handed over or pending.
+    pages: u64,
+    /// The writer's first error; once set, pages are dropped and the plan fails with it.
+    failed: Option<Error>,
+}
+
+impl<'w> Runs<'w> {
+    fn new(write: &'w mut WriteRuns<'w>) -> Self {
+        Self {
+            bytes: Vec::new(),
+            starts: Vec::new(),
+            write,
+            pages: 0,
+            failed: None,
+        }
     }
-    runs.push((id, bytes.to_vec()));
+
+    /// Appends page `id` to the last pending run if it continues it, else starts a new
+    /// run; writes the pending batch first if the page would not fit in it.
+    fn push(&mut self, id: PageId, page: &[u8]) {
+        self.pages += 1;
+        if self.failed.is_some() {
+            return;
+        }
+        if self.bytes.len() + page.len() > WRITE_BATCH_MAX {
+            self.flush();
+        }
+        let continues = self.starts.last().is_some_and(|&(first, start)| {
+            first.0 + ((self.bytes.len() - start) / page.len()) as u64 == id.0
+        });
+        if !continues {
+            self.starts.push((id, self.bytes.len()));
+        }
+        self.bytes.extend_from_slice(page);
+    }
+
+    /// Writes the pending batch, if any.
+    fn flush(&mut self) {
+        if self.starts.is_empty() || self.failed.is_some() {
+            return;
+        }
+        let ends = self.starts.iter().skip(1).map(|&(_, start)| start);
+        let runs: Vec<(PageId, &[u8])> = self
+            .starts
+            .iter()
+            .zip(ends.chain([self.bytes.len()]))
+            .map(|(&(first, start), end)| {
+                let run = self.bytes.get(start..end).expect("runs lie in the batch");
+                (first, run)
+            })
+            .collect();
+        if let Err(error) = (self.write)(&runs) {
+            self.failed = Some(error);
+        }
+        self.bytes.clear();
+        self.starts.clear();
+    }
+
+    /// Writes the pending batch; the writer's first error, if it returned one.
+    fn finish(&mut self) -> Result<()> {
+        self.flush();
+        self.failed.take().map_or(Ok(()), Err)
+    }
 }
 
 /// A page the free list holds, and the LSN of the root whose checkpoint freed it: only
@@ -90,10 +159,8 @@ pub(crate) struct Target<'a> {
 /// A planned checkpoint.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    /// Pages to write, as runs of consecutive pages (each run's first page and its bytes,
-    /// at most [`WRITE_RUN_MAX`] of them), in increasing id order. Pages are encoded
-    /// straight into their run, which is what the file gets: no page is copied again.
-    pub(crate) writes: Vec<(PageId, Vec<u8>)>,
+    /// Pages written (handed to the plan's writer), the meta page not included.
+    pub(crate) pages_written: u64,
     /// Each in-memory node written, with its page.
     pub(crate) written: Vec<(Arc<Node>, PageRef)>,
     /// The meta that commits the checkpoint.
@@ -107,13 +174,22 @@ pub(crate) struct Plan {
     pub(crate) reused: u64,
 }
 
-/// Plans the checkpoint of `target` as the transaction after `durable`'s meta. Pages freed
-/// at or below `oldest_pin` may be reused.
+/// Plans the checkpoint of `target` as the transaction after `durable`'s meta, handing
+/// the pages it encodes to `write` as runs of consecutive pages, in batches of at most
+/// [`WRITE_BATCH_MAX`] bytes, as they fill: every one is a page free under the reuse
+/// rule or past the high-water mark, which nothing durable or pinned reaches, so a plan
+/// that fails part way leaves the durable tree as it was. Pages freed at or below
+/// `oldest_pin` may be reused.
 ///
 /// # Errors
 /// [`Error::Corruption`] reading a page of the durable tree; [`Error::LimitExceeded`] if
-/// the file would pass [`FILE_PAGES_MAX`] pages.
-pub(crate) fn plan(durable: &Durable, target: &Target<'_>, oldest_pin: u64) -> Result<Plan> {
+/// the file would pass [`FILE_PAGES_MAX`] pages; `write`'s first error.
+pub(crate) fn plan<'w>(
+    durable: &Durable,
+    target: &Target<'_>,
+    oldest_pin: u64,
+    write: &'w mut WriteRuns<'w>,
+) -> Result<Plan> {
     let pages = &durable.pages;
     let page_size = pages.page_size();
     let Some(next_txn) = durable.meta.txn_id.0.checked_add(1) else {
@@ -158,7 +234,7 @@ pub(crate) fn plan(durable: &Durable, target: &Target<'_>, oldest_pin: u64) -> R
         page_size,
         reusable,
         page_count: durable.meta.page_count,
-        writes: Vec::new(),
+        runs: Runs::new(write),
         written: Vec::new(),
         leaf_builder: LeafBuilder::new(page_size),
         buf: vec![0; page_size.bytes()],
@@ -174,7 +250,7 @@ pub(crate) fn plan(durable: &Durable, target: &Target<'_>, oldest_pin: u64) -> R
         })
     };
 
-    if planner.writes.is_empty() && freed.is_empty() {
+    if planner.runs.pages == 0 && freed.is_empty() {
         // Nothing changed since the durable tree: the new meta only moves the watermark,
         // and keeps the free list where it is.
         let meta = Meta {
@@ -183,7 +259,7 @@ pub(crate) fn plan(durable: &Durable, target: &Target<'_>, oldest_pin: u64) -> R
             ..durable.meta
         };
         return Ok(Plan {
-            writes: Vec::new(),
+            pages_written: 0,
             written: planner.written,
             meta,
             free: durable.free.clone(),
@@ -238,10 +314,9 @@ pub(crate) fn plan(durable: &Durable, target: &Target<'_>, oldest_pin: u64) -> R
         root,
         free_list,
     };
-    let mut writes = planner.writes;
-    writes.sort_unstable_by_key(|(id, _)| *id);
+    planner.runs.finish()?;
     Ok(Plan {
-        writes,
+        pages_written: planner.runs.pages,
         written: planner.written,
         meta,
         free,
@@ -329,19 +404,19 @@ fn freed_pages(durable: &Durable, frontier: &Frontier) -> Result<Vec<PageId>> {
 }
 
 /// Allocates and encodes the pages of one checkpoint.
-struct Planner {
+struct Planner<'w> {
     txn: TxnId,
     page_size: PageSize,
     /// Reusable listed pages, highest id first (taken from the end).
     reusable: Vec<FreeSlot>,
     page_count: u64,
-    writes: Vec<(PageId, Vec<u8>)>,
+    runs: Runs<'w>,
     written: Vec<(Arc<Node>, PageRef)>,
     leaf_builder: LeafBuilder,
     buf: Vec<u8>,
 }
 
-impl Planner {
+impl Planner<'_> {
     /// A free page: the lowest reusable listed one, or the next past the high-water mark.
     fn alloc(&mut self) -> Result<PageId> {
         if let Some(slot) = self.reusable.pop() {
@@ -383,20 +458,20 @@ impl Planner {
             let ids = (0..count)
                 .map(|_| self.alloc())
                 .collect::<Result<Vec<_>>>()?;
-            let writes = &mut self.writes;
+            let runs = &mut self.runs;
             chains.push(write_overflow_chain(
                 self.txn,
                 value,
                 &ids,
                 &mut self.buf,
-                |id, bytes| push_page(writes, id, bytes),
+                |id, bytes| runs.push(id, bytes),
             ));
         }
         let id = self.alloc()?;
         if chains.is_empty() {
             // No side value to name by its chain: the image is the page but for its header.
             let bytes = self.leaf_builder.finish_copy(&leaf.page(), id, self.txn);
-            return Ok(emit(&mut self.writes, id, bytes));
+            return Ok(emit(&mut self.runs, id, bytes));
         }
         self.leaf_builder.reset();
         for entry in leaf.page().entries() {
@@ -410,7 +485,7 @@ impl Planner {
             self.leaf_builder.push(&entry);
         }
         let bytes = self.leaf_builder.finish(id, self.txn);
-        Ok(emit(&mut self.writes, id, bytes))
+        Ok(emit(&mut self.runs, id, bytes))
     }
 
     fn write_branch(&mut self, branch: &Branch) -> Result<PageRef> {
@@ -426,7 +501,7 @@ impl Planner {
         }
         let id = self.alloc()?;
         let bytes = builder.finish(id, self.txn);
-        Ok(emit(&mut self.writes, id, bytes))
+        Ok(emit(&mut self.runs, id, bytes))
     }
 
     /// Encodes the free list `free` (sorted) on pages `ids`, entries spread evenly;
@@ -446,7 +521,7 @@ impl Planner {
         let mut next = None;
         for (&id, chunk) in ids.iter().zip(chunks).rev() {
             let checksum = FreeListPage::encode(&mut self.buf, id, self.txn, chunk, next);
-            push_page(&mut self.writes, id, &self.buf);
+            self.runs.push(id, &self.buf);
             next = Some(PageRef { id, checksum });
         }
         next
@@ -454,9 +529,9 @@ impl Planner {
 }
 
 /// Queues sealed page `id` for writing; returns its reference.
-fn emit(runs: &mut Vec<(PageId, Vec<u8>)>, id: PageId, bytes: &[u8]) -> PageRef {
+fn emit(runs: &mut Runs<'_>, id: PageId, bytes: &[u8]) -> PageRef {
     let checksum = stored_checksum(bytes);
-    push_page(runs, id, bytes);
+    runs.push(id, bytes);
     PageRef { id, checksum }
 }
 
@@ -466,4 +541,86 @@ fn stored_checksum(page: &[u8]) -> u32 {
         .first_chunk::<4>()
         .expect("a page is longer than 4 bytes");
     u32::from_le_bytes(*bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(id: u64) -> Vec<u8> {
+        let mut bytes = vec![0; 4096];
+        bytes[..8].copy_from_slice(&id.to_le_bytes());
+        bytes
+    }
+
+    /// A batch as its writer saw it: each run as its first page and the ids its pages hold.
+    type Batch = Vec<(u64, Vec<u64>)>;
+
+    /// Pushes `ids` through `Runs` and returns the batches its writer saw.
+    fn batches(ids: &[u64], fail_at: Option<usize>) -> (Vec<Batch>, Result<()>) {
+        let mut seen: Vec<Batch> = Vec::new();
+        let mut write = |runs: &[(PageId, &[u8])]| {
+            if fail_at == Some(seen.len()) {
+                return Err(Error::InvalidOptions("a failed write"));
+            }
+            seen.push(
+                runs.iter()
+                    .map(|&(first, bytes)| {
+                        let held = bytes
+                            .chunks_exact(4096)
+                            .map(|p| u64::from_le_bytes(p[..8].try_into().expect("8 bytes")))
+                            .collect();
+                        (first.0, held)
+                    })
+                    .collect(),
+            );
+            Ok(())
+        };
+        let result = {
+            let mut runs = Runs::new(&mut write);
+            for &id in ids {
+                runs.push(PageId(id), &page(id));
+            }
+            let result = runs.finish();
+            assert_eq!(runs.pages, ids.len() as u64, "every page counted");
+            result
+        };
+        (seen, result)
+    }
+
+    #[test]
+    fn runs_consecutive_pages_join_one_run() {
+        let (seen, result) = batches(&[5, 6, 7, 9, 10, 3], None);
+        result.expect("no write failed");
+        assert_eq!(
+            seen,
+            vec![vec![(5, vec![5, 6, 7]), (9, vec![9, 10]), (3, vec![3]),]]
+        );
+    }
+
+    #[test]
+    fn runs_full_batch_is_written_before_the_next_page() {
+        let per_batch = (WRITE_BATCH_MAX / 4096) as u64;
+        let ids: Vec<u64> = (100..100 + per_batch + 2).collect();
+        let (seen, result) = batches(&ids, None);
+        result.expect("no write failed");
+        assert_eq!(seen.len(), 2, "two batches");
+        assert_eq!(seen[0], vec![(100, (100..100 + per_batch).collect())]);
+        assert_eq!(
+            seen[1],
+            vec![(100 + per_batch, vec![100 + per_batch, 101 + per_batch])]
+        );
+    }
+
+    #[test]
+    fn runs_writer_error_is_returned_and_later_pages_dropped() {
+        let per_batch = (WRITE_BATCH_MAX / 4096) as u64;
+        let ids: Vec<u64> = (0..3 * per_batch).collect();
+        let (seen, result) = batches(&ids, Some(1));
+        assert!(
+            matches!(result, Err(Error::InvalidOptions("a failed write"))),
+            "{result:?}"
+        );
+        assert_eq!(seen.len(), 1, "nothing written after the failed batch");
+    }
 }

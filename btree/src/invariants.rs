@@ -211,6 +211,19 @@ fn visit_entries(
     }
     if let Some(leaf) = mem {
         assert_eq!(side_index, leaf.side().len(), "side values unreferenced");
+        if check {
+            // The kinds a leaf remembers may say more than it holds, never less: a rebuild
+            // skips looking for tombstones, and a checkpoint for chains, where they say none.
+            let (said, held) = (leaf.kinds(), page.kinds()?);
+            assert!(
+                said.tombstone || !held.tombstone,
+                "a tombstone the leaf does not know of"
+            );
+            assert!(
+                said.overflow || !held.overflow,
+                "an overflow value the leaf does not know of"
+            );
+        }
     }
     Ok(())
 }

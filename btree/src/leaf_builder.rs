@@ -17,10 +17,11 @@
 //! references name a page that can be referenced; the entry fits.
 
 use std::cell::RefCell;
+use std::cmp::Ordering;
 use std::ops::Range;
 
 use crate::error::Result;
-use crate::leaf_page::{LeafEntry, LeafPage, LeafValue};
+use crate::leaf_page::{EntryKinds, LeafEntry, LeafPage, LeafValue};
 use crate::page_format::{
     FIRST_TREE_PAGE, KIND_INLINE, KIND_OVERFLOW, KIND_TOMBSTONE, LEAF_ENTRY_HEADER_SIZE,
     LEAF_KEY_LEN_AT, LEAF_KIND_AT, LEAF_SLOTS_AT, LEAF_VALUE_SIZE_AT, LEAF_VERSION_AT,
@@ -28,6 +29,7 @@ use crate::page_format::{
     seal,
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
+use crate::search::compare;
 
 /// Builds one leaf page at a time in a reused buffer.
 #[derive(Clone, Debug)]
@@ -38,6 +40,8 @@ pub struct LeafBuilder {
     /// The page offset of the last entry pushed (the lowest entry); the page size when
     /// empty.
     heap_start: usize,
+    /// The kinds of entries pushed, or that runs copied from pages holding them may hold.
+    kinds: EntryKinds,
 }
 
 impl LeafBuilder {
@@ -48,6 +52,7 @@ impl LeafBuilder {
             page_size,
             count: 0,
             heap_start: page_size.bytes(),
+            kinds: EntryKinds::default(),
         }
     }
 
@@ -56,6 +61,14 @@ impl LeafBuilder {
     pub fn reset(&mut self) {
         self.count = 0;
         self.heap_start = self.page.len();
+        self.kinds = EntryKinds::default();
+    }
+
+    /// Which kinds of entries other than inline values the page holds: exactly for the
+    /// entries pushed one by one, and for those copied by [`LeafBuilder::push_run`] what
+    /// their source page was said to hold (so it may say more than the page holds).
+    pub(crate) fn kinds(&self) -> EntryKinds {
+        self.kinds
     }
 
     /// The page size this builder makes.
@@ -102,7 +115,10 @@ impl LeafBuilder {
         );
         assert!(entry.version >= 1, "leaf entry version 0");
         if let Some(last) = self.last_key() {
-            assert!(key > last, "leaf keys out of order: {key:?} after {last:?}");
+            assert!(
+                compare(key, last) == Ordering::Greater,
+                "leaf keys out of order: {key:?} after {last:?}"
+            );
         }
         assert!(
             size <= self.free_space(),
@@ -110,6 +126,10 @@ impl LeafBuilder {
             self.free_space()
         );
         let (kind, value_size) = self.push_kind(entry);
+        self.kinds = self.kinds.union(EntryKinds {
+            tombstone: kind == KIND_TOMBSTONE,
+            overflow: kind == KIND_OVERFLOW,
+        });
         let start = self.heap_start - (size - SLOT_SIZE);
         let body_at = start + LEAF_ENTRY_HEADER_SIZE + key.len();
         let key_len = u16::try_from(key.len()).expect("key_size_max fits a u16");
@@ -148,8 +168,9 @@ impl LeafBuilder {
     /// Appends entries `range` of `source` after every entry pushed so far, as they are:
     /// their bytes, one contiguous run in a page laid out as this builder lays pages out
     /// (one it made, or one [`LeafPage::decode`] accepted), are copied at once and their
-    /// slots shifted, without decoding an entry. Returns `false`, pushing nothing, if they
-    /// do not fit in the space left.
+    /// slots shifted, without decoding an entry. `source_kinds` says which kinds of
+    /// entries the source may hold (what [`LeafPage::kinds`] finds, or more). Returns
+    /// `false`, pushing nothing, if they do not fit in the space left.
     ///
     /// # Errors
     /// [`crate::Error::Corruption`] if the source's slots do not hold such a run (bytes
@@ -157,7 +178,12 @@ impl LeafBuilder {
     ///
     /// # Panics
     /// If the run's first key is not above the last key pushed (a caller bug).
-    pub(crate) fn push_run(&mut self, source: &LeafPage<'_>, range: Range<usize>) -> Result<bool> {
+    pub(crate) fn push_run(
+        &mut self,
+        source: &LeafPage<'_>,
+        source_kinds: EntryKinds,
+        range: Range<usize>,
+    ) -> Result<bool> {
         let Some(last) = range.end.checked_sub(1).filter(|&l| l >= range.start) else {
             return Ok(true);
         };
@@ -182,7 +208,7 @@ impl LeafBuilder {
         if let Some(previous) = self.last_key() {
             let first = source.key(range.start)?;
             assert!(
-                first > previous,
+                compare(first, previous) == Ordering::Greater,
                 "leaf keys out of order: {first:?} after {previous:?}"
             );
         }
@@ -190,26 +216,38 @@ impl LeafBuilder {
         let target = self.heap_start - run_len;
         // Each entry starts below the one before it, within the run: the slots written
         // here then point at the same entries in the new page. The slots go into free
-        // space, which a finish zeroes, so one out of place leaves nothing behind.
+        // space, which a finish zeroes, so one out of place leaves nothing behind. The
+        // source's slots are read as one slice (`entry_start` checked the run's ends lie
+        // past them) and each is checked to lie within the run, below the one before.
         let slots_at = LEAF_SLOTS_AT + self.count * SLOT_SIZE;
+        let source_slots = bytes
+            .get(LEAF_SLOTS_AT + range.start * SLOT_SIZE..LEAF_SLOTS_AT + range.end * SLOT_SIZE)
+            .ok_or_else(bad_run)?;
+        let target_slots = self
+            .page
+            .get_mut(slots_at..slots_at + count * SLOT_SIZE)
+            .expect("the run's slots fit the free space");
         let mut above = run_end;
-        for (n, index) in range.enumerate() {
-            let start = source.entry_start(index).and_then(|s| {
-                (s < above && s >= run_start)
-                    .then_some(s)
-                    .ok_or_else(bad_run)
-            })?;
+        for (source_slot, target_slot) in source_slots
+            .chunks_exact(SLOT_SIZE)
+            .zip(target_slots.chunks_exact_mut(SLOT_SIZE))
+        {
+            let &[s0, s1] = source_slot else {
+                unreachable!("chunks of SLOT_SIZE bytes")
+            };
+            let start = usize::from(u16::from_le_bytes([s0, s1]));
+            if start >= above || start < run_start {
+                return Err(bad_run());
+            }
             above = start;
-            let slot = u16::try_from(start - run_start + target).expect("page offsets fit a u16");
-            put(
-                &mut self.page,
-                slots_at + n * SLOT_SIZE,
-                &slot.to_le_bytes(),
-            );
+            // `run_start <= start` and the run fits below `heap_start`: below a page.
+            let slot = (start - run_start + target) as u16;
+            target_slot.copy_from_slice(&slot.to_le_bytes());
         }
         put(&mut self.page, target, run);
         self.count += count;
         self.heap_start = target;
+        self.kinds = self.kinds.union(source_kinds);
         Ok(true)
     }
 
@@ -280,6 +318,11 @@ impl LeafBuilder {
         txn_id: TxnId,
     ) -> &[u8] {
         self.page.copy_from_slice(page.bytes());
+        // The copy may hold any kind, as far as the builder knows.
+        self.kinds = EntryKinds {
+            tombstone: true,
+            overflow: true,
+        };
         self.count = page.len();
         self.heap_start = match self.count.checked_sub(1) {
             None => self.page.len(),
@@ -307,13 +350,19 @@ impl LeafBuilder {
         if cfg!(debug_assertions) {
             self.check_invariants();
         }
-        self.write_header(page_id, TxnId(0));
+        // No check that no overflow reference names the page: an in-memory image carries
+        // the placeholder id, above every id a reference holds (a file's pages and side
+        // values are below it), and a checkpoint writes the image under its real id
+        // through `finish`, which checks.
+        assert_eq!(page_id.0, PAGE_ID_MAX, "an in-memory leaf's placeholder id");
+        self.write_header_fields(page_id, TxnId(0));
         // The checksum field of an in-memory image stays zero; a reused buffer may hold
         // another page's.
         self.page[..4].fill(0);
         let fresh = spare_page(self.page_size.bytes());
         self.count = 0;
         self.heap_start = fresh.len();
+        self.kinds = EntryKinds::default();
         std::mem::replace(&mut self.page, fresh).into_boxed_slice()
     }
 
@@ -334,6 +383,15 @@ impl LeafBuilder {
                 );
             }
         }
+        self.write_header_fields(page_id, txn_id);
+    }
+
+    /// Writes the header fields (the checksum's excepted) after checking the page id.
+    fn write_header_fields(&mut self, page_id: PageId, txn_id: TxnId) {
+        assert!(
+            (FIRST_TREE_PAGE..=PAGE_ID_MAX).contains(&page_id.0),
+            "leaf page id {page_id:?}"
+        );
         PageHeader {
             page_type: PageType::Leaf,
             level: 0,

@@ -66,6 +66,26 @@ impl LeafEntry<'_> {
     }
 }
 
+/// Which kinds of entries other than inline values a leaf holds, or may hold: what a
+/// leaf rebuild needs to know of the entries it copies without decoding them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EntryKinds {
+    /// A tombstone.
+    pub(crate) tombstone: bool,
+    /// A value in overflow pages (or an in-memory leaf's side value).
+    pub(crate) overflow: bool,
+}
+
+impl EntryKinds {
+    /// The kinds of either.
+    pub(crate) fn union(self, other: Self) -> Self {
+        Self {
+            tombstone: self.tombstone || other.tombstone,
+            overflow: self.overflow || other.overflow,
+        }
+    }
+}
+
 /// A leaf page, borrowing its bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct LeafPage<'a> {
@@ -106,6 +126,7 @@ impl<'a> LeafPage<'a> {
     /// Reopens a page this process decoded before, from the fields that decode found,
     /// without reading its header again (a cursor stepping through one leaf). Accessors
     /// still check every offset they follow.
+    #[inline]
     pub(crate) fn reopen(
         page: &'a [u8],
         page_size: PageSize,
@@ -211,13 +232,20 @@ impl<'a> LeafPage<'a> {
         Ok((key, Some(version)))
     }
 
-    /// Whether any entry is a tombstone: a scan of the entries' kind bytes, without
-    /// decoding them, for a leaf rebuild that may skip the entries it keeps.
+    /// Which kinds of entries other than inline values the page holds: a scan of the
+    /// entries' kind bytes, without decoding them, for a leaf rebuild that may skip the
+    /// entries it keeps.
     ///
     /// # Errors
     /// [`Error::Corruption`] for a slot out of place.
-    pub(crate) fn has_tombstone(&self) -> Result<bool> {
-        self.has_kind(KIND_TOMBSTONE)
+    pub(crate) fn kinds(&self) -> Result<EntryKinds> {
+        let mut kinds = EntryKinds::default();
+        self.scan_kinds(|kind| {
+            kinds.tombstone |= kind == KIND_TOMBSTONE;
+            kinds.overflow |= kind == KIND_OVERFLOW;
+            false
+        })?;
+        Ok(kinds)
     }
 
     /// Whether any entry's value is in overflow pages: a scan of the entries' kind bytes,
@@ -229,9 +257,15 @@ impl<'a> LeafPage<'a> {
         self.has_kind(KIND_OVERFLOW)
     }
 
-    /// Whether any entry's kind byte is `kind`: one pass over the slots, checked as
-    /// [`LeafPage::slot`] checks each (an apply runs it over every leaf it rebuilds).
+    /// Whether any entry's kind byte is `kind`.
     fn has_kind(&self, kind: u8) -> Result<bool> {
+        self.scan_kinds(|found| found == kind)
+    }
+
+    /// Passes each entry's kind byte to `stop` until it returns true (then `true`): one
+    /// pass over the slots, checked as [`LeafPage::slot`] checks each (an apply runs it
+    /// over every leaf of the file it rebuilds).
+    fn scan_kinds(&self, mut stop: impl FnMut(u8) -> bool) -> Result<bool> {
         let slots_end = self.slots_end();
         let slots = field_bytes(
             self.page,
@@ -250,7 +284,7 @@ impl<'a> LeafPage<'a> {
                 return Err(invalid(self.page_id, at, "leaf slot", start as u64));
             }
             let at = start.wrapping_add(LEAF_KIND_AT);
-            if field_u8(self.page, self.page_id, at, "leaf entry kind")? == kind {
+            if stop(field_u8(self.page, self.page_id, at, "leaf entry kind")?) {
                 return Ok(true);
             }
         }
@@ -289,15 +323,17 @@ impl<'a> LeafPage<'a> {
     /// The index of the first entry at or after `from` whose key is at or after `key`
     /// (`len()` if none): [`LeafPage::lower_bound`] over the entries from `from` on.
     pub(crate) fn lower_bound_from(&self, from: usize, key: &[u8]) -> Result<usize> {
+        let slots_end = self.slots_end();
         let (mut lo, mut hi) = (from.min(self.count), self.count);
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let probed = match self.probe(mid) {
+            // `lo < hi <= count`, a u16: the sum cannot overflow.
+            let mid = lo.wrapping_add(hi) / 2;
+            let probed = match self.probe(mid, slots_end) {
                 Some(probed) => probed,
                 None => self.key(mid)?,
             };
             if compare(probed, key) == Ordering::Less {
-                lo = mid + 1;
+                lo = mid.wrapping_add(1);
             } else {
                 hi = mid;
             }
@@ -307,18 +343,24 @@ impl<'a> LeafPage<'a> {
 
     /// Key `index` for a search, or `None` where [`LeafPage::key`] may return an error
     /// (which the caller then asks it for). Reads the same bytes with the same checks,
-    /// without building a `Result` per probe.
-    fn probe(&self, index: usize) -> Option<&'a [u8]> {
-        let at = LEAF_SLOTS_AT + index * SLOT_SIZE;
+    /// without building a `Result` per probe; `slots_end` is [`LeafPage::slots_end`],
+    /// worked out once per search.
+    #[inline]
+    fn probe(&self, index: usize, slots_end: usize) -> Option<&'a [u8]> {
+        // No sum here can overflow: `index < count`, which came from a u16, a slot is a
+        // u16 and a key length a u16. A get runs this about log2(count) times.
+        let at = LEAF_SLOTS_AT.wrapping_add(index.wrapping_mul(SLOT_SIZE));
         let &slot = self.page.get(at..)?.first_chunk::<2>()?;
         let start = usize::from(u16::from_le_bytes(slot));
-        if start < self.slots_end() || start + LEAF_ENTRY_HEADER_SIZE > self.page.len() {
+        if start < slots_end {
             return None;
         }
+        // Past the page's end, or an entry header that does not fit, is refused by a
+        // `get` below, as `LeafPage::slot` refuses it.
         let entry = self.page.get(start..)?;
         let &len = entry.first_chunk::<2>()?;
-        let key_at = LEAF_ENTRY_HEADER_SIZE;
-        entry.get(key_at..key_at + usize::from(u16::from_le_bytes(len)))
+        let key_end = LEAF_ENTRY_HEADER_SIZE.wrapping_add(usize::from(u16::from_le_bytes(len)));
+        entry.get(LEAF_ENTRY_HEADER_SIZE..key_end)
     }
 
     /// Entry `index`'s key and inline value, as ranges of the page's bytes, and its
@@ -326,6 +368,7 @@ impl<'a> LeafPage<'a> {
     /// [`LeafPage::entry`] must be asked instead: an entry that is not an inline value, and
     /// any bytes `entry` would refuse. Reads the same bytes with the same checks as `entry`
     /// for an inline value, without building a `Result` per step.
+    #[inline]
     pub(crate) fn probe_inline(&self, index: usize) -> Option<(Range<usize>, Range<usize>, u64)> {
         if index >= self.count {
             return None;
@@ -339,13 +382,12 @@ impl<'a> LeafPage<'a> {
         if start < LEAF_SLOTS_AT.wrapping_add(self.count.wrapping_mul(SLOT_SIZE)) {
             return None;
         }
-        let &[k0, k1, kind, v0, v1, v2, v3, v4, v5, v6, v7, s0, s1, s2, s3] = self
+        let header = self
             .page
             .get(start..)?
             .first_chunk::<LEAF_ENTRY_HEADER_SIZE>()?;
-        let key_len = usize::from(u16::from_le_bytes([k0, k1]));
-        let version = u64::from_le_bytes([v0, v1, v2, v3, v4, v5, v6, v7]);
-        let value_len = u32::from_le_bytes([s0, s1, s2, s3]) as usize;
+        let (key_len, kind, version, value_len) = entry_header(header);
+        let (key_len, value_len) = (usize::from(key_len), value_len as usize);
         if kind != KIND_INLINE
             || version == 0
             || key_len > self.page_size.key_size_max()
@@ -366,7 +408,8 @@ impl<'a> LeafPage<'a> {
             return Ok(None);
         }
         let entry = self.entry(index)?;
-        Ok((entry.key == key).then_some(entry))
+        // `compare`, not `==`: a call to memcmp costs several times its few instructions.
+        Ok((compare(entry.key, key) == Ordering::Equal).then_some(entry))
     }
 
     /// Every entry in key order; iterates both ways.
@@ -408,24 +451,14 @@ impl<'a> LeafPage<'a> {
             start..start + LEAF_ENTRY_HEADER_SIZE,
             "leaf entry header",
         )?;
-        const _: () = assert!(
-            LEAF_KEY_LEN_AT == 0
-                && LEAF_KIND_AT == 2
-                && LEAF_VERSION_AT == 3
-                && LEAF_VALUE_SIZE_AT == 11
-                && LEAF_ENTRY_HEADER_SIZE == 15,
-            "the destructuring below follows section 5's entry layout"
-        );
-        let Some(&[k0, k1, kind, v0, v1, v2, v3, v4, v5, v6, v7, s0, s1, s2, s3]) =
-            header.first_chunk::<LEAF_ENTRY_HEADER_SIZE>()
-        else {
+        let Some(header) = header.first_chunk::<LEAF_ENTRY_HEADER_SIZE>() else {
             unreachable!("field_bytes returned the whole header")
         };
-        let key_len = usize::from(u16::from_le_bytes([k0, k1]));
+        let (key_len, kind, version, value_size) = entry_header(header);
+        let key_len = usize::from(key_len);
         if key_len > self.page_size.key_size_max() {
             return Err(invalid(id, start, "leaf key length", key_len as u64));
         }
-        let version = u64::from_le_bytes([v0, v1, v2, v3, v4, v5, v6, v7]);
         if version == 0 {
             return Err(invalid(
                 id,
@@ -435,7 +468,6 @@ impl<'a> LeafPage<'a> {
             ));
         }
         let size_at = start + LEAF_VALUE_SIZE_AT;
-        let value_size = u32::from_le_bytes([s0, s1, s2, s3]);
         let key_at = start + LEAF_ENTRY_HEADER_SIZE;
         let body_at = key_at + key_len;
         let key = field_bytes(page, id, key_at..body_at, "leaf key")?;
@@ -517,6 +549,39 @@ impl<'a> LeafPage<'a> {
             "leaf free space",
         )
     }
+}
+
+/// The fields of a leaf entry's fixed part: key length, kind, version and value size.
+#[inline]
+fn entry_header(header: &[u8; LEAF_ENTRY_HEADER_SIZE]) -> (u16, u8, u64, u32) {
+    // Whole little-endian loads from the fixed offsets of section 5's entry layout; the
+    // splits below are of constant lengths within 15 bytes and cannot fail.
+    const _: () = assert!(
+        LEAF_KEY_LEN_AT == 0
+            && LEAF_KIND_AT == 2
+            && LEAF_VERSION_AT == 3
+            && LEAF_VALUE_SIZE_AT == 11
+            && LEAF_ENTRY_HEADER_SIZE == 15,
+        "the splits below follow section 5's entry layout"
+    );
+    let (&key_len, rest) = header
+        .split_first_chunk::<2>()
+        .expect("the key length is in the header");
+    let (&[kind], rest) = rest
+        .split_first_chunk::<1>()
+        .expect("the kind is in the header");
+    let (&version, rest) = rest
+        .split_first_chunk::<8>()
+        .expect("the version is in the header");
+    let &value_size = rest
+        .first_chunk::<4>()
+        .expect("the value size is in the header");
+    (
+        u16::from_le_bytes(key_len),
+        kind,
+        u64::from_le_bytes(version),
+        u32::from_le_bytes(value_size),
+    )
 }
 
 /// The entries of a leaf page in key order, from either end. Each item is a `Result`: a

@@ -45,7 +45,7 @@ use crate::LeafBuilder;
 use crate::branch_builder::BranchBuilder;
 use crate::branch_page::BranchPage;
 use crate::error::Result;
-use crate::leaf_page::{LeafEntry, LeafPage, LeafValue};
+use crate::leaf_page::{EntryKinds, LeafEntry, LeafPage, LeafValue};
 use crate::overflow::OverflowRef;
 use crate::page_format::{BRANCH_SLOTS_AT, LEAF_SLOTS_AT, PAGE_ID_MAX, PageId, PageRef};
 use crate::page_size::PageSize;
@@ -90,10 +90,12 @@ pub(crate) struct Leaf {
     used: usize,
     /// The side values its overflow references name, in entry order.
     side: Vec<Arc<[u8]>>,
-    /// Whether any entry's value is in overflow pages (a side value or a chain of the
-    /// file), found while the image is fresh, so that a checkpoint's walk for chains need
-    /// not read the leaves that hold none.
-    overflow: bool,
+    /// Which kinds of entries other than inline values the leaf may hold (a tombstone; a
+    /// value in a side value or a chain of the file), as its builder knew them: a
+    /// checkpoint's walk for chains need not read the leaves that hold none, and a rebuild
+    /// need not look for tombstones in a leaf that holds none. A kind it says may be
+    /// there may be absent, never the other way round.
+    kinds: EntryKinds,
     /// The page a checkpoint wrote this leaf to.
     written: OnceLock<PageRef>,
 }
@@ -190,6 +192,11 @@ impl Separators {
     /// The number of separators.
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Bytes their entries take in a branch page, slots included.
+    pub(crate) fn encoded(&self) -> usize {
+        self.encoded
     }
 
     /// Separator `index`, if there is one.
@@ -574,6 +581,7 @@ impl Node {
     ///
     /// # Panics
     /// If it is a branch (a caller bug: levels say which it is).
+    #[inline]
     pub(crate) fn as_leaf(&self) -> &Leaf {
         match self {
             Node::Leaf(l) => l,
@@ -594,25 +602,26 @@ impl Leaf {
     pub(crate) fn finish(builder: &mut LeafBuilder, side: Vec<Arc<[u8]>>) -> Self {
         let page_size = builder.page_size();
         let used = page_size.bytes() - LEAF_SLOTS_AT - builder.free_space();
+        let kinds = builder.kinds();
         let image = builder.take_in_memory(LEAF_PLACEHOLDER);
-        let mut leaf = Self {
+        Self {
             image,
             page_size,
             used,
             side,
-            overflow: true,
+            kinds,
             written: OnceLock::new(),
-        };
-        leaf.overflow = leaf
-            .page()
-            .has_overflow()
-            .expect("an in-memory leaf is an image LeafBuilder made");
-        leaf
+        }
     }
 
-    /// Whether any entry's value is in overflow pages (a side value or a chain).
+    /// Whether any entry's value may be in overflow pages (a side value or a chain).
     pub(crate) fn has_overflow(&self) -> bool {
-        self.overflow
+        self.kinds.overflow
+    }
+
+    /// Which kinds of entries other than inline values the leaf may hold.
+    pub(crate) fn kinds(&self) -> EntryKinds {
+        self.kinds
     }
 
     /// The leaf's page, read in place.
@@ -622,6 +631,7 @@ impl Leaf {
     }
 
     /// The page image.
+    #[inline]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.image
     }

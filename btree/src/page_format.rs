@@ -287,27 +287,25 @@ impl PageHeader {
                 && PAGE_ID_AT == 8
                 && TXN_ID_AT == 16
                 && HEADER_SIZE == 24,
-            "the destructuring below follows section 4's header layout"
+            "the splits below follow section 4's header layout"
         );
-        let [
-            _,
-            _,
-            _,
-            _,
-            tag,
-            level,
-            count_0,
-            count_1,
-            id @ ..,
-            t0,
-            t1,
-            t2,
-            t3,
-            t4,
-            t5,
-            t6,
-            t7,
-        ] = *header;
+        // Whole little-endian loads at the constant offsets above; the splits are of
+        // constant lengths within the 24 bytes and cannot fail.
+        let (_checksum, rest) = header
+            .split_first_chunk::<PAGE_TYPE_AT>()
+            .expect("the checksum is in the header");
+        let (&[tag, level], rest) = rest
+            .split_first_chunk::<2>()
+            .expect("type and level are in the header");
+        let (&count, rest) = rest
+            .split_first_chunk::<2>()
+            .expect("the count is in the header");
+        let (&id, rest) = rest
+            .split_first_chunk::<8>()
+            .expect("the page id is in the header");
+        let &txn_id = rest
+            .first_chunk::<8>()
+            .expect("the txn id is in the header");
         let page_type = PageType::from_tag(tag).ok_or_else(|| {
             Error::corruption(
                 expected_id,
@@ -341,9 +339,9 @@ impl PageHeader {
         Ok(Self {
             page_type,
             level,
-            count: u16::from_le_bytes([count_0, count_1]),
+            count: u16::from_le_bytes(count),
             page_id: PageId(page_id),
-            txn_id: TxnId(u64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7])),
+            txn_id: TxnId(u64::from_le_bytes(txn_id)),
         })
     }
 }
@@ -466,20 +464,23 @@ pub(crate) fn get_u8(page: &[u8], at: usize) -> Option<u8> {
 
 /// The `u16` at `at`, if inside `page`.
 pub(crate) fn get_u16(page: &[u8], at: usize) -> Option<u16> {
-    let b = page.get(at..at.checked_add(2)?)?;
-    Some(u16::from_le_bytes(b.try_into().ok()?))
+    page.get(at..)?
+        .first_chunk::<2>()
+        .map(|&b| u16::from_le_bytes(b))
 }
 
 /// The `u32` at `at`, if inside `page`.
 pub(crate) fn get_u32(page: &[u8], at: usize) -> Option<u32> {
-    let b = page.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes(b.try_into().ok()?))
+    page.get(at..)?
+        .first_chunk::<4>()
+        .map(|&b| u32::from_le_bytes(b))
 }
 
 /// The `u64` at `at`, if inside `page`.
 pub(crate) fn get_u64(page: &[u8], at: usize) -> Option<u64> {
-    let b = page.get(at..at.checked_add(8)?)?;
-    Some(u64::from_le_bytes(b.try_into().ok()?))
+    page.get(at..)?
+        .first_chunk::<8>()
+        .map(|&b| u64::from_le_bytes(b))
 }
 
 /// The `u8` field `what` at `at`, or `Truncated`.

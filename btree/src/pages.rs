@@ -76,6 +76,7 @@ impl Pages {
     }
 
     /// The page size.
+    #[inline]
     pub(crate) fn page_size(&self) -> PageSize {
         self.page_size
     }
@@ -96,11 +97,33 @@ impl Pages {
                 CorruptionKind::InvalidValue { found: id.0 },
             ));
         }
-        let start = usize::try_from(id.0 * size).expect("the map fits memory");
+        // Below `page_count`, whose pages the map holds: no product or sum here can
+        // overflow, and the range is inside the map. Every page a read visits comes here.
+        let start = id.0.wrapping_mul(size) as usize;
         Ok(self
             .map
-            .get(start..start + self.page_size.bytes())
+            .get(start..start.wrapping_add(self.page_size.bytes()))
             .expect("the map holds page_count pages"))
+    }
+
+    /// Where page `id`, below the high-water mark, starts in the map: for
+    /// [`Pages::page_at`].
+    ///
+    /// # Panics
+    /// If `id` is at or past the high-water mark (the caller read the page first).
+    pub(crate) fn page_start(&self, id: PageId) -> usize {
+        assert!(id.0 < self.page_count, "page {id:?} past the map");
+        // Below `page_count`: the map holds the page, so no product overflows.
+        id.0.wrapping_mul(self.page_size.bytes() as u64) as usize
+    }
+
+    /// The bytes of the page that starts at `start` in the map ([`Pages::page_start`]);
+    /// `None` if the map does not hold it. A cursor reads its leaf through this once or
+    /// twice per entry.
+    #[inline]
+    pub(crate) fn page_at(&self, start: usize) -> Option<&[u8]> {
+        self.map
+            .get(start..start.checked_add(self.page_size.bytes())?)
     }
 
     fn flag(&self, id: PageId) -> (&AtomicU64, u64) {

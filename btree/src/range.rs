@@ -100,11 +100,18 @@ pub struct RangeIter {
     count: usize,
     leaf_id: PageId,
     leaf_txn: TxnId,
+    /// Where the current leaf, if a page of the file, starts in the map: found once when
+    /// the cursor landed on it, so that reading its bytes again for each entry is one
+    /// bounds check.
+    leaf_at: usize,
     /// The current entry, once `settle` landed on a live one.
     current: Option<Current>,
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
     direction: Direction,
+    /// Whether the scan has a far bound (its upper one forward, its lower one backward):
+    /// without one, a step within a leaf compares no key.
+    bounded_far: bool,
 }
 
 impl RangeIter {
@@ -116,12 +123,19 @@ impl RangeIter {
         let mut iter = Self {
             pages: Arc::clone(&root.pages),
             _pin: Arc::clone(&root.pin),
-            stack: Vec::new(),
+            // One frame per branch level: allocated once.
+            stack: Vec::with_capacity(usize::from(root.level)),
             leaf: None,
             count: 0,
             leaf_id: PageId(0),
             leaf_txn: TxnId(0),
+            leaf_at: 0,
             current: None,
+            bounded_far: !matches!(
+                (direction, &lower, &upper),
+                (Direction::Forward, _, Bound::Unbounded)
+                    | (Direction::Backward, Bound::Unbounded, _)
+            ),
             lower,
             upper,
             direction,
@@ -132,6 +146,7 @@ impl RangeIter {
     }
 
     /// Whether the cursor is on an entry.
+    #[inline]
     pub fn valid(&self) -> bool {
         self.leaf.is_some()
     }
@@ -152,6 +167,7 @@ impl RangeIter {
     ///
     /// # Panics
     /// If the cursor is not [`RangeIter::valid`].
+    #[inline]
     pub fn key_value(&self) -> (&[u8], &[u8]) {
         let current = self.current();
         let bytes = self.leaf_bytes();
@@ -187,15 +203,25 @@ impl RangeIter {
         self.current().version
     }
 
+    #[inline]
     fn current(&self) -> &Current {
         self.current.as_ref().expect("the cursor is valid")
     }
 
     /// The bytes of the current leaf: its image, or its page in the map.
+    #[inline]
     fn leaf_bytes(&self) -> &[u8] {
-        match &self.leaf.as_ref().expect("the cursor is valid").0 {
-            Child::Mem(node) => node.as_leaf().bytes(),
-            Child::Disk(page) => self.pages.bytes(page.id).expect("read when landed"),
+        let leaf = &self.leaf.as_ref().expect("the cursor is valid").0;
+        self.bytes_of(leaf).expect("read when landed")
+    }
+
+    /// The bytes of `leaf`, the current leaf: its image, or its page in the map at
+    /// `leaf_at`. `None` only if the map no longer holds the page, which `land` read.
+    #[inline]
+    fn bytes_of<'a>(&'a self, leaf: &'a Child) -> Option<&'a [u8]> {
+        match leaf {
+            Child::Mem(node) => Some(node.as_leaf().bytes()),
+            Child::Disk(_) => self.pages.page_at(self.leaf_at),
         }
     }
 
@@ -208,10 +234,18 @@ impl RangeIter {
         clippy::should_implement_trait,
         reason = "a cursor, as popdb-lsm's: next returns a Result and the entry is read in place"
     )]
+    #[inline]
     pub fn next(&mut self) -> Result<()> {
         if self.next_in_leaf() {
             return Ok(());
         }
+        self.next_general()
+    }
+
+    /// [`RangeIter::next`] by `step` and `settle`: out of line, so that the common step
+    /// inlines into the caller's loop.
+    #[inline(never)]
+    fn next_general(&mut self) -> Result<()> {
         let moved = self.step().and_then(|()| self.settle());
         if moved.is_err() {
             self.end();
@@ -233,18 +267,15 @@ impl RangeIter {
             return false;
         }
         let next = match self.direction {
+            // An index is below a page's slot count: no overflow.
             Direction::Forward => index.wrapping_add(1),
             Direction::Backward => match index.checked_sub(1) {
                 Some(next) => next,
                 None => return false,
             },
         };
-        let bytes = match leaf {
-            Child::Mem(node) => node.as_leaf().bytes(),
-            Child::Disk(page) => match self.pages.bytes(page.id) {
-                Ok(bytes) => bytes,
-                Err(_) => return false,
-            },
+        let Some(bytes) = self.bytes_of(leaf) else {
+            return false;
         };
         let page = LeafPage::reopen(
             bytes,
@@ -257,18 +288,24 @@ impl RangeIter {
         let Some((key, value, version)) = page.probe_inline(next) else {
             return false;
         };
-        match bytes.get(key.clone()) {
-            Some(key_bytes) if !self.beyond(key_bytes) => {}
-            _ => return false,
+        if self.bounded_far {
+            match bytes.get(key.clone()) {
+                Some(key_bytes) if !self.beyond(key_bytes) => {}
+                _ => return false,
+            }
         }
         if let Some((_, at)) = self.leaf.as_mut() {
             *at = next;
         }
-        self.current = Some(Current {
-            key,
-            value: CurrentValue::InLeaf(value),
-            version,
-        });
+        // In place: the value was in the leaf and stays there, so nothing is dropped.
+        if let Some(Current {
+            key: current_key,
+            value: CurrentValue::InLeaf(current_value),
+            version: current_version,
+        }) = &mut self.current
+        {
+            (*current_key, *current_value, *current_version) = (key, value, version);
+        }
         true
     }
 
@@ -280,10 +317,18 @@ impl RangeIter {
 
     /// Makes `node`, which lies within `sides`, the current leaf, at `index`.
     fn land(&mut self, node: Child, sides: (Side, Side), index: usize) -> Result<()> {
-        let page = self.leaf_page(&node, sides)?;
-        (self.count, self.leaf_id, self.leaf_txn) = (page.len(), page.page_id(), page.txn_id());
-        self.leaf = Some((node, index));
+        let found = LeafFound::of(&self.leaf_page(&node, sides)?);
+        self.land_found(node, found, index);
         Ok(())
+    }
+
+    /// Makes `node`, read as `found`, the current leaf, at `index`.
+    fn land_found(&mut self, node: Child, found: LeafFound, index: usize) {
+        (self.count, self.leaf_id, self.leaf_txn) = (found.count, found.id, found.txn);
+        if let Child::Disk(page) = &node {
+            self.leaf_at = self.pages.page_start(page.id);
+        }
+        self.leaf = Some((node, index));
     }
 
     /// The key a side names.
@@ -342,7 +387,7 @@ impl RangeIter {
             target.as_deref(),
             self.direction,
         )?;
-        let (len, at) = {
+        let (found, at) = {
             let page = self.leaf_page(&node, leaf_sides)?;
             let len = page.len();
             let at = match target.as_deref() {
@@ -353,18 +398,19 @@ impl RangeIter {
                     Some((at, hit))
                 }
             };
-            (len, at)
+            (LeafFound::of(&page), at)
         };
+        let len = found.count;
         let excluded = matches!(
             (self.direction, &self.lower, &self.upper),
             (Direction::Forward, Bound::Excluded(_), _)
                 | (Direction::Backward, _, Bound::Excluded(_))
         );
         match (self.direction, at) {
-            (Direction::Forward, None) => self.land(node, leaf_sides, 0)?,
+            (Direction::Forward, None) => self.land_found(node, found, 0),
             (Direction::Forward, Some((at, hit))) => {
                 let at = if hit && excluded { at + 1 } else { at };
-                self.land(node, leaf_sides, at)?;
+                self.land_found(node, found, at);
             }
             (Direction::Backward, None) => self.land_backward(node, leaf_sides, len)?,
             (Direction::Backward, Some((at, hit))) => {
@@ -492,7 +538,8 @@ impl RangeIter {
             (branch.child(top.index)?, top.level - 1, sides)
         };
         let (node, sides) = self.down_to_leaf((node, level, sides), None, towards)?;
-        let len = self.leaf_page(&node, sides)?.len();
+        let found = LeafFound::of(&self.leaf_page(&node, sides)?);
+        let len = found.count;
         if len == 0 {
             let id = node.page().map_or(0, |p| p.id.0);
             return Err(crate::Error::corruption(
@@ -506,7 +553,8 @@ impl RangeIter {
             Direction::Forward => 0,
             Direction::Backward => len - 1,
         };
-        self.land(node, sides, index)
+        self.land_found(node, found, index);
+        Ok(())
     }
 
     /// Steps over tombstones, ends the cursor past the far bound, and decodes the entry it
@@ -584,6 +632,24 @@ impl RangeIter {
                 Bound::Excluded(k) => key <= k.as_slice(),
                 Bound::Unbounded => false,
             },
+        }
+    }
+}
+
+/// What a cursor keeps of a leaf it read: its entry count, page id and transaction.
+#[derive(Clone, Copy)]
+struct LeafFound {
+    count: usize,
+    id: PageId,
+    txn: TxnId,
+}
+
+impl LeafFound {
+    fn of(page: &LeafPage<'_>) -> Self {
+        Self {
+            count: page.len(),
+            id: page.page_id(),
+            txn: page.txn_id(),
         }
     }
 }
