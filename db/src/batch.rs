@@ -443,7 +443,7 @@ mod tests {
         let mut sized = WriteBatch::with_capacity(4096);
         let mut grown = WriteBatch::new();
         for i in 0..100u32 {
-            let key = i.to_be_bytes();
+            let key = i.to_le_bytes();
             sized.put("t", key, [7u8; 30]);
             grown.put("t", key, [7u8; 30]);
         }

@@ -111,7 +111,7 @@ impl Target for DbTarget {
 
     fn write_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut write = WriteBatch::new();
-        write.put(TABLE, key.to_vec(), value.to_vec());
+        write.put(TABLE, key, value);
         self.db.write_with(write, SYNC)?;
         Ok(())
     }
