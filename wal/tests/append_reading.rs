@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use popdb_io::{Fault, FaultError, FaultOp, FsRef, SimFs};
 use popdb_wal::{Durability, Error, LogId, Lsn, NodeId, Record, RecordKind, Term, Wal, WalOptions};
@@ -22,7 +23,8 @@ fn record(lsn: u64, len: usize) -> Record {
     }
 }
 
-type Seen = Arc<Mutex<Vec<(u64, Vec<Vec<u8>>, bool)>>>;
+/// What the callbacks logged, and a signal for each entry.
+type Seen = Arc<(Mutex<Vec<(u64, Vec<Vec<u8>>, bool)>>, Condvar)>;
 
 /// Appends `records` with a reading callback, led here or queued; the callback logs the
 /// first LSN, the payloads it was handed and whether the append succeeded.
@@ -31,7 +33,11 @@ fn append(wal: &Wal, records: Vec<Record>, lead: bool, seen: &Seen) {
     let callback = move |result: popdb_wal::Result<popdb_wal::Appended>, logged: &[Record]| {
         let payloads = logged.iter().map(|r| r.payload.clone()).collect();
         let first = logged.first().unwrap().id.lsn.0;
-        log.lock().unwrap().push((first, payloads, result.is_ok()));
+        log.0
+            .lock()
+            .unwrap()
+            .push((first, payloads, result.is_ok()));
+        log.1.notify_all();
     };
     if lead {
         wal.append_at_reading(records, Durability::NoSync, callback)
@@ -70,13 +76,13 @@ fn reading_callbacks_get_their_records_in_lsn_order() {
         lsn += count;
     }
     wal.sync().unwrap();
-    for _ in 0..10_000 {
-        if seen.lock().unwrap().len() == expected.len() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    assert_eq!(*seen.lock().unwrap(), expected);
+    let (log, logged) = &*seen;
+    let (log, _) = logged
+        .wait_timeout_while(log.lock().unwrap(), Duration::from_secs(10), |l| {
+            l.len() < expected.len()
+        })
+        .unwrap();
+    assert_eq!(*log, expected);
     assert!(wal.stats().segments_created > 1);
 }
 
@@ -93,7 +99,7 @@ fn reading_callbacks_get_their_records_with_a_failure() {
             .under("/wal"),
     );
     append(&wal, vec![record(2, 20), record(3, 30)], true, &seen);
-    let seen = seen.lock().unwrap();
+    let seen = seen.0.lock().unwrap();
     assert_eq!(
         *seen,
         vec![
