@@ -7,7 +7,9 @@ use crate::limits::{
     BATCH_SIZE_MAX, BATCH_WRITES_MAX, CONDITIONS_MAX, KEY_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use crate::options::Durability;
-use crate::record::{Check, IdempotencyKey, WRITE_PREFIX_SIZE, put_table_write};
+use crate::record::{
+    Check, IdempotencyKey, TABLE_PUT_OVERHEAD, WRITE_PREFIX_SIZE, put_table_write,
+};
 
 /// Puts and deletes across tables, applied all or nothing at one LSN. The last write to a
 /// key wins.
@@ -71,12 +73,13 @@ impl WriteBatch {
         Self::default()
     }
 
-    /// An empty batch whose buffer holds `bytes` before it first grows: a caller that knows
-    /// its writes' size (keys and values, plus a few bytes of framing per write) spares the
-    /// buffer's regrowth and copies.
-    pub fn with_capacity(bytes: usize) -> Self {
+    /// An empty batch with room for `puts` puts whose keys and values total `bytes`: a
+    /// caller that knows its writes' size spares the buffer's regrowth and copies.
+    pub fn with_capacity(puts: usize, bytes: usize) -> Self {
         let mut batch = Self::default();
-        batch.buf.reserve(bytes);
+        batch
+            .buf
+            .reserve(bytes.saturating_add(puts.saturating_mul(TABLE_PUT_OVERHEAD)));
         batch
     }
 
@@ -440,16 +443,18 @@ mod tests {
 
     #[test]
     fn batch_with_capacity_holds_the_same_writes() {
-        let mut sized = WriteBatch::with_capacity(4096);
+        // 100 puts of a 4-byte key and a 30-byte value: no regrowth.
+        let mut sized = WriteBatch::with_capacity(100, 100 * 34);
+        let reserved = sized.buf.capacity();
         let mut grown = WriteBatch::new();
         for i in 0..100u32 {
             let key = i.to_le_bytes();
             sized.put("t", key, [7u8; 30]);
             grown.put("t", key, [7u8; 30]);
         }
-        assert!(sized.buf.capacity() >= 4096);
+        assert_eq!(sized.buf.capacity(), reserved, "the buffer never regrew");
         assert_eq!(sized, grown);
         assert_eq!(sized.len(), 100);
-        assert!(WriteBatch::with_capacity(64).is_empty());
+        assert!(WriteBatch::with_capacity(1, 64).is_empty());
     }
 }

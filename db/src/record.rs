@@ -170,6 +170,10 @@ const _: () = assert!(
 );
 
 /// The only format version: the first byte of every record.
+/// Bytes a put adds to a write record beside its key and value ([`put_table_write`]): the
+/// table id, the kind and two lengths.
+pub(crate) const TABLE_PUT_OVERHEAD: usize = 8 + 1 + LEN_SIZE + LEN_SIZE;
+
 const FORMAT_VERSION: u8 = 1;
 
 /// Record types: the second byte.

@@ -23,9 +23,6 @@ const TABLE: &str = "bench";
 const BLOCK_CACHE_BYTES: usize = 256 << 20;
 /// Bound on the untimed drain of background work.
 const SETTLE_STEPS_MAX: usize = 100_000;
-/// Bytes a put adds to a batch beside its key and value: the table id, the kind and two
-/// lengths (docs/format/db-records.md).
-const WRITE_FRAMING_BYTES: usize = 17;
 const NO_SYNC: WriteOptions = WriteOptions {
     durability: Some(Durability::NoSync),
 };
@@ -83,11 +80,8 @@ impl DbTarget {
 
 impl Target for DbTarget {
     fn write(&self, batch: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
-        let bytes: usize = batch
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + WRITE_FRAMING_BYTES)
-            .sum();
-        let mut write = WriteBatch::with_capacity(bytes);
+        let bytes: usize = batch.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut write = WriteBatch::with_capacity(batch.len(), bytes);
         for (k, v) in batch {
             write.put(TABLE, k, v);
         }
