@@ -118,7 +118,8 @@ type Row = (Vec<u8>, Vec<u8>, u64);
 
 /// The body of fuzz target `btree_file_open`. Input layout: `[c0, file...]`; `file` is
 /// written as the tree's file (an empty one makes the tree create a new file); `c0`'s bits
-/// are [`CONTROL_RESEAL`], [`CONTROL_WRITE`] and [`CONTROL_RESEAL_REFS`], and, when resealing and meta 0 names no
+/// are [`CONTROL_RESEAL`], [`CONTROL_WRITE`] and [`CONTROL_RESEAL_REFS`], and, when resealing
+/// and meta 0 names no
 /// page size, bits 4-6 pick the page size (512 shifted left by them). An empty input is
 /// ignored.
 ///

@@ -26,7 +26,8 @@
 //! checksum 0. An overflow reference below [`SIDE_ID_BASE`] names a chain already in the
 //! file, which the leaf shares. A branch keeps its separators end to end in one buffer
 //! ([`Separators`], shared by copies whose separators did not change) and its children in
-//! a shared list with a patch ([`Children`]), rather than a page image, because a branch page stores each child's page id
+//! a shared list with a patch ([`Children`]), rather than a page image, because a branch page
+//! stores each child's page id
 //! and checksum, which an in-memory child does not have yet; its size is still measured
 //! with the branch page's rules ([`branch_bytes`]), so a checkpoint can always encode it
 //! into one page.

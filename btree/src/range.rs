@@ -2,7 +2,8 @@
 //!
 //! The cursor holds the path from the root to its leaf: a stack of (branch, level, child
 //! index) no deeper than the tree (bounded by [`crate::TREE_HEIGHT_MAX`]), then the leaf
-//! and an entry index; each is an in-memory node or a page of the map. Stepping past a leaf's end pops to the nearest branch with a next (or
+//! and an entry index; each is an in-memory node or a page of the map. Stepping past a leaf's
+//! end pops to the nearest branch with a next (or
 //! previous) child and descends its leftmost (or rightmost) path. Keys and values are
 //! slices of the leaf's page (values in overflow chains of the file are read into a buffer
 //! when the cursor lands on them). The cursor pins its root, so no page it can reach is

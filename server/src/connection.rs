@@ -6,7 +6,8 @@
 //! in the pass that decoded them: pings, point reads the backend answers at once, and
 //! writes, which it hands to the backend's commit path and whose answers come back on the
 //! connection's completion channel (from the apply stage, in any order the protocol
-//! allows), the writes of one pass together once all are answered. The responses of one pass are encoded into one buffer and queued for the writer
+//! allows), the writes of one pass together once all are answered. The responses of one pass
+//! are encoded into one buffer and queued for the writer
 //! together. Every other request (scans, status, catalog changes) runs in its own task and
 //! queues its own response. Whatever is queued takes its size from the connection's output
 //! byte budget; the writer releases the budget and the in-flight permits once the bytes are
@@ -19,7 +20,8 @@
 //! within `frame_timeout`; a connection with nothing in flight that sends nothing for
 //! `idle_timeout` is closed, as is one whose responses cannot be written within
 //! `frame_timeout`. The reader's one timer is armed for the nearest deadline and re-armed
-//! only when a deadline comes sooner or the timer fires early. A framing error (DecodeError::is_fatal) gets an Error frame and a close;
+//! only when a deadline comes sooner or the timer fires early. A framing error
+//! (DecodeError::is_fatal) gets an Error frame and a close;
 //! any other bad frame gets an Error frame for its request id and the connection reads on.
 //! When the reader stops it still answers every write it handed to the backend.
 //!
