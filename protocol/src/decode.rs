@@ -22,7 +22,8 @@ use crate::frame::Frame;
 use crate::limits::{AUTH_TOKEN_MAX, Limit, Limits, STATS_MAX, TABLE_NAME_MAX};
 use crate::message::{
     Check, Commit, Compression, Condition, Cursor, Direction, Engine, Entries, Entry, HandshakeOk,
-    IdempotencyKey, Request, Response, Scan, Status, TableInfo, TableOptions, Versioned, Write,
+    IdempotencyKey, PointRequest, Request, Response, Scan, Status, TableInfo, TableOptions,
+    Versioned, Write,
 };
 
 type Result<T> = std::result::Result<T, DecodeError>;
@@ -77,6 +78,41 @@ impl Request {
         };
         r.finish()?;
         Ok(request)
+    }
+}
+
+impl<'a> PointRequest<'a> {
+    /// Decodes a Get, Put or Delete in `frame` without copying its table name, key or value
+    /// out of the frame; `Ok(None)` for any other opcode (decode those with
+    /// [`Request::decode`]). For a frame it accepts it checks exactly what
+    /// [`Request::decode`] checks and fails with the same error: a server's per-request path
+    /// reads point requests in place instead of allocating for every field.
+    ///
+    /// # Errors
+    /// As [`Request::decode`].
+    pub fn decode(frame: &Frame<'a>, limits: &Limits) -> Result<Option<PointRequest<'a>>> {
+        if !matches!(frame.header.opcode, op::GET | op::PUT | op::DELETE) {
+            return Ok(None);
+        }
+        check_header(frame)?;
+        let mut r = Reader::new(frame.body, limits);
+        let request = match frame.header.opcode {
+            op::GET => PointRequest::Get {
+                table: r.name_ref()?,
+                key: r.key_ref()?,
+            },
+            op::PUT => PointRequest::Put {
+                table: r.name_ref()?,
+                key: r.key_ref()?,
+                value: r.value_ref()?,
+            },
+            _ => PointRequest::Delete {
+                table: r.name_ref()?,
+                key: r.key_ref()?,
+            },
+        };
+        r.finish()?;
+        Ok(Some(request))
     }
 }
 
@@ -158,15 +194,15 @@ fn limit_exceeded<T>(limit: Limit, found: u64, max: u64, offset: usize) -> Resul
 }
 
 /// Reads fields from a frame's body, front to back.
-struct Reader<'a> {
+struct Reader<'a, 'l> {
     body: &'a [u8],
     /// Bytes of `body` consumed.
     pos: usize,
-    limits: &'a Limits,
+    limits: &'l Limits,
 }
 
-impl<'a> Reader<'a> {
-    fn new(body: &'a [u8], limits: &'a Limits) -> Self {
+impl<'a, 'l> Reader<'a, 'l> {
+    fn new(body: &'a [u8], limits: &'l Limits) -> Self {
         Self {
             body,
             pos: 0,
@@ -244,16 +280,25 @@ impl<'a> Reader<'a> {
 
     /// A u32 length, at most `max` (else `limit`), then that many bytes, copied out.
     fn bytes(&mut self, what: &'static str, limit: Limit, max: u64) -> Result<Vec<u8>> {
+        Ok(self.bytes_ref(what, limit, max)?.to_vec())
+    }
+
+    /// [`Reader::bytes`], borrowed from the frame.
+    fn bytes_ref(&mut self, what: &'static str, limit: Limit, max: u64) -> Result<&'a [u8]> {
         let at = self.offset();
         let len = self.u32(what)?;
         if u64::from(len) > max {
             return limit_exceeded(limit, u64::from(len), max, at);
         }
-        Ok(self.take(len as usize, what)?.to_vec())
+        self.take(len as usize, what)
     }
 
     fn key(&mut self) -> Result<Vec<u8>> {
-        self.bytes("key", Limit::KeySize, u64::from(self.limits.key_size_max))
+        Ok(self.key_ref()?.to_vec())
+    }
+
+    fn key_ref(&mut self) -> Result<&'a [u8]> {
+        self.bytes_ref("key", Limit::KeySize, u64::from(self.limits.key_size_max))
     }
 
     /// A range bound or range condition end: a key's successor may be one byte longer.
@@ -263,7 +308,11 @@ impl<'a> Reader<'a> {
     }
 
     fn value(&mut self) -> Result<Vec<u8>> {
-        self.bytes(
+        Ok(self.value_ref()?.to_vec())
+    }
+
+    fn value_ref(&mut self) -> Result<&'a [u8]> {
+        self.bytes_ref(
             "value",
             Limit::ValueSize,
             u64::from(self.limits.value_size_max),
@@ -278,21 +327,31 @@ impl<'a> Reader<'a> {
 
     /// A table name: a text of at most [`TABLE_NAME_MAX`] bytes.
     fn name(&mut self) -> Result<String> {
+        Ok(self.name_ref()?.to_owned())
+    }
+
+    /// [`Reader::name`], borrowed from the frame.
+    fn name_ref(&mut self) -> Result<&'a str> {
         let at = self.offset();
         let len = self.u16("table name")?;
         let max = u64::from(TABLE_NAME_MAX);
         if u64::from(len) > max {
             return limit_exceeded(Limit::TableName, u64::from(len), max, at);
         }
-        self.utf8(usize::from(len), "table name")
+        self.utf8_ref(usize::from(len), "table name")
     }
 
     /// `len` bytes of UTF-8, copied out.
     fn utf8(&mut self, len: usize, what: &'static str) -> Result<String> {
+        Ok(self.utf8_ref(len, what)?.to_owned())
+    }
+
+    /// `len` bytes of UTF-8, borrowed from the frame.
+    fn utf8_ref(&mut self, len: usize, what: &'static str) -> Result<&'a str> {
         let at = self.offset();
         let bytes = self.take(len, what)?;
         match std::str::from_utf8(bytes) {
-            Ok(text) => Ok(text.to_owned()),
+            Ok(text) => Ok(text),
             Err(_) => malformed(at, "text is not valid UTF-8"),
         }
     }

@@ -12,7 +12,8 @@
 //! - [`Request::decode`] and [`Response::decode`] turn a frame's body into typed messages,
 //!   enforcing [`Limits`]; [`Request::encode`] and [`Response::encode`] append whole frames
 //!   to a caller's buffer, and [`PointRequest::encode`] a Get, Put or Delete borrowed from
-//!   the caller's key and value.
+//!   the caller's key and value; [`PointRequest::decode`] reads one in place from its frame
+//!   (the server's per-request path), checking exactly what [`Request::decode`] checks.
 //! - Errors a server answers with are [`ServerError`]: an [`ErrorKind`] (a `u16`
 //!   [`ErrorCode`] with typed detail) and a message.
 //!

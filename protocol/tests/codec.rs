@@ -123,6 +123,69 @@ fn codec_point_requests_encode_as_the_requests_they_mirror() {
     assert_eq!(out, b"xy");
 }
 
+/// The borrowed form of a Get, Put or Delete.
+fn as_point(request: &Request) -> Option<PointRequest<'_>> {
+    match request {
+        Request::Get { table, key } => Some(PointRequest::Get { table, key }),
+        Request::Put { table, key, value } => Some(PointRequest::Put { table, key, value }),
+        Request::Delete { table, key } => Some(PointRequest::Delete { table, key }),
+        _ => None,
+    }
+}
+
+#[test]
+fn codec_point_requests_decode_in_place_as_requests_decode() {
+    // Get, Put and Delete (docs/protocol.md, section 5).
+    const POINT_OPCODES: [u8; 3] = [0x08, 0x09, 0x0a];
+    let mut rng = Rng(0x9e07_0c04);
+    let (mut accepted, mut refused, mut others) = (BTreeSet::new(), 0, 0);
+    for _ in 0..20_000 {
+        let limits = if rng.chance(2) { TINY_LIMITS } else { LIMITS };
+        let request = any_request(&mut rng);
+        let mut bytes = request.to_frame(rng.next()).unwrap();
+        // Mutations past the length field: the framing still cuts the frame, the message
+        // decoders see a changed version, opcode, flags or body.
+        for _ in 0..rng.below(3) {
+            let at = 4 + rng.index(bytes.len() - 4);
+            bytes[at] = if rng.chance(2) {
+                rng.next() as u8
+            } else {
+                POINT_OPCODES[rng.index(3)]
+            };
+        }
+        let Ok(Decoded::Frame(frame)) = decode_frame(&bytes, &limits) else {
+            continue;
+        };
+        let owned = Request::decode(&frame, &limits);
+        let point = PointRequest::decode(&frame, &limits);
+        if !POINT_OPCODES.contains(&frame.header.opcode) {
+            assert_eq!(point, Ok(None), "{owned:?}");
+            others += 1;
+            continue;
+        }
+        match (&owned, point) {
+            (Ok(owned), Ok(Some(point))) => {
+                assert_eq!(as_point(owned), Some(point));
+                accepted.insert(frame.header.opcode);
+            }
+            (Err(owned), Err(point)) => {
+                assert_eq!(*owned, point);
+                refused += 1;
+            }
+            (owned, point) => panic!("Request::decode {owned:?}, PointRequest::decode {point:?}"),
+        }
+    }
+    assert_eq!(
+        accepted.len(),
+        3,
+        "Get, Put and Delete accepted: {accepted:x?}"
+    );
+    assert!(
+        refused > 100 && others > 100,
+        "{refused} refused, {others} others"
+    );
+}
+
 #[test]
 fn codec_random_responses_round_trip() {
     let mut rng = Rng(0x9e07_0c02);
