@@ -27,8 +27,10 @@
 //!
 //! Costs per request are kept off what connections share: requests answered in place take
 //! no server-wide permit (they check that one is free), latencies are gathered per
-//! connection and added to the shared histograms once per flush, and the request permits
-//! of a group of answered writes go back together.
+//! connection and added to the shared histograms once per flush, the request permits of a
+//! group of answered writes go back together, and gets, puts and deletes are read in place
+//! from their frames ([`PointRequest::decode`]): a put's table name, key and value are
+//! copied once, into the write batch, instead of into three buffers first.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,9 +38,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use popdb_db::{Commit, WriteBatch};
 use popdb_protocol::{
-    DecodeError, ErrorKind, FrameDecoder, HandshakeOk, PROTOCOL_VERSION, Request, Response,
-    ServerError,
+    DecodeError, ErrorKind, FrameDecoder, HandshakeOk, PROTOCOL_VERSION, PointRequest, Request,
+    Response, ServerError,
 };
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,7 +50,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::backend::{Backend, ReadConsistency};
-use crate::metrics::{OPS, Observations, op_index};
+use crate::metrics::{OP_DELETE, OP_GET, OP_PUT, OPS, Observations, op_index};
 use crate::request::{WriteReply, execute, unauthorized_error, write_commit};
 use crate::server::Shared;
 
@@ -270,11 +273,8 @@ impl<B: Backend> Reader<B> {
             // Answer every whole frame buffered.
             let mut frames_taken = false;
             loop {
-                let (request_id, decoded) = match decoder.next_frame() {
-                    Ok(Some(frame)) => (
-                        frame.header.request_id,
-                        Request::decode(&frame, &config.limits),
-                    ),
+                let frame = match decoder.next_frame() {
+                    Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(error) => {
                         let _ = self.flush(clock.now()).await;
@@ -283,18 +283,29 @@ impl<B: Backend> Reader<B> {
                     }
                 };
                 frames_taken = true;
+                let request_id = frame.header.request_id;
                 if handshaken {
                     let permit = match self.take_in_flight(stopped.as_mut()).await {
                         Ok(permit) => permit,
                         Err(stop) => return stop,
                     };
-                    self.handle(request_id, decoded, permit);
+                    // Gets, puts and deletes are read in place: no copy of their table
+                    // name, key and value is made before the Db copies them in.
+                    match PointRequest::decode(&frame, &config.limits) {
+                        Ok(Some(point)) => self.handle_point(request_id, point, permit),
+                        Ok(None) => {
+                            let decoded = Request::decode(&frame, &config.limits);
+                            self.handle(request_id, decoded, permit);
+                        }
+                        Err(error) => self.handle(request_id, Err(error), permit),
+                    }
                     if self.gathered.bytes.len() >= WRITE_BATCH_BYTES
                         && !self.flush(clock.now()).await
                     {
                         return Stop::Dropped;
                     }
                 } else {
+                    let decoded = Request::decode(&frame, &config.limits);
                     if !handshake(&self.conn, request_id, decoded).await {
                         return Stop::Dropped;
                     }
@@ -561,31 +572,70 @@ impl<B: Backend> Reader<B> {
         };
         let op = op_index(&request);
         match request {
-            Request::Ping | Request::Get { .. } if self.overloaded() => {
-                self.refuse_overloaded(request_id, permit);
-            }
+            Request::Ping if self.overloaded() => self.refuse_overloaded(request_id, permit),
             Request::Ping => self.answer_now(request_id, op, &Response::Pong, permit),
-            Request::Get { table, key } => {
-                let read = ReadConsistency::Linearizable;
-                match self.conn.shared.backend.get_now(read, &table, &key) {
-                    Some(result) => {
-                        let response = match result {
-                            Ok(found) => Response::Value(found.map(|(value, version)| {
-                                popdb_protocol::Versioned { value, version }
-                            })),
-                            Err(error) => Response::Error(error),
-                        };
-                        self.answer_now(request_id, op, &response, permit);
-                    }
-                    None => self.spawn(request_id, op, Request::Get { table, key }, permit),
-                }
-            }
+            Request::Get { table, key } => self.get(request_id, &table, &key, permit),
             request @ (Request::Put { .. }
             | Request::Delete { .. }
             | Request::Batch { .. }
             | Request::Commit(_)) => self.commit(request_id, op, request, permit),
             other => self.spawn(request_id, op, other, permit),
         }
+    }
+
+    /// Answers a Get, Put or Delete read in place from its frame.
+    fn handle_point(
+        &mut self,
+        request_id: u64,
+        point: PointRequest<'_>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let (op, table, key, value) = match point {
+            PointRequest::Get { table, key } => return self.get(request_id, table, key, permit),
+            PointRequest::Put { table, key, value } => (OP_PUT, table, key, Some(value)),
+            PointRequest::Delete { table, key } => (OP_DELETE, table, key, None),
+        };
+        let Some(request_permit) = self.request_permit() else {
+            return self.refuse_overloaded(request_id, permit);
+        };
+        let mut batch = WriteBatch::with_capacity(1, key.len() + value.map_or(0, <[u8]>::len));
+        match value {
+            Some(value) => batch.put(table, key, value),
+            None => batch.delete(table, key),
+        };
+        let commit = Commit {
+            writes: batch,
+            ..Commit::default()
+        };
+        self.commit_with(
+            request_id,
+            op,
+            (commit, WriteReply::Written),
+            permit,
+            request_permit,
+        );
+    }
+
+    /// Answers a Get: in place if the backend can answer it at once, else in a task.
+    fn get(&mut self, request_id: u64, table: &str, key: &[u8], permit: OwnedSemaphorePermit) {
+        if self.overloaded() {
+            return self.refuse_overloaded(request_id, permit);
+        }
+        let read = ReadConsistency::Linearizable;
+        let Some(result) = self.conn.shared.backend.get_now(read, table, key) else {
+            let request = Request::Get {
+                table: table.to_owned(),
+                key: key.to_vec(),
+            };
+            return self.spawn(request_id, OP_GET, request, permit);
+        };
+        let response = match result {
+            Ok(found) => Response::Value(
+                found.map(|(value, version)| popdb_protocol::Versioned { value, version }),
+            ),
+            Err(error) => Response::Error(error),
+        };
+        self.answer_now(request_id, OP_GET, &response, permit);
     }
 
     /// Hands a write to the backend's commit path; its answer comes back on `answers`, with
@@ -601,31 +651,42 @@ impl<B: Backend> Reader<B> {
             return self.refuse_overloaded(request_id, permit);
         };
         match write_commit(request) {
-            Ok((commit, reply)) => {
-                self.outstanding += 1;
-                let group = self
-                    .group
-                    .get_or_insert_with(|| Arc::new(WriteGroup::new(self.conn.done.clone())));
-                group.add();
-                let group = Arc::clone(group);
-                let started = self.read_at;
-                self.conn.shared.backend.commit_with(commit, move |result| {
-                    group.answer(Done {
-                        request_id,
-                        op,
-                        started,
-                        reply,
-                        result,
-                        in_flight: permit,
-                        request: request_permit,
-                    });
-                });
-            }
+            Ok(write) => self.commit_with(request_id, op, write, permit, request_permit),
             Err(error) => {
                 drop(request_permit);
                 self.answer_now(request_id, op, &Response::Error(error), permit);
             }
         }
+    }
+
+    /// [`Reader::commit`] for a write that converted: counts it in the pass's group and
+    /// hands it to the backend.
+    fn commit_with(
+        &mut self,
+        request_id: u64,
+        op: usize,
+        (commit, reply): (Commit, WriteReply),
+        permit: OwnedSemaphorePermit,
+        request_permit: OwnedSemaphorePermit,
+    ) {
+        self.outstanding += 1;
+        let group = self
+            .group
+            .get_or_insert_with(|| Arc::new(WriteGroup::new(self.conn.done.clone())));
+        group.add();
+        let group = Arc::clone(group);
+        let started = self.read_at;
+        self.conn.shared.backend.commit_with(commit, move |result| {
+            group.answer(Done {
+                request_id,
+                op,
+                started,
+                reply,
+                result,
+                in_flight: permit,
+                request: request_permit,
+            });
+        });
     }
 
     /// Runs a request that waits (a scan, status, a catalog change) in its own task, which

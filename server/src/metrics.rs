@@ -26,6 +26,13 @@ pub const OPS: [&str; 13] = [
     "commit",
 ];
 
+/// The index of a Get in [`OPS`].
+pub const OP_GET: usize = 7;
+/// The index of a Put in [`OPS`].
+pub const OP_PUT: usize = 8;
+/// The index of a Delete in [`OPS`].
+pub const OP_DELETE: usize = 9;
+
 /// The index of `request`'s kind in [`OPS`].
 pub fn op_index(request: &Request) -> usize {
     match request {
@@ -36,9 +43,9 @@ pub fn op_index(request: &Request) -> usize {
         Request::DropTable { .. } => 4,
         Request::ListTables => 5,
         Request::DescribeTable { .. } => 6,
-        Request::Get { .. } => 7,
-        Request::Put { .. } => 8,
-        Request::Delete { .. } => 9,
+        Request::Get { .. } => OP_GET,
+        Request::Put { .. } => OP_PUT,
+        Request::Delete { .. } => OP_DELETE,
         Request::Batch { .. } => 10,
         Request::Scan(_) => 11,
         Request::Commit(_) => 12,
@@ -395,6 +402,13 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn point_op_indexes_name_their_kinds() {
+        assert_eq!(OPS.get(OP_GET), Some(&"get"));
+        assert_eq!(OPS.get(OP_PUT), Some(&"put"));
+        assert_eq!(OPS.get(OP_DELETE), Some(&"delete"));
+    }
 
     #[test]
     fn histogram_counts_each_observation_once() {
