@@ -39,6 +39,15 @@ pub struct BranchPage<'a> {
     count: usize,
 }
 
+/// The header fields a decode of a branch page found, to reopen it with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BranchFound {
+    page_id: PageId,
+    txn_id: TxnId,
+    level: u8,
+    count: usize,
+}
+
 impl<'a> BranchPage<'a> {
     /// Validates `page` as branch `expected_id` in full (see the module header).
     ///
@@ -64,6 +73,32 @@ impl<'a> BranchPage<'a> {
         check_len(page, page_size, expected_id)?;
         let header = PageHeader::decode_unverified(page, expected_id, PageType::Branch)?;
         Self::from_header(page, page_size, header)
+    }
+
+    /// What [`BranchPage::reopen`] needs to open this page again.
+    #[inline]
+    pub(crate) fn found(&self) -> BranchFound {
+        BranchFound {
+            page_id: self.page_id,
+            txn_id: self.txn_id,
+            level: self.level,
+            count: self.count,
+        }
+    }
+
+    /// Reopens a page this process decoded before, from the fields that decode found,
+    /// without reading its header again (a cursor stepping to the next child of a branch
+    /// on its path). Accessors still check every offset they follow.
+    #[inline]
+    pub(crate) fn reopen(page: &'a [u8], page_size: PageSize, found: BranchFound) -> Self {
+        Self {
+            page,
+            page_size,
+            page_id: found.page_id,
+            txn_id: found.txn_id,
+            level: found.level,
+            count: found.count,
+        }
     }
 
     fn from_header(page: &'a [u8], page_size: PageSize, header: PageHeader) -> Result<Self> {

@@ -16,6 +16,7 @@
 use std::ops::{Bound, Range};
 use std::sync::Arc;
 
+use crate::branch_page::{BranchFound, BranchPage};
 use crate::error::Result;
 use crate::leaf_page::{LeafPage, LeafValue};
 use crate::node::{BranchRef, Child, is_side};
@@ -51,6 +52,9 @@ struct Frame {
     count: usize,
     low: Side,
     high: Side,
+    /// For a page of the file: where it starts in the map and what its decode found, so
+    /// that stepping to its next child reopens it without decoding its header again.
+    page: Option<(usize, BranchFound)>,
 }
 
 /// The sides of child `index` of a branch of `count` children at stack depth `depth`,
@@ -439,7 +443,7 @@ impl RangeIter {
         while level > 0 {
             assert!(self.stack.len() < crate::TREE_HEIGHT_MAX, "tree too tall");
             let depth = self.stack.len();
-            let (index, count, child) = {
+            let (index, count, child, page) = {
                 let branch = self.branch(&node, level, sides)?;
                 let count = branch.child_count();
                 let index = match (target, towards) {
@@ -447,7 +451,11 @@ impl RangeIter {
                     (None, Direction::Forward) => 0,
                     (None, Direction::Backward) => count - 1,
                 };
-                (index, count, branch.child(index)?)
+                let page = match &branch {
+                    BranchRef::Page(p) => Some((self.pages.page_start(p.page_id()), p.found())),
+                    BranchRef::Mem(_) => None,
+                };
+                (index, count, branch.child(index)?, page)
             };
             let child_sides = child_sides(depth, index, count, sides);
             self.stack.push(Frame {
@@ -457,6 +465,7 @@ impl RangeIter {
                 count,
                 low: sides.0,
                 high: sides.1,
+                page,
             });
             (node, sides) = (child, child_sides);
             level -= 1;
@@ -534,7 +543,19 @@ impl RangeIter {
         let (node, level, sides) = {
             let depth = self.stack.len() - 1;
             let top = self.stack.last().expect("descend starts from a branch");
-            let branch = self.branch(&top.node, top.level, (top.low, top.high))?;
+            // A page of the file was decoded (and verified) when its frame was pushed.
+            let reopened = top.page.and_then(|(at, found)| {
+                let bytes = self.pages.page_at(at)?;
+                Some(BranchRef::Page(BranchPage::reopen(
+                    bytes,
+                    self.pages.page_size(),
+                    found,
+                )))
+            });
+            let branch = match reopened {
+                Some(branch) => branch,
+                None => self.branch(&top.node, top.level, (top.low, top.high))?,
+            };
             let sides = child_sides(depth, top.index, top.count, (top.low, top.high));
             (branch.child(top.index)?, top.level - 1, sides)
         };
