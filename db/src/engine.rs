@@ -75,6 +75,10 @@ pub struct EngineWork {
     pub compactions: u64,
     /// B+tree checkpoints.
     pub checkpoints: u64,
+    /// Bytes of LSM SSTs written by flushes (checkpoints included).
+    pub bytes_flushed: u64,
+    /// Bytes of LSM SSTs written by compactions.
+    pub bytes_compacted: u64,
 }
 
 /// A table's engine.

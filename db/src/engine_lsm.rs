@@ -96,6 +96,8 @@ impl Engine for LsmEngine {
             flushes: stats.flushes,
             compactions: stats.compactions,
             checkpoints: 0,
+            bytes_flushed: stats.bytes_flushed,
+            bytes_compacted: stats.bytes_compacted_written,
         }
     }
 
