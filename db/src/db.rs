@@ -503,11 +503,22 @@ impl Db {
     /// # Errors
     /// [`Error::UnknownTable`]; the engine's (corruption, i/o).
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
-        let view = self.table_view(table)?;
         let mut value = Vec::new();
-        Ok(view
-            .get_into(key, &mut value)?
-            .map(|version| (value, version)))
+        loop {
+            // The table alone is held across the read, not the published set of tables.
+            let (visible, engine) = {
+                let tables = self.inner.published.read();
+                let visible = self.inner.visible.load(Ordering::Acquire);
+                let table = tables
+                    .by_name(table)
+                    .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
+                (visible, Arc::clone(&table.engine))
+            };
+            // `None`: the visible LSN moved past what the engine retains; read at the new one.
+            if let Some(found) = engine.get_at(visible, key, &mut value)? {
+                return Ok(found.map(|version| (value, version)));
+            }
+        }
     }
 
     /// The entries of `table` that `scan` covers, at the visible LSN.
