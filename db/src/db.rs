@@ -22,6 +22,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -74,14 +75,26 @@ pub(crate) struct Inner {
     /// Held while an LSN is chosen and its record handed to the log.
     sequencer: Mutex<()>,
     pub(crate) apply: Mutex<ApplyState>,
-    published: RwLock<Published>,
+    /// The tables live at the visible LSN. Replaced (under the write lock, with `visible`)
+    /// only by a record that creates or drops a table; readers take the read lock, so the
+    /// tables they see agree with the visible LSN they load under it.
+    published: RwLock<Arc<Tables>>,
+    /// The visible LSN. A record that leaves the tables as they are publishes itself by
+    /// storing this alone (under the apply lock): readers are not held up, nor is the apply
+    /// stage by them.
+    visible: AtomicU64,
     /// The state file as last stored.
     pub(crate) stored: Mutex<DbState>,
+    /// `stored`'s LSN lease, which only grows: the apply stage checks it once per record
+    /// without taking `stored`, whose holder may be syncing the state file.
+    lease: AtomicU64,
     /// Held for a whole checkpoint (one at a time); when the last one was taken.
     checkpoints: Mutex<CheckpointClock>,
     poisoned: Mutex<Option<Arc<Error>>>,
     /// Why the Db refuses writes for good (until a reopen), if it does.
     read_only: Mutex<Option<String>>,
+    /// Set once `poisoned` or `read_only` is: until then a writer checks this alone.
+    refusing: AtomicBool,
     /// Records at or above this LSN are kept in the log whatever checkpoints allow
     /// (`u64::MAX`: no retention point).
     retain_from: std::sync::atomic::AtomicU64,
@@ -91,13 +104,6 @@ pub(crate) struct Inner {
     /// The last error the background thread met (it carries on).
     pub(crate) background_error: Mutex<Option<Error>>,
     _lock: DirLock,
-}
-
-/// What readers take: the visible LSN and the tables live at it.
-#[derive(Clone, Debug, Default)]
-struct Published {
-    visible: u64,
-    tables: Arc<Tables>,
 }
 
 #[derive(Debug)]
@@ -285,7 +291,7 @@ impl Db {
 
     /// The visible LSN: every record through it is applied; reads are taken at it.
     pub fn visible_lsn(&self) -> u64 {
-        self.inner.published.read().visible
+        self.inner.visible.load(Ordering::Acquire)
     }
 
     /// Creates table `name` on the engine and with the options given.
@@ -497,11 +503,22 @@ impl Db {
     /// # Errors
     /// [`Error::UnknownTable`]; the engine's (corruption, i/o).
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
-        let view = self.table_view(table)?;
         let mut value = Vec::new();
-        Ok(view
-            .get_into(key, &mut value)?
-            .map(|version| (value, version)))
+        loop {
+            // The table alone is held across the read, not the published set of tables.
+            let (visible, engine) = {
+                let tables = self.inner.published.read();
+                let visible = self.inner.visible.load(Ordering::Acquire);
+                let table = tables
+                    .by_name(table)
+                    .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
+                (visible, Arc::clone(&table.engine))
+            };
+            // `None`: the visible LSN moved past what the engine retains; read at the new one.
+            if let Some(found) = engine.get_at(visible, key, &mut value)? {
+                return Ok(found.map(|version| (value, version)));
+            }
+        }
     }
 
     /// The entries of `table` that `scan` covers, at the visible LSN.
@@ -694,10 +711,8 @@ impl Inner {
         stored: DbState,
         lock: DirLock,
     ) -> Inner {
-        let published = Published {
-            visible: apply.last,
-            tables: Arc::clone(&apply.tables),
-        };
+        let (visible, published) = (apply.last, Arc::clone(&apply.tables));
+        let lease = stored.lsn_lease;
         let log_bytes = wal.stats().bytes;
         let now = options.clock.now();
         Inner {
@@ -710,10 +725,13 @@ impl Inner {
             sequencer: Mutex::new(()),
             apply: Mutex::new(apply),
             published: RwLock::new(published),
+            visible: AtomicU64::new(visible),
             stored: Mutex::new(stored),
+            lease: AtomicU64::new(lease),
             checkpoints: Mutex::new(CheckpointClock { at: now, log_bytes }),
             poisoned: Mutex::new(None),
             read_only: Mutex::new(None),
+            refusing: AtomicBool::new(false),
             retain_from: std::sync::atomic::AtomicU64::new(u64::MAX),
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -723,11 +741,16 @@ impl Inner {
     }
 
     fn published(&self) -> (u64, Arc<Tables>) {
-        let published = self.published.read();
-        (published.visible, Arc::clone(&published.tables))
+        let tables = self.published.read();
+        // Loaded under the read lock: a record that changes the tables stores its LSN under
+        // the write lock, so these tables are the ones live at this LSN.
+        (self.visible.load(Ordering::Acquire), Arc::clone(&tables))
     }
 
     fn check_writable(&self) -> Result<()> {
+        if !self.refusing.load(Ordering::Acquire) {
+            return Ok(());
+        }
         if let Some(cause) = self.poisoned.lock().clone() {
             return Err(Error::Poisoned { cause });
         }
@@ -758,6 +781,7 @@ impl Inner {
                 "could not set aside {bytes} bytes for checkpoints ({error}); free space and \
                  reopen"
             ));
+            self.refusing.store(true, Ordering::Release);
         }
     }
 
@@ -765,6 +789,7 @@ impl Inner {
     fn poison(&self, cause: Error) -> Error {
         let mut poisoned = self.poisoned.lock();
         let cause = Arc::clone(poisoned.get_or_insert_with(|| Arc::new(cause)));
+        self.refusing.store(true, Ordering::Release);
         Error::Poisoned { cause }
     }
 
@@ -911,12 +936,17 @@ impl Inner {
             block_cache: &self.block_cache,
             durable_lsn,
         };
+        // The published tables are always the apply state's as of the last record.
+        let tables_before = Arc::as_ptr(&state.tables);
         match apply_record(&env, &mut state, lsn, record) {
             Ok(applied) => {
-                *self.published.write() = Published {
-                    visible: state.last,
-                    tables: Arc::clone(&state.tables),
-                };
+                if std::ptr::eq(tables_before, Arc::as_ptr(&state.tables)) {
+                    self.visible.store(state.last, Ordering::Release);
+                } else {
+                    let mut tables = self.published.write();
+                    *tables = Arc::clone(&state.tables);
+                    self.visible.store(state.last, Ordering::Release);
+                }
                 Ok(applied)
             }
             Err(error) => Err(self.poison(error)),
@@ -925,7 +955,7 @@ impl Inner {
 
     /// Makes sure `lsn` is under the durable LSN lease.
     fn lease(&self, lsn: u64) -> Result<()> {
-        if lsn <= self.stored.lock().lsn_lease {
+        if lsn <= self.lease.load(Ordering::Acquire) || lsn <= self.stored.lock().lsn_lease {
             return Ok(());
         }
         self.store_state(|state| state.lsn_lease = lsn.saturating_add(LEASE_STEP))
@@ -937,6 +967,7 @@ impl Inner {
         let mut next = stored.clone();
         change(&mut next);
         next.store(&*self.fs, &self.gen_dir)?;
+        self.lease.fetch_max(next.lsn_lease, Ordering::AcqRel);
         *stored = next;
         Ok(())
     }
@@ -1194,6 +1225,52 @@ mod tests {
         let lsns: Vec<u64> = rx.iter().collect();
         assert_eq!(lsns.len(), 200);
         assert!(lsns.windows(2).all(|w| w[0] < w[1]), "{lsns:?}");
+    }
+
+    /// Readers racing table creations and writes see the tables live at the LSN they read
+    /// at: a table created at or below it (one whose creation had returned before the view
+    /// was taken, for one) is there, with its id; none created above it is.
+    #[test]
+    fn read_views_racing_creations_see_the_tables_of_their_lsn() {
+        let db = open();
+        let created: Mutex<Vec<(String, u64)>> = Mutex::default();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..60 {
+                    let name = format!("c{i:02}");
+                    let desc = db
+                        .create_table(&name, TableOptions::new(EngineKind::Lsm))
+                        .unwrap();
+                    created.lock().push((name, desc.id));
+                    db.commit(Commit {
+                        durability: Some(Durability::NoSync),
+                        ..put(&format!("k{i}"), "v")
+                    })
+                    .unwrap();
+                }
+                done.store(true, Ordering::Release);
+            });
+            let mut views = 0;
+            while !done.load(Ordering::Acquire) || views == 0 {
+                let known = created.lock().clone();
+                let view = db.read_view().unwrap();
+                for (name, id) in &known {
+                    assert_eq!(
+                        view.table_id(name).unwrap(),
+                        *id,
+                        "{name} at {}",
+                        view.lsn()
+                    );
+                }
+                for i in 0..60 {
+                    if let Ok(id) = view.table_id(&format!("c{i:02}")) {
+                        assert!(id <= view.lsn(), "table {id} above view {}", view.lsn());
+                    }
+                }
+                views += 1;
+            }
+        });
     }
 
     /// The ticket gives what `commit` gives: a conflict is a conflict, a refusal before

@@ -75,6 +75,10 @@ pub struct EngineWork {
     pub compactions: u64,
     /// B+tree checkpoints.
     pub checkpoints: u64,
+    /// Bytes of LSM SSTs written by flushes (checkpoints included).
+    pub bytes_flushed: u64,
+    /// Bytes of LSM SSTs written by compactions.
+    pub bytes_compacted: u64,
 }
 
 /// A table's engine.
@@ -96,6 +100,15 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The engine's `ViewOutOfRange` outside what it retains.
     fn read_view_at(&self, lsn: u64) -> Result<Box<dyn EngineView>>;
+
+    /// The value of `key` into `value` (cleared first) and its version, as a view at `lsn`
+    /// reads them (`lsn` at or below the last applied, as the Db publishes it), without
+    /// building a boxed view: a point read pays for no allocation. `Ok(None)` if `lsn` is no
+    /// longer retained; `Ok(Some(None))` if the key is absent.
+    ///
+    /// # Errors
+    /// As [`EngineView::get_into`].
+    fn get_at(&self, lsn: u64, key: &[u8], value: &mut Vec<u8>) -> Result<Option<Option<u64>>>;
 
     /// Makes the engine's files hold exactly the writes through `lsn`.
     ///

@@ -40,6 +40,19 @@ impl Engine for BtreeEngine {
         Ok(Box::new(BtreeView(self.tree.read_view_at(lsn)?)))
     }
 
+    fn get_at(&self, lsn: u64, key: &[u8], value: &mut Vec<u8>) -> Result<Option<Option<u64>>> {
+        // As `engine_view_at`: the latest view unless the tree has applied past `lsn`.
+        let mut view = self.tree.read_view();
+        if view.lsn().unwrap_or(0) > lsn {
+            view = match self.tree.read_view_at(lsn) {
+                Ok(view) => view,
+                Err(popdb_btree::Error::ViewOutOfRange { .. }) => return Ok(None),
+                Err(error) => return Err(error.into()),
+            };
+        }
+        Ok(Some(view.get_into(key, value)?))
+    }
+
     fn checkpoint(&self, lsn: u64) -> Result<()> {
         Ok(self.tree.checkpoint(lsn)?)
     }

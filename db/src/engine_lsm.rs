@@ -56,6 +56,19 @@ impl Engine for LsmEngine {
         Ok(Box::new(LsmView(self.tree.read_view_at(lsn)?)))
     }
 
+    fn get_at(&self, lsn: u64, key: &[u8], value: &mut Vec<u8>) -> Result<Option<Option<u64>>> {
+        // As `engine_view_at`: the latest view unless the tree has applied past `lsn`.
+        let mut view = self.tree.read_view();
+        if view.lsn() > lsn {
+            view = match self.tree.read_view_at(lsn) {
+                Ok(view) => view,
+                Err(popdb_lsm::Error::ViewOutOfRange { .. }) => return Ok(None),
+                Err(error) => return Err(error.into()),
+            };
+        }
+        Ok(Some(view.get_into(key, value)?))
+    }
+
     fn checkpoint(&self, lsn: u64) -> Result<()> {
         self.tree.checkpoint(lsn).map_err(|e| self.with_cause(e))
     }
@@ -96,6 +109,8 @@ impl Engine for LsmEngine {
             flushes: stats.flushes,
             compactions: stats.compactions,
             checkpoints: 0,
+            bytes_flushed: stats.bytes_flushed,
+            bytes_compacted: stats.bytes_compacted_written,
         }
     }
 

@@ -230,6 +230,19 @@ impl Case {
         let view = self.engine.read_view_at(*lsn).unwrap();
         assert_eq!(view.lsn(), Some(*lsn), "{:?}", self.kind);
         check_all(&*view, model);
+        // A point read at that LSN without a view reads what the view reads.
+        for _ in 0..4 {
+            let key = key(&mut self.rng);
+            let mut value = b"stale".to_vec();
+            let found = self.engine.get_at(*lsn, &key, &mut value).unwrap();
+            let expected = model.get(&key);
+            assert_eq!(
+                found,
+                Some(expected.map(|&(_, v)| v)),
+                "get_at {lsn} {key:?}"
+            );
+            assert_eq!(value, expected.map(|(v, _)| v.clone()).unwrap_or_default());
+        }
     }
 
     fn checkpoint(&mut self) {

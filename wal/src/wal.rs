@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
@@ -112,6 +113,10 @@ pub(crate) struct Shared {
     pub(crate) notifier: Arc<Notifier>,
     /// Callbacks to run once the writer is released.
     pub(crate) deferred: Arc<Deferred>,
+    /// `State::durable`, stored under the state lock whenever it changes, so that
+    /// [`Wal::durable_lsn`] (asked once per record by the Db's apply stage) does not take
+    /// the lock every appender takes.
+    pub(crate) durable: AtomicU64,
 }
 
 pub(crate) struct State {
@@ -229,6 +234,7 @@ impl Wal {
             room: Condvar::new(),
             notifier: Arc::default(),
             deferred: Arc::default(),
+            durable: AtomicU64::new(recovered.next_lsn - 1),
         });
         let writer = Arc::new(Mutex::new(Writer::new(
             Arc::clone(&shared),
@@ -815,7 +821,7 @@ impl Wal {
     /// (or a truncate lowers it); every record at or below it is durable, including those
     /// appended with [`Durability::NoSync`] before the sync.
     pub fn durable_lsn(&self) -> u64 {
-        self.shared.state.lock().durable
+        self.shared.durable.load(Ordering::Acquire)
     }
 
     /// Counters since open.

@@ -20,6 +20,7 @@
 //!   the writer is released.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -468,6 +469,7 @@ impl Writer {
         if sync {
             state.stats.syncs += 1;
             state.durable = state.durable.max(header.last_lsn());
+            self.shared.durable.store(state.durable, Ordering::Release);
         }
         Ok(())
     }
@@ -488,6 +490,7 @@ impl Writer {
             state.last_sync = self.last_sync;
             state.stats.syncs += 1;
             state.durable = state.durable.max(tail.next_lsn - 1);
+            self.shared.durable.store(state.durable, Ordering::Release);
         }
         Ok(self.shared.state.lock().durable)
     }
@@ -527,6 +530,7 @@ impl Writer {
             if truncating {
                 state.index.truncate(first_lsn);
                 state.durable = state.durable.min(first_lsn - 1);
+                self.shared.durable.store(state.durable, Ordering::Release);
             }
             let dead = state.index.remove_dead(purged, true);
             state.index.segments.push(IndexedSegment {
