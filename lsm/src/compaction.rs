@@ -3,6 +3,13 @@
 //! replaces them with new files there. Runs under the compaction lock, one at a time, beside
 //! flushes; its edit is logged and installed under the manifest lock.
 //!
+//! Once the tree is quiet (every write applied is in an SST: its memtables are empty, as a
+//! checkpoint leaves them) and nothing else is due, L0 is also compacted if it holds more
+//! than a `level_size_ratio`-th of the last level's bytes: below its file trigger L0 can hold
+//! most of a second copy of a small tree (after the tree is rewritten whole), which costs
+//! disk space and a probe per file on every read. While writes flow that is left to the file
+//! trigger, so writes do not pay for it.
+//!
 //! What a compaction keeps, per user key, given the watermark `w` (the horizon): every
 //! version above `w`; the newest version at or below `w`; nothing older. That newest version
 //! is dropped too when it is a tombstone and no deeper level may hold the key. So a read at
@@ -62,25 +69,19 @@ impl Shared {
             }
         }
         let (_, level) = best?;
-        let inputs = if level == 0 {
-            version.levels[0].clone()
-        } else {
-            let cursor = cursors
-                .map(|c| c[level].as_slice())
-                .filter(|c| !c.is_empty());
-            vec![next_file_of(version, level, cursor)]
-        };
-        let (low, high) = user_range(&inputs);
-        let next_inputs = version.levels[level + 1]
-            .iter()
-            .filter(|f| f.largest_user_key() >= low && f.smallest_user_key() <= high)
-            .cloned()
-            .collect();
-        Some(Pick {
-            level,
-            inputs,
-            next_inputs,
-        })
+        Some(pick_level(version, level, cursors))
+    }
+
+    /// The compaction a quiet tree does for space: all of L0 into L1, when L0 holds more than
+    /// a `level_size_ratio`-th of the last level's bytes (the share the dynamic targets give
+    /// the levels above the last; see [`level_targets`]).
+    pub(crate) fn pick_space_compaction(&self, version: &Version) -> Option<Pick> {
+        let l0 = version.level_bytes(0);
+        let last = (1..LEVELS_COUNT)
+            .rev()
+            .map(|l| version.level_bytes(l))
+            .find(|&bytes| bytes > 0)?;
+        (l0 > last / self.options.level_size_ratio).then(|| pick_level(version, 0, None))
     }
 
     /// Runs `pick`: a trivial move when one file of L1+ overlaps nothing below, else a merge.
@@ -227,6 +228,30 @@ fn level_targets(options: &TreeOptions, sizes: &[u64; LEVELS_COUNT]) -> [u64; LE
         targets[level] = below.max(options.target_file_size).min(ceiling);
     }
     targets
+}
+
+/// Compacts `level`: all of L0, or the file of a deeper level after its cursor; with the
+/// overlapping files of the next level.
+fn pick_level(version: &Version, level: usize, cursors: Option<&[Vec<u8>; LEVELS_COUNT]>) -> Pick {
+    let inputs = if level == 0 {
+        version.levels[0].clone()
+    } else {
+        let cursor = cursors
+            .map(|c| c[level].as_slice())
+            .filter(|c| !c.is_empty());
+        vec![next_file_of(version, level, cursor)]
+    };
+    let (low, high) = user_range(&inputs);
+    let next_inputs = version.levels[level + 1]
+        .iter()
+        .filter(|f| f.largest_user_key() >= low && f.smallest_user_key() <= high)
+        .cloned()
+        .collect();
+    Pick {
+        level,
+        inputs,
+        next_inputs,
+    }
 }
 
 /// The file of `level` after `cursor` (a user key), wrapping around.

@@ -619,6 +619,13 @@ impl Shared {
     }
 
     fn step_inner(&self, wait_for_compaction: bool) -> Result<Progress> {
+        // Quiet (see `pick_space_compaction`): every write applied is in an SST, as a
+        // checkpoint leaves a tree whose writer stopped. Read before this step's flush, if
+        // any: the step after the last flush sees the drained state.
+        let quiet = {
+            let state = self.current();
+            state.mem.is_empty() && state.frozen.is_empty()
+        };
         if self.flushable(&self.current()) {
             let _flushing = self.flush_lock.lock();
             // Another thread may have flushed it meanwhile.
@@ -636,7 +643,14 @@ impl Shared {
             guard
         };
         let version = self.current().version.clone();
-        if let Some(pick) = self.pick_compaction(&version, Some(&compaction.compact_cursor)) {
+        let pick = self
+            .pick_compaction(&version, Some(&compaction.compact_cursor))
+            .or_else(|| {
+                quiet
+                    .then(|| self.pick_space_compaction(&version))
+                    .flatten()
+            });
+        if let Some(pick) = pick {
             self.compact(&mut compaction, &pick)?;
             return Ok(Progress::Compacted);
         }
