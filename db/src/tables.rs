@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use popdb_io::FsRef;
+use rustc_hash::FxBuildHasher;
 
 use crate::engine::{Engine, EngineKind, EngineOptions, open_engine};
 use crate::error::Result;
@@ -24,12 +25,15 @@ pub(crate) struct Table {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Tables {
     by_id: BTreeMap<u64, Arc<Table>>,
-    by_name: HashMap<String, u64>,
+    /// Looked up by every get and write that names its table, so a cheap hash: the names
+    /// are few ([`crate::limits::TABLES_MAX`]) and made by DDL, not by every request, so
+    /// SipHash's defence against flooding buys nothing here and cost a server 4% of its CPU.
+    by_name: HashMap<String, Arc<Table>, FxBuildHasher>,
 }
 
 impl Tables {
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Table>> {
-        self.by_name.get(name).and_then(|id| self.by_id.get(id))
+        self.by_name.get(name)
     }
 
     pub(crate) fn by_id(&self, id: u64) -> Option<&Arc<Table>> {
@@ -50,7 +54,8 @@ impl Tables {
     }
 
     pub(crate) fn insert(&mut self, table: Arc<Table>) {
-        self.by_name.insert(table.desc.name.clone(), table.desc.id);
+        self.by_name
+            .insert(table.desc.name.clone(), Arc::clone(&table));
         self.by_id.insert(table.desc.id, table);
     }
 
