@@ -35,6 +35,11 @@ impl Request {
     /// [`DecodeError`]: the version, flags or opcode are not a version 1 request, a limit is
     /// passed, or the body is malformed.
     pub fn decode(frame: &Frame<'_>, limits: &Limits) -> Result<Request> {
+        // One reader of gets, puts and deletes, so the in-place and the owned decodings
+        // cannot drift apart.
+        if let Some(point) = PointRequest::decode(frame, limits)? {
+            return Ok(point.into());
+        }
         check_header(frame)?;
         let mut r = Reader::new(frame.body, limits);
         let request = match frame.header.opcode {
@@ -54,19 +59,6 @@ impl Request {
             op::DROP_TABLE => Request::DropTable { name: r.name()? },
             op::LIST_TABLES => Request::ListTables,
             op::DESCRIBE_TABLE => Request::DescribeTable { name: r.name()? },
-            op::GET => Request::Get {
-                table: r.name()?,
-                key: r.key()?,
-            },
-            op::PUT => Request::Put {
-                table: r.name()?,
-                key: r.key()?,
-                value: r.value()?,
-            },
-            op::DELETE => Request::Delete {
-                table: r.name()?,
-                key: r.key()?,
-            },
             op::BATCH => {
                 let tables = r.names()?;
                 let writes = r.writes(tables.len())?;

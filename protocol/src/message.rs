@@ -267,6 +267,26 @@ pub enum PointRequest<'a> {
     },
 }
 
+impl From<PointRequest<'_>> for Request {
+    fn from(point: PointRequest<'_>) -> Self {
+        match point {
+            PointRequest::Get { table, key } => Request::Get {
+                table: table.to_owned(),
+                key: key.to_vec(),
+            },
+            PointRequest::Put { table, key, value } => Request::Put {
+                table: table.to_owned(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+            PointRequest::Delete { table, key } => Request::Delete {
+                table: table.to_owned(),
+                key: key.to_vec(),
+            },
+        }
+    }
+}
+
 /// A response: the body of a frame whose opcode has bit 7 set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
