@@ -191,7 +191,8 @@ pub trait File: Send + Sync + fmt::Debug {
     /// would, including writes made through this file system after the view was taken,
     /// and stays valid while any clone of it is held (even if the file is truncated, which
     /// callers must not do under a live view). After a simulated crash, views from before
-    /// it must not be used.
+    /// it show the bytes they last showed until the file system restarts (threads racing
+    /// the crash may still read them), and must not be used after that.
     ///
     /// # Errors
     /// `InvalidInput` if the range is not inside the file.

@@ -4,7 +4,10 @@
 //! A handle names an inode, not a path, so it follows renames and outlives removal, as on
 //! Linux. It belongs to the epoch it was opened in: after a crash every use fails, and
 //! dropping it no longer touches the new epoch's open counts. A map view does the same: it
-//! holds its inode open (as an `mmap` does) until it drops or a crash kills it.
+//! holds its inode open (as an `mmap` does) until it drops or a crash kills it. Between an
+//! armed crash and the restart, a view from before still shows the bytes it last showed: the
+//! dying process's memory, which its other threads may be reading when one thread's I/O
+//! strikes the crash.
 
 use std::fmt;
 use std::io;
@@ -279,18 +282,18 @@ pub(super) struct SimMapView {
 }
 
 impl SimMapView {
-    /// Panics if a crash happened since the view was made (`now` is the current epoch).
-    fn check_epoch(&self, now: u64) {
-        if now != self.epoch {
-            self.dead(now);
+    /// The bytes of a view used after a crash, given the machine's state: while the machine
+    /// is still down from the crash that struck the view's epoch, the newest copy, frozen
+    /// (the process is dying, and its threads that race the crash read its memory as it
+    /// was); after a restart or a later crash, a panic, since only a test that kept a dead
+    /// process's view can get there.
+    fn after_crash(&self, state: &State) -> &[u8] {
+        if state.down && state.epoch == self.epoch + 1 {
+            return self.latest();
         }
-    }
-
-    /// The panic for a view used after a crash.
-    fn dead(&self, now: u64) -> ! {
         panic!(
-            "SimFs: a Mapping from before a simulated crash was used (epoch {} < {now})",
-            self.epoch
+            "SimFs: a Mapping from before a simulated crash was used after the restart (epoch {} < {})",
+            self.epoch, state.epoch
         );
     }
 
@@ -310,9 +313,7 @@ impl SimMapView {
         // A crash may have struck since the lock-free check; it bumps the epoch under this
         // lock, so this check is exact.
         if state.epoch != self.epoch {
-            let now = state.epoch;
-            drop(state);
-            self.dead(now);
+            return self.after_crash(&state);
         }
         let content = state.file(self.ino);
         let version = content.version();
@@ -337,11 +338,16 @@ impl MapView for SimMapView {
     /// taken. If the file was truncated into the range (which callers must not do under a
     /// live view) the slice is what a read returns: shorter, or empty.
     ///
+    /// After an armed crash and until the restart, the bytes the view last showed.
+    ///
     /// # Panics
-    /// If a crash happened since the view was made: the contract says such views must not
-    /// be used, and `bytes` has no way to return an error, so misuse is loud.
+    /// If used after the restart that followed a crash since the view was made: the
+    /// contract says such views must not be used, and `bytes` has no way to return an
+    /// error, so misuse is loud.
     fn bytes(&self) -> &[u8] {
-        self.check_epoch(self.epoch_cell.load(Ordering::Acquire));
+        if self.epoch_cell.load(Ordering::Acquire) != self.epoch {
+            return self.after_crash(&self.shared.lock());
+        }
         // Lock-free when nothing changed: the writer bumps `version` under the lock after
         // changing the bytes, and a refresh stores `seen` after pushing its copy.
         if self.version.load(Ordering::Acquire) == self.seen.load(Ordering::Acquire) {

@@ -265,3 +265,37 @@ fn map_view_from_before_a_crash_is_dropped_safely() {
     assert_eq!(fs.stats().files_count, 0);
     fs.check_invariants();
 }
+
+#[test]
+fn map_view_read_while_down_after_a_crash_shows_its_last_bytes() {
+    let fs = SimFs::new(11);
+    let file = create_synced(&fs, "/f", b"abc");
+    let view = file.map(0, 3).unwrap();
+    assert_eq!(&*view, b"abc");
+    // Read by the view, then lost: the crash keeps only the synced bytes.
+    file.write_all_at(b"z", 0).unwrap();
+    assert_eq!(&*view, b"zbc");
+    fs.set_crash_after_ops(0);
+    assert!(file.sync_data().is_err(), "the armed crash strikes");
+    assert!(fs.is_down());
+    // Another thread of the dying process still reads its memory, not the medium.
+    let racing = {
+        let view = view.clone();
+        std::thread::spawn(move || view.to_vec())
+    };
+    assert_eq!(racing.join().unwrap(), b"zbc");
+    assert_eq!(&*view, b"zbc");
+}
+
+#[test]
+#[should_panic(expected = "from before a simulated crash was used after the restart")]
+fn map_view_from_before_a_crash_panics_after_the_restart() {
+    let fs = SimFs::new(12);
+    let file = create_synced(&fs, "/f", b"abc");
+    let view = file.map(0, 3).unwrap();
+    fs.set_crash_after_ops(0);
+    assert!(file.write_all_at(b"z", 0).is_err());
+    assert_eq!(&*view, b"abc", "readable while down");
+    fs.restart();
+    let _ = view.len();
+}
