@@ -16,9 +16,9 @@
 //! 1; a value is inline exactly when [`PageSize::stores_inline`] says so; overflow
 //! references name a page that can be referenced; the entry fits.
 
-use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::leaf_page::{EntryKinds, LeafEntry, LeafPage, LeafValue};
@@ -30,6 +30,7 @@ use crate::page_format::{
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
 use crate::search::compare;
+use crate::spare_pages::SparePages;
 
 /// Builds one leaf page at a time in a reused buffer.
 #[derive(Clone, Debug)]
@@ -42,6 +43,9 @@ pub struct LeafBuilder {
     heap_start: usize,
     /// The kinds of entries pushed, or that runs copied from pages holding them may hold.
     kinds: EntryKinds,
+    /// Where [`LeafBuilder::take_in_memory`] gets the next page's buffer, and the leaves it
+    /// hands pages to give them back; a zeroed buffer each time without.
+    spares: Option<Arc<SparePages>>,
 }
 
 impl LeafBuilder {
@@ -53,7 +57,22 @@ impl LeafBuilder {
             count: 0,
             heap_start: page_size.bytes(),
             kinds: EntryKinds::default(),
+            spares: None,
         }
+    }
+
+    /// An empty builder for pages of `page_size` whose in-memory pages are built in
+    /// buffers from `spares`.
+    pub(crate) fn with_spares(page_size: PageSize, spares: &Arc<SparePages>) -> Self {
+        Self {
+            spares: Some(Arc::clone(spares)),
+            ..Self::new(page_size)
+        }
+    }
+
+    /// The pool this builder takes its in-memory pages' buffers from, if any.
+    pub(crate) fn spares(&self) -> Option<&Arc<SparePages>> {
+        self.spares.as_ref()
     }
 
     /// Empties the builder for the next page. The buffer keeps its bytes until pushes
@@ -359,7 +378,10 @@ impl LeafBuilder {
         // The checksum field of an in-memory image stays zero; a reused buffer may hold
         // another page's.
         self.page[..4].fill(0);
-        let fresh = spare_page(self.page_size.bytes());
+        let fresh = match &self.spares {
+            Some(spares) => spares.take(),
+            None => vec![0; self.page_size.bytes()],
+        };
         self.count = 0;
         self.heap_start = fresh.len();
         self.kinds = EntryKinds::default();
@@ -457,47 +479,6 @@ impl LeafBuilder {
     }
 }
 
-/// The most page buffers a thread keeps for reuse: 1,024 (4 MiB at 4 KiB pages).
-const SPARE_PAGES_MAX: usize = 1024;
-
-thread_local! {
-    /// Page buffers of dropped in-memory leaves, for the next leaves this thread builds.
-    /// Every apply builds a new image for each leaf it changes and, once the root it
-    /// replaced leaves the ring, drops as many: reusing them spares the allocator a
-    /// page-sized allocation and free per changed leaf, which cost about a quarter of a
-    /// random fill's time. Bounded by [`SPARE_PAGES_MAX`].
-    static SPARE_PAGES: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A buffer of `len` bytes: a spare one (holding a dropped leaf's bytes, which the builder
-/// overwrites or zeroes) if this thread has one of that size, else a zeroed one.
-fn spare_page(len: usize) -> Vec<u8> {
-    let spare = SPARE_PAGES
-        .try_with(|spares| {
-            let mut spares = spares.try_borrow_mut().ok()?;
-            let at = spares.iter().rposition(|page| page.len() == len)?;
-            Some(spares.swap_remove(at))
-        })
-        .ok()
-        .flatten();
-    match spare {
-        Some(page) => page.into_vec(),
-        None => vec![0; len],
-    }
-}
-
-/// Keeps `page`, the buffer of an in-memory leaf being dropped, for reuse by
-/// [`LeafBuilder::take_in_memory`] on this thread (or frees it if the thread keeps enough).
-pub(crate) fn recycle_page(page: Box<[u8]>) {
-    let _ = SPARE_PAGES.try_with(|spares| {
-        if let Ok(mut spares) = spares.try_borrow_mut()
-            && spares.len() < SPARE_PAGES_MAX
-        {
-            spares.push(page);
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,13 +535,14 @@ mod tests {
     #[test]
     fn in_memory_image_in_recycled_buffer_matches_fresh_image() {
         let size = PageSize::DEFAULT;
-        let mut builder = LeafBuilder::new(size);
+        let spares = Arc::new(SparePages::new(size.bytes()));
+        let mut builder = LeafBuilder::with_spares(size, &spares);
         fill(&mut builder, 0, 1_000, 150, 0xee);
         let mut dirty = builder.take_in_memory(PageId(PAGE_ID_MAX));
         dirty.fill(0xa5);
-        // The spare buffer recycled last is the next one a take hands the builder: the
+        // The spare buffer put back last is the next one a take hands the builder: the
         // empty page taken here swaps it in, and the next page is built in it.
-        recycle_page(dirty);
+        spares.put(dirty);
         let empty = builder.take_in_memory(PageId(PAGE_ID_MAX));
         assert_eq!(
             LeafPage::decode_verified(&empty, size, PageId(PAGE_ID_MAX))
