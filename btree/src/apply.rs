@@ -35,6 +35,7 @@ use crate::page_size::PageSize;
 use crate::pages::Bounds;
 use crate::pages::Pages;
 use crate::search::compare;
+use crate::spare_pages::SparePages;
 
 /// One write of a batch: a value, or `None` for a delete.
 pub(crate) type Write<'b> = (&'b [u8], Option<&'b [u8]>);
@@ -85,11 +86,12 @@ pub(crate) struct Apply<'p> {
 
 impl<'p> Apply<'p> {
     /// A batch at `lsn` over the tree whose pages are `pages`.
-    pub(crate) fn new(pages: &'p Pages, lsn: u64, horizon: u64) -> Self {
+    /// Its leaves' images are built in buffers from `spares`.
+    pub(crate) fn new(pages: &'p Pages, spares: &Arc<SparePages>, lsn: u64, horizon: u64) -> Self {
         Self {
             pages,
             page_size: pages.page_size(),
-            builder: LeafBuilder::new(pages.page_size()),
+            builder: LeafBuilder::with_spares(pages.page_size(), spares),
             lsn,
             horizon,
             added: 0,
@@ -136,7 +138,11 @@ impl<'p> Apply<'p> {
             node
         } else {
             self.made += 1;
-            Child::Mem(Arc::new(Node::empty(self.page_size)))
+            let spares = self
+                .builder
+                .spares()
+                .expect("an apply's builder has spares");
+            Child::Mem(Arc::new(Node::empty(self.page_size, spares)))
         };
         // An in-memory branch of one child collapses into it; a page never has one child.
         while let Child::Mem(mem) = &node

@@ -470,7 +470,9 @@ impl Planner<'_> {
         let id = self.alloc()?;
         if chains.is_empty() {
             // No side value to name by its chain: the image is the page but for its header.
-            let bytes = self.leaf_builder.finish_copy(&leaf.page(), id, self.txn);
+            let bytes = self
+                .leaf_builder
+                .finish_copy(&leaf.page(), leaf.kinds(), id, self.txn);
             return Ok(emit(&mut self.runs, id, bytes));
         }
         self.leaf_builder.reset();

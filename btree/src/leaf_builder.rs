@@ -4,8 +4,9 @@
 //! The page is built in place in one page-sized buffer, reused across pages with
 //! [`LeafBuilder::reset`]: slots grow up from the header, entries grow down from the page's
 //! end (entry 0 last, each next entry just below the one before), and the space between
-//! is zeroed when the page is finished. That is the one layout [`crate::LeafPage::decode`]
-//! accepts, so a page is fully determined by its entries, page id and transaction id. The
+//! is zeroed when the page is finished for a file. That is the one layout
+//! [`crate::LeafPage::decode`] accepts, so a page is fully determined by its entries, page
+//! id and transaction id. The
 //! buffer is not cleared between pages: every byte of the header, the slots and the
 //! entries is written when they are, and only the space left between them needs zeroing,
 //! once, at the end (clearing a whole page per leaf an apply rebuilds cost a fifth of a
@@ -16,9 +17,9 @@
 //! 1; a value is inline exactly when [`PageSize::stores_inline`] says so; overflow
 //! references name a page that can be referenced; the entry fits.
 
-use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::leaf_page::{EntryKinds, LeafEntry, LeafPage, LeafValue};
@@ -30,6 +31,7 @@ use crate::page_format::{
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
 use crate::search::compare;
+use crate::spare_pages::SparePages;
 
 /// Builds one leaf page at a time in a reused buffer.
 #[derive(Clone, Debug)]
@@ -42,6 +44,9 @@ pub struct LeafBuilder {
     heap_start: usize,
     /// The kinds of entries pushed, or that runs copied from pages holding them may hold.
     kinds: EntryKinds,
+    /// Where [`LeafBuilder::take_in_memory`] gets the next page's buffer, and the leaves it
+    /// hands pages to give them back; a zeroed buffer each time without.
+    spares: Option<Arc<SparePages>>,
 }
 
 impl LeafBuilder {
@@ -53,7 +58,22 @@ impl LeafBuilder {
             count: 0,
             heap_start: page_size.bytes(),
             kinds: EntryKinds::default(),
+            spares: None,
         }
+    }
+
+    /// An empty builder for pages of `page_size` whose in-memory pages are built in
+    /// buffers from `spares`.
+    pub(crate) fn with_spares(page_size: PageSize, spares: &Arc<SparePages>) -> Self {
+        Self {
+            spares: Some(Arc::clone(spares)),
+            ..Self::new(page_size)
+        }
+    }
+
+    /// The pool this builder takes its in-memory pages' buffers from, if any.
+    pub(crate) fn spares(&self) -> Option<&Arc<SparePages>> {
+        self.spares.as_ref()
     }
 
     /// Empties the builder for the next page. The buffer keeps its bytes until pushes
@@ -307,22 +327,20 @@ impl LeafBuilder {
     /// Finishes a copy of `page`, an in-memory leaf this crate built (its entries in place,
     /// no side values), as page `page_id` of transaction `txn_id`: the bytes pushing its
     /// entries again would make, since a leaf page is fully determined by its entries, ids
-    /// and transaction, without decoding an entry. [`LeafBuilder::reset`] starts the next.
+    /// and transaction, without decoding an entry. `kinds` says which kinds of entries it
+    /// may hold (what its builder said, or more). [`LeafBuilder::reset`] starts the next.
     ///
     /// # Panics
     /// As [`LeafBuilder::finish`]; if `page` is not of this builder's page size.
     pub(crate) fn finish_copy(
         &mut self,
         page: &LeafPage<'_>,
+        kinds: EntryKinds,
         page_id: PageId,
         txn_id: TxnId,
     ) -> &[u8] {
         self.page.copy_from_slice(page.bytes());
-        // The copy may hold any kind, as far as the builder knows.
-        self.kinds = EntryKinds {
-            tombstone: true,
-            overflow: true,
-        };
+        self.kinds = kinds;
         self.count = page.len();
         self.heap_start = match self.count.checked_sub(1) {
             None => self.page.len(),
@@ -330,22 +348,30 @@ impl LeafBuilder {
                 .entry_start(last)
                 .expect("an in-memory leaf is an image LeafBuilder made"),
         };
-        // O(page), as the copy: the image is still what the builder made.
+        // O(page), as the copy: the image is still what the builder made (but for its free
+        // space, which the finish zeroes).
         if cfg!(debug_assertions) {
             self.check_invariants();
+            let held = page.kinds().expect("an in-memory leaf is well formed");
+            assert!(
+                kinds.union(held) == kinds,
+                "kinds {kinds:?} miss some of {held:?}"
+            );
         }
         self.finish(page_id, txn_id)
     }
 
     /// Finishes the page for use in memory only: the header is written with `page_id` and
     /// transaction 0 and the checksum field is left zero (the page is re-encoded under its
-    /// real id before it reaches a file). The builder hands over its buffer and starts the
-    /// next page on a fresh one, so nothing is copied or cleared.
+    /// real id before it reaches a file, by [`LeafBuilder::finish_copy`]). The builder
+    /// hands over its buffer and starts the next page on a fresh one, so nothing is copied
+    /// or cleared. The free space is left as the buffer held it: nothing reads it in
+    /// memory, and few of the images applies build are ever written (about one in ten in
+    /// a random fill: the rest are replaced first), so the finish that writes one zeroes it.
     ///
     /// # Panics
     /// As [`LeafBuilder::finish`].
     pub(crate) fn take_in_memory(&mut self, page_id: PageId) -> Box<[u8]> {
-        self.zero_free_space();
         // O(page), as the build before it: runs pushed by `push_run` are checked here.
         if cfg!(debug_assertions) {
             self.check_invariants();
@@ -359,7 +385,10 @@ impl LeafBuilder {
         // The checksum field of an in-memory image stays zero; a reused buffer may hold
         // another page's.
         self.page[..4].fill(0);
-        let fresh = spare_page(self.page_size.bytes());
+        let fresh = match &self.spares {
+            Some(spares) => spares.take(),
+            None => vec![0; self.page_size.bytes()],
+        };
         self.count = 0;
         self.heap_start = fresh.len();
         self.kinds = EntryKinds::default();
@@ -372,7 +401,12 @@ impl LeafBuilder {
             (FIRST_TREE_PAGE..=PAGE_ID_MAX).contains(&page_id.0),
             "leaf page id {page_id:?}"
         );
-        for start in self.starts() {
+        // `kinds` says every kind the page may hold: without overflow references there is
+        // nothing to look for, and a checkpoint writing an in-memory leaf skips the walk.
+        let starts = self
+            .starts()
+            .take(if self.kinds.overflow { self.count } else { 0 });
+        for start in starts {
             if self.page.get(start + LEAF_KIND_AT) == Some(&KIND_OVERFLOW) {
                 let at = start + LEAF_ENTRY_HEADER_SIZE + self.key_at(start).len();
                 let first = self.page.get(at..at + 8).expect("written by push");
@@ -457,47 +491,6 @@ impl LeafBuilder {
     }
 }
 
-/// The most page buffers a thread keeps for reuse: 1,024 (4 MiB at 4 KiB pages).
-const SPARE_PAGES_MAX: usize = 1024;
-
-thread_local! {
-    /// Page buffers of dropped in-memory leaves, for the next leaves this thread builds.
-    /// Every apply builds a new image for each leaf it changes and, once the root it
-    /// replaced leaves the ring, drops as many: reusing them spares the allocator a
-    /// page-sized allocation and free per changed leaf, which cost about a quarter of a
-    /// random fill's time. Bounded by [`SPARE_PAGES_MAX`].
-    static SPARE_PAGES: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A buffer of `len` bytes: a spare one (holding a dropped leaf's bytes, which the builder
-/// overwrites or zeroes) if this thread has one of that size, else a zeroed one.
-fn spare_page(len: usize) -> Vec<u8> {
-    let spare = SPARE_PAGES
-        .try_with(|spares| {
-            let mut spares = spares.try_borrow_mut().ok()?;
-            let at = spares.iter().rposition(|page| page.len() == len)?;
-            Some(spares.swap_remove(at))
-        })
-        .ok()
-        .flatten();
-    match spare {
-        Some(page) => page.into_vec(),
-        None => vec![0; len],
-    }
-}
-
-/// Keeps `page`, the buffer of an in-memory leaf being dropped, for reuse by
-/// [`LeafBuilder::take_in_memory`] on this thread (or frees it if the thread keeps enough).
-pub(crate) fn recycle_page(page: Box<[u8]>) {
-    let _ = SPARE_PAGES.try_with(|spares| {
-        if let Ok(mut spares) = spares.try_borrow_mut()
-            && spares.len() < SPARE_PAGES_MAX
-        {
-            spares.push(page);
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,17 +543,19 @@ mod tests {
     }
 
     /// An in-memory image built in a recycled buffer (a dropped leaf's, its bytes left in
-    /// place) equals one built in a zeroed buffer, checksum field included.
+    /// place) reads as one built in a zeroed buffer, with its checksum field zero, and
+    /// finishes for a file into the same page, byte for byte.
     #[test]
     fn in_memory_image_in_recycled_buffer_matches_fresh_image() {
         let size = PageSize::DEFAULT;
-        let mut builder = LeafBuilder::new(size);
+        let spares = Arc::new(SparePages::new(size.bytes()));
+        let mut builder = LeafBuilder::with_spares(size, &spares);
         fill(&mut builder, 0, 1_000, 150, 0xee);
         let mut dirty = builder.take_in_memory(PageId(PAGE_ID_MAX));
         dirty.fill(0xa5);
-        // The spare buffer recycled last is the next one a take hands the builder: the
+        // The spare buffer put back last is the next one a take hands the builder: the
         // empty page taken here swaps it in, and the next page is built in it.
-        recycle_page(dirty);
+        spares.put(dirty);
         let empty = builder.take_in_memory(PageId(PAGE_ID_MAX));
         assert_eq!(
             LeafPage::decode_verified(&empty, size, PageId(PAGE_ID_MAX))
@@ -572,10 +567,28 @@ mod tests {
         let image = builder.take_in_memory(PageId(PAGE_ID_MAX));
         let mut fresh = LeafBuilder::new(size);
         fill(&mut fresh, 42, 2, 30, 0x22);
-        assert_eq!(image, fresh.take_in_memory(PageId(PAGE_ID_MAX)));
+        let fresh_image = fresh.take_in_memory(PageId(PAGE_ID_MAX));
+        assert_ne!(
+            image, fresh_image,
+            "the free space keeps the recycled bytes"
+        );
         let leaf = LeafPage::decode_verified(&image, size, PageId(PAGE_ID_MAX))
             .expect("an in-memory image's header");
+        let fresh_leaf = LeafPage::decode_verified(&fresh_image, size, PageId(PAGE_ID_MAX))
+            .expect("an in-memory image's header");
         assert_eq!(leaf.len(), 2);
+        let entries: Vec<_> = leaf.entries().map(Result::ok).collect();
+        let fresh_entries: Vec<_> = fresh_leaf.entries().map(Result::ok).collect();
+        assert_eq!(entries, fresh_entries, "the same entries");
         assert!(image[..4].iter().all(|&b| b == 0), "checksum field");
+        let kinds = EntryKinds::default();
+        let page = builder
+            .finish_copy(&leaf, kinds, PageId(7), TxnId(3))
+            .to_vec();
+        assert_eq!(
+            page,
+            fresh.finish_copy(&fresh_leaf, kinds, PageId(7), TxnId(3))
+        );
+        LeafPage::decode(&page, size, PageId(7)).expect("a finished copy decodes");
     }
 }

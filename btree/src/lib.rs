@@ -56,6 +56,7 @@ mod pins;
 mod range;
 mod read_view;
 mod search;
+mod spare_pages;
 mod tree;
 
 pub use branch_builder::BranchBuilder;

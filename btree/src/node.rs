@@ -52,6 +52,7 @@ use crate::page_format::{BRANCH_SLOTS_AT, LEAF_SLOTS_AT, PAGE_ID_MAX, PageId, Pa
 use crate::page_size::PageSize;
 use crate::pages::{Bounds, Pages};
 use crate::search::compare;
+use crate::spare_pages::SparePages;
 
 /// The page id an in-memory leaf image carries until a checkpoint writes it.
 pub(crate) const LEAF_PLACEHOLDER: PageId = PageId(PAGE_ID_MAX);
@@ -99,6 +100,8 @@ pub(crate) struct Leaf {
     kinds: EntryKinds,
     /// The page a checkpoint wrote this leaf to.
     written: OnceLock<PageRef>,
+    /// Where the image goes back when the leaf is dropped.
+    spares: Option<Arc<SparePages>>,
 }
 
 /// A leaf entry's value while a leaf is rebuilt: in a page (or a write), a side value, a
@@ -324,9 +327,9 @@ impl Children {
 pub(crate) type Piece = (Key, Child);
 
 impl Node {
-    /// An empty leaf: the root of an empty tree.
-    pub(crate) fn empty(page_size: PageSize) -> Self {
-        let mut builder = LeafBuilder::new(page_size);
+    /// An empty leaf: the root of an empty tree, its image from `spares`' pool.
+    pub(crate) fn empty(page_size: PageSize, spares: &Arc<SparePages>) -> Self {
+        let mut builder = LeafBuilder::with_spares(page_size, spares);
         Node::Leaf(Leaf::finish(&mut builder, Vec::new()))
     }
 
@@ -593,7 +596,9 @@ impl Node {
 
 impl Drop for Leaf {
     fn drop(&mut self) {
-        crate::leaf_builder::recycle_page(std::mem::take(&mut self.image));
+        if let Some(spares) = &self.spares {
+            spares.put(std::mem::take(&mut self.image));
+        }
     }
 }
 
@@ -604,6 +609,7 @@ impl Leaf {
         let page_size = builder.page_size();
         let used = page_size.bytes() - LEAF_SLOTS_AT - builder.free_space();
         let kinds = builder.kinds();
+        let spares = builder.spares().cloned();
         let image = builder.take_in_memory(LEAF_PLACEHOLDER);
         Self {
             image,
@@ -612,6 +618,7 @@ impl Leaf {
             side,
             kinds,
             written: OnceLock::new(),
+            spares,
         }
     }
 

@@ -37,6 +37,7 @@ use crate::pages::Pages;
 use crate::pins::{Pin, Pins};
 use crate::read_view::ReadView;
 use crate::search::compare;
+use crate::spare_pages::SparePages;
 
 /// How many recent roots a tree keeps for [`Tree::read_view_at`] by default.
 pub const ROOTS_RETAINED_DEFAULT: usize = 8;
@@ -138,6 +139,11 @@ pub struct Stats {
     /// Nodes of the latest tree held in memory until a checkpoint writes them: each takes
     /// about a page (the owner's memory budget triggers checkpoints on it).
     pub dirty_pages: u64,
+    /// Page buffers of in-memory leaves a checkpoint dropped, kept for the leaves applies
+    /// build next: at most as many as the nodes the last checkpoint wrote (or 1,024), each
+    /// about a page. Not counted in `dirty_pages`, which triggers checkpoints: these are
+    /// the memory those pages already took, handed back out as new pages are dirtied.
+    pub spare_pages: u64,
     /// Checkpoints completed since open.
     pub checkpoints: u64,
     /// Bytes written by checkpoints since open.
@@ -166,6 +172,8 @@ pub struct Tree {
     /// The durable watermark, [`NO_WATERMARK`] if none.
     watermark: AtomicU64,
     pins: Arc<Pins>,
+    /// The buffers of dropped in-memory leaves, for the next ones applies build.
+    spares: Arc<SparePages>,
     poisoned: Mutex<Option<String>>,
     counters: Mutex<Stats>,
     recovery: TreeRecovery,
@@ -245,11 +253,12 @@ impl Tree {
         let (free, free_list_pages) = load_free_list(&meta, &pages)?;
         let watermark = meta.watermark;
         let pins = Arc::new(Pins::default());
+        let spares = Arc::new(SparePages::new(page_size.bytes()));
         let root = Root {
             lsn: watermark,
             node: match meta.root {
                 Some(root) => Child::Disk(root.page),
-                None => Child::Mem(Arc::new(Node::empty(page_size))),
+                None => Child::Mem(Arc::new(Node::empty(page_size, &spares))),
             },
             level: meta.root.map_or(0, |r| r.level),
             entries: meta.entry_count,
@@ -270,6 +279,7 @@ impl Tree {
             depth: usize::from(root.level) + 1,
             entries: meta.entry_count,
             dirty_pages: u64::from(meta.root.is_none()),
+            spare_pages: 0,
             checkpoints: 0,
             checkpoint_bytes: 0,
             last_checkpoint: CheckpointStats::default(),
@@ -294,6 +304,7 @@ impl Tree {
             durable_root_lsn: AtomicU64::new(watermark.unwrap_or(0)),
             watermark: AtomicU64::new(watermark.unwrap_or(NO_WATERMARK)),
             pins,
+            spares,
             poisoned: Mutex::new(None),
             counters: Mutex::new(counters),
             recovery,
@@ -348,7 +359,7 @@ impl Tree {
             return Err(Error::LsnNotIncreasing { lsn, floor });
         }
         let horizon = self.watermark().unwrap_or(0);
-        let applied = Apply::new(&latest.pages, lsn, horizon).run(
+        let applied = Apply::new(&latest.pages, &self.spares, lsn, horizon).run(
             &latest.node,
             latest.level,
             latest.entries,
@@ -660,6 +671,9 @@ impl Tree {
             counters.last_checkpoint = stats;
         }
         drop(durable);
+        // The leaves written are dropped next (most of them now, by the swizzle): the pool
+        // keeps as many for the leaves the next applies build.
+        self.spares.set_limit(root.dirty);
         drop(root);
         self.swizzle(root_lsn, &pages);
         Ok(())
@@ -687,6 +701,7 @@ impl Tree {
         stats.depth = usize::from(latest.level) + 1;
         stats.entries = latest.entries;
         stats.dirty_pages = latest.dirty;
+        stats.spare_pages = self.spares.len() as u64;
         stats
     }
 
