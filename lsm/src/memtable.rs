@@ -23,9 +23,9 @@ use std::collections::HashSet;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::internal_key::{KIND_PUT, LSN_MAX, ValueKind, compare_internal};
+use crate::internal_key::{KIND_PUT, LSN_MAX, ValueKind, compare_internal, compare_user_keys};
 use crate::memtable_iter::{MemtableRange, MemtableRangeRev};
-use crate::skiplist::{self, SkipList};
+use crate::skiplist::{self, Probe, SkipList};
 
 /// Batches up to this many writes find repeated keys by comparing with the writes after them:
 /// cheaper than hashing every key for the small batches that are the common case.
@@ -105,13 +105,8 @@ impl Memtable {
         // The first version at or after the seek key (user_key, view, put) in internal-key
         // order: compared field by field, without building the key.
         let seek = view_lsn.min(LSN_MAX) << 8 | u64::from(KIND_PUT);
-        let entry = self
-            .list
-            .lower_bound(|e| match e.user_key().cmp(user_key) {
-                std::cmp::Ordering::Less => true,
-                std::cmp::Ordering::Equal => e.trailer() > seek,
-                std::cmp::Ordering::Greater => false,
-            })?;
+        let probe = Probe::new(user_key, seek);
+        let entry = self.list.lower_bound(|e| e.cmp_probe(&probe).is_lt())?;
         (entry.user_key() == user_key).then_some(MemtableEntry { entry })
     }
 
@@ -119,8 +114,12 @@ impl Memtable {
     /// ascending user-key order, tombstones included.
     pub fn range<R: RangeBounds<[u8]>>(&self, bounds: R, view_lsn: u64) -> MemtableRange<'_> {
         let start = match bounds.start_bound() {
-            Bound::Included(k) => self.list.lower_bound(|e| e.user_key() < k),
-            Bound::Excluded(k) => self.list.lower_bound(|e| e.user_key() <= k),
+            Bound::Included(k) => self
+                .list
+                .lower_bound(|e| compare_user_keys(e.user_key(), k).is_lt()),
+            Bound::Excluded(k) => self
+                .list
+                .lower_bound(|e| compare_user_keys(e.user_key(), k).is_le()),
             Bound::Unbounded => self.list.first(),
         };
         MemtableRange::new(
@@ -137,8 +136,12 @@ impl Memtable {
         view_lsn: u64,
     ) -> MemtableRangeRev<'_> {
         let start = match bounds.end_bound() {
-            Bound::Included(k) => self.list.last_before(|e| e.user_key() <= k),
-            Bound::Excluded(k) => self.list.last_before(|e| e.user_key() < k),
+            Bound::Included(k) => self
+                .list
+                .last_before(|e| compare_user_keys(e.user_key(), k).is_le()),
+            Bound::Excluded(k) => self
+                .list
+                .last_before(|e| compare_user_keys(e.user_key(), k).is_lt()),
             Bound::Unbounded => self.list.last(),
         };
         MemtableRangeRev::new(
@@ -152,9 +155,10 @@ impl Memtable {
     /// [`compare_internal`]), or the first of all when `None`.
     pub(crate) fn seek(&self, target: Option<&[u8]>) -> Option<MemtableEntry<'_>> {
         let entry = match target.map(split_internal) {
-            Some((user, trailer)) => self
-                .list
-                .lower_bound(|e| e.cmp_key(user, trailer) == std::cmp::Ordering::Less),
+            Some((user, trailer)) => {
+                let probe = Probe::new(user, trailer);
+                self.list.lower_bound(|e| e.cmp_probe(&probe).is_lt())
+            }
             None => self.list.first(),
         };
         entry.map(|entry| MemtableEntry { entry })
@@ -164,9 +168,10 @@ impl Memtable {
     /// when `None`.
     pub(crate) fn seek_for_prev(&self, target: Option<&[u8]>) -> Option<MemtableEntry<'_>> {
         let entry = match target.map(split_internal) {
-            Some((user, trailer)) => self
-                .list
-                .last_before(|e| e.cmp_key(user, trailer) != std::cmp::Ordering::Greater),
+            Some((user, trailer)) => {
+                let probe = Probe::new(user, trailer);
+                self.list.last_before(|e| e.cmp_probe(&probe).is_le())
+            }
             None => self.list.last(),
         };
         entry.map(|entry| MemtableEntry { entry })

@@ -47,6 +47,8 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as Mem};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::internal_key::compare_user_keys;
+
 /// The tallest tower. With a branching factor of 4, twelve levels index 4^12 (16M) entries
 /// at the expected cost, well past a memtable's size.
 pub(crate) const MAX_HEIGHT: usize = 12;
@@ -393,12 +395,10 @@ impl Writer<'_> {
         );
         let list = self.list;
         let mut preds = [ptr::null_mut(); MAX_HEIGHT];
-        let (_, succ) = list.descend(
-            |e| e.cmp_key(user_key, trailer) == Ordering::Less,
-            Some(&mut preds),
-        );
+        let probe = Probe::new(user_key, trailer);
+        let (_, succ) = list.descend(|e| e.cmp_probe(&probe).is_lt(), Some(&mut preds));
         debug_assert!(
-            succ.is_none_or(|s| s.cmp_key(user_key, trailer) != Ordering::Equal),
+            succ.is_none_or(|s| s.cmp_probe(&probe) != Ordering::Equal),
             "a (key, trailer) inserted twice"
         );
         let height = self.random_height();
@@ -521,24 +521,28 @@ impl<'a> Entry<'a> {
         self.tower(level).load(Mem::Acquire)
     }
 
-    fn bytes(self) -> &'a [u8] {
-        let at = self
-            .node
+    /// Where the key starts: right after the tower.
+    fn key_at(self) -> *const u8 {
+        self.node
             .as_ptr()
             .cast::<u8>()
-            .wrapping_add(HEADER_BYTES + self.height() * size_of::<AtomicPtr<Node>>());
-        // SAFETY: key and value follow the tower inside the node's allocation (invariant 5),
-        // were written before publication and never change (invariant 2).
-        unsafe { std::slice::from_raw_parts(at, self.key_len() + self.value_len()) }
+            .wrapping_add(HEADER_BYTES + self.height() * size_of::<AtomicPtr<Node>>())
     }
 
     /// The encoded internal key: user key, then the trailer.
     pub(crate) fn key(self) -> &'a [u8] {
-        &self.bytes()[..self.key_len()]
+        // SAFETY: the key follows the tower inside the node's allocation (invariant 5), was
+        // written before publication and never changes (invariant 2).
+        unsafe { std::slice::from_raw_parts(self.key_at(), self.key_len()) }
     }
 
+    /// The user key: the key without its trailer. Sliced straight from the node, since a
+    /// descent takes it at every step.
     pub(crate) fn user_key(self) -> &'a [u8] {
-        &self.bytes()[..self.key_len() - TRAILER_BYTES]
+        // `meta` holds the length of a key written with its trailer (`Writer::insert`).
+        let len = self.key_len() - TRAILER_BYTES;
+        // SAFETY: as in `key`; `len` is within the key.
+        unsafe { std::slice::from_raw_parts(self.key_at(), len) }
     }
 
     /// `lsn << 8 | kind`.
@@ -551,15 +555,39 @@ impl<'a> Entry<'a> {
     }
 
     pub(crate) fn value(self) -> &'a [u8] {
-        &self.bytes()[self.key_len()..]
+        let at = self.key_at().wrapping_add(self.key_len());
+        // SAFETY: the value follows the key inside the node's allocation (invariant 5), was
+        // written before publication and never changes (invariant 2).
+        unsafe { std::slice::from_raw_parts(at, self.value_len()) }
     }
 
     /// Orders this node's key against (`user_key`, `trailer`): user key ascending, then
     /// trailer descending.
     pub(crate) fn cmp_key(self, user_key: &[u8], trailer: u64) -> Ordering {
-        self.user_key()
-            .cmp(user_key)
-            .then_with(|| trailer.cmp(&self.trailer()))
+        self.cmp_probe(&Probe::new(user_key, trailer))
+    }
+
+    /// As [`Entry::cmp_key`] against a probe: the heads decide unless they are equal.
+    /// Inlined into the descent's loop; the full comparison is a call, met about once per
+    /// search (at the key itself).
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "a call per step of a descent costs as much as the comparison (callgrind)"
+    )]
+    pub(crate) fn cmp_probe(self, probe: &Probe<'_>) -> Ordering {
+        let head = key_head(self.user_key());
+        if head == probe.head {
+            self.cmp_probe_full(probe)
+        } else {
+            head.cmp(&probe.head)
+        }
+    }
+
+    #[inline(never)]
+    fn cmp_probe_full(self, probe: &Probe<'_>) -> Ordering {
+        compare_user_keys(self.user_key(), probe.user_key)
+            .then_with(|| probe.trailer.cmp(&self.trailer()))
     }
 
     /// The next node.
@@ -576,6 +604,63 @@ impl<'a> Entry<'a> {
     pub(crate) fn footprint(self) -> usize {
         node_bytes(self.height(), self.key_len(), self.value_len())
     }
+}
+
+/// A search target, (user key, trailer), with the head of its user key loaded once for the
+/// dozens of comparisons of a descent.
+///
+/// Comparing heads (the first 16 bytes of a key as a big-endian integer, zero-padded) costs
+/// a couple of loads per node, where a `memcmp` call costs several times that; keys such as
+/// db_bench's (`key:` or zeros, then digits) share their first 8 bytes, so a head of 8 would
+/// rarely decide. Zero padding keeps the order: where two padded heads first differ, either
+/// both keys have a byte there, or the shorter key ends before it and is a prefix of the
+/// longer one, whose byte there is not zero, and the shorter key sorts first either way.
+/// Equal heads (the same key, or keys equal up to padding) fall back to the full order.
+#[derive(Clone, Copy)]
+pub(crate) struct Probe<'k> {
+    user_key: &'k [u8],
+    head: u128,
+    trailer: u64,
+}
+
+impl<'k> Probe<'k> {
+    pub(crate) fn new(user_key: &'k [u8], trailer: u64) -> Self {
+        Self {
+            user_key,
+            head: key_head(user_key),
+            trailer,
+        }
+    }
+}
+
+/// The first 16 bytes of `key` as a big-endian integer, zero-padded (see [`Probe`]).
+#[inline(always)]
+#[expect(
+    clippy::big_endian_bytes,
+    reason = "a big-endian load orders as the bytes do; it compares keys, decodes nothing"
+)]
+#[expect(
+    clippy::inline_always,
+    reason = "a call per step of a descent costs as much as the comparison (callgrind)"
+)]
+fn key_head(key: &[u8]) -> u128 {
+    match key.split_first_chunk::<16>() {
+        Some((head, _)) => u128::from_be_bytes(*head),
+        None => key_head_short(key),
+    }
+}
+
+/// [`key_head`] of a key under 16 bytes: out of line, so the common case stays small.
+#[inline(never)]
+#[expect(
+    clippy::big_endian_bytes,
+    reason = "a big-endian load orders as the bytes do; it compares keys, decodes nothing"
+)]
+fn key_head_short(key: &[u8]) -> u128 {
+    let mut head = [0u8; 16];
+    let len = key.len().min(16);
+    head[..len].copy_from_slice(&key[..len]);
+    u128::from_be_bytes(head)
 }
 
 /// Every node of a list, in order.
