@@ -35,7 +35,8 @@ fn count(args: &[String], at: usize) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (keys, overwrites, gets) = (count(&args, 1), count(&args, 2), count(&args, 3));
-    let memtable = Memtable::new();
+    // The tree's default budget (64 MiB), which sizes the memtable's hash index.
+    let memtable = Memtable::with_budget(64 << 20);
     let value = [7u8; 100];
     let mut lsn = 0;
     for i in scrambled(keys, 0) {

@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::internal_key::{KIND_PUT, LSN_MAX, ValueKind, compare_internal, compare_user_keys};
+use crate::internal_key::{LSN_MAX, ValueKind, compare_internal, compare_user_keys};
 use crate::memtable_iter::{MemtableRange, MemtableRangeRev};
 use crate::skiplist::{self, Probe, SkipList};
 
@@ -49,10 +49,18 @@ pub struct MemtableEntry<'a> {
 }
 
 impl Memtable {
-    /// An empty memtable.
+    /// An empty memtable, sized for a budget of 4 MiB.
     pub fn new() -> Self {
+        Self::with_budget(4 << 20)
+    }
+
+    /// An empty memtable sized for about `budget` bytes of versions (the tree's
+    /// `memtable_size_max`): its hash index of user keys gets one bucket (8 bytes, beside the
+    /// versions' arena) per 128 bytes of budget. It may hold more; reads of a memtable far
+    /// past its budget walk longer chains.
+    pub fn with_budget(budget: usize) -> Self {
         Self {
-            list: SkipList::new(),
+            list: SkipList::with_budget(budget),
             published: AtomicU64::new(0),
         }
     }
@@ -102,12 +110,13 @@ impl Memtable {
     /// The newest version of `user_key` with LSN at or below `view_lsn`, tombstones included
     /// (a delete shadows older data below the memtable); `None` if there is none here.
     pub fn get(&self, user_key: &[u8], view_lsn: u64) -> Option<MemtableEntry<'_>> {
-        // The first version at or after the seek key (user_key, view, put) in internal-key
-        // order: compared field by field, without building the key.
-        let seek = view_lsn.min(LSN_MAX) << 8 | u64::from(KIND_PUT);
-        let probe = Probe::new(user_key, seek);
-        let entry = self.list.lower_bound(|e| e.cmp_probe(&probe).is_lt())?;
-        (entry.user_key() == user_key).then_some(MemtableEntry { entry })
+        // The hash index names the newest version; older ones follow it in list order. A
+        // view usually sees the newest (only writes after the view was taken are skipped).
+        let mut entry = self.list.newest(user_key)?;
+        while entry.trailer() >> 8 > view_lsn {
+            entry = entry.next().filter(|e| e.user_key() == user_key)?;
+        }
+        Some(MemtableEntry { entry })
     }
 
     /// The newest version at or below `view_lsn` of each user key within `bounds`, in
@@ -379,9 +388,9 @@ mod tests {
         assert_eq!(m.get(b"j", 0).expect("written").value(), None);
         let footprints: usize = m.list.iter().map(skiplist::Entry::footprint).sum();
         assert_eq!(m.approximate_bytes(), footprints);
-        // Each node: back pointer and lengths (16), a tower of at least one pointer, a
-        // 1-byte key with its 8-byte trailer, no value, rounded up to 8.
-        assert!(m.approximate_bytes() >= 2 * 40);
+        // Each node: back pointer, lengths and hash chain link (24), a tower of at least one
+        // pointer, a 1-byte key with its 8-byte trailer, no value, rounded up to 8.
+        assert!(m.approximate_bytes() >= 2 * 48);
     }
 
     #[test]
