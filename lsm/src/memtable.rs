@@ -110,6 +110,13 @@ impl Memtable {
     /// The newest version of `user_key` with LSN at or below `view_lsn`, tombstones included
     /// (a delete shadows older data below the memtable); `None` if there is none here.
     pub fn get(&self, user_key: &[u8], view_lsn: u64) -> Option<MemtableEntry<'_>> {
+        // An empty memtable (a fresh one after a freeze or a reopen, which every read that
+        // goes on to the SSTs probes first) answers without hashing the key and reading a
+        // cold bucket. A view sees the count of every batch it covers: the count is raised
+        // before the batch's LSN is published.
+        if self.is_empty() {
+            return None;
+        }
         // The hash index names the newest version; older ones follow it in list order. A
         // view usually sees the newest (only writes after the view was taken are skipped).
         let mut entry = self.list.newest(user_key)?;
