@@ -136,6 +136,49 @@ pub fn compare_internal(a: &[u8], b: &[u8]) -> Ordering {
         .then_with(|| trailer_of(b_trailer).cmp(&trailer_of(a_trailer)))
 }
 
+/// Chunks of 8 bytes [`compare_user_keys`] compares inline before it hands the rest to
+/// `memcmp`, which is faster than a loop of loads only for long runs of equal bytes.
+const COMPARE_HEAD_CHUNKS: usize = 4;
+
+/// Orders two user keys bytewise, exactly as `a.cmp(b)`.
+///
+/// Keys are mostly short, and for them a call to `memcmp` costs several times a pair of
+/// 8-byte loads. Loading 8 bytes of each key as a big-endian integer and comparing those
+/// orders them as their bytes do, so the head of the keys is compared that way, 8 bytes at a
+/// time; a short tail goes byte by byte. The memtable uses it where the 16-byte heads of its
+/// search probes do not decide (`skiplist::Probe`).
+#[inline]
+#[expect(
+    clippy::big_endian_bytes,
+    reason = "a big-endian load orders as the bytes do; it compares keys, decodes nothing"
+)]
+pub(crate) fn compare_user_keys(a: &[u8], b: &[u8]) -> Ordering {
+    let (mut a, mut b) = (a, b);
+    for _ in 0..COMPARE_HEAD_CHUNKS {
+        let (Some((x, a_rest)), Some((y, b_rest))) =
+            (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+        else {
+            return compare_short(a, b);
+        };
+        let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
+        if x != y {
+            return x.cmp(&y);
+        }
+        (a, b) = (a_rest, b_rest);
+    }
+    a.cmp(b)
+}
+
+/// `a.cmp(b)` where one of them is under 8 bytes long: at most 7 byte comparisons.
+fn compare_short(a: &[u8], b: &[u8]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
 /// Decodes an encoded internal key into (user key, LSN, kind), if well formed.
 pub(crate) fn decode(bytes: &[u8]) -> Option<(&[u8], u64, ValueKind)> {
     let split = bytes.len().checked_sub(TRAILER_SIZE)?;
@@ -191,7 +234,47 @@ mod tests {
         let _ = InternalKey::new(b"k", LSN_MAX + 1, ValueKind::Put);
     }
 
+    /// Keys around the 8-byte chunks and the inline head: empty, shorter than, as long as
+    /// and longer than a chunk, equal heads with different tails, 0 and 0xFF bytes, prefixes.
+    #[test]
+    fn compare_user_keys_matches_bytewise_order_on_edges() {
+        let mut keys: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], vec![1], vec![0xff]];
+        for len in [7, 8, 9, 15, 16, 17, 31, 32, 33, 40, 41] {
+            for fill in [0u8, 1, 0xff] {
+                let base = vec![fill; len];
+                keys.push(base.clone());
+                for at in [0, len / 2, len - 1] {
+                    for byte in [0u8, 2, 0x7f, 0x80, 0xfe] {
+                        let mut k = base.clone();
+                        k[at] = byte;
+                        keys.push(k);
+                    }
+                }
+            }
+        }
+        keys.push(b"key:000000012345".to_vec());
+        keys.push(b"key:000000012346".to_vec());
+        keys.push(b"key:00000001234".to_vec());
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(compare_user_keys(a, b), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn compare_user_keys_matches_bytewise_order(
+            head in proptest::collection::vec(0..3u8, 0..40),
+            a in proptest::collection::vec(0..3u8, 0..12),
+            b in proptest::collection::vec(0..3u8, 0..12),
+        ) {
+            let a = [head.as_slice(), &a].concat();
+            let b = [head.as_slice(), &b].concat();
+            prop_assert_eq!(compare_user_keys(&a, &b), a.cmp(&b));
+            prop_assert_eq!(compare_user_keys(&b, &a), b.cmp(&a));
+        }
+
         #[test]
         fn internal_key_order_matches_tuple_order(
             a in proptest::collection::vec(any::<u8>(), 0..6),

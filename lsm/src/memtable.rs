@@ -23,9 +23,9 @@ use std::collections::HashSet;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::internal_key::{KIND_PUT, LSN_MAX, ValueKind, compare_internal};
+use crate::internal_key::{LSN_MAX, ValueKind, compare_internal, compare_user_keys};
 use crate::memtable_iter::{MemtableRange, MemtableRangeRev};
-use crate::skiplist::{self, SkipList};
+use crate::skiplist::{self, Probe, SkipList};
 
 /// Batches up to this many writes find repeated keys by comparing with the writes after them:
 /// cheaper than hashing every key for the small batches that are the common case.
@@ -49,10 +49,18 @@ pub struct MemtableEntry<'a> {
 }
 
 impl Memtable {
-    /// An empty memtable.
+    /// An empty memtable, sized for a budget of 4 MiB.
     pub fn new() -> Self {
+        Self::with_budget(4 << 20)
+    }
+
+    /// An empty memtable sized for about `budget` bytes of versions (the tree's
+    /// `memtable_size_max`): its hash index of user keys gets one bucket (8 bytes, beside the
+    /// versions' arena) per 128 bytes of budget. It may hold more; reads of a memtable far
+    /// past its budget walk longer chains.
+    pub fn with_budget(budget: usize) -> Self {
         Self {
-            list: SkipList::new(),
+            list: SkipList::with_budget(budget),
             published: AtomicU64::new(0),
         }
     }
@@ -102,25 +110,32 @@ impl Memtable {
     /// The newest version of `user_key` with LSN at or below `view_lsn`, tombstones included
     /// (a delete shadows older data below the memtable); `None` if there is none here.
     pub fn get(&self, user_key: &[u8], view_lsn: u64) -> Option<MemtableEntry<'_>> {
-        // The first version at or after the seek key (user_key, view, put) in internal-key
-        // order: compared field by field, without building the key.
-        let seek = view_lsn.min(LSN_MAX) << 8 | u64::from(KIND_PUT);
-        let entry = self
-            .list
-            .lower_bound(|e| match e.user_key().cmp(user_key) {
-                std::cmp::Ordering::Less => true,
-                std::cmp::Ordering::Equal => e.trailer() > seek,
-                std::cmp::Ordering::Greater => false,
-            })?;
-        (entry.user_key() == user_key).then_some(MemtableEntry { entry })
+        // An empty memtable (a fresh one after a freeze or a reopen, which every read that
+        // goes on to the SSTs probes first) answers without hashing the key and reading a
+        // cold bucket. A view sees the count of every batch it covers: the count is raised
+        // before the batch's LSN is published.
+        if self.is_empty() {
+            return None;
+        }
+        // The hash index names the newest version; older ones follow it in list order. A
+        // view usually sees the newest (only writes after the view was taken are skipped).
+        let mut entry = self.list.newest(user_key)?;
+        while entry.trailer() >> 8 > view_lsn {
+            entry = entry.next().filter(|e| e.user_key() == user_key)?;
+        }
+        Some(MemtableEntry { entry })
     }
 
     /// The newest version at or below `view_lsn` of each user key within `bounds`, in
     /// ascending user-key order, tombstones included.
     pub fn range<R: RangeBounds<[u8]>>(&self, bounds: R, view_lsn: u64) -> MemtableRange<'_> {
         let start = match bounds.start_bound() {
-            Bound::Included(k) => self.list.lower_bound(|e| e.user_key() < k),
-            Bound::Excluded(k) => self.list.lower_bound(|e| e.user_key() <= k),
+            Bound::Included(k) => self
+                .list
+                .lower_bound(|e| compare_user_keys(e.user_key(), k).is_lt()),
+            Bound::Excluded(k) => self
+                .list
+                .lower_bound(|e| compare_user_keys(e.user_key(), k).is_le()),
             Bound::Unbounded => self.list.first(),
         };
         MemtableRange::new(
@@ -137,8 +152,12 @@ impl Memtable {
         view_lsn: u64,
     ) -> MemtableRangeRev<'_> {
         let start = match bounds.end_bound() {
-            Bound::Included(k) => self.list.last_before(|e| e.user_key() <= k),
-            Bound::Excluded(k) => self.list.last_before(|e| e.user_key() < k),
+            Bound::Included(k) => self
+                .list
+                .last_before(|e| compare_user_keys(e.user_key(), k).is_le()),
+            Bound::Excluded(k) => self
+                .list
+                .last_before(|e| compare_user_keys(e.user_key(), k).is_lt()),
             Bound::Unbounded => self.list.last(),
         };
         MemtableRangeRev::new(
@@ -152,9 +171,10 @@ impl Memtable {
     /// [`compare_internal`]), or the first of all when `None`.
     pub(crate) fn seek(&self, target: Option<&[u8]>) -> Option<MemtableEntry<'_>> {
         let entry = match target.map(split_internal) {
-            Some((user, trailer)) => self
-                .list
-                .lower_bound(|e| e.cmp_key(user, trailer) == std::cmp::Ordering::Less),
+            Some((user, trailer)) => {
+                let probe = Probe::new(user, trailer);
+                self.list.lower_bound(|e| e.cmp_probe(&probe).is_lt())
+            }
             None => self.list.first(),
         };
         entry.map(|entry| MemtableEntry { entry })
@@ -164,9 +184,10 @@ impl Memtable {
     /// when `None`.
     pub(crate) fn seek_for_prev(&self, target: Option<&[u8]>) -> Option<MemtableEntry<'_>> {
         let entry = match target.map(split_internal) {
-            Some((user, trailer)) => self
-                .list
-                .last_before(|e| e.cmp_key(user, trailer) != std::cmp::Ordering::Greater),
+            Some((user, trailer)) => {
+                let probe = Probe::new(user, trailer);
+                self.list.last_before(|e| e.cmp_probe(&probe).is_le())
+            }
             None => self.list.last(),
         };
         entry.map(|entry| MemtableEntry { entry })
@@ -374,9 +395,9 @@ mod tests {
         assert_eq!(m.get(b"j", 0).expect("written").value(), None);
         let footprints: usize = m.list.iter().map(skiplist::Entry::footprint).sum();
         assert_eq!(m.approximate_bytes(), footprints);
-        // Each node: back pointer and lengths (16), a tower of at least one pointer, a
-        // 1-byte key with its 8-byte trailer, no value, rounded up to 8.
-        assert!(m.approximate_bytes() >= 2 * 40);
+        // Each node: back pointer, lengths and hash chain link (24), a tower of at least one
+        // pointer, a 1-byte key with its 8-byte trailer, no value, rounded up to 8.
+        assert!(m.approximate_bytes() >= 2 * 48);
     }
 
     #[test]

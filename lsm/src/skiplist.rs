@@ -7,13 +7,25 @@
 //! borrowed. The memtable is the only user; it serializes applies on [`SkipList::writer`].
 //!
 //! Node layout (8-byte aligned, in one arena allocation):
-//! `prev: AtomicPtr` | `meta: u64` (key length, height, value length) | `height` next
-//! pointers (`AtomicPtr`, level 0 first) | key bytes (user key, then the 8-byte trailer) |
-//! value bytes, then padding to 8.
+//! `prev: AtomicPtr` | `meta: u64` (key length, height, value length) | `hash_next:
+//! AtomicPtr` | `height` next pointers (`AtomicPtr`, level 0 first) | key bytes (user key,
+//! then the 8-byte trailer) | value bytes, then padding to 8.
+//!
+//! Beside the levels, a fixed array of hash buckets indexes the newest version of every user
+//! key: each bucket heads a chain (through `hash_next`) holding one node per user key that
+//! hashes there. A point read finds its key's newest version there in about one step instead
+//! of a descent through the levels (a comparison per step, most of them cache misses), then
+//! walks level 0 to older versions if the newest is too new for its view. An insert finds
+//! there whether its user key is present: a new version of a present key sorts right before
+//! the newest one (versions of a key are inserted in ascending LSN order), so a node that
+//! gets a tower of one level (three in four) links behind that version's back pointer
+//! without a descent. The writer replaces the older version in its chain by the new one (the
+//! new node takes over its chain successor first), so a reader on either side of the swap
+//! walks a valid chain.
 //!
 //! Invariants the `unsafe` below relies on:
-//! 1. Every non-null pointer stored in a tower, in a `prev` field or in the head points to a
-//!    node of this list whose bytes were all written before the pointer was stored with
+//! 1. Every non-null pointer stored in a tower, in a `prev` or `hash_next` field, in the head
+//!    or in a bucket points to a node of this list whose bytes were all written before the pointer was stored with
 //!    `Release`; readers load pointers with `Acquire`, so they see fully written nodes.
 //! 2. A node's non-atomic bytes (`meta`, key, value) are written once, before the node is
 //!    published, and never again; afterwards only its atomics change, so shared references to
@@ -47,6 +59,8 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as Mem};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::internal_key::compare_user_keys;
+
 /// The tallest tower. With a branching factor of 4, twelve levels index 4^12 (16M) entries
 /// at the expected cost, well past a memtable's size.
 pub(crate) const MAX_HEIGHT: usize = 12;
@@ -59,8 +73,14 @@ const BLOCK_MAX: usize = 1024 * 1024;
 /// A node above this size gets a block of its own, so it does not waste a block's tail.
 const LARGE_NODE: usize = BLOCK_MAX / 4;
 const ALIGN: usize = 8;
-/// Bytes before the tower: the back pointer and the packed lengths.
+/// Bytes before the tower: the back pointer, the packed lengths and the hash chain link.
 const HEADER_BYTES: usize = size_of::<Node>();
+/// Hash buckets per byte of the memtable budget: one per 128 bytes keeps chains below one
+/// node on average for entries of about 100 bytes and more (smaller entries share buckets).
+const BYTES_PER_BUCKET: usize = 128;
+/// Bucket counts are powers of two within these bounds.
+const BUCKETS_MIN: usize = 1 << 6;
+const BUCKETS_MAX: usize = 1 << 22;
 /// The trailer (`lsn << 8 | kind`) ending every encoded internal key.
 pub(crate) const TRAILER_BYTES: usize = 8;
 /// Key lengths are packed in 24 bits (the tree caps keys far lower).
@@ -68,7 +88,7 @@ pub(crate) const KEY_LEN_MAX: usize = (1 << 24) - 1 - TRAILER_BYTES;
 /// Values lengths are packed in 32 bits (the tree caps values far lower).
 pub(crate) const VALUE_LEN_MAX: usize = u32::MAX as usize;
 
-const _: () = assert!(HEADER_BYTES == 16 && size_of::<AtomicPtr<Node>>() == 8);
+const _: () = assert!(HEADER_BYTES == 24 && size_of::<AtomicPtr<Node>>() == 8);
 const _: () = assert!(align_of::<Node>() <= ALIGN && MAX_HEIGHT < 256);
 const _: () = assert!(BLOCK_FIRST.is_multiple_of(ALIGN) && BLOCK_MAX.is_multiple_of(ALIGN));
 
@@ -79,6 +99,20 @@ struct Node {
     prev: AtomicPtr<Node>,
     /// Encoded key length (24 bits) | height << 24 (8 bits) | value length << 32.
     meta: u64,
+    /// The next node of this node's hash chain (null: the end). Only a key's newest version
+    /// is in a chain; an older one keeps the link it had, which still leads along a chain.
+    hash_next: AtomicPtr<Node>,
+}
+
+/// `count` null bucket heads, from zeroed memory: the allocator hands a large zeroed
+/// request fresh pages, so a memtable's bucket array (4 MiB for the default 64 MiB budget)
+/// takes resident memory only as its buckets are used, and a table that writes little (or a
+/// test's tiny memtable) does not pay for all of it up front.
+fn zeroed_buckets(count: usize) -> Box<[AtomicPtr<Node>]> {
+    let zeroed = Box::<[AtomicPtr<Node>]>::new_zeroed_slice(count);
+    // SAFETY: an `AtomicPtr` has the layout of a raw pointer, and all-zero bytes are the
+    // null pointer, a valid value: every element is initialized.
+    unsafe { zeroed.assume_init() }
 }
 
 /// The bytes a node of `height` with these lengths takes in the arena.
@@ -178,6 +212,8 @@ pub(crate) struct SkipList {
     /// Arena bytes handed to nodes.
     bytes: AtomicUsize,
     writer: Mutex<WriterState>,
+    /// Heads of the hash chains (see the module's notes); a power of two of them.
+    buckets: Box<[AtomicPtr<Node>]>,
 }
 
 /// One node of a list, borrowed from the list: its key and value live as long as `'a`.
@@ -200,8 +236,14 @@ pub(crate) struct Writer<'a> {
 }
 
 impl SkipList {
-    pub(crate) fn new() -> Self {
+    /// A list sized for about `budget` bytes of nodes: the number of hash buckets follows
+    /// from it (more nodes are fine; their chains grow longer).
+    pub(crate) fn with_budget(budget: usize) -> Self {
+        let buckets = (budget / BYTES_PER_BUCKET)
+            .clamp(BUCKETS_MIN, BUCKETS_MAX)
+            .next_power_of_two();
         Self {
+            buckets: zeroed_buckets(buckets),
             head: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             height: AtomicUsize::new(1),
             len: AtomicUsize::new(0),
@@ -211,6 +253,37 @@ impl SkipList {
                 rng: 0x9E37_79B9_7F4A_7C15,
             }),
         }
+    }
+
+    /// The bucket `user_key` hashes to.
+    fn bucket(&self, user_key: &[u8]) -> &AtomicPtr<Node> {
+        // The low bits pick the bucket: xxh3 mixes every input bit into them.
+        let at = xxhash_rust::xxh3::xxh3_64(user_key) as usize & (self.buckets.len() - 1);
+        &self.buckets[at]
+    }
+
+    /// The newest version of `user_key`, and the chain link that points to it; or `None`
+    /// and the bucket's head link. `Acquire` loads: readers call it too.
+    fn find_newest<'a>(&'a self, user_key: &[u8]) -> (Option<Entry<'a>>, &'a AtomicPtr<Node>) {
+        let mut link = self.bucket(user_key);
+        loop {
+            match self.entry(link.load(Mem::Acquire)) {
+                None => return (None, link),
+                Some(e) if e.user_key() == user_key => return (Some(e), link),
+                Some(e) => link = &e.header().hash_next,
+            }
+        }
+    }
+
+    /// The newest version of `user_key`: the first node of its versions (in list order,
+    /// newest first), from the hash index.
+    pub(crate) fn newest(&self, user_key: &[u8]) -> Option<Entry<'_>> {
+        self.find_newest(user_key).0
+    }
+
+    /// A list sized for the default memtable of tests and tools (4 MiB).
+    pub(crate) fn new() -> Self {
+        Self::with_budget(4 << 20)
     }
 
     /// Takes the writer lock.
@@ -351,6 +424,29 @@ impl SkipList {
         }
         assert_eq!(count, self.len(), "len disagrees with the nodes");
         assert_eq!(bytes, self.bytes(), "byte count disagrees with the nodes");
+        // The hash index: each chain holds only keys of its bucket, each the newest version
+        // of its user key, and together one node per user key.
+        let mut chained = 0;
+        for head in &self.buckets {
+            let mut node = self.entry(head.load(Mem::Acquire));
+            while let Some(e) = node {
+                assert!(
+                    ptr::eq(self.bucket(e.user_key()), head),
+                    "a node chained in the wrong bucket"
+                );
+                assert!(
+                    e.prev().is_none_or(|p| p.user_key() != e.user_key()),
+                    "a chained node is not its key's newest version"
+                );
+                chained += 1;
+                node = self.entry(e.header().hash_next.load(Mem::Acquire));
+            }
+        }
+        let keys = self
+            .iter()
+            .filter(|e| e.prev().is_none_or(|p| p.user_key() != e.user_key()))
+            .count();
+        assert_eq!(chained, keys, "the hash chains hold one node per user key");
         for level in 1..MAX_HEIGHT {
             // Each node of this level must be met, in order, walking the level below.
             let mut below = self.entry(self.head[level - 1].load(Mem::Acquire));
@@ -392,16 +488,30 @@ impl Writer<'_> {
             "value too long for the memtable"
         );
         let list = self.list;
-        let mut preds = [ptr::null_mut(); MAX_HEIGHT];
-        let (_, succ) = list.descend(
-            |e| e.cmp_key(user_key, trailer) == Ordering::Less,
-            Some(&mut preds),
-        );
-        debug_assert!(
-            succ.is_none_or(|s| s.cmp_key(user_key, trailer) != Ordering::Equal),
-            "a (key, trailer) inserted twice"
-        );
+        let (newest, link) = list.find_newest(user_key);
+        // Whether the node becomes its key's newest version (the usual case: LSNs ascend).
+        let replaces = newest.map(|n| trailer > n.trailer());
         let height = self.random_height();
+        let mut preds = [ptr::null_mut(); MAX_HEIGHT];
+        if let (Some(n), Some(true), 1) = (newest, replaces, height) {
+            // Right before the newest version; this writer set its back pointer, exactly.
+            preds[0] = n.header().prev.load(Mem::Relaxed);
+            debug_assert_eq!(list.slot(preds[0], 0).load(Mem::Relaxed), n.node.as_ptr());
+        } else {
+            let probe = Probe::new(user_key, trailer);
+            let (_, succ) = list.descend(|e| e.cmp_probe(&probe).is_lt(), Some(&mut preds));
+            debug_assert!(
+                succ.is_none_or(|s| s.cmp_probe(&probe) != Ordering::Equal),
+                "a (key, trailer) inserted twice"
+            );
+        }
+        // The chain successor: the replaced version's, or the bucket's head for a new key.
+        // An older version (not the newest) stays out of the chains.
+        let chain_next = match newest {
+            Some(n) if replaces == Some(true) => n.header().hash_next.load(Mem::Relaxed),
+            Some(_) => ptr::null_mut(),
+            None => link.load(Mem::Relaxed),
+        };
         let list_height = list.height.load(Mem::Relaxed);
         if height > list_height {
             // `preds` above the old height already hold null (the head).
@@ -418,6 +528,7 @@ impl Writer<'_> {
             node.write(Node {
                 prev: AtomicPtr::new(preds[0]),
                 meta,
+                hash_next: AtomicPtr::new(chain_next),
             });
         }
         let tower = node.as_ptr().wrapping_add(1).cast::<AtomicPtr<Node>>();
@@ -447,6 +558,10 @@ impl Writer<'_> {
         let new = list.entry(node.as_ptr()).expect("a fresh node is not null");
         if let Some(succ) = list.entry(new.next_ptr(0)) {
             succ.header().prev.store(node.as_ptr(), Mem::Release);
+        }
+        if replaces != Some(false) {
+            // `link` points to the replaced version, or heads the bucket (a new key).
+            link.store(node.as_ptr(), Mem::Release);
         }
         list.len.fetch_add(1, Mem::Relaxed);
         list.bytes.fetch_add(size, Mem::Relaxed);
@@ -521,24 +636,28 @@ impl<'a> Entry<'a> {
         self.tower(level).load(Mem::Acquire)
     }
 
-    fn bytes(self) -> &'a [u8] {
-        let at = self
-            .node
+    /// Where the key starts: right after the tower.
+    fn key_at(self) -> *const u8 {
+        self.node
             .as_ptr()
             .cast::<u8>()
-            .wrapping_add(HEADER_BYTES + self.height() * size_of::<AtomicPtr<Node>>());
-        // SAFETY: key and value follow the tower inside the node's allocation (invariant 5),
-        // were written before publication and never change (invariant 2).
-        unsafe { std::slice::from_raw_parts(at, self.key_len() + self.value_len()) }
+            .wrapping_add(HEADER_BYTES + self.height() * size_of::<AtomicPtr<Node>>())
     }
 
     /// The encoded internal key: user key, then the trailer.
     pub(crate) fn key(self) -> &'a [u8] {
-        &self.bytes()[..self.key_len()]
+        // SAFETY: the key follows the tower inside the node's allocation (invariant 5), was
+        // written before publication and never changes (invariant 2).
+        unsafe { std::slice::from_raw_parts(self.key_at(), self.key_len()) }
     }
 
+    /// The user key: the key without its trailer. Sliced straight from the node, since a
+    /// descent takes it at every step.
     pub(crate) fn user_key(self) -> &'a [u8] {
-        &self.bytes()[..self.key_len() - TRAILER_BYTES]
+        // `meta` holds the length of a key written with its trailer (`Writer::insert`).
+        let len = self.key_len() - TRAILER_BYTES;
+        // SAFETY: as in `key`; `len` is within the key.
+        unsafe { std::slice::from_raw_parts(self.key_at(), len) }
     }
 
     /// `lsn << 8 | kind`.
@@ -551,15 +670,39 @@ impl<'a> Entry<'a> {
     }
 
     pub(crate) fn value(self) -> &'a [u8] {
-        &self.bytes()[self.key_len()..]
+        let at = self.key_at().wrapping_add(self.key_len());
+        // SAFETY: the value follows the key inside the node's allocation (invariant 5), was
+        // written before publication and never changes (invariant 2).
+        unsafe { std::slice::from_raw_parts(at, self.value_len()) }
     }
 
     /// Orders this node's key against (`user_key`, `trailer`): user key ascending, then
     /// trailer descending.
     pub(crate) fn cmp_key(self, user_key: &[u8], trailer: u64) -> Ordering {
-        self.user_key()
-            .cmp(user_key)
-            .then_with(|| trailer.cmp(&self.trailer()))
+        self.cmp_probe(&Probe::new(user_key, trailer))
+    }
+
+    /// As [`Entry::cmp_key`] against a probe: the heads decide unless they are equal.
+    /// Inlined into the descent's loop; the full comparison is a call, met about once per
+    /// search (at the key itself).
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "a call per step of a descent costs as much as the comparison (callgrind)"
+    )]
+    pub(crate) fn cmp_probe(self, probe: &Probe<'_>) -> Ordering {
+        let head = key_head(self.user_key());
+        if head == probe.head {
+            self.cmp_probe_full(probe)
+        } else {
+            head.cmp(&probe.head)
+        }
+    }
+
+    #[inline(never)]
+    fn cmp_probe_full(self, probe: &Probe<'_>) -> Ordering {
+        compare_user_keys(self.user_key(), probe.user_key)
+            .then_with(|| probe.trailer.cmp(&self.trailer()))
     }
 
     /// The next node.
@@ -576,6 +719,63 @@ impl<'a> Entry<'a> {
     pub(crate) fn footprint(self) -> usize {
         node_bytes(self.height(), self.key_len(), self.value_len())
     }
+}
+
+/// A search target, (user key, trailer), with the head of its user key loaded once for the
+/// dozens of comparisons of a descent.
+///
+/// Comparing heads (the first 16 bytes of a key as a big-endian integer, zero-padded) costs
+/// a couple of loads per node, where a `memcmp` call costs several times that; keys such as
+/// db_bench's (`key:` or zeros, then digits) share their first 8 bytes, so a head of 8 would
+/// rarely decide. Zero padding keeps the order: where two padded heads first differ, either
+/// both keys have a byte there, or the shorter key ends before it and is a prefix of the
+/// longer one, whose byte there is not zero, and the shorter key sorts first either way.
+/// Equal heads (the same key, or keys equal up to padding) fall back to the full order.
+#[derive(Clone, Copy)]
+pub(crate) struct Probe<'k> {
+    user_key: &'k [u8],
+    head: u128,
+    trailer: u64,
+}
+
+impl<'k> Probe<'k> {
+    pub(crate) fn new(user_key: &'k [u8], trailer: u64) -> Self {
+        Self {
+            user_key,
+            head: key_head(user_key),
+            trailer,
+        }
+    }
+}
+
+/// The first 16 bytes of `key` as a big-endian integer, zero-padded (see [`Probe`]).
+#[inline(always)]
+#[expect(
+    clippy::big_endian_bytes,
+    reason = "a big-endian load orders as the bytes do; it compares keys, decodes nothing"
+)]
+#[expect(
+    clippy::inline_always,
+    reason = "a call per step of a descent costs as much as the comparison (callgrind)"
+)]
+fn key_head(key: &[u8]) -> u128 {
+    match key.split_first_chunk::<16>() {
+        Some((head, _)) => u128::from_be_bytes(*head),
+        None => key_head_short(key),
+    }
+}
+
+/// [`key_head`] of a key under 16 bytes: out of line, so the common case stays small.
+#[inline(never)]
+#[expect(
+    clippy::big_endian_bytes,
+    reason = "a big-endian load orders as the bytes do; it compares keys, decodes nothing"
+)]
+fn key_head_short(key: &[u8]) -> u128 {
+    let mut head = [0u8; 16];
+    let len = key.len().min(16);
+    head[..len].copy_from_slice(&key[..len]);
+    u128::from_be_bytes(head)
 }
 
 /// Every node of a list, in order.
@@ -673,6 +873,45 @@ mod tests {
             .lower_bound(|e| e.user_key() < b"00005000")
             .expect("present");
         assert_eq!(big_entry.value(), &big[..]);
+    }
+
+    #[test]
+    fn skiplist_hash_index_names_each_keys_newest_version() {
+        // A small budget: 64 buckets for 300 keys, so chains hold several keys each.
+        let list = SkipList::with_budget(0);
+        assert_eq!(list.buckets.len(), BUCKETS_MIN);
+        {
+            let mut w = list.writer();
+            for round in 1..=5u64 {
+                for k in 0..300u64 {
+                    // Rounds ascend (the usual order); key 7 also gets an older version
+                    // late, which must stay out of the chain.
+                    w.insert(format!("k{k:04}").as_bytes(), round << 8 | 1, b"v");
+                }
+            }
+            w.insert(b"k0007", 1, b"old");
+        }
+        list.check_structure();
+        for k in 0..300u64 {
+            let key = format!("k{k:04}");
+            let newest = list.newest(key.as_bytes()).expect("written");
+            assert_eq!(
+                (newest.user_key(), newest.trailer()),
+                (key.as_bytes(), 5 << 8 | 1)
+            );
+            let versions: Vec<u64> = std::iter::successors(Some(newest), |e| e.next())
+                .take_while(|e| e.user_key() == key.as_bytes())
+                .map(|e| e.trailer() >> 8)
+                .collect();
+            let want: Vec<u64> = if k == 7 {
+                vec![5, 4, 3, 2, 1, 0]
+            } else {
+                vec![5, 4, 3, 2, 1]
+            };
+            assert_eq!(versions, want, "versions of {key}, newest first");
+        }
+        assert!(list.newest(b"k0300").is_none());
+        assert!(list.newest(b"").is_none());
     }
 
     #[test]

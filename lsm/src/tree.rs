@@ -178,12 +178,13 @@ impl Tree {
             orphans_removed,
             read_from: floor,
         };
+        let mem = Memtable::with_budget(options.memtable_size_max);
         let shared = Shared {
             fs,
             dir: dir.to_path_buf(),
             options,
             state: RwLock::new(Arc::new(TreeState {
-                mem: Arc::new(Memtable::new()),
+                mem: Arc::new(mem),
                 frozen: Vec::new(),
                 version: Arc::new(version),
             })),
@@ -519,7 +520,7 @@ impl Shared {
             min_lsn,
         }));
         *guard = Arc::new(TreeState {
-            mem: Arc::new(Memtable::new()),
+            mem: Arc::new(Memtable::with_budget(self.options.memtable_size_max)),
             frozen,
             version: old.version.clone(),
         });
@@ -548,7 +549,7 @@ impl Shared {
             self.freeze_whole(writer, writer.floor.min(lsn));
             return;
         }
-        let fresh = Memtable::new();
+        let fresh = Memtable::with_budget(self.options.memtable_size_max);
         for (at, batch) in &above {
             fresh.apply(*at, batch);
         }
