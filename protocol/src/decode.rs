@@ -22,8 +22,8 @@ use crate::frame::Frame;
 use crate::limits::{AUTH_TOKEN_MAX, Limit, Limits, STATS_MAX, TABLE_NAME_MAX};
 use crate::message::{
     Check, Commit, Compression, Condition, Cursor, Direction, Engine, Entries, Entry, HandshakeOk,
-    IdempotencyKey, PointRequest, Request, Response, Scan, Status, TableInfo, TableOptions,
-    Versioned, Write,
+    IdempotencyKey, PointRequest, PointResponse, Request, Response, Scan, Status, TableInfo,
+    TableOptions, Versioned, Write,
 };
 
 type Result<T> = std::result::Result<T, DecodeError>;
@@ -105,6 +105,32 @@ impl<'a> PointRequest<'a> {
         };
         r.finish()?;
         Ok(Some(request))
+    }
+}
+
+impl<'a> PointResponse<'a> {
+    /// Decodes a Value or Written response in `frame` without copying the value out of the
+    /// frame; `Ok(None)` for any other opcode (decode those with [`Response::decode`]). For
+    /// a frame it accepts it checks exactly what [`Response::decode`] checks and fails with
+    /// the same error.
+    ///
+    /// # Errors
+    /// As [`Response::decode`].
+    pub fn decode(frame: &Frame<'a>, limits: &Limits) -> Result<Option<PointResponse<'a>>> {
+        if !matches!(frame.header.opcode, op::VALUE | op::WRITTEN) {
+            return Ok(None);
+        }
+        check_header(frame)?;
+        let mut r = Reader::new(frame.body, limits);
+        let response = if frame.header.opcode == op::VALUE {
+            PointResponse::Value(
+                r.option("value tag", |r| Ok((r.value_ref()?, r.u64("version")?)))?,
+            )
+        } else {
+            PointResponse::Written { lsn: r.u64("lsn")? }
+        };
+        r.finish()?;
+        Ok(Some(response))
     }
 }
 

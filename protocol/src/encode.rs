@@ -16,7 +16,8 @@ use crate::format::{
 };
 use crate::message::{
     Check, Commit, Compression, Condition, Cursor, Direction, Engine, Entries, HandshakeOk,
-    PointRequest, Request, Response, Scan, Status, TableInfo, TableOptions, Versioned, Write,
+    PointRequest, PointResponse, Request, Response, Scan, Status, TableInfo, TableOptions,
+    Versioned, Write,
 };
 
 impl Request {
@@ -79,6 +80,37 @@ impl PointRequest<'_> {
         };
         let mut w = Writer::begin(out, opcode, request_id);
         let result = w.point(table, key, value).and_then(|()| w.finish());
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+}
+
+impl PointResponse<'_> {
+    /// Appends this response to `out` as a frame answering `request_id`: the bytes
+    /// [`Response::encode`] writes for the owned response it mirrors.
+    ///
+    /// # Errors
+    /// As [`Response::encode`].
+    pub fn encode(&self, request_id: u64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        let result = match *self {
+            PointResponse::Value(found) => {
+                let mut w = Writer::begin(out, op::VALUE, request_id);
+                w.option(found, |w, (value, version)| {
+                    w.bytes("value", value)?;
+                    w.u64(version);
+                    Ok(())
+                })
+                .and_then(|()| w.finish())
+            }
+            PointResponse::Written { lsn } => {
+                let mut w = Writer::begin(out, op::WRITTEN, request_id);
+                w.u64(lsn);
+                w.finish()
+            }
+        };
         if result.is_err() {
             out.truncate(start);
         }

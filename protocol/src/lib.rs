@@ -44,6 +44,6 @@ pub use limits::{
 };
 pub use message::{
     Check, Commit, Compression, Condition, Cursor, Direction, Engine, Entries, Entry, HandshakeOk,
-    IdempotencyKey, PointRequest, Request, Response, Scan, Status, TableInfo, TableOptions,
-    Versioned, Write,
+    IdempotencyKey, PointRequest, PointResponse, Request, Response, Scan, Status, TableInfo,
+    TableOptions, Versioned, Write,
 };

@@ -287,6 +287,22 @@ impl From<PointRequest<'_>> for Request {
     }
 }
 
+/// A Value or Written response borrowed from the caller's (or the frame's) bytes: the
+/// answers to gets, puts and deletes, which a server encodes and a client decodes once per
+/// request. It encodes to exactly the frame of the [`Response`] it mirrors, without a
+/// [`Response`] being built (and its value copied) first, and decodes without copying the
+/// value out of the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PointResponse<'a> {
+    /// As [`Response::Value`]: the value and its version, or `None` if the key is absent.
+    Value(Option<(&'a [u8], u64)>),
+    /// As [`Response::Written`].
+    Written {
+        /// The commit LSN.
+        lsn: u64,
+    },
+}
+
 /// A response: the body of a frame whose opcode has bit 7 set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {

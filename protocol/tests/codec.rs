@@ -19,8 +19,8 @@ use std::ops::Bound;
 use common::{TINY_LIMITS, any_request, any_response};
 use popdb_protocol::{
     Check, Commit, Condition, DecodeError, Decoded, EncodeError, ErrorKind, FRAME_SIZE_MAX, Frame,
-    FrameDecoder, HEADER_SIZE, Limit, Limits, PointRequest, Request, Response, Scan, ServerError,
-    Write, decode_frame,
+    FrameDecoder, HEADER_SIZE, Limit, Limits, PointRequest, PointResponse, Request, Response, Scan,
+    ServerError, Write, decode_frame,
 };
 use popdb_testkit::Rng;
 
@@ -179,6 +179,83 @@ fn codec_point_requests_decode_in_place_as_requests_decode() {
         accepted.len(),
         3,
         "Get, Put and Delete accepted: {accepted:x?}"
+    );
+    assert!(
+        refused > 100 && others > 100,
+        "{refused} refused, {others} others"
+    );
+}
+
+/// The borrowed form of a Value or Written response.
+fn as_point_response(response: &Response) -> Option<PointResponse<'_>> {
+    match response {
+        Response::Value(found) => Some(PointResponse::Value(
+            found.as_ref().map(|v| (v.value.as_slice(), v.version)),
+        )),
+        Response::Written { lsn } => Some(PointResponse::Written { lsn: *lsn }),
+        _ => None,
+    }
+}
+
+#[test]
+fn codec_point_responses_encode_and_decode_as_the_responses_they_mirror() {
+    // Value and Written (docs/protocol.md, section 6).
+    const POINT_OPCODES: [u8; 2] = [0x87, 0x88];
+    let mut rng = Rng(0x9e07_0c05);
+    let (mut accepted, mut refused, mut others) = (BTreeSet::new(), 0, 0);
+    let mut owned = Vec::new();
+    let mut point = Vec::new();
+    for _ in 0..20_000 {
+        let limits = if rng.chance(2) { TINY_LIMITS } else { LIMITS };
+        let response = any_response(&mut rng);
+        let id = rng.next();
+        if let Some(borrowed) = as_point_response(&response) {
+            // After other bytes: both append the same frame.
+            owned.clear();
+            owned.extend_from_slice(b"xy");
+            point.clone_from(&owned);
+            response.encode(id, &mut owned).unwrap();
+            borrowed.encode(id, &mut point).unwrap();
+            assert_eq!(point, owned, "{response:?}");
+        }
+        let mut bytes = response.to_frame(id).unwrap();
+        // Mutations past the length field, as for point requests.
+        for _ in 0..rng.below(3) {
+            let at = 4 + rng.index(bytes.len() - 4);
+            bytes[at] = if rng.chance(2) {
+                rng.next() as u8
+            } else {
+                POINT_OPCODES[rng.index(2)]
+            };
+        }
+        let Ok(Decoded::Frame(frame)) = decode_frame(&bytes, &limits) else {
+            continue;
+        };
+        let owned = Response::decode(&frame, &limits);
+        let point = PointResponse::decode(&frame, &limits);
+        if !POINT_OPCODES.contains(&frame.header.opcode) {
+            assert_eq!(point, Ok(None), "{owned:?}");
+            others += 1;
+            continue;
+        }
+        match (&owned, point) {
+            (Ok(owned), Ok(Some(point))) => {
+                assert_eq!(as_point_response(owned), Some(point));
+                accepted.insert(frame.header.opcode);
+            }
+            (Err(owned), Err(point)) => {
+                assert_eq!(*owned, point);
+                refused += 1;
+            }
+            (owned, point) => {
+                panic!("Response::decode {owned:?}, PointResponse::decode {point:?}")
+            }
+        }
+    }
+    assert_eq!(
+        accepted.len(),
+        2,
+        "Value and Written accepted: {accepted:x?}"
     );
     assert!(
         refused > 100 && others > 100,

@@ -30,18 +30,21 @@
 //! connection and added to the shared histograms once per flush, the request permits of a
 //! group of answered writes go back together, and gets, puts and deletes are read in place
 //! from their frames ([`PointRequest::decode`]): a put's table name, key and value are
-//! copied once, into the write batch, instead of into three buffers first.
+//! copied once, into the write batch, instead of into three buffers first. Their answers are
+//! encoded straight into the gathering buffer ([`PointResponse::encode`]), a get's from the
+//! value the backend found, without a [`Response`] built around it and dropped.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use popdb_db::{Commit, WriteBatch};
 use popdb_protocol::{
-    DecodeError, ErrorKind, FrameDecoder, HandshakeOk, PROTOCOL_VERSION, PointRequest, Request,
-    Response, ServerError,
+    DecodeError, ErrorKind, FrameDecoder, HandshakeOk, PROTOCOL_VERSION, PointRequest,
+    PointResponse, Request, Response, ServerError,
 };
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,6 +163,28 @@ impl Gathered {
     /// Appends `response` to `request_id`, which holds `permit`.
     fn add(&mut self, request_id: u64, response: &Response, permit: OwnedSemaphorePermit) {
         encode_response(request_id, response, &mut self.bytes);
+        self.hold(permit);
+    }
+
+    /// Appends the answer to a get, put or delete, encoded straight from the value it
+    /// borrows (no [`Response`] built and dropped per request).
+    fn add_point(
+        &mut self,
+        request_id: u64,
+        response: PointResponse<'_>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        if let Err(error) = response.encode(request_id, &mut self.bytes) {
+            encode_response(
+                request_id,
+                &Response::Error(unencodable(&error)),
+                &mut self.bytes,
+            );
+        }
+        self.hold(permit);
+    }
+
+    fn hold(&mut self, permit: OwnedSemaphorePermit) {
         match &mut self.in_flight {
             Some(held) => held.merge(permit),
             None => self.in_flight = Some(permit),
@@ -267,8 +292,19 @@ impl<B: Backend> Reader<B> {
         // Made once: a watch's `changed()` made afresh in every pass joined and left the
         // watch's waiter list each time (a lock each way, and the shutdown watch is shared
         // by every connection).
+        let (closed_seen, shutdown_seen) = (closed.clone(), shared.shutdown.clone());
         let stopped = stopped(closed, shared.shutdown.clone());
         tokio::pin!(stopped);
+        // Polled once here, `stopped` registers this task with both watches, so that a change
+        // of either wakes it; from then on each pass reads the watches' versions instead
+        // ([`stop_seen`], two atomic loads). Polling `stopped` in every pass polled two
+        // watches' `Notified`, each taking its waiter list's lock (the shutdown watch's is
+        // every connection's): under one request per pass it cost about as much as decoding
+        // and answering a GET.
+        let first = std::future::poll_fn(|cx| Poll::Ready(stopped.as_mut().poll(cx))).await;
+        if let Poll::Ready(stop) = first {
+            return stop;
+        }
         loop {
             // Answer every whole frame buffered.
             let mut frames_taken = false;
@@ -342,7 +378,19 @@ impl<B: Backend> Reader<B> {
                 timer.as_mut().reset(tokio::time::Instant::now() + wait);
                 armed = deadline;
             }
+            // Here too, since the select below stops at the first branch ready: a client
+            // that keeps sending would otherwise never let it look.
+            if let Poll::Ready(stop) = stop_seen(&closed_seen, &shutdown_seen) {
+                return stop;
+            }
+            // Biased: polled in this order, and only until one is ready (no random start,
+            // which drew from a thread-local generator every pass). Writes' answers come
+            // before new requests, so that a client that keeps sending still hears them.
             tokio::select! {
+                biased;
+                Some(answered) = self.answers.recv(), if self.outstanding > 0 => {
+                    self.answered(answered);
+                }
                 read = read.read(&mut chunk) => match read {
                     Ok(0) | Err(_) => return Stop::Clean,
                     Ok(n) => {
@@ -364,10 +412,9 @@ impl<B: Backend> Reader<B> {
                         }
                     }
                 },
-                Some(answered) = self.answers.recv(), if self.outstanding > 0 => {
-                    self.answered(answered);
+                stop = std::future::poll_fn(|_| stop_seen(&closed_seen, &shutdown_seen)) => {
+                    return stop;
                 }
-                stop = &mut stopped => return stop,
             }
         }
     }
@@ -424,18 +471,23 @@ impl<B: Backend> Reader<B> {
     /// Gathers the answer to one write, answered at `now`; returns its request permit.
     fn answer_write(&mut self, done: Done, now: Duration) -> OwnedSemaphorePermit {
         self.outstanding -= 1;
-        let response = match done.result {
-            Ok(lsn) => match done.reply {
-                WriteReply::Written => Response::Written { lsn },
-                WriteReply::Committed => Response::Committed { lsn },
-            },
-            Err(error) => Response::Error(error),
-        };
-        if let Response::Error(error) = &response {
-            self.conn.shared.metrics.error(error.kind.code());
-        }
         self.observations
             .add(done.op, now.saturating_sub(done.started), 1);
+        let response = match done.result {
+            Ok(lsn) => match done.reply {
+                WriteReply::Written => {
+                    let written = PointResponse::Written { lsn };
+                    self.gathered
+                        .add_point(done.request_id, written, done.in_flight);
+                    return done.request;
+                }
+                WriteReply::Committed => Response::Committed { lsn },
+            },
+            Err(error) => {
+                self.conn.shared.metrics.error(error.kind.code());
+                Response::Error(error)
+            }
+        };
         self.gathered
             .add(done.request_id, &response, done.in_flight);
         done.request
@@ -629,13 +681,19 @@ impl<B: Backend> Reader<B> {
             };
             return self.spawn(request_id, OP_GET, request, permit);
         };
-        let response = match result {
-            Ok(found) => Response::Value(
-                found.map(|(value, version)| popdb_protocol::Versioned { value, version }),
-            ),
-            Err(error) => Response::Error(error),
-        };
-        self.answer_now(request_id, OP_GET, &response, permit);
+        match result {
+            Ok(found) => {
+                let found = found
+                    .as_ref()
+                    .map(|(value, version)| (value.as_slice(), *version));
+                if let Some(count) = self.answered_now.get_mut(OP_GET) {
+                    *count += 1;
+                }
+                self.gathered
+                    .add_point(request_id, PointResponse::Value(found), permit);
+            }
+            Err(error) => self.answer_now(request_id, OP_GET, &Response::Error(error), permit),
+        }
     }
 
     /// Hands a write to the backend's commit path; its answer comes back on `answers`, with
@@ -724,6 +782,18 @@ async fn stopped(mut closed: watch::Receiver<bool>, mut shutdown: watch::Receive
     tokio::select! {
         _ = closed.changed() => Stop::Dropped,
         _ = shutdown.changed() => Stop::Clean,
+    }
+}
+
+/// What [`stopped`] resolves to, if either watch has changed since the connection began
+/// (or its sender is gone); registers no waker: `stopped`, polled once, has.
+fn stop_seen(closed: &watch::Receiver<bool>, shutdown: &watch::Receiver<bool>) -> Poll<Stop> {
+    if closed.has_changed().unwrap_or(true) {
+        Poll::Ready(Stop::Dropped)
+    } else if shutdown.has_changed().unwrap_or(true) {
+        Poll::Ready(Stop::Clean)
+    } else {
+        Poll::Pending
     }
 }
 
@@ -817,13 +887,17 @@ async fn respond<B>(
 /// Appends `response` to `out`, or an Internal error if it cannot be encoded.
 fn encode_response(request_id: u64, response: &Response, out: &mut Vec<u8>) {
     if let Err(error) = response.encode(request_id, out) {
-        let internal = ServerError::new(
-            ErrorKind::Internal,
-            format!("the response cannot be encoded: {error}"),
-        );
         // An error frame with a short message always encodes.
-        let _ = Response::Error(internal).encode(request_id, out);
+        let _ = Response::Error(unencodable(&error)).encode(request_id, out);
     }
+}
+
+/// The Internal error that answers a request whose response cannot be encoded.
+fn unencodable(error: &popdb_protocol::EncodeError) -> ServerError {
+    ServerError::new(
+        ErrorKind::Internal,
+        format!("the response cannot be encoded: {error}"),
+    )
 }
 
 /// Sends `bytes` (whole responses): straight to the socket if nothing is queued before them

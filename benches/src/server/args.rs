@@ -53,6 +53,11 @@ pub struct ServerArgs {
     /// Where the JSON goes. Default: target/popdb-bench/.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Drives the popdb server already listening at this address instead: each case's
+    /// load (SET then GET), no Redis, no ratios, nothing started. For profiling the server
+    /// (say under valgrind) or the load generator.
+    #[arg(long, hide = true)]
+    attach: Option<String>,
 }
 
 impl ServerArgs {
@@ -88,6 +93,7 @@ impl ServerArgs {
             settle: std::time::Duration::from_millis(self.settle_ms),
             dir: self.dir.unwrap_or_else(|| default_dir.to_path_buf()),
             out: self.out.unwrap_or_else(|| default_dir.to_path_buf()),
+            attach: self.attach,
         };
         bench.check()?;
         Ok(bench)

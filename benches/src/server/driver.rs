@@ -79,6 +79,9 @@ impl Side {
 /// A missing redis-server or redis-benchmark, a data directory on tmpfs, a run that fails,
 /// and with `--smoke` a ratio line missing.
 pub fn run(bench: &ServerBench) -> Result<()> {
+    if let Some(addr) = &bench.attach {
+        return attach(bench, addr);
+    }
     let redis_version = tool_version("redis-server")?;
     let benchmark_version = tool_version("redis-benchmark")?;
     let unix = scratch::unix_seconds();
@@ -138,6 +141,26 @@ pub fn run(bench: &ServerBench) -> Result<()> {
     println!("json {}", path.display());
     if bench.smoke {
         smoke_check(bench, &series, &ratios)?;
+    }
+    Ok(())
+}
+
+/// `--attach`: every case's load on the server at `addr`, one run each, figures printed.
+fn attach(bench: &ServerBench, addr: &str) -> Result<()> {
+    for case in bench.cases() {
+        let (set, get) = popdb_side::attach(addr, &bench.engine, bench.load(case))
+            .with_context(|| format!("{}: popdb at {addr}", case.name()))?;
+        for (op, figures) in [(Op::Set, set), (Op::Get, get)] {
+            println!(
+                "{} {} {:.0}/s p50 {:.3} ms p99 {:.3} ms client {:.2} us/op",
+                case.name(),
+                op.name(),
+                figures.ops_per_sec,
+                figures.p50_ms,
+                figures.p99_ms,
+                figures.client_cpu_us_per_op.unwrap_or(f64::NAN)
+            );
+        }
     }
     Ok(())
 }
@@ -310,7 +333,7 @@ fn to_json(
                 "process": "popdb-bench serve-popdb: popdb_server::serve, the popdb binary's entry point",
                 "args": by_durability(&|d| popdb_args(d, &placeholder)),
                 "table": { "name": super::settings::TABLE, "engine": bench.engine, "compression": "none", "bloom_bits_per_key": 10, "page_size": 4096 },
-                "load_generator": "popdb-client, one tokio current-thread runtime; per connection `pipeline` tasks each with one request in flight",
+                "load_generator": "popdb-protocol on plain sockets, one tokio current-thread runtime, one task per connection; as redis-benchmark: a batch of `pipeline` requests in one write, the next once all are answered; every response checked",
             },
             "redis": {
                 "version": redis_version,

@@ -1,18 +1,30 @@
-//! PopDB's load generator: `connections` popdb-client connections, each keeping `pipeline`
-//! requests in flight, on one thread, the way redis-benchmark drives Redis (one thread, `-c`
-//! connections, `-P` commands in flight on each). A phase issues `requests` requests in all
-//! (SET: a put of a `value_size`-byte value; GET: a get), each on a key drawn at random from
-//! `keys` keys named like redis-benchmark's (`key:%012d`), and is timed from its first
-//! request to its last response.
+//! PopDB's load generator, built to cost what redis-benchmark costs Redis: one thread,
+//! `connections` connections, and on each a batch of `pipeline` requests written at once,
+//! the next batch once every response of the last is in (redis-benchmark's `-c` and `-P`).
+//! It speaks the protocol itself, popdb-protocol's encoder and decoder on a plain socket, as
+//! redis-benchmark speaks RESP through hiredis: one task per connection, no task, channel
+//! or allocation per request, a clock read per write and per read. Every response is
+//! checked: its request id is one of its batch's not yet answered, a SET's is Written, a
+//! GET's is a Value holding the value the SETs write, or none. A request's latency runs
+//! from the write of its batch to the read that brought its response.
+//!
+//! A phase issues `requests` requests in all (SET: a put of a `value_size`-byte value; GET:
+//! a get), each on a key drawn at random from `keys` keys named like redis-benchmark's
+//! (`key:%012d`), and is timed from its first request to its last response.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use hdrhistogram::Histogram;
-use popdb_client::Client;
+use popdb_protocol::{
+    Decoded, Engine, ErrorKind, Frame, Limits, PROTOCOL_VERSION, PointRequest, PointResponse,
+    Request, Response, TableOptions, decode_frame,
+};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use super::settings::{Load, TABLE};
 use crate::keys::mix;
@@ -93,58 +105,306 @@ pub fn key_into(i: u64, out: &mut [u8; KEY_SIZE]) {
         "key index {i} has more than 12 digits"
     );
     out[..4].copy_from_slice(b"key:");
+    // Two digits per division, from a table, as itoa does: this runs once per request.
     let mut rest = i;
-    for digit in out[4..].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    for pair in out[4..].rchunks_exact_mut(2) {
+        let at = (rest % 100) as usize * 2;
+        pair.copy_from_slice(&DIGIT_PAIRS[at..at + 2]);
+        rest /= 100;
     }
+}
+
+/// "00" to "99", each two bytes.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Bytes read from a socket at a time, at first: a batch of 128 responses to 100-byte GETs
+/// is about 16 KiB. The buffer grows if a response is larger than it.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One connection of the load, past its handshake: a plain socket and the protocol's
+/// encoder and decoder, as redis-benchmark drives Redis with hiredis's.
+pub struct Connection {
+    stream: TcpStream,
+    /// The limits the server announced, which its responses keep within.
+    limits: Limits,
+    /// Bytes received; `input[start..end]` is not yet decoded.
+    input: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The frames of the batch being sent, written with one write.
+    output: Vec<u8>,
+    /// The id of the next request.
+    next_id: u64,
+}
+
+impl Connection {
+    /// Connects to `addr` and completes the handshake.
+    async fn open(addr: &str) -> Result<Connection> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to popdb at {addr}"))?;
+        // As hiredis does for redis-benchmark: each batch goes out at once.
+        stream.set_nodelay(true)?;
+        let mut connection = Connection {
+            stream,
+            // Until the server announces its limits, as docs/protocol.md section 9 says.
+            limits: Limits::DEFAULT,
+            input: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            output: Vec::new(),
+            next_id: 0,
+        };
+        let handshake = Request::Handshake {
+            version_min: PROTOCOL_VERSION,
+            version_max: PROTOCOL_VERSION,
+            token: None,
+        };
+        match connection.call(&handshake).await? {
+            Response::Handshake(ok) => connection.limits = ok.limits,
+            other => bail!("the server answered the handshake with {other:?}"),
+        }
+        Ok(connection)
+    }
+
+    /// Sends one request alone and returns its response (setup only, untimed).
+    async fn call(&mut self, request: &Request) -> Result<Response> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.output.clear();
+        request.encode(id, &mut self.output)?;
+        self.stream.write_all(&self.output).await?;
+        loop {
+            let buffered = self.input.get(self.start..self.end).unwrap_or_default();
+            if let Decoded::Frame(frame) = decode_frame(buffered, &self.limits)? {
+                ensure!(
+                    frame.header.request_id == id,
+                    "the response to request {id} came with id {}",
+                    frame.header.request_id
+                );
+                let response = Response::decode(&frame, &self.limits)?;
+                self.start += frame.size();
+                return Ok(response);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads what the socket has into the input buffer (waiting for at least one byte),
+    /// making room first: moving undecoded bytes to the front, growing the buffer if they
+    /// fill it (a frame larger than the buffer; `decode_frame` has checked its declared
+    /// size against the limits by then).
+    async fn fill(&mut self) -> Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.input.len() {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.input.len() {
+                self.input.resize(self.input.len() * 2, 0);
+            }
+        }
+        let room = self.input.get_mut(self.end..).unwrap_or_default();
+        let n = self.stream.read(room).await?;
+        ensure!(n > 0, "the server closed the connection");
+        self.end += n;
+        Ok(())
+    }
+
+    /// Sends requests `first..first + count` of the phase as one batch (one write) and reads
+    /// until every one is answered, checking each response and timing it from the write to
+    /// the read that brought it. Returns how many GETs found their key.
+    async fn batch(&mut self, phase: &Phase, first: u64, count: u64) -> Result<u64> {
+        ensure!(
+            (1..=128).contains(&count),
+            "a batch of {count} requests: from 1 to 128"
+        );
+        let base = self.next_id;
+        self.output.clear();
+        let mut key = [0; KEY_SIZE];
+        for i in 0..count {
+            key_into(
+                mix((first + i) ^ (phase.op.salt() << 48)) % phase.keys,
+                &mut key,
+            );
+            let request = match phase.op {
+                Op::Set => PointRequest::Put {
+                    table: TABLE,
+                    key: &key,
+                    value: &phase.value,
+                },
+                Op::Get => PointRequest::Get {
+                    table: TABLE,
+                    key: &key,
+                },
+            };
+            request.encode(base + i, &mut self.output)?;
+        }
+        self.next_id += count;
+        let sent = Instant::now();
+        self.stream.write_all(&self.output).await?;
+        // Bit i: request `base + i` awaits its response (a batch is at most 128 requests).
+        let mut pending = u128::MAX >> (128 - count);
+        let mut found = 0;
+        while pending != 0 {
+            self.fill().await?;
+            let latency = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let mut answered = 0;
+            loop {
+                let buffered = self.input.get(self.start..self.end).unwrap_or_default();
+                let Decoded::Frame(frame) = decode_frame(buffered, &self.limits)? else {
+                    break;
+                };
+                let id = frame.header.request_id;
+                let index = id.wrapping_sub(base);
+                let bit = if index < count { 1_u128 << index } else { 0 };
+                ensure!(
+                    pending & bit != 0,
+                    "a response with id {id}, which no request of the batch ({base} to {}) \
+                     awaits",
+                    base + count - 1
+                );
+                pending &= !bit;
+                found += check(phase, &frame, &self.limits)?;
+                self.start += frame.size();
+                answered += 1;
+            }
+            if answered > 0 {
+                phase
+                    .latency
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .saturating_record_n(latency, answered);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Whether `frame` answers a request of `phase` as it should: a SET with Written, a GET
+/// with a Value that is the phase's value or none (a key no SET drew). Returns 1 for a GET
+/// that found its key.
+fn check(phase: &Phase, frame: &Frame<'_>, limits: &Limits) -> Result<u64> {
+    let id = frame.header.request_id;
+    // The answers expected are read in place; anything else (an error) is decoded whole to
+    // be reported.
+    let point = PointResponse::decode(frame, limits)
+        .with_context(|| format!("the response to request {id}"))?;
+    match (phase.op, point) {
+        (Op::Set, Some(PointResponse::Written { .. }))
+        | (Op::Get, Some(PointResponse::Value(None))) => Ok(0),
+        (Op::Get, Some(PointResponse::Value(Some((value, _))))) => {
+            ensure!(
+                value == phase.value.as_slice(),
+                "request {id}: a GET found a value the SETs did not write: {:?}",
+                value.escape_ascii().to_string()
+            );
+            Ok(1)
+        }
+        (op, _) => match Response::decode(frame, limits) {
+            Ok(Response::Error(error)) => bail!("request {id}: the server answered {error}"),
+            other => bail!("request {id}: a {} answered with {other:?}", op.name()),
+        },
+    }
+}
+
+/// What every connection of a phase shares.
+struct Phase {
+    op: Op,
+    keys: u64,
+    requests: u64,
+    pipeline: u64,
+    value: Vec<u8>,
+    /// The index of the next request not yet taken by a connection.
+    next: AtomicU64,
+    /// Every connection's latencies. One histogram, made before the clock starts (one is a
+    /// few hundred KiB of counters: one per connection had each phase zeroing and merging
+    /// tens of MiB), locked once per read; the tasks share one thread, so never contended.
+    latency: Mutex<Histogram<u64>>,
 }
 
 /// Connects the load's connections (untimed).
 ///
 /// # Errors
-/// A connection that fails.
-pub async fn connect(addr: &str, load: Load) -> Result<Vec<Client>> {
-    let options = popdb_client::ClientOptions::default().with_in_flight_max(load.pipeline.max(1));
-    let mut clients = Vec::with_capacity(load.connections as usize);
+/// A connection or handshake that fails.
+pub async fn connect(addr: &str, load: Load) -> Result<Vec<Connection>> {
+    let mut connections = Vec::with_capacity(load.connections as usize);
     for _ in 0..load.connections {
-        let client = Client::connect(addr, options.clone())
-            .await
-            .with_context(|| format!("connecting to popdb at {addr}"))?;
-        clients.push(client);
+        connections.push(Connection::open(addr).await?);
     }
-    Ok(clients)
+    Ok(connections)
 }
 
-/// Runs one phase on `clients` and returns its figures.
+/// Creates the load's table on `connection` (untimed); one that exists already will do if
+/// `may_exist`.
 ///
 /// # Errors
-/// Any request that fails: a benchmark that hides errors measures nothing.
-pub async fn run(clients: &[Client], op: Op, load: Load) -> Result<Figures> {
-    let next = Arc::new(AtomicU64::new(0));
-    let value = Arc::new(vec![b'x'; load.value_size]);
-    // One histogram for every task, made before the clock starts: a histogram is a few
-    // hundred KiB of counters, and one per task (800 at 50 connections x 16) had the phase
-    // zeroing and merging hundreds of MiB inside the timed window. The tasks share one
-    // thread, so the lock is never contended.
-    let latency = Arc::new(Mutex::new(new_histogram()));
+/// A failed request, or any answer but the table's creation.
+pub async fn create_table(
+    connection: &mut Connection,
+    engine: Engine,
+    may_exist: bool,
+) -> Result<()> {
+    let request = Request::CreateTable {
+        name: TABLE.to_owned(),
+        options: TableOptions::new(engine),
+    };
+    match connection.call(&request).await? {
+        Response::TableCreated { .. } => Ok(()),
+        Response::Error(error) if may_exist && error.kind == ErrorKind::TableExists => Ok(()),
+        other => bail!("creating the table {TABLE}: the server answered {other:?}"),
+    }
+}
+
+/// Runs one phase on `connections`, one task each, and returns them with its figures.
+///
+/// Like redis-benchmark, each connection takes `pipeline` requests at a time (fewer at the
+/// end) until the phase's `requests` are taken, writes them at once and reads until all are
+/// answered before taking the next.
+///
+/// # Errors
+/// Any request that fails or is answered wrongly: a benchmark that hides errors measures
+/// nothing.
+pub async fn run(
+    connections: Vec<Connection>,
+    op: Op,
+    load: Load,
+) -> Result<(Vec<Connection>, Figures)> {
+    let phase = Arc::new(Phase {
+        op,
+        keys: load.keys,
+        requests: load.requests,
+        pipeline: u64::from(load.pipeline.max(1)),
+        value: vec![b'x'; load.value_size],
+        next: AtomicU64::new(0),
+        latency: Mutex::new(new_histogram()),
+    });
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for client in clients {
-        for _ in 0..load.pipeline {
-            let client = client.clone();
-            let next = Arc::clone(&next);
-            let value = Arc::clone(&value);
-            let latency = Arc::clone(&latency);
-            tasks.spawn(async move { worker(&client, op, load, &next, &value, &latency).await });
-        }
+    for mut connection in connections {
+        let phase = Arc::clone(&phase);
+        tasks.spawn(async move {
+            let found = drive(&mut connection, &phase).await?;
+            anyhow::Ok((connection, found))
+        });
     }
+    let mut connections = Vec::with_capacity(tasks.len());
     let mut found = 0;
     while let Some(joined) = tasks.join_next().await {
-        found += joined.context("a load task panicked")??;
+        let (connection, its_found) = joined.context("a load task panicked")??;
+        found += its_found;
+        connections.push(connection);
     }
     let elapsed = started.elapsed();
-    let latency = latency
+    let latency = phase
+        .latency
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure!(
@@ -153,51 +413,21 @@ pub async fn run(clients: &[Client], op: Op, load: Load) -> Result<Figures> {
         latency.len(),
         load.requests
     );
-    Ok(figures(op, &latency, elapsed, found))
+    Ok((connections, figures(op, &latency, elapsed, found)))
 }
 
-/// One of the `pipeline` tasks of a connection: takes request indexes until there are none
-/// left, one request in flight at a time, and records each one's latency. Returns how many
-/// GETs found their key.
-async fn worker(
-    client: &Client,
-    op: Op,
-    load: Load,
-    next: &AtomicU64,
-    value: &[u8],
-    latency: &Mutex<Histogram<u64>>,
-) -> Result<u64> {
+/// One connection's share of a phase: batches until the phase's requests are all taken.
+/// Returns how many GETs found their key.
+async fn drive(connection: &mut Connection, phase: &Phase) -> Result<u64> {
     let mut found = 0;
-    let mut key = [0; KEY_SIZE];
     loop {
-        let index = next.fetch_add(1, Ordering::Relaxed);
-        if index >= load.requests {
-            break;
+        let first = phase.next.fetch_add(phase.pipeline, Ordering::Relaxed);
+        if first >= phase.requests {
+            return Ok(found);
         }
-        key_into(mix(index ^ (op.salt() << 48)) % load.keys, &mut key);
-        let sent = Instant::now();
-        match op {
-            Op::Set => {
-                client
-                    .put(TABLE, &key, value)
-                    .await
-                    .with_context(|| format!("put {}", key.escape_ascii()))?;
-            }
-            Op::Get => {
-                let got = client
-                    .get(TABLE, &key)
-                    .await
-                    .with_context(|| format!("get {}", key.escape_ascii()))?;
-                found += u64::from(got.is_some());
-            }
-        }
-        let nanos = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        latency
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .saturating_record(nanos);
+        let count = phase.pipeline.min(phase.requests - first);
+        found += connection.batch(phase, first, count).await?;
     }
-    Ok(found)
 }
 
 fn figures(op: Op, latency: &Histogram<u64>, elapsed: Duration, found: u64) -> Figures {
@@ -227,5 +457,9 @@ mod tests {
         assert_eq!(&key, b"key:999999999999");
         key_into(0, &mut key);
         assert_eq!(&key, b"key:000000000000");
+        key_into(100_000_000_007, &mut key);
+        assert_eq!(&key, b"key:100000000007");
+        key_into(90_817_263_544, &mut key);
+        assert_eq!(&key, b"key:090817263544");
     }
 }

@@ -1,8 +1,9 @@
 //! `popdb-bench server`: the `popdb` server against redis-server over loopback, each in its
 //! own process, driven at the same concurrency, pipeline depth, value size, key space and
-//! request count (PopDB by a pipelined popdb-client load generator, Redis by
-//! `redis-benchmark`), interleaved, reported as median ratios. The hidden `serve-popdb`
-//! subcommand is the PopDB process: this binary again, on the `popdb` binary's entry point.
+//! request count (PopDB by a load generator that drives it as redis-benchmark drives
+//! Redis, Redis by `redis-benchmark`), interleaved, reported as median ratios. The hidden
+//! `serve-popdb` subcommand is the PopDB process: this binary again, on the `popdb`
+//! binary's entry point.
 
 mod args;
 mod cpu;

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
-use popdb_client::{Engine, TableOptions};
+use popdb_protocol::Engine;
 use popdb_server::{Config, ServeArgs};
 
 use super::cpu::{cpu_seconds, own_cpu_seconds, us_per_op};
 use super::load::{self, Figures, Op};
-use super::settings::{Durability, Load, TABLE, popdb_args};
+use super::settings::{Durability, Load, popdb_args};
 
 /// The hidden `serve-popdb` subcommand: serves as `popdb` would with these flags.
 ///
@@ -89,32 +89,50 @@ pub fn run(
         .enable_all()
         .build()
         .context("building the load generator's runtime")?;
+    let figures = runtime.block_on(drive(&server.addr, engine, load, Some(pid)));
+    drop(server);
+    figures
+}
+
+/// `--attach`: SET then GET on the server already at `addr`, on one thread as in [`run`];
+/// the table is created unless it exists.
+///
+/// # Errors
+/// A failed connection or request.
+pub fn attach(addr: &str, engine: &str, load: Load) -> Result<(Figures, Figures)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the load generator's runtime")?;
+    runtime.block_on(drive(addr, engine, load, None))
+}
+
+/// Connects, creates the table, runs the SET then the GET phase; reads `server`'s CPU time
+/// around each phase if there is one.
+async fn drive(
+    addr: &str,
+    engine: &str,
+    load: Load,
+    server: Option<u32>,
+) -> Result<(Figures, Figures)> {
     let engine = if engine == "btree" {
         Engine::Btree
     } else {
         Engine::Lsm
     };
-    let figures = runtime.block_on(async {
-        let clients = load::connect(&server.addr, load).await?;
-        let first = clients.first().context("no connection")?;
-        first
-            .create_table(TABLE, TableOptions::new(engine))
-            .await
-            .context("creating the table")?;
-        let (cpu_start, own_start) = (cpu_seconds(pid), own_cpu_seconds());
-        let mut set = load::run(&clients, Op::Set, load).await?;
-        let (cpu_set, own_set) = (cpu_seconds(pid), own_cpu_seconds());
-        let mut get = load::run(&clients, Op::Get, load).await?;
-        let (cpu_get, own_get) = (cpu_seconds(pid), own_cpu_seconds());
-        set.server_cpu_us_per_op = us_per_op(cpu_start, cpu_set, load.requests);
-        get.server_cpu_us_per_op = us_per_op(cpu_set, cpu_get, load.requests);
-        set.client_cpu_us_per_op = us_per_op(own_start, own_set, load.requests);
-        get.client_cpu_us_per_op = us_per_op(own_set, own_get, load.requests);
-        for client in &clients {
-            client.close();
-        }
-        anyhow::Ok((set, get))
-    });
-    drop(server);
-    figures
+    let cpu = || server.and_then(cpu_seconds);
+    let mut connections = load::connect(addr, load).await?;
+    let first = connections.first_mut().context("no connection")?;
+    load::create_table(first, engine, server.is_none()).await?;
+    let (cpu_start, own_start) = (cpu(), own_cpu_seconds());
+    let (connections, mut set) = load::run(connections, Op::Set, load).await?;
+    let (cpu_set, own_set) = (cpu(), own_cpu_seconds());
+    let (connections, mut get) = load::run(connections, Op::Get, load).await?;
+    let (cpu_get, own_get) = (cpu(), own_cpu_seconds());
+    set.server_cpu_us_per_op = us_per_op(cpu_start, cpu_set, load.requests);
+    get.server_cpu_us_per_op = us_per_op(cpu_set, cpu_get, load.requests);
+    set.client_cpu_us_per_op = us_per_op(own_start, own_set, load.requests);
+    get.client_cpu_us_per_op = us_per_op(own_set, own_get, load.requests);
+    drop(connections);
+    Ok((set, get))
 }

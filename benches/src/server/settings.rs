@@ -33,6 +33,8 @@ pub struct ServerBench {
     pub settle: Duration,
     pub dir: PathBuf,
     pub out: PathBuf,
+    /// Drive the popdb server at this address alone (`--attach`).
+    pub attach: Option<String>,
 }
 
 impl ServerBench {
