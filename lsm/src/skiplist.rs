@@ -154,7 +154,9 @@ impl Arena {
             return self.new_block(size);
         }
         if self.current.is_none() || self.capacity - self.offset < size {
-            let capacity = self.next_block;
+            // A node between the first block's size and `LARGE_NODE` can outgrow the block
+            // whose turn it is: the block grows to hold it, or the node would overrun it.
+            let capacity = self.next_block.max(size);
             self.next_block = (self.next_block * 2).min(BLOCK_MAX);
             let block = self.new_block(capacity);
             self.current = Some(block);
@@ -839,6 +841,69 @@ mod tests {
         assert_eq!(at.trailer(), 9);
         assert!(list.last_before(|e| e.user_key() < b"").is_none());
         assert!(list.lower_bound(|e| e.user_key() <= b"b").is_none());
+    }
+
+    #[test]
+    fn arena_gives_a_node_larger_than_the_next_block_a_block_that_holds_it() {
+        // Every size between the first block and `LARGE_NODE`, first in a fresh arena (whose
+        // next block is the smallest) and then after the second block's small tail.
+        for size in [
+            BLOCK_FIRST + ALIGN,
+            3 * BLOCK_FIRST,
+            LARGE_NODE / 2,
+            LARGE_NODE,
+        ] {
+            for leading in [None, Some(BLOCK_FIRST - ALIGN)] {
+                let mut arena = Arena::new();
+                let mut used = 0;
+                for size in leading.into_iter().chain([size, ALIGN * 4]) {
+                    let at = arena.alloc(size).as_ptr() as usize;
+                    used += size;
+                    let holds = |(block, layout): &&(NonNull<u8>, Layout)| {
+                        let start = block.as_ptr() as usize;
+                        (start..start + layout.size()).contains(&at)
+                    };
+                    let (block, layout) = arena.blocks.iter().find(holds).expect("in a block");
+                    let end = block.as_ptr() as usize + layout.size();
+                    assert!(
+                        at + size <= end,
+                        "a node of {size} bytes overruns its block"
+                    );
+                }
+                assert!(arena.allocated() >= used);
+            }
+        }
+    }
+
+    #[test]
+    fn skiplist_holds_values_between_the_first_block_and_a_large_node() {
+        let list = SkipList::new();
+        let sizes = [
+            BLOCK_FIRST,
+            2 * BLOCK_FIRST + 1,
+            LARGE_NODE / 3,
+            LARGE_NODE - 64,
+        ];
+        {
+            let mut w = list.writer();
+            // The first node is the largest: it arrives when the next block is the smallest.
+            for (i, size) in sizes.iter().enumerate().rev() {
+                w.insert(
+                    format!("value{i}").as_bytes(),
+                    1,
+                    &vec![u8::try_from(i).unwrap(); *size],
+                );
+                w.insert(format!("small{i}").as_bytes(), 1, b"v");
+            }
+        }
+        list.check_structure();
+        for (i, size) in sizes.iter().enumerate() {
+            let key = format!("value{i}");
+            let entry = list
+                .lower_bound(|e| e.user_key() < key.as_bytes())
+                .expect("present");
+            assert_eq!(entry.value(), &vec![u8::try_from(i).unwrap(); *size][..]);
+        }
     }
 
     #[test]
