@@ -143,16 +143,7 @@ fn codec_point_requests_decode_in_place_as_requests_decode() {
         let limits = if rng.chance(2) { TINY_LIMITS } else { LIMITS };
         let request = any_request(&mut rng);
         let mut bytes = request.to_frame(rng.next()).unwrap();
-        // Mutations past the length field: the framing still cuts the frame, the message
-        // decoders see a changed version, opcode, flags or body.
-        for _ in 0..rng.below(3) {
-            let at = 4 + rng.index(bytes.len() - 4);
-            bytes[at] = if rng.chance(2) {
-                rng.next() as u8
-            } else {
-                POINT_OPCODES[rng.index(3)]
-            };
-        }
+        mutate_past_the_length(&mut rng, &mut bytes, &POINT_OPCODES);
         let Ok(Decoded::Frame(frame)) = decode_frame(&bytes, &limits) else {
             continue;
         };
@@ -184,6 +175,20 @@ fn codec_point_requests_decode_in_place_as_requests_decode() {
         refused > 100 && others > 100,
         "{refused} refused, {others} others"
     );
+}
+
+/// Up to two mutations past the length field: the framing still cuts the frame, the
+/// message decoders see a changed version, opcode, flags or body; half of them write one of
+/// `opcodes`, so that the point decoders see their own opcodes over foreign bodies.
+fn mutate_past_the_length(rng: &mut Rng, bytes: &mut [u8], opcodes: &[u8]) {
+    for _ in 0..rng.below(3) {
+        let at = 4 + rng.index(bytes.len() - 4);
+        bytes[at] = if rng.chance(2) {
+            rng.next() as u8
+        } else {
+            opcodes[rng.index(opcodes.len())]
+        };
+    }
 }
 
 /// The borrowed form of a Value or Written response.
@@ -219,15 +224,7 @@ fn codec_point_responses_encode_and_decode_as_the_responses_they_mirror() {
             assert_eq!(point, owned, "{response:?}");
         }
         let mut bytes = response.to_frame(id).unwrap();
-        // Mutations past the length field, as for point requests.
-        for _ in 0..rng.below(3) {
-            let at = 4 + rng.index(bytes.len() - 4);
-            bytes[at] = if rng.chance(2) {
-                rng.next() as u8
-            } else {
-                POINT_OPCODES[rng.index(2)]
-            };
-        }
+        mutate_past_the_length(&mut rng, &mut bytes, &POINT_OPCODES);
         let Ok(Decoded::Frame(frame)) = decode_frame(&bytes, &limits) else {
             continue;
         };
