@@ -23,7 +23,7 @@ use crate::limits::{AUTH_TOKEN_MAX, Limit, Limits, STATS_MAX, TABLE_NAME_MAX};
 use crate::message::{
     Check, Commit, Compression, Condition, Cursor, Direction, Engine, Entries, Entry, HandshakeOk,
     IdempotencyKey, PointRequest, PointResponse, Request, Response, Scan, Status, TableInfo,
-    TableOptions, Versioned, Write,
+    TableOptions, Write,
 };
 
 type Result<T> = std::result::Result<T, DecodeError>;
@@ -142,6 +142,11 @@ impl Response {
     /// [`DecodeError`]: the version, flags or opcode are not a version 1 response, a limit
     /// is passed, or the body is malformed.
     pub fn decode(frame: &Frame<'_>, limits: &Limits) -> Result<Response> {
+        // One reader of values and write answers, so the in-place and the owned decodings
+        // cannot drift apart.
+        if let Some(point) = PointResponse::decode(frame, limits)? {
+            return Ok(point.into());
+        }
         check_header(frame)?;
         let mut r = Reader::new(frame.body, limits);
         let response = match frame.header.opcode {
@@ -166,13 +171,6 @@ impl Response {
                 Response::Tables(tables)
             }
             op::TABLE => Response::Table(r.table_info()?),
-            op::VALUE => Response::Value(r.option("value tag", |r| {
-                Ok(Versioned {
-                    value: r.value()?,
-                    version: r.u64("version")?,
-                })
-            })?),
-            op::WRITTEN => Response::Written { lsn: r.u64("lsn")? },
             op::ENTRIES => Response::Entries(r.entries()?),
             op::COMMITTED => Response::Committed { lsn: r.u64("lsn")? },
             op::ERROR => Response::Error(r.error()?),

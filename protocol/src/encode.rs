@@ -16,8 +16,7 @@ use crate::format::{
 };
 use crate::message::{
     Check, Commit, Compression, Condition, Cursor, Direction, Engine, Entries, HandshakeOk,
-    PointRequest, PointResponse, Request, Response, Scan, Status, TableInfo, TableOptions,
-    Versioned, Write,
+    PointRequest, PointResponse, Request, Response, Scan, Status, TableInfo, TableOptions, Write,
 };
 
 impl Request {
@@ -98,12 +97,7 @@ impl PointResponse<'_> {
         let result = match *self {
             PointResponse::Value(found) => {
                 let mut w = Writer::begin(out, op::VALUE, request_id);
-                w.option(found, |w, (value, version)| {
-                    w.bytes("value", value)?;
-                    w.u64(version);
-                    Ok(())
-                })
-                .and_then(|()| w.finish())
+                encode_value(found, &mut w).and_then(|()| w.finish())
             }
             PointResponse::Written { lsn } => {
                 let mut w = Writer::begin(out, op::WRITTEN, request_id);
@@ -192,6 +186,15 @@ fn encode_request(request: &Request, w: &mut Writer<'_>) -> Result<(), EncodeErr
     Ok(())
 }
 
+/// The body of a Value response, owned or borrowed: a tag, then the value and its version.
+fn encode_value(found: Option<(&[u8], u64)>, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+    w.option(found, |w, (value, version)| {
+        w.bytes("value", value)?;
+        w.u64(version);
+        Ok(())
+    })
+}
+
 fn encode_response(response: &Response, w: &mut Writer<'_>) -> Result<(), EncodeError> {
     match response {
         Response::Handshake(ok) => w.handshake_ok(ok)?,
@@ -208,13 +211,10 @@ fn encode_response(response: &Response, w: &mut Writer<'_>) -> Result<(), Encode
             }
         }
         Response::Table(table) => w.table_info(table)?,
-        Response::Value(versioned) => {
-            w.option(versioned.as_ref(), |w, Versioned { value, version }| {
-                w.bytes("value", value)?;
-                w.u64(*version);
-                Ok(())
-            })?;
-        }
+        Response::Value(versioned) => encode_value(
+            versioned.as_ref().map(|v| (v.value.as_slice(), v.version)),
+            w,
+        )?,
         Response::Written { lsn } | Response::Committed { lsn } => w.u64(*lsn),
         Response::Entries(entries) => w.entries(entries)?,
         Response::Error(error) => w.error(error)?,

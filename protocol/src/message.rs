@@ -303,6 +303,20 @@ pub enum PointResponse<'a> {
     },
 }
 
+impl From<PointResponse<'_>> for Response {
+    fn from(point: PointResponse<'_>) -> Self {
+        match point {
+            PointResponse::Value(found) => {
+                Response::Value(found.map(|(value, version)| Versioned {
+                    value: value.to_vec(),
+                    version,
+                }))
+            }
+            PointResponse::Written { lsn } => Response::Written { lsn },
+        }
+    }
+}
+
 /// A response: the body of a frame whose opcode has bit 7 set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
