@@ -34,9 +34,25 @@ impl Draw for Rng {
         (0..len).map(|_| ALPHABET[self.below(4) as usize]).collect()
     }
 
+    /// Mostly tiny values; one in 24 is large, from every size class the arena treats apart:
+    /// below its first block (16 KiB), between that and a large node (256 KiB), and above.
+    /// A node between the two once overran an arena block that was smaller than itself.
     fn value(&mut self) -> Vec<u8> {
-        let len = self.below(4) as usize;
-        (0..len).map(|_| self.next() as u8).collect()
+        let len = if self.chance(24) {
+            match self.below(3) {
+                0 => 1024 + self.below(15 * 1024),
+                1 => 16 * 1024 + self.below(240 * 1024),
+                _ => 256 * 1024 + self.below(64 * 1024),
+            }
+        } else {
+            self.below(4)
+        };
+        let fill = self.next() as u8;
+        let mut value = vec![fill; usize::try_from(len).unwrap()];
+        for byte in value.iter_mut().take(8) {
+            *byte = self.next() as u8;
+        }
+        value
     }
 
     fn bound(&mut self) -> Bound<Vec<u8>> {

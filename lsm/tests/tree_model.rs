@@ -75,7 +75,13 @@ impl Run {
         let context = format!("seed {} op {op}", self.seed);
         match self.rng.below(100) {
             0..45 => {
-                let batch = self.rng.batch();
+                let mut batch = self.rng.batch();
+                if self.rng.chance(96) {
+                    // A large value now and then, so memtable nodes of every arena size class
+                    // and SST entries spanning many blocks meet flushes, compactions and reopens.
+                    let i = self.rng.index(batch.len());
+                    batch[i].1 = Some(large_value(&mut self.rng));
+                }
                 let lsn = self.next_lsn;
                 self.next_lsn += 1 + self.rng.below(2);
                 self.tree().apply(lsn, &batch).unwrap();
@@ -151,6 +157,17 @@ impl Run {
         }
         self.tree().check_invariants();
     }
+}
+
+/// 1 KiB to 320 KiB: below the memtable arena's first block (16 KiB), between it and a large
+/// node (256 KiB), and above. Mostly one repeated byte, so compression has work to do.
+fn large_value(rng: &mut Rng) -> Vec<u8> {
+    let len = 1024 + rng.below(319 * 1024);
+    let mut value = vec![rng.next() as u8; usize::try_from(len).unwrap()];
+    for byte in value.iter_mut().take(8) {
+        *byte = rng.next() as u8;
+    }
+    value
 }
 
 fn run_seed(seed: u64) {
