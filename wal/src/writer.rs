@@ -19,6 +19,8 @@
 //! - Waiters are completed, then woken, then their batches freed; callbacks run only after
 //!   the writer is released.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -151,7 +153,16 @@ impl Writer {
     /// Processes queued work as the leader (the caller set `State::leading`) until the queue
     /// is empty or, if `until` is given, that request is complete; then gives up the lead,
     /// handing what is left to the background writer.
+    ///
+    /// A panic (a bug) poisons the log instead of leaving it led forever: the requests the
+    /// panic unwound through complete with an error as they drop, and the queue is failed.
     pub(crate) fn lead<T>(&mut self, until: Option<&Slot<T>>) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue(until))) {
+            self.poison_panicked(&*panic);
+        }
+    }
+
+    fn lead_queue<T>(&mut self, until: Option<&Slot<T>>) {
         loop {
             let work = {
                 let mut state = self.shared.state.lock();
@@ -181,8 +192,16 @@ impl Writer {
     }
 
     /// The background writer: leads whenever work is queued and no appender is leading,
-    /// syncs on the interval timer, and on close makes everything durable.
+    /// syncs on the interval timer, and on close makes everything durable. A panic poisons
+    /// the log (as [`Writer::lead`] says) and ends the thread.
     pub(crate) fn run_background(shared: Arc<Shared>, writer: Arc<Mutex<Writer>>) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| Self::background(&shared, &writer))) {
+            writer.lock().poison_panicked(&*panic);
+            run_callbacks(&shared, &writer);
+        }
+    }
+
+    fn background(shared: &Shared, writer_lock: &Mutex<Writer>) {
         loop {
             let interval_sync = {
                 let mut state = shared.state.lock();
@@ -213,7 +232,7 @@ impl Writer {
                 }
             };
             {
-                let mut writer = writer.lock();
+                let mut writer = writer_lock.lock();
                 match interval_sync {
                     None => {
                         // A clean close leaves everything durable, whatever the policy.
@@ -225,7 +244,7 @@ impl Writer {
                         writer.shared.notifier.notify();
                         writer.spares.stop();
                         drop(writer);
-                        shared.deferred.run();
+                        run_callbacks(shared, writer_lock);
                         return;
                     }
                     Some(true) => {
@@ -236,7 +255,7 @@ impl Writer {
                 }
             }
             // Callbacks run with the writer released.
-            shared.deferred.run();
+            run_callbacks(shared, writer_lock);
         }
     }
 
@@ -705,20 +724,52 @@ impl Writer {
     }
 
     fn poison(&mut self, error: &Error) {
-        let cause = Arc::new(error.clone());
-        let queued: Vec<Request> = {
+        self.poison_with(Arc::new(error.clone()), false);
+    }
+
+    /// Poisons the log after a panic of its writer: nothing half done is written, and the
+    /// lead the panicking leader held is given up.
+    fn poison_panicked(&mut self, panic: &(dyn Any + Send)) {
+        self.buf.clear();
+        self.garbage.clear();
+        self.poison_with(Error::panicked("the log writer", panic), true);
+    }
+
+    /// Poisons the log with `cause` (an earlier poisoning's cause stays): fails everything
+    /// queued and wakes every waiter, so that no one waits for work that will never be
+    /// done. With `release_lead`, also gives up `State::leading` for a leader that can no
+    /// longer do it.
+    pub(crate) fn poison_with(&mut self, cause: Arc<Error>, release_lead: bool) {
+        let (cause, queued): (Arc<Error>, Vec<Request>) = {
             let mut state = self.shared.state.lock();
-            state.poisoned = Some(Arc::clone(&cause));
+            let cause = Arc::clone(state.poisoned.get_or_insert(cause));
             // Records whose append failed must not stay readable from the queue.
             self.reset_view(&mut state);
-            state.requests.drain(..).collect()
+            if release_lead {
+                state.leading = false;
+            }
+            (cause, state.requests.drain(..).collect())
         };
         self.shared.room.notify_all();
+        // The background writer sees the poisoning and stops.
+        self.shared.work.notify_all();
         for request in queued {
             request.fail(Error::Poisoned {
                 cause: Arc::clone(&cause),
             });
         }
+        self.shared.notifier.notify();
+    }
+}
+
+/// Runs the completed callbacks; if one panicked, poisons the log with its panic (and runs
+/// the callbacks of the requests that failed). Requires: the caller holds neither the
+/// writer nor the state lock.
+pub(crate) fn run_callbacks(shared: &Shared, writer: &Mutex<Writer>) {
+    let mut panicked = shared.deferred.run();
+    while let Some(cause) = panicked.take() {
+        writer.lock().poison_with(cause, false);
+        panicked = shared.deferred.run();
     }
 }
 
