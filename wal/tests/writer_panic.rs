@@ -478,6 +478,13 @@ fn a_spare_thread_panic_leaves_the_log_working() {
         ..options()
     };
     let wal = open(fs, options.clone());
+    // The thread is dead before the log needs a spare (a hang guard, not a timing).
+    let mut waited = Duration::ZERO;
+    while trap.fired.load(Ordering::SeqCst) == 0 {
+        assert!(waited < HANG, "the spare thread never tried");
+        std::thread::sleep(Duration::from_millis(10));
+        waited += Duration::from_millis(10);
+    }
     // Enough records to rotate through several segments.
     let big = vec![7u8; 3000];
     for _ in 0..100 {
