@@ -29,36 +29,52 @@ pub struct Appended {
     pub durable: bool,
 }
 
-/// Where a completed request's result goes.
+/// Where a completed request's result goes: the slot its caller waits on.
 ///
 /// Dropped without being completed (a panic unwound through the thread that held it), it
-/// completes with [`abandoned`]: no waiter or callback is left without an answer when the
-/// thread that owed it one is gone.
-pub(crate) struct Completion<T: Send + 'static>(Option<Sink<T>>);
+/// completes with [`abandoned`]: no waiter is left without an answer when the thread that
+/// owed it one is gone.
+pub(crate) struct Completion<T>(Option<Arc<Slot<T>>>);
 
-enum Sink<T> {
-    Slot(Arc<Slot<T>>),
-    /// A caller's callback, run later by [`Deferred::run`], never under the writer's lock.
-    Callback(Box<dyn FnOnce(Result<T>) + Send>, Arc<Deferred>),
-}
-
-/// Where a completed append's result goes: a [`Completion`]'s sinks, or a callback that
-/// also reads the records appended (the log's own copy, shared, not cloned). Completes
-/// with [`abandoned`] if dropped, as [`Completion`] does.
+/// Where a completed append's result goes: a slot, or a callback (one that may also read
+/// the records appended: the log's own copy, shared, not cloned), run later by
+/// [`Deferred::run`], never under the writer's lock. Completes with [`abandoned`] if
+/// dropped, as [`Completion`] does.
 pub(crate) struct AppendCompletion(Option<AppendSink>);
 
 enum AppendSink {
-    Plain(Sink<Appended>),
-    /// Run later by [`Deferred::run`], as [`Sink::Callback`].
+    Slot(Arc<Slot<Appended>>),
+    Callback(PlainCallback, Arc<Deferred>),
     Reading(RecordsCallback, Arc<Deferred>),
 }
+
+/// A callback of [`AppendCompletion::callback`].
+pub(crate) type PlainCallback = Box<dyn FnOnce(Result<Appended>) + Send>;
 
 /// A callback of [`AppendCompletion::reading`].
 pub(crate) type RecordsCallback = Box<dyn FnOnce(Result<Appended>, &[Record]) + Send>;
 
-/// A queued callback: it gets the error that overrides its own result if the log was
-/// poisoned by a panicking callback before it ran.
-type DeferredCall = Box<dyn FnOnce(Option<Error>) + Send>;
+/// A queued callback with its result: an enum rather than a boxed closure, so that
+/// completing an append allocates nothing.
+enum DeferredCall {
+    Plain(PlainCallback, Result<Appended>),
+    /// `None`: the records went with a request dropped unanswered.
+    Reading(RecordsCallback, Result<Appended>, Option<Batch>),
+}
+
+impl DeferredCall {
+    /// Calls the callback; `overridden` replaces its result if a panicking callback
+    /// poisoned the log before it ran.
+    fn call(self, overridden: Option<Error>) {
+        match self {
+            DeferredCall::Plain(callback, result) => callback(overridden.map_or(result, Err)),
+            DeferredCall::Reading(callback, result, records) => callback(
+                overridden.map_or(result, Err),
+                records.as_ref().map_or(&[], |r| r.as_slice()),
+            ),
+        }
+    }
+}
 
 /// The error of a request dropped unanswered: only a panic unwinding through the thread
 /// that held it drops one.
@@ -71,57 +87,40 @@ fn abandoned() -> Error {
     }
 }
 
-impl<T: Send + 'static> Sink<T> {
-    fn complete(self, result: Result<T>) {
-        match self {
-            Sink::Slot(slot) => slot.fill(result),
-            Sink::Callback(callback, deferred) => {
-                deferred.push(Box::new(move |overridden: Option<Error>| {
-                    callback(overridden.map_or(result, Err));
-                }));
-            }
-        }
-    }
+/// Fills `slot` with the error of a request dropped unanswered, and wakes its waiter (the
+/// writer wakes waiters once per group; a dropped request has no group).
+fn abandon_slot<T>(slot: &Slot<T>) {
+    slot.fill(Err(abandoned()));
+    slot.notifier.notify();
 }
 
-impl<T: Send + 'static> Completion<T> {
+impl<T> Completion<T> {
     pub(crate) fn slot(slot: Arc<Slot<T>>) -> Self {
-        Self(Some(Sink::Slot(slot)))
+        Self(Some(slot))
     }
 
     pub(crate) fn complete(mut self, result: Result<T>) {
-        if let Some(sink) = self.0.take() {
-            sink.complete(result);
+        if let Some(slot) = self.0.take() {
+            slot.fill(result);
         }
     }
 }
 
-impl<T: Send + 'static> Drop for Completion<T> {
+impl<T> Drop for Completion<T> {
     fn drop(&mut self) {
-        if let Some(sink) = self.0.take() {
-            let notifier = match &sink {
-                Sink::Slot(slot) => Some(Arc::clone(&slot.notifier)),
-                Sink::Callback(..) => None,
-            };
-            sink.complete(Err(abandoned()));
-            // The writer wakes waiters once per group; a dropped request has no group.
-            if let Some(notifier) = notifier {
-                notifier.notify();
-            }
+        if let Some(slot) = self.0.take() {
+            abandon_slot(&slot);
         }
     }
 }
 
 impl AppendCompletion {
     pub(crate) fn slot(slot: Arc<Slot<Appended>>) -> Self {
-        Self(Some(AppendSink::Plain(Sink::Slot(slot))))
+        Self(Some(AppendSink::Slot(slot)))
     }
 
-    pub(crate) fn callback(
-        callback: Box<dyn FnOnce(Result<Appended>) + Send>,
-        deferred: Arc<Deferred>,
-    ) -> Self {
-        Self(Some(AppendSink::Plain(Sink::Callback(callback, deferred))))
+    pub(crate) fn callback(callback: PlainCallback, deferred: Arc<Deferred>) -> Self {
+        Self(Some(AppendSink::Callback(callback, deferred)))
     }
 
     pub(crate) fn reading(callback: RecordsCallback, deferred: Arc<Deferred>) -> Self {
@@ -134,17 +133,27 @@ impl AppendCompletion {
         self.0 = None;
     }
 
-    /// Completes an append of `records`.
-    pub(crate) fn complete(mut self, result: Result<Appended>, records: &Batch) {
+    /// Completes an append of `records`. Returns whether it filled a slot, whose waiter
+    /// may be blocked (callbacks need no wake-up).
+    pub(crate) fn complete(mut self, result: Result<Appended>, records: &Batch) -> bool {
         match self.0.take() {
-            Some(AppendSink::Plain(sink)) => sink.complete(result),
-            Some(AppendSink::Reading(callback, deferred)) => {
-                let records = Arc::clone(records);
-                deferred.push(Box::new(move |overridden: Option<Error>| {
-                    callback(overridden.map_or(result, Err), &records);
-                }));
+            Some(AppendSink::Slot(slot)) => {
+                slot.fill(result);
+                true
             }
-            None => {}
+            Some(AppendSink::Callback(callback, deferred)) => {
+                deferred.push(DeferredCall::Plain(callback, result));
+                false
+            }
+            Some(AppendSink::Reading(callback, deferred)) => {
+                deferred.push(DeferredCall::Reading(
+                    callback,
+                    result,
+                    Some(Arc::clone(records)),
+                ));
+                false
+            }
+            None => false,
         }
     }
 }
@@ -152,10 +161,12 @@ impl AppendCompletion {
 impl Drop for AppendCompletion {
     fn drop(&mut self) {
         match self.0.take() {
-            Some(AppendSink::Plain(sink)) => drop(Completion(Some(sink))),
+            Some(AppendSink::Slot(slot)) => abandon_slot(&slot),
+            Some(AppendSink::Callback(callback, deferred)) => {
+                deferred.push(DeferredCall::Plain(callback, Err(abandoned())));
+            }
             Some(AppendSink::Reading(callback, deferred)) => {
-                // The records went with the request that was dropped.
-                deferred.push(Box::new(move |_| callback(Err(abandoned()), &[])));
+                deferred.push(DeferredCall::Reading(callback, Err(abandoned()), None));
             }
             None => {}
         }
@@ -207,7 +218,8 @@ impl Deferred {
                     } else {
                         None
                     };
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback(overridden))) {
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback.call(overridden)))
+                    {
                         self.panics.fetch_add(1, Ordering::Relaxed);
                         let mut failed = self.failed.lock();
                         if failed.is_none() {

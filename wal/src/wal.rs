@@ -174,7 +174,9 @@ pub(crate) struct AppendRequest {
 impl Request {
     pub(crate) fn fail(self, error: Error) {
         match self {
-            Request::Append(r) => r.completion.complete(Err(error), &r.records),
+            Request::Append(r) => {
+                r.completion.complete(Err(error), &r.records);
+            }
             Request::Truncate { completion, .. }
             | Request::Purge { completion, .. }
             | Request::SaveVote { completion, .. } => completion.complete(Err(error)),
