@@ -1,5 +1,6 @@
 //! The log's errors. Each variant says what the caller can do about it.
 
+use std::any::Any;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -45,6 +46,17 @@ pub enum Error {
         /// The operating system's error.
         source: Arc<io::Error>,
     },
+    /// A thread of the log panicked while it held the log's work: a bug, in the log or in a
+    /// completion callback it ran. Like a failed sync, it poisons the log: the requests it
+    /// held and every later call get [`Error::Poisoned`] naming it, never a hang; reopening
+    /// the log runs recovery.
+    #[error("wal: a writer-thread panic poisoned the log ({what} panicked: {message})")]
+    Panicked {
+        /// What panicked, e.g. "the log writer" or "a completion callback".
+        what: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// The log was closed.
     #[error("wal: closed")]
     Closed,
@@ -56,6 +68,18 @@ impl Error {
             op,
             source: Arc::new(source),
         }
+    }
+
+    /// The cause that poisons the log when `what` panicked with `payload`.
+    pub(crate) fn panicked(what: &'static str, payload: &(dyn Any + Send)) -> Arc<Self> {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "a panic without a message".to_string()
+        };
+        Arc::new(Self::Panicked { what, message })
     }
 }
 

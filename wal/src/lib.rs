@@ -11,7 +11,9 @@
 //! the last purged id and a vote kept across restarts.
 //!
 //! Format: docs/format/wal.md. Durability: a record acknowledged with `durable: true` is on
-//! the medium; a failed fsync poisons the log until it is reopened; opening the log
+//! the medium; a failed fsync, or a panic on the log's writer thread (in the log or in a
+//! callback it runs), poisons the log until it is reopened, and no waiter is left waiting
+//! on a request whose writer is gone; opening the log
 //! truncates a torn tail (and says which LSNs it removed) and refuses to open on damage
 //! anywhere else.
 

@@ -278,6 +278,7 @@ pub(crate) fn recover(fs: &FsRef, dir: &Path, options: &WalOptions) -> Result<Re
             });
         }
         tail = Some(Tail {
+            seed: segment.header.seed(),
             header: segment.header,
             file: Arc::clone(&segment.file),
             offset: scan.end_offset,

@@ -5,12 +5,12 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{Lsn, Record};
 use crate::wal::Batch;
 
@@ -29,44 +29,146 @@ pub struct Appended {
     pub durable: bool,
 }
 
-/// Where a completed request's result goes.
-pub(crate) enum Completion<T> {
-    Slot(Arc<Slot<T>>),
-    /// A caller's callback, run later by [`Deferred::run`], never under the writer's lock.
-    Callback(Box<dyn FnOnce(Result<T>) + Send>, Arc<Deferred>),
-}
+/// Where a completed request's result goes: the slot its caller waits on.
+///
+/// Dropped without being completed (a panic unwound through the thread that held it), it
+/// completes with [`abandoned`]: no waiter is left without an answer when the thread that
+/// owed it one is gone.
+pub(crate) struct Completion<T>(Option<Arc<Slot<T>>>);
 
-/// Where a completed append's result goes: a [`Completion`], or a callback that also
-/// reads the records appended (the log's own copy, shared, not cloned).
-pub(crate) enum AppendCompletion {
-    Plain(Completion<Appended>),
-    /// Run later by [`Deferred::run`], as [`Completion::Callback`].
+/// Where a completed append's result goes: a slot, or a callback (one that may also read
+/// the records appended: the log's own copy, shared, not cloned), run later by
+/// [`Deferred::run`], never under the writer's lock. Completes with [`abandoned`] if
+/// dropped, as [`Completion`] does.
+pub(crate) struct AppendCompletion(Option<AppendSink>);
+
+enum AppendSink {
+    Slot(Arc<Slot<Appended>>),
+    Callback(PlainCallback, Arc<Deferred>),
     Reading(RecordsCallback, Arc<Deferred>),
 }
 
-/// A callback of [`AppendCompletion::Reading`].
+/// A callback of [`AppendCompletion::callback`].
+pub(crate) type PlainCallback = Box<dyn FnOnce(Result<Appended>) + Send>;
+
+/// A callback of [`AppendCompletion::reading`].
 pub(crate) type RecordsCallback = Box<dyn FnOnce(Result<Appended>, &[Record]) + Send>;
 
-impl AppendCompletion {
-    /// Completes an append of `records`.
-    pub(crate) fn complete(self, result: Result<Appended>, records: &Batch) {
+/// A queued callback with its result: an enum rather than a boxed closure, so that
+/// completing an append allocates nothing.
+enum DeferredCall {
+    Plain(PlainCallback, Result<Appended>),
+    /// `None`: the records went with a request dropped unanswered.
+    Reading(RecordsCallback, Result<Appended>, Option<Batch>),
+}
+
+impl DeferredCall {
+    /// Calls the callback; `overridden` replaces its result if a panicking callback
+    /// poisoned the log before it ran.
+    fn call(self, overridden: Option<Error>) {
         match self {
-            AppendCompletion::Plain(completion) => completion.complete(result),
-            AppendCompletion::Reading(callback, deferred) => {
-                let records = Arc::clone(records);
-                deferred.push(Box::new(move || callback(result, &records)));
-            }
+            DeferredCall::Plain(callback, result) => callback(overridden.map_or(result, Err)),
+            DeferredCall::Reading(callback, result, records) => callback(
+                overridden.map_or(result, Err),
+                records.as_ref().map_or(&[], |r| r.as_slice()),
+            ),
         }
     }
 }
 
-impl<T: Send + 'static> Completion<T> {
-    pub(crate) fn complete(self, result: Result<T>) {
-        match self {
-            Completion::Slot(slot) => slot.fill(result),
-            Completion::Callback(callback, deferred) => {
-                deferred.push(Box::new(move || callback(result)));
+/// The error of a request dropped unanswered: only a panic unwinding through the thread
+/// that held it drops one.
+fn abandoned() -> Error {
+    Error::Poisoned {
+        cause: Arc::new(Error::Panicked {
+            what: "the log writer",
+            message: "it was unwound before answering this request".to_string(),
+        }),
+    }
+}
+
+/// Fills `slot` with the error of a request dropped unanswered, and wakes its waiter (the
+/// writer wakes waiters once per group; a dropped request has no group).
+fn abandon_slot<T>(slot: &Slot<T>) {
+    slot.fill(Err(abandoned()));
+    slot.notifier.notify();
+}
+
+impl<T> Completion<T> {
+    pub(crate) fn slot(slot: Arc<Slot<T>>) -> Self {
+        Self(Some(slot))
+    }
+
+    pub(crate) fn complete(mut self, result: Result<T>) {
+        if let Some(slot) = self.0.take() {
+            slot.fill(result);
+        }
+    }
+}
+
+impl<T> Drop for Completion<T> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            abandon_slot(&slot);
+        }
+    }
+}
+
+impl AppendCompletion {
+    pub(crate) fn slot(slot: Arc<Slot<Appended>>) -> Self {
+        Self(Some(AppendSink::Slot(slot)))
+    }
+
+    pub(crate) fn callback(callback: PlainCallback, deferred: Arc<Deferred>) -> Self {
+        Self(Some(AppendSink::Callback(callback, deferred)))
+    }
+
+    pub(crate) fn reading(callback: RecordsCallback, deferred: Arc<Deferred>) -> Self {
+        Self(Some(AppendSink::Reading(callback, deferred)))
+    }
+
+    /// Drops a completion whose append was refused before it was queued: its caller got
+    /// the error, and a callback is never called for a refused append.
+    pub(crate) fn refuse(mut self) {
+        self.0 = None;
+    }
+
+    /// Completes an append of `records`. Returns whether it filled a slot, whose waiter
+    /// may be blocked (callbacks need no wake-up).
+    pub(crate) fn complete(mut self, result: Result<Appended>, records: &Batch) -> bool {
+        match self.0.take() {
+            Some(AppendSink::Slot(slot)) => {
+                slot.fill(result);
+                true
             }
+            Some(AppendSink::Callback(callback, deferred)) => {
+                deferred.push(DeferredCall::Plain(callback, result));
+                false
+            }
+            Some(AppendSink::Reading(callback, deferred)) => {
+                deferred.push(DeferredCall::Reading(
+                    callback,
+                    result,
+                    Some(Arc::clone(records)),
+                ));
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for AppendCompletion {
+    fn drop(&mut self) {
+        match self.0.take() {
+            Some(AppendSink::Slot(slot)) => abandon_slot(&slot),
+            Some(AppendSink::Callback(callback, deferred)) => {
+                deferred.push(DeferredCall::Plain(callback, Err(abandoned())));
+            }
+            Some(AppendSink::Reading(callback, deferred)) => {
+                deferred.push(DeferredCall::Reading(callback, Err(abandoned()), None));
+            }
+            None => {}
         }
     }
 }
@@ -74,39 +176,65 @@ impl<T: Send + 'static> Completion<T> {
 /// Callbacks waiting to run, in completion order (LSN order for appends).
 ///
 /// They run after the leader has given up the lead and released the writer, so a callback
-/// may call back into the log (even block on it) without deadlocking it, and a panicking
-/// callback is caught (and counted) instead of killing a leader that holds the log.
+/// may call back into the log (even block on it) without deadlocking it. A panicking
+/// callback is caught (and counted) instead of killing a leader that holds the log, and
+/// poisons the log: what it left half done may be what later callbacks build on (the Db
+/// applies its records in them), so every later callback gets [`Error::Poisoned`] naming
+/// the panic instead of its own result.
 #[derive(Default)]
 pub(crate) struct Deferred {
-    queue: Mutex<VecDeque<Box<dyn FnOnce() + Send>>>,
+    queue: Mutex<VecDeque<DeferredCall>>,
     /// Held by the one thread running callbacks, so they run one at a time, in order.
     running: Mutex<()>,
     panics: AtomicU64,
+    /// Set by the first callback that panicked.
+    failed: Mutex<Option<Arc<Error>>>,
+    /// Whether `failed` is set, read without its lock.
+    has_failed: AtomicBool,
 }
 
 impl Deferred {
-    fn push(&self, callback: Box<dyn FnOnce() + Send>) {
+    fn push(&self, callback: DeferredCall) {
         self.queue.lock().push_back(callback);
     }
 
     /// Runs queued callbacks unless another thread is already running them (it will run
-    /// these too). Requires: the caller holds neither the writer nor the state lock.
-    pub(crate) fn run(&self) {
+    /// these too). Returns the cause if a callback panicked in this run and the log must
+    /// now be poisoned with it (only the first panic returns it). Requires: the caller
+    /// holds neither the writer nor the state lock.
+    #[must_use = "a panicking callback must poison the log"]
+    pub(crate) fn run(&self) -> Option<Arc<Error>> {
+        let mut first_panic = None;
         loop {
             {
                 let Some(_running) = self.running.try_lock() else {
-                    return;
+                    return first_panic;
                 };
                 while let Some(callback) = self.queue.lock().pop_front() {
-                    if catch_unwind(AssertUnwindSafe(callback)).is_err() {
+                    let overridden = if self.has_failed.load(Ordering::Acquire) {
+                        self.failed.lock().as_ref().map(|cause| Error::Poisoned {
+                            cause: Arc::clone(cause),
+                        })
+                    } else {
+                        None
+                    };
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback.call(overridden)))
+                    {
                         self.panics.fetch_add(1, Ordering::Relaxed);
+                        let mut failed = self.failed.lock();
+                        if failed.is_none() {
+                            let cause = Error::panicked("a completion callback", &*panic);
+                            *failed = Some(Arc::clone(&cause));
+                            self.has_failed.store(true, Ordering::Release);
+                            first_panic = Some(cause);
+                        }
                     }
                 }
             }
             // A callback queued after the last pop but before the lock was released would
             // otherwise wait for the next group.
             if self.queue.lock().is_empty() {
-                return;
+                return first_panic;
             }
         }
     }

@@ -32,7 +32,7 @@ use crate::recovery::{self, RecoveryReport};
 use crate::scan::record_size;
 use crate::state::VOTE_SIZE_MAX;
 use crate::ticket::{AppendCompletion, Appended, Completion, Deferred, Notifier, Slot, Ticket};
-use crate::writer::Writer;
+use crate::writer::{Writer, run_callbacks};
 
 /// The shared write-ahead log. See the crate docs.
 pub struct Wal {
@@ -96,7 +96,7 @@ pub struct WalStats {
     pub segments_created: u64,
     /// Segments turned back into spares or deleted.
     pub segments_recycled: u64,
-    /// Completion callbacks that panicked (caught; the log carried on).
+    /// Completion callbacks that panicked (caught; the first poisoned the log).
     pub callback_panics: u64,
 }
 
@@ -174,7 +174,9 @@ pub(crate) struct AppendRequest {
 impl Request {
     pub(crate) fn fail(self, error: Error) {
         match self {
-            Request::Append(r) => r.completion.complete(Err(error), &r.records),
+            Request::Append(r) => {
+                r.completion.complete(Err(error), &r.records);
+            }
             Request::Truncate { completion, .. }
             | Request::Purge { completion, .. }
             | Request::SaveVote { completion, .. } => completion.complete(Err(error)),
@@ -277,7 +279,7 @@ impl Wal {
         let lead = self.enqueue_append(
             Placement::Next(records),
             Durability::Policy,
-            AppendCompletion::Plain(Completion::Slot(Arc::clone(&slot))),
+            AppendCompletion::slot(Arc::clone(&slot)),
             true,
         )?;
         self.wait_led(lead, slot)
@@ -308,7 +310,7 @@ impl Wal {
         self.enqueue_append(
             Placement::Next(records),
             durability,
-            AppendCompletion::Plain(Completion::Slot(Arc::clone(&slot))),
+            AppendCompletion::slot(Arc::clone(&slot)),
             false,
         )?;
         Ok(Ticket::new(slot))
@@ -325,7 +327,7 @@ impl Wal {
         self.enqueue_append(
             Placement::At(records),
             Durability::Policy,
-            AppendCompletion::Plain(Completion::Slot(Arc::clone(&slot))),
+            AppendCompletion::slot(Arc::clone(&slot)),
             false,
         )?;
         Ok(Ticket::new(slot))
@@ -335,8 +337,10 @@ impl Wal {
     /// callback can be passed straight through). Callbacks are called once each, in LSN
     /// order, after their group is written, on whichever thread led that group, never while
     /// the log's locks are held: a callback may call the log again. One that panics is
-    /// caught and counted in [`WalStats::callback_panics`]. Keep them short: the next
-    /// callbacks wait for them.
+    /// caught, counted in [`WalStats::callback_panics`], and poisons the log
+    /// ([`Error::Panicked`] is the cause): every later callback gets that error instead of
+    /// its result, since it may build on what the panic left half done. Keep them short:
+    /// the next callbacks wait for them.
     ///
     /// # Errors
     /// As [`Wal::submit_at`]; on a refusal the callback is not called.
@@ -364,10 +368,7 @@ impl Wal {
         self.enqueue_append(
             Placement::At(records),
             durability,
-            AppendCompletion::Plain(Completion::Callback(
-                Box::new(callback),
-                Arc::clone(&self.shared.deferred),
-            )),
+            AppendCompletion::callback(Box::new(callback), Arc::clone(&self.shared.deferred)),
             false,
         )
         .map(|_| ())
@@ -391,10 +392,7 @@ impl Wal {
         let lead = self.enqueue_append(
             Placement::At(records),
             durability,
-            AppendCompletion::Plain(Completion::Callback(
-                Box::new(callback),
-                Arc::clone(&self.shared.deferred),
-            )),
+            AppendCompletion::callback(Box::new(callback), Arc::clone(&self.shared.deferred)),
             true,
         )?;
         Ok(Lead {
@@ -417,7 +415,7 @@ impl Wal {
         let lead = self.enqueue_append(
             Placement::At(records),
             durability,
-            AppendCompletion::Reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
             true,
         )?;
         Ok(Lead {
@@ -439,7 +437,7 @@ impl Wal {
         self.enqueue_append(
             Placement::At(records),
             durability,
-            AppendCompletion::Reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
             false,
         )
         .map(|_| ())
@@ -448,16 +446,34 @@ impl Wal {
     /// Writes what is queued as the leader, then runs completed callbacks.
     fn lead_queued(&self) {
         self.writer.lock().lead::<()>(None);
-        self.shared.deferred.run();
+        run_callbacks(&self.shared, &self.writer);
     }
 
     /// Queues an append. With `lead_if_idle`, returns true if the caller must now lead (it
     /// was the first to find no one writing); otherwise the background writer is woken.
+    /// A refused append's completion is dropped unused: the caller hears of the refusal
+    /// from the error, never from its callback.
     fn enqueue_append(
         &self,
         placement: Placement,
         durability: Durability,
         completion: AppendCompletion,
+        lead_if_idle: bool,
+    ) -> Result<bool> {
+        let mut completion = Some(completion);
+        let queued = self.try_enqueue_append(placement, durability, &mut completion, lead_if_idle);
+        if let Some(refused) = completion {
+            refused.refuse();
+        }
+        queued
+    }
+
+    /// [`Wal::enqueue_append`]; takes `completion` only if the append is queued.
+    fn try_enqueue_append(
+        &self,
+        placement: Placement,
+        durability: Durability,
+        completion: &mut Option<AppendCompletion>,
         lead_if_idle: bool,
     ) -> Result<bool> {
         let max = self.shared.options.record_size_max as usize;
@@ -554,7 +570,7 @@ impl Wal {
             records,
             bytes: bytes as u64,
             durability,
-            completion,
+            completion: completion.take().expect("an append is queued once"),
         }));
         if lead_if_idle && !state.leading {
             state.leading = true;
@@ -577,7 +593,7 @@ impl Wal {
     fn wait_led<T: Send + 'static>(&self, lead: bool, slot: Arc<Slot<T>>) -> Result<T> {
         if lead {
             self.writer.lock().lead(Some(&*slot));
-            self.shared.deferred.run();
+            run_callbacks(&self.shared, &self.writer);
         }
         Ticket::new(slot).wait()
     }
@@ -708,7 +724,7 @@ impl Wal {
             }
             state.requests.push_back(Request::Truncate {
                 from: from.0,
-                completion: Completion::Slot(Arc::clone(&slot)),
+                completion: Completion::slot(Arc::clone(&slot)),
             });
             claim_lead(&mut state)
         };
@@ -749,7 +765,7 @@ impl Wal {
             }
             state.requests.push_back(Request::Purge {
                 upto,
-                completion: Completion::Slot(Arc::clone(&slot)),
+                completion: Completion::slot(Arc::clone(&slot)),
             });
             claim_lead(&mut state)
         };
@@ -773,7 +789,7 @@ impl Wal {
             state.refuse_if_unusable()?;
             state.requests.push_back(Request::SaveVote {
                 vote: vote.to_vec(),
-                completion: Completion::Slot(Arc::clone(&slot)),
+                completion: Completion::slot(Arc::clone(&slot)),
             });
             claim_lead(&mut state)
         };
@@ -794,7 +810,7 @@ impl Wal {
             let mut state = self.shared.state.lock();
             state.refuse_if_unusable()?;
             state.requests.push_back(Request::Sync {
-                completion: Completion::Slot(Arc::clone(&slot)),
+                completion: Completion::slot(Arc::clone(&slot)),
             });
             claim_lead(&mut state)
         };
@@ -862,7 +878,9 @@ impl Wal {
             if thread.thread().id() == std::thread::current().id() {
                 return;
             }
-            thread.join().expect("the log writer thread panicked");
+            // The writer catches its own panics (they poison the log, which `close`
+            // reports); there is nothing left to report here.
+            let _ = thread.join();
         }
     }
 }

@@ -19,12 +19,14 @@
 //! - Waiters are completed, then woken, then their batches freed; callbacks run only after
 //!   the writer is released.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use popdb_io::{FileRef, WriteOp};
+use popdb_io::{Crc32, FileRef, WriteOp};
 
 use crate::error::{Error, Result};
 use crate::format::{
@@ -48,6 +50,8 @@ const GROUP_BYTES_MAX: u64 = 8 << 20;
 /// The segment being appended to.
 pub(crate) struct Tail {
     pub(crate) header: SegmentHeader,
+    /// `header.seed()`, computed once: every record and unit checksum starts from it.
+    pub(crate) seed: Crc32,
     pub(crate) file: FileRef,
     /// Where the next unit goes.
     pub(crate) offset: u64,
@@ -86,10 +90,18 @@ pub(crate) struct Writer {
     /// Batches of completed appends, freed once their waiters are woken.
     garbage: Vec<Batch>,
     last_sync: Duration,
+    /// The appends of the group being written, then those written: kept across groups
+    /// (empty between them), like `placed`, so a group commit allocates nothing of its own.
+    group: Vec<AppendRequest>,
+    done: Vec<AppendRequest>,
+    placed: Placed,
+    /// Whether the work just done filled a slot (or failed), so blocked waiters need waking.
+    wake: bool,
 }
 
 enum Work {
-    Appends(Vec<AppendRequest>),
+    /// The appends in `Writer::group`.
+    Appends,
     One(Request),
     IntervalSync,
 }
@@ -106,15 +118,22 @@ impl Writer {
             buf: Vec::new(),
             garbage: Vec::new(),
             last_sync,
+            group: Vec::new(),
+            done: Vec::new(),
+            placed: Placed::default(),
+            wake: false,
         }
     }
 
     /// Takes the next piece of work off the queue, if any: a run of appends (one group
-    /// commit) or one other request.
-    fn take_work(&self, state: &mut State) -> Option<Work> {
+    /// commit, moved into `taken`) or one other request.
+    fn take_work(
+        shared: &Shared,
+        state: &mut State,
+        taken: &mut Vec<AppendRequest>,
+    ) -> Option<Work> {
         match state.requests.front()? {
             Request::Append(_) => {
-                let mut taken = Vec::new();
                 let mut bytes = 0u64;
                 while let Some(Request::Append(r)) = state.requests.front() {
                     if !taken.is_empty() && bytes + r.bytes > GROUP_BYTES_MAX {
@@ -127,8 +146,8 @@ impl Writer {
                     taken.push(r);
                 }
                 state.queued_bytes -= bytes;
-                self.shared.room.notify_all();
-                Some(Work::Appends(taken))
+                shared.room.notify_all();
+                Some(Work::Appends)
             }
             _ => state.requests.pop_front().map(Work::One),
         }
@@ -136,22 +155,35 @@ impl Writer {
 
     /// Does one piece of work and wakes its waiters. A failure poisons the log.
     fn process(&mut self, work: Work) {
+        // Only a group whose appends all completed callbacks clears it.
+        self.wake = true;
         let result = match work {
-            Work::Appends(requests) => self.write_appends(requests),
+            Work::Appends => self.write_appends(),
             Work::One(request) => self.control(request),
             Work::IntervalSync => self.sync_tail().map(|_| ()),
         };
         if let Err(e) = result {
             self.poison(&e);
         }
-        self.shared.notifier.notify();
+        if self.wake {
+            self.shared.notifier.notify();
+        }
         self.garbage.clear();
     }
 
     /// Processes queued work as the leader (the caller set `State::leading`) until the queue
     /// is empty or, if `until` is given, that request is complete; then gives up the lead,
     /// handing what is left to the background writer.
+    ///
+    /// A panic (a bug) poisons the log instead of leaving it led forever: the requests the
+    /// panic unwound through complete with an error as they drop, and the queue is failed.
     pub(crate) fn lead<T>(&mut self, until: Option<&Slot<T>>) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue(until))) {
+            self.poison_panicked(&*panic);
+        }
+    }
+
+    fn lead_queue<T>(&mut self, until: Option<&Slot<T>>) {
         loop {
             let work = {
                 let mut state = self.shared.state.lock();
@@ -159,7 +191,7 @@ impl Writer {
                 let work = if done || state.poisoned.is_some() {
                     None
                 } else {
-                    self.take_work(&mut state)
+                    Self::take_work(&self.shared, &mut state, &mut self.group)
                 };
                 if work.is_none() {
                     state.leading = false;
@@ -181,8 +213,16 @@ impl Writer {
     }
 
     /// The background writer: leads whenever work is queued and no appender is leading,
-    /// syncs on the interval timer, and on close makes everything durable.
+    /// syncs on the interval timer, and on close makes everything durable. A panic poisons
+    /// the log (as [`Writer::lead`] says) and ends the thread.
     pub(crate) fn run_background(shared: Arc<Shared>, writer: Arc<Mutex<Writer>>) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| Self::background(&shared, &writer))) {
+            writer.lock().poison_panicked(&*panic);
+            run_callbacks(&shared, &writer);
+        }
+    }
+
+    fn background(shared: &Shared, writer_lock: &Mutex<Writer>) {
         loop {
             let interval_sync = {
                 let mut state = shared.state.lock();
@@ -213,7 +253,7 @@ impl Writer {
                 }
             };
             {
-                let mut writer = writer.lock();
+                let mut writer = writer_lock.lock();
                 match interval_sync {
                     None => {
                         // A clean close leaves everything durable, whatever the policy.
@@ -225,7 +265,7 @@ impl Writer {
                         writer.shared.notifier.notify();
                         writer.spares.stop();
                         drop(writer);
-                        shared.deferred.run();
+                        run_callbacks(shared, writer_lock);
                         return;
                     }
                     Some(true) => {
@@ -236,7 +276,7 @@ impl Writer {
                 }
             }
             // Callbacks run with the writer released.
-            shared.deferred.run();
+            run_callbacks(shared, writer_lock);
         }
     }
 
@@ -265,14 +305,34 @@ impl Writer {
     /// Writes a group of appends: one unit per segment touched, one write, at most one sync
     /// (as [`Writer::wants_sync`] says for the last unit; units before a segment switch are
     /// always synced).
-    fn write_appends(&mut self, requests: Vec<AppendRequest>) -> Result<()> {
-        let mut done: Vec<AppendRequest> = Vec::with_capacity(requests.len());
+    fn write_appends(&mut self) -> Result<()> {
+        let mut group = std::mem::take(&mut self.group);
+        let mut done = std::mem::take(&mut self.done);
+        let mut placed = std::mem::take(&mut self.placed);
+        let result = self.write_group(&mut group, &mut done, &mut placed);
+        // Every path drains the group and the written appends; what an error left placed
+        // was never published and must not be.
+        group.clear();
+        done.clear();
+        placed.locs.clear();
+        placed.batches.clear();
+        (self.group, self.done, self.placed) = (group, done, placed);
+        result
+    }
+
+    /// [`Writer::write_appends`] of `group`, through `done` and `placed` (empty, kept for
+    /// their capacity).
+    fn write_group(
+        &mut self,
+        group: &mut Vec<AppendRequest>,
+        done: &mut Vec<AppendRequest>,
+        placed: &mut Placed,
+    ) -> Result<()> {
         // `done[..synced]` were written before a segment switch, so they are durable.
         let mut synced = 0;
-        let mut placed = Placed::default();
         let mut unit: Option<UnitHeader> = None;
         self.buf.clear();
-        let mut requests = requests.into_iter();
+        let mut requests = group.drain(..);
         while let Some(request) = requests.next() {
             let first = request.records[0].id.lsn.0;
             let next_in_tail = unit.map_or_else(
@@ -291,14 +351,14 @@ impl Writer {
                 .is_some_and(|t| t.offset + self.buf.len() as u64 + need <= t.header.segment_size);
             if next_in_tail != Some(first) || !fits {
                 // A new segment: everything before it must be durable first.
-                let flushed = self.flush(&mut unit, &mut placed, true);
+                let flushed = self.flush(&mut unit, placed, true);
                 if let Err(e) = flushed {
                     // In LSN order: the group's earlier appends, this one, the rest.
-                    fail_all(done, &e);
+                    fail_all(done.drain(..), &e);
                     request
                         .completion
                         .complete(Err(e.clone()), &request.records);
-                    fail_all(requests.collect(), &e);
+                    fail_all(requests, &e);
                     return Err(e);
                 }
                 synced = done.len();
@@ -307,27 +367,27 @@ impl Writer {
                         // Reset the log's view first, so that no refused appender can see
                         // its LSN still taken once it hears back.
                         let queued = self.refuse_queue();
-                        complete_all(done, synced, &mut self.garbage);
+                        complete_all(done.drain(..), synced, &mut self.garbage);
                         request
                             .completion
                             .complete(Err(e.clone()), &request.records);
-                        fail_all(requests.collect(), &e);
+                        fail_all(requests, &e);
                         for request in queued {
                             request.fail(e.clone());
                         }
                         return Ok(());
                     }
                     // In LSN order: the group's earlier appends, this one, the rest.
-                    fail_all(done, &e);
+                    fail_all(done.drain(..), &e);
                     request
                         .completion
                         .complete(Err(e.clone()), &request.records);
-                    fail_all(requests.collect(), &e);
+                    fail_all(requests, &e);
                     return Err(e);
                 }
             }
             let tail = self.tail.as_ref().expect("a tail after rotation");
-            let seed = tail.header.seed();
+            let seed = &tail.seed;
             if unit.is_none() {
                 self.buf.extend_from_slice(&[0u8; UNIT_HEADER_SIZE]);
                 unit = Some(UnitHeader {
@@ -343,7 +403,7 @@ impl Writer {
                 let offset = tail.offset + self.buf.len() as u64;
                 RecordHeader::encode_into(
                     &mut self.buf,
-                    &seed,
+                    seed,
                     record.id.lsn.0,
                     record.id.term.0,
                     record.id.node.0,
@@ -366,15 +426,16 @@ impl Writer {
             placed.batches.push(Arc::clone(&request.records));
             done.push(request);
         }
+        drop(requests);
         let sync = self.wants_sync(&done[synced..]);
-        match self.flush(&mut unit, &mut placed, sync) {
+        match self.flush(&mut unit, placed, sync) {
             Ok(()) => {
                 let durable = if sync { done.len() } else { synced };
-                complete_all(done, durable, &mut self.garbage);
+                self.wake = complete_all(done.drain(..), durable, &mut self.garbage);
                 Ok(())
             }
             Err(e) => {
-                fail_all(done, &e);
+                fail_all(done.drain(..), &e);
                 Err(e)
             }
         }
@@ -394,8 +455,7 @@ impl Writer {
             return Ok(());
         };
         let tail = self.tail.as_mut().expect("a unit implies a tail");
-        let seed = tail.header.seed();
-        self.buf[..UNIT_HEADER_SIZE].copy_from_slice(&header.encode(&seed));
+        self.buf[..UNIT_HEADER_SIZE].copy_from_slice(&header.encode(&tail.seed));
         assert_eq!(
             self.buf.len(),
             UNIT_HEADER_SIZE + header.body_len as usize,
@@ -545,6 +605,7 @@ impl Writer {
             dead
         };
         self.tail = Some(Tail {
+            seed: header.seed(),
             header,
             file,
             offset: SEGMENT_HEADER_SIZE,
@@ -705,37 +766,79 @@ impl Writer {
     }
 
     fn poison(&mut self, error: &Error) {
-        let cause = Arc::new(error.clone());
-        let queued: Vec<Request> = {
+        self.poison_with(Arc::new(error.clone()), false);
+    }
+
+    /// Poisons the log after a panic of its writer: nothing half done is written, and the
+    /// lead the panicking leader held is given up.
+    fn poison_panicked(&mut self, panic: &(dyn Any + Send)) {
+        self.buf.clear();
+        self.garbage.clear();
+        // Anything a panic left here is answered (with the error) as it drops.
+        self.group.clear();
+        self.done.clear();
+        self.placed = Placed::default();
+        self.poison_with(Error::panicked("the log writer", panic), true);
+    }
+
+    /// Poisons the log with `cause` (an earlier poisoning's cause stays): fails everything
+    /// queued and wakes every waiter, so that no one waits for work that will never be
+    /// done. With `release_lead`, also gives up `State::leading` for a leader that can no
+    /// longer do it.
+    pub(crate) fn poison_with(&mut self, cause: Arc<Error>, release_lead: bool) {
+        let (cause, queued): (Arc<Error>, Vec<Request>) = {
             let mut state = self.shared.state.lock();
-            state.poisoned = Some(Arc::clone(&cause));
+            let cause = Arc::clone(state.poisoned.get_or_insert(cause));
             // Records whose append failed must not stay readable from the queue.
             self.reset_view(&mut state);
-            state.requests.drain(..).collect()
+            if release_lead {
+                state.leading = false;
+            }
+            (cause, state.requests.drain(..).collect())
         };
         self.shared.room.notify_all();
+        // The background writer sees the poisoning and stops.
+        self.shared.work.notify_all();
         for request in queued {
             request.fail(Error::Poisoned {
                 cause: Arc::clone(&cause),
             });
         }
+        self.shared.notifier.notify();
+    }
+}
+
+/// Runs the completed callbacks; if one panicked, poisons the log with its panic (and runs
+/// the callbacks of the requests that failed). Requires: the caller holds neither the
+/// writer nor the state lock.
+pub(crate) fn run_callbacks(shared: &Shared, writer: &Mutex<Writer>) {
+    let mut panicked = shared.deferred.run();
+    while let Some(cause) = panicked.take() {
+        writer.lock().poison_with(cause, false);
+        panicked = shared.deferred.run();
     }
 }
 
 /// Completes written appends, in LSN order; the first `durable_count` of them are durable.
 /// Their batches go to `garbage`, freed after the waiters are woken: freeing thousands of
-/// small payloads is then off the appenders' critical path.
-fn complete_all(requests: Vec<AppendRequest>, durable_count: usize, garbage: &mut Vec<Batch>) {
+/// small payloads is then off the appenders' critical path. Returns whether a blocked
+/// waiter may need waking.
+fn complete_all(
+    requests: impl ExactSizeIterator<Item = AppendRequest>,
+    durable_count: usize,
+    garbage: &mut Vec<Batch>,
+) -> bool {
     assert!(
         durable_count <= requests.len(),
         "{durable_count} durable of {} appends",
         requests.len()
     );
-    for (index, r) in requests.into_iter().enumerate() {
+    let mut wake = false;
+    for (index, r) in requests.enumerate() {
         let durable = index < durable_count;
         let first = r.records.first().expect("non-empty").id.lsn;
         let last = r.records.last().expect("non-empty").id.lsn;
-        r.completion.complete(
+        wake |= r.completion.complete(
             Ok(Appended {
                 first,
                 last,
@@ -745,9 +848,10 @@ fn complete_all(requests: Vec<AppendRequest>, durable_count: usize, garbage: &mu
         );
         garbage.push(r.records);
     }
+    wake
 }
 
-fn fail_all(requests: Vec<AppendRequest>, error: &Error) {
+fn fail_all(requests: impl IntoIterator<Item = AppendRequest>, error: &Error) {
     for r in requests {
         r.completion.complete(Err(error.clone()), &r.records);
     }

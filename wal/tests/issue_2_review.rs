@@ -11,7 +11,8 @@
 //!   truncation point.
 //! - STATE with purged_lsn = u64::MAX (valid checksum) overflowed at open. Fix: refused.
 //! - Callbacks ran on the leader holding the writer: re-entry deadlocked, a panic left the
-//!   log led forever. Fix: callbacks run after the writer is released, panics are caught.
+//!   log led forever. Fix: callbacks run after the writer is released, panics are caught
+//!   (and poison the log: see writer_panic.rs).
 //! - A record whose append failed stayed readable after poisoning. Fix: the view is reset.
 //! - A stale unit of an older generation right at the end was reported as a torn tail.
 //!   Fix: the torn unit's header must be of the current generations.
@@ -330,10 +331,15 @@ fn issue_2_panicking_callback_does_not_stop_the_log() {
         );
     });
     let got = rx.recv_timeout(Duration::from_secs(10));
-    assert!(
-        got.is_ok(),
-        "append after a panicking callback never completes"
-    );
+    let Ok(got) = got else {
+        panic!("append after a panicking callback never completes");
+    };
+    // The panic poisoned the log (it may have left its caller's state half done): the
+    // append is refused, naming the panic, instead of hanging.
+    let Err(Error::Poisoned { cause }) = got else {
+        panic!("append after a panicking callback: {got:?}");
+    };
+    assert!(matches!(&*cause, Error::Panicked { .. }), "{cause}");
     assert_eq!(wal.stats().callback_panics, 1);
 }
 

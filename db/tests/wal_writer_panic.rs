@@ -1,0 +1,198 @@
+//! A panic on the log's writer (a bug below the Db) must reach every writer of the Db as an
+//! error, never as a hang: the log poisons itself naming the panic, the Db poisons itself
+//! with it, reads go on, and a reopen recovers every acknowledged write. Before the log
+//! caught such panics, the writes of the panicking group waited forever.
+//!
+//! The timeout only guards against a hang; it is generous so a loaded machine cannot fail
+//! a correct Db.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+use std::ffi::OsString;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use popdb_db::{Db, DbOptions, EngineKind, TableOptions, WriteBatch};
+use popdb_io::{DirLock, File, FileRef, FileSystem, FsRef, Mapping, OpenOptions, SimFs, WriteOp};
+
+const HANG: Duration = Duration::from_mins(1);
+
+/// Panics once, in the first group-commit write of the log after it is armed.
+#[derive(Debug, Default)]
+struct Trap {
+    armed: AtomicBool,
+    fired: AtomicU64,
+}
+
+#[derive(Debug)]
+struct PanicFs {
+    sim: SimFs,
+    trap: Arc<Trap>,
+}
+
+#[derive(Debug)]
+struct PanicFile {
+    file: FileRef,
+    trap: Arc<Trap>,
+    in_log: bool,
+}
+
+impl FileSystem for PanicFs {
+    fn open(&self, path: &Path, options: OpenOptions) -> io::Result<FileRef> {
+        let file = self.sim.open(path, options)?;
+        Ok(Arc::new(PanicFile {
+            file,
+            trap: Arc::clone(&self.trap),
+            in_log: path.starts_with("/db/wal"),
+        }))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.sim.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.rename(from, to)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.hard_link(from, to)
+    }
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        self.sim.read_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.sim.create_dir_all(dir)
+    }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        self.sim.remove_dir(dir)
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.sim.exists(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.sim.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        self.sim.lock_dir(dir)
+    }
+}
+
+impl File for PanicFile {
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.file.write_at(buf, offset)
+    }
+    fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> io::Result<()> {
+        if self.in_log && self.trap.armed.swap(false, Ordering::SeqCst) {
+            self.trap.fired.fetch_add(1, Ordering::SeqCst);
+            panic!("injected panic in the log's group-commit write");
+        }
+        self.file.write_batch(writes, sync)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.file.allocate(len)
+    }
+    fn evict_cache(&self) -> io::Result<()> {
+        self.file.evict_cache()
+    }
+    fn map(&self, offset: u64, len: usize) -> io::Result<Mapping> {
+        self.file.map(offset, len)
+    }
+}
+
+fn options(fs: FsRef) -> DbOptions {
+    let mut options = DbOptions {
+        fs,
+        background: false,
+        ..DbOptions::default()
+    };
+    options.wal.segment_size = 64 * 1024;
+    options.wal.record_size_max = 60_000;
+    options
+}
+
+fn put(key: &str) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.put("t", key, format!("value of {key}"));
+    batch
+}
+
+const PANIC_MESSAGE: &str = "writer-thread panic poisoned the log";
+
+#[test]
+fn a_log_writer_panic_fails_every_concurrent_write_instead_of_hanging() {
+    const THREADS: usize = 6;
+    const WRITES_MAX: usize = 200;
+    let sim = SimFs::new(21);
+    let trap = Arc::new(Trap::default());
+    let fs: FsRef = Arc::new(PanicFs {
+        sim: sim.clone(),
+        trap: Arc::clone(&trap),
+    });
+    let db = Arc::new(Db::open(Path::new("/db"), options(fs)).unwrap());
+    db.create_table("t", TableOptions::new(EngineKind::Lsm))
+        .unwrap();
+    for i in 0..10 {
+        db.write(put(&format!("before-{i}"))).unwrap();
+    }
+    trap.armed.store(true, Ordering::SeqCst);
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for t in 0..THREADS {
+        let (db, done_tx) = (Arc::clone(&db), done_tx.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for i in 0..WRITES_MAX {
+                let key = format!("w{t}-{i}");
+                match db.write(put(&key)) {
+                    Ok(_) => acked.push(key),
+                    Err(error) => {
+                        done_tx.send((acked, Some(error))).unwrap();
+                        return;
+                    }
+                }
+            }
+            done_tx.send((acked, None)).unwrap();
+        }));
+    }
+    let mut acked = Vec::new();
+    for _ in 0..THREADS {
+        let (mut a, error) = done_rx.recv_timeout(HANG).expect("a write hung");
+        let error = error.expect("the Db kept taking writes after its log's writer panicked");
+        assert!(error.to_string().contains(PANIC_MESSAGE), "{error}");
+        acked.append(&mut a);
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(trap.fired.load(Ordering::SeqCst), 1);
+    let later = db.write(put("later")).unwrap_err();
+    assert!(later.to_string().contains(PANIC_MESSAGE), "{later}");
+    assert!(db.poison_cause().is_some());
+    // Reads go on.
+    assert!(db.get("t", b"before-0").unwrap().is_some());
+    drop(Arc::try_unwrap(db).unwrap());
+
+    let db = Db::open(Path::new("/db"), options(Arc::new(sim.clone()))).unwrap();
+    for key in (0..10).map(|i| format!("before-{i}")).chain(acked) {
+        let (value, _) = db.get("t", key.as_bytes()).unwrap().unwrap();
+        assert_eq!(value, format!("value of {key}").into_bytes());
+    }
+    db.write(put("after reopening")).unwrap();
+    db.close().unwrap();
+}
