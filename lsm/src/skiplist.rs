@@ -20,14 +20,15 @@
 //! the newest one (versions of a key are inserted in ascending LSN order), so a node that
 //! gets a tower of one level (three in four) links behind that version's back pointer
 //! without a descent, and a taller one (short towers mostly) finds its predecessors walking
-//! back from there along level 0. The writer replaces the older version in its chain by the new one (the
-//! new node takes over its chain successor first), so a reader on either side of the swap
-//! walks a valid chain.
+//! back from there along level 0. The writer replaces the older version in its chain by the
+//! new one (the new node takes over its chain successor first), so a reader on either side
+//! of the swap walks a valid chain.
 //!
 //! Invariants the `unsafe` below relies on:
 //! 1. Every non-null pointer stored in a tower, in a `prev` or `hash_next` field, in the head
-//!    or in a bucket points to a node of this list whose bytes were all written before the pointer was stored with
-//!    `Release`; readers load pointers with `Acquire`, so they see fully written nodes.
+//!    or in a bucket points to a node of this list whose bytes were all written before the
+//!    pointer was stored with `Release`; readers load pointers with `Acquire`, so they see
+//!    fully written nodes.
 //! 2. A node's non-atomic bytes (`meta`, key, value) are written once, before the node is
 //!    published, and never again; afterwards only its atomics change, so shared references to
 //!    them never alias a write.
