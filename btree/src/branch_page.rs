@@ -26,7 +26,7 @@ use crate::page_format::{
     field_bytes, field_u16, field_u32, field_u64, invalid, is_referable,
 };
 use crate::page_size::PageSize;
-use crate::search::compare;
+use crate::search::SearchKey;
 
 /// A branch page, borrowing its bytes.
 #[derive(Clone, Copy, Debug)]
@@ -190,16 +190,23 @@ impl<'a> BranchPage<'a> {
     /// The index of the child whose key range holds `key`: the number of separators at or
     /// below it.
     pub fn child_index(&self, key: &[u8]) -> Result<usize> {
+        let key = SearchKey::new(key);
         let slots_end = self.slots_end();
+        // The slot directory, split once: a probe's slot read is then one bounds check.
+        // `from_header` checked that it fits the page.
+        let slots = self
+            .page
+            .get(BRANCH_SLOTS_AT..slots_end)
+            .map_or(&[][..], |slots| slots.as_chunks::<SLOT_SIZE>().0);
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             // `lo < hi <= count`, a u16: the sum cannot overflow.
             let mid = lo.wrapping_add(hi) / 2;
-            let separator = match self.probe(mid, slots_end) {
+            let separator = match self.probe(slots, mid, slots_end) {
                 Some(separator) => separator,
                 None => self.separator(mid)?,
             };
-            if compare(separator, key) == Ordering::Greater {
+            if key.compare(separator) == Ordering::Greater {
                 hi = mid;
             } else {
                 lo = mid.wrapping_add(1);
@@ -212,12 +219,12 @@ impl<'a> BranchPage<'a> {
     /// [`BranchPage::separator`] may return an error (which the caller then asks it for).
     /// Reads the same bytes with the same checks, without building a `Result` per probe;
     /// `slots_end` is [`BranchPage::slots_end`], worked out once per search.
+    /// `slots` is the slot directory as [`BranchPage::child_index`] splits it.
     #[inline]
-    fn probe(&self, index: usize, slots_end: usize) -> Option<&'a [u8]> {
+    fn probe(&self, slots: &[[u8; SLOT_SIZE]], index: usize, slots_end: usize) -> Option<&'a [u8]> {
         // No sum here can overflow: `index < count`, which came from a u16, a slot is a
         // u16 and a key length a u16. A search runs this about log2(count) times a level.
-        let at = BRANCH_SLOTS_AT.wrapping_add(index.wrapping_mul(SLOT_SIZE));
-        let &slot = self.page.get(at..)?.first_chunk::<2>()?;
+        let &slot = slots.get(index)?;
         let start = usize::from(u16::from_le_bytes(slot));
         if start < slots_end {
             return None;

@@ -30,7 +30,7 @@ use crate::page_format::{
     field_u8, field_u16, field_u32, field_u64, invalid, is_referable,
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
-use crate::search::compare;
+use crate::search::{SearchKey, compare};
 
 /// What a leaf entry holds for its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,16 +323,23 @@ impl<'a> LeafPage<'a> {
     /// The index of the first entry at or after `from` whose key is at or after `key`
     /// (`len()` if none): [`LeafPage::lower_bound`] over the entries from `from` on.
     pub(crate) fn lower_bound_from(&self, from: usize, key: &[u8]) -> Result<usize> {
+        let key = SearchKey::new(key);
         let slots_end = self.slots_end();
+        // The slot directory, split once: a probe's slot read is then one bounds check.
+        // `from_header` checked that it fits the page.
+        let slots = self
+            .page
+            .get(LEAF_SLOTS_AT..slots_end)
+            .map_or(&[][..], |slots| slots.as_chunks::<SLOT_SIZE>().0);
         let (mut lo, mut hi) = (from.min(self.count), self.count);
         while lo < hi {
             // `lo < hi <= count`, a u16: the sum cannot overflow.
             let mid = lo.wrapping_add(hi) / 2;
-            let probed = match self.probe(mid, slots_end) {
+            let probed = match self.probe(slots, mid, slots_end) {
                 Some(probed) => probed,
                 None => self.key(mid)?,
             };
-            if compare(probed, key) == Ordering::Less {
+            if key.compare(probed) == Ordering::Less {
                 lo = mid.wrapping_add(1);
             } else {
                 hi = mid;
@@ -345,12 +352,12 @@ impl<'a> LeafPage<'a> {
     /// (which the caller then asks it for). Reads the same bytes with the same checks,
     /// without building a `Result` per probe; `slots_end` is [`LeafPage::slots_end`],
     /// worked out once per search.
+    /// `slots` is the slot directory as [`LeafPage::lower_bound_from`] splits it.
     #[inline]
-    fn probe(&self, index: usize, slots_end: usize) -> Option<&'a [u8]> {
+    fn probe(&self, slots: &[[u8; SLOT_SIZE]], index: usize, slots_end: usize) -> Option<&'a [u8]> {
         // No sum here can overflow: `index < count`, which came from a u16, a slot is a
         // u16 and a key length a u16. A get runs this about log2(count) times.
-        let at = LEAF_SLOTS_AT.wrapping_add(index.wrapping_mul(SLOT_SIZE));
-        let &slot = self.page.get(at..)?.first_chunk::<2>()?;
+        let &slot = slots.get(index)?;
         let start = usize::from(u16::from_le_bytes(slot));
         if start < slots_end {
             return None;
@@ -406,6 +413,18 @@ impl<'a> LeafPage<'a> {
         let index = self.lower_bound(key)?;
         if index == self.count {
             return Ok(None);
+        }
+        // An inline value, the common entry, read by `probe_inline`'s checks (those of
+        // `entry` for it) without building a `Result` for each field.
+        if let Some((key_at, value_at, version)) = self.probe_inline(index)
+            && let (Some(found), Some(value)) = (self.page.get(key_at), self.page.get(value_at))
+        {
+            let entry = LeafEntry {
+                key: found,
+                version,
+                value: LeafValue::Inline(value),
+            };
+            return Ok((compare(found, key) == Ordering::Equal).then_some(entry));
         }
         let entry = self.entry(index)?;
         // `compare`, not `==`: a call to memcmp costs several times its few instructions.

@@ -264,21 +264,51 @@ pub trait MapView: Send + Sync + fmt::Debug {
 }
 
 /// A read-only view of a file range; cheap to clone, valid while held.
+///
+/// A map of a real file is read without a virtual call: readers dereference a mapping once
+/// or twice per entry they step over (a B+tree cursor), where a call through
+/// `dyn MapView` cost more than the bounds check beside it. Other implementations (the
+/// simulated file system, which copies and may crash the view) go through [`MapView`].
 #[derive(Clone, Debug)]
-pub struct Mapping(Arc<dyn MapView>);
+pub struct Mapping(Repr);
+
+#[derive(Clone, Debug)]
+enum Repr {
+    /// A live `mmap` of a real file ([`crate::RealFs`]).
+    Mmap(Arc<memmap2::Mmap>),
+    /// An empty range, which needs no memory behind it.
+    Empty,
+    /// Any other implementation's view.
+    View(Arc<dyn MapView>),
+}
 
 impl Mapping {
     /// Wraps an implementation's view.
     pub fn new(view: Arc<dyn MapView>) -> Self {
-        Self(view)
+        Self(Repr::View(view))
+    }
+
+    /// A live map of a real file.
+    pub(crate) fn mmap(map: memmap2::Mmap) -> Self {
+        Self(Repr::Mmap(Arc::new(map)))
+    }
+
+    /// The view of an empty range.
+    pub(crate) fn empty() -> Self {
+        Self(Repr::Empty)
     }
 }
 
 impl Deref for Mapping {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
-        self.0.bytes()
+        match &self.0 {
+            Repr::Mmap(map) => map,
+            Repr::Empty => &[],
+            Repr::View(view) => view.bytes(),
+        }
     }
 }
 

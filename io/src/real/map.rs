@@ -14,34 +14,9 @@
     clippy::multiple_unsafe_ops_per_block
 )]
 
+use crate::fs::Mapping;
 use std::fs;
 use std::io;
-use std::sync::Arc;
-
-use crate::fs::{MapView, Mapping};
-
-/// A live read-only map of part of a file.
-#[derive(Debug)]
-struct MmapView {
-    map: memmap2::Mmap,
-}
-
-impl MapView for MmapView {
-    fn bytes(&self) -> &[u8] {
-        &self.map
-    }
-}
-
-/// The view of an empty range. The kernel refuses zero-length maps, and an empty range
-/// needs no memory behind it.
-#[derive(Debug)]
-struct EmptyView;
-
-impl MapView for EmptyView {
-    fn bytes(&self) -> &[u8] {
-        &[]
-    }
-}
 
 /// Maps `len` bytes of `file` at `offset` (see [`crate::File::map`]).
 ///
@@ -62,7 +37,8 @@ pub(super) fn map_range(file: &fs::File, offset: u64, len: usize) -> io::Result<
         ));
     }
     if len == 0 {
-        return Ok(Mapping::new(Arc::new(EmptyView)));
+        // The kernel refuses zero-length maps.
+        return Ok(Mapping::empty());
     }
     let options = map_range_options(offset, len);
     // SAFETY: `Mmap` hands out `&[u8]` over memory the kernel may change, which is sound only
@@ -75,7 +51,7 @@ pub(super) fn map_range(file: &fs::File, offset: u64, len: usize) -> io::Result<
     // off the files. The range was checked to lie inside the file just above, so the map
     // itself starts out fully backed.
     let map = unsafe { options.map(file) }?;
-    Ok(Mapping::new(Arc::new(MmapView { map })))
+    Ok(Mapping::mmap(map))
 }
 
 /// The options for a read-only map of `len` bytes at `offset`; memmap2 aligns the offset down
