@@ -8,7 +8,7 @@ use crate::limits::{
 };
 use crate::options::Durability;
 use crate::record::{
-    Check, IdempotencyKey, TABLE_PUT_OVERHEAD, WRITE_PREFIX_SIZE, put_table_write,
+    Check, IdempotencyKey, Inline, TABLE_PUT_OVERHEAD, WRITE_PREFIX_SIZE, put_table_write,
 };
 
 /// Puts and deletes across tables, applied all or nothing at one LSN. The last write to a
@@ -29,7 +29,7 @@ use crate::record::{
 pub struct WriteBatch {
     buf: Vec<u8>,
     /// The names of the tables written, in order of first use.
-    tables: Vec<String>,
+    tables: TableNames,
     count: usize,
     size: usize,
     /// The first write over a per-write limit (key or value size): it is counted but not
@@ -49,7 +49,7 @@ impl Default for WriteBatch {
     fn default() -> Self {
         Self {
             buf: vec![0; WRITE_PREFIX_SIZE],
-            tables: Vec::new(),
+            tables: TableNames::default(),
             count: 0,
             size: 0,
             refused: None,
@@ -76,11 +76,28 @@ impl WriteBatch {
     /// An empty batch with room for `puts` puts whose keys and values total `bytes`: a
     /// caller that knows its writes' size spares the buffer's regrowth and copies.
     pub fn with_capacity(puts: usize, bytes: usize) -> Self {
-        let mut batch = Self::default();
-        batch
-            .buf
-            .reserve(bytes.saturating_add(puts.saturating_mul(TABLE_PUT_OVERHEAD)));
-        batch
+        let capacity = bytes
+            .saturating_add(puts.saturating_mul(TABLE_PUT_OVERHEAD))
+            .saturating_add(WRITE_PREFIX_SIZE);
+        // One allocation: the default's prefix would be reallocated by the reservation.
+        let mut buf = Vec::with_capacity(capacity);
+        buf.resize(WRITE_PREFIX_SIZE, 0);
+        Self {
+            buf,
+            ..Self::default_empty()
+        }
+    }
+
+    /// The default batch without its buffer's allocation, for constructors that make their
+    /// own buffer.
+    fn default_empty() -> Self {
+        Self {
+            buf: Vec::new(),
+            tables: TableNames::default(),
+            count: 0,
+            size: 0,
+            refused: None,
+        }
     }
 
     /// Stores `value` under `key` in `table`.
@@ -133,14 +150,12 @@ impl WriteBatch {
     /// The index of `table` in `tables`, added if new. Batches name few tables, and
     /// consecutive writes mostly the same one: the last name added is compared first.
     fn table_index(&mut self, table: &str) -> u64 {
-        let found = match self.tables.last() {
-            Some(last) if last == table => Some(self.tables.len() - 1),
+        let last = self.tables.len().checked_sub(1);
+        let found = match last {
+            Some(last) if self.tables.get(last) == Some(table) => Some(last),
             _ => self.tables.iter().position(|t| t == table),
         };
-        let index = found.unwrap_or_else(|| {
-            self.tables.push(table.to_string());
-            self.tables.len() - 1
-        });
+        let index = found.unwrap_or_else(|| self.tables.push(table));
         index as u64
     }
 
@@ -159,7 +174,7 @@ impl WriteBatch {
                 .ok()
                 .and_then(|index| self.tables.get(index))
                 .expect("a batch's table field indexes its names");
-            Some((name.as_str(), write.0, write.1))
+            Some((name, write.0, write.1))
         })
     }
 
@@ -173,7 +188,7 @@ impl WriteBatch {
     }
 
     /// The names of the tables written, in order of first use.
-    pub(crate) fn tables(&self) -> &[String] {
+    pub(crate) fn tables(&self) -> &TableNames {
         &self.tables
     }
 
@@ -183,6 +198,47 @@ impl WriteBatch {
     pub(crate) fn into_encoded(self) -> (Vec<u8>, usize) {
         assert!(self.refused.is_none(), "a refused batch is never encoded");
         (self.buf, self.count)
+    }
+}
+
+/// The names of a batch's tables, in order of first use, kept in one string: a batch of
+/// one table allocates for its name alone, not for a vector of strings as well.
+///
+/// # Invariants
+/// `ends` increase; name `i` is `joined[ends[i - 1]..ends[i]]` (from 0 for the first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TableNames {
+    joined: String,
+    ends: Inline<usize>,
+}
+
+impl TableNames {
+    /// The number of names.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Name `index`, if there is one.
+    pub(crate) fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)?;
+        let start = match index.checked_sub(1) {
+            Some(previous) => *self.ends.get(previous)?,
+            None => 0,
+        };
+        self.joined.get(start..end)
+    }
+
+    /// The names in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).filter_map(|index| self.get(index))
+    }
+
+    /// Adds `name` (not among the names yet); returns its index.
+    fn push(&mut self, name: &str) -> usize {
+        self.joined.push_str(name);
+        let end = self.joined.len();
+        self.ends.push(end, 2);
+        self.len() - 1
     }
 }
 
@@ -291,7 +347,7 @@ mod tests {
         let ids: Vec<u64> = batch
             .tables()
             .iter()
-            .map(|name| 100 + NAMES.iter().position(|n| n == name).unwrap() as u64)
+            .map(|name| 100 + NAMES.iter().position(|n| *n == name).unwrap() as u64)
             .collect();
         let (mut buf, count) = batch.into_encoded();
         record::replace_tables(&mut buf, count, |index| {

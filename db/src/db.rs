@@ -446,7 +446,9 @@ impl Db {
         {
             return Ok(Prepared::Decided(outcome_result(first)));
         }
-        let tables = self.inner.published().1;
+        // Held only while names become ids: a record that creates or drops a table waits
+        // for it, nothing else does.
+        let tables = self.inner.published.read();
         let id_of = |name: &str| {
             tables
                 .by_name(name)
@@ -460,12 +462,17 @@ impl Db {
                 check: condition.check,
             });
         }
-        let ids = commit
-            .writes
-            .tables()
-            .iter()
-            .map(|name| id_of(name))
-            .collect::<Result<Vec<u64>>>()?;
+        // A batch names one table far more often than several: its id needs no vector.
+        let (one, many);
+        let names = commit.writes.tables();
+        let ids: &[u64] = if let (1, Some(name)) = (names.len(), names.get(0)) {
+            one = [id_of(name)?];
+            &one
+        } else {
+            many = names.iter().map(id_of).collect::<Result<Vec<u64>>>()?;
+            &many
+        };
+        drop(tables);
         // The batch is the record's table writes already, each naming its table by its
         // index in `ids`: only the table fields change.
         let (mut buf, count) = commit.writes.into_encoded();
