@@ -420,6 +420,49 @@ mod tests {
         }
     }
 
+    /// The one-write record the Db logs without a batch is byte for byte the record of a
+    /// batch of that write, and decodes to it (with its one write and one run held inline).
+    #[test]
+    fn single_write_payload_matches_a_one_write_batch() {
+        let mut rng = Rng(9);
+        for _ in 0..300 {
+            let table = rng.index(NAMES.len());
+            let key = rng.bytes(12, b"xyz");
+            let value = (!rng.chance(3)).then(|| rng.bytes(30, b"0123456789"));
+            let mut batch = WriteBatch::new();
+            match &value {
+                Some(value) => batch.put(NAMES[table], &key, value),
+                None => batch.delete(NAMES[table], &key),
+            };
+            let id = 100 + table as u64;
+            let single = record::single_write_payload(id, &key, value.as_deref());
+            assert_eq!(single, payload(batch, None, &[]));
+            let Ok(RecordRef::Write(decoded)) = RecordRef::decode(&single) else {
+                panic!("the payload does not decode as a write");
+            };
+            assert!(matches!(decoded.writes, Inline::One(_)));
+            assert_eq!(&*decoded.runs, &[(id, 1)]);
+            assert_eq!(&*decoded.writes, &[(key.as_slice(), value.as_deref())]);
+        }
+    }
+
+    /// A batch's table names come back in order of first use, each once, however the
+    /// writes interleave them.
+    #[test]
+    fn batch_table_names_are_kept_in_order_of_first_use() {
+        let mut batch = WriteBatch::new();
+        assert_eq!(batch.tables().len(), 0);
+        assert_eq!(batch.tables().get(0), None);
+        for name in ["bb", "a", "bb", "ccc", "a", "ccc"] {
+            batch.put(name, "k", "v");
+        }
+        let names: Vec<&str> = batch.tables().iter().collect();
+        assert_eq!(names, ["bb", "a", "ccc"]);
+        assert_eq!(batch.tables().get(3), None);
+        let tables: Vec<&str> = batch.iter().map(|(table, _, _)| table).collect();
+        assert_eq!(tables, ["bb", "a", "bb", "ccc", "a", "ccc"]);
+    }
+
     fn exceeded(result: Result<()>) -> (&'static str, u64, u64) {
         match result {
             Err(Error::LimitExceeded { limit, actual, max }) => (limit, actual, max),

@@ -520,6 +520,29 @@ pub(crate) fn write_payload(
     out
 }
 
+/// The payload of a write record of one put (`value` `Some`) or delete of `key` in table
+/// `table`, with no condition and no idempotency key: the bytes [`write_payload`] makes of
+/// a one-write batch, built in one exactly sized buffer.
+///
+/// # Panics
+/// If the key or value does not fit a `u32` length (the Db's limits keep them far below).
+pub(crate) fn single_write_payload(table: u64, key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+    let value_size = value.map_or(0, |value| LEN_SIZE + value.len());
+    let size = WRITE_PREFIX_SIZE + TABLE_WRITE_SIZE_MIN + key.len() + value_size;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&[FORMAT_VERSION, TYPE_WRITE, 0]);
+    put_count(&mut out, 0);
+    put_count(&mut out, 1);
+    put_table_write(&mut out, table, key, value);
+    assert_eq!(
+        out.len(),
+        size,
+        "encoded {} bytes, computed {size}",
+        out.len()
+    );
+    out
+}
+
 /// Calls `table_of` with the table field of each of the `count` table writes that follow
 /// the prefix in `buf`, and stores what it returns there.
 ///
