@@ -150,9 +150,8 @@ impl WriteBatch {
     /// The index of `table` in `tables`, added if new. Batches name few tables, and
     /// consecutive writes mostly the same one: the last name added is compared first.
     fn table_index(&mut self, table: &str) -> u64 {
-        let last = self.tables.len().checked_sub(1);
-        let found = match last {
-            Some(last) if self.tables.get(last) == Some(table) => Some(last),
+        let found = match self.tables.len().checked_sub(1) {
+            Some(last) if self.tables.last_is(table) => Some(last),
             _ => self.tables.iter().position(|t| t == table),
         };
         let index = found.unwrap_or_else(|| self.tables.push(table));
@@ -226,6 +225,16 @@ impl TableNames {
             None => 0,
         };
         self.joined.get(start..end)
+    }
+
+    /// Whether the last name added is `name`: a byte comparison with the end of `joined`,
+    /// which every write of a one-table batch makes.
+    fn last_is(&self, name: &str) -> bool {
+        let start = match self.ends.len().checked_sub(2) {
+            Some(previous) => self.ends.get(previous).copied().unwrap_or(usize::MAX),
+            None => 0,
+        };
+        self.joined.as_bytes().get(start..) == Some(name.as_bytes())
     }
 
     /// The names in order.

@@ -648,7 +648,10 @@ fn decode_write<'a>(r: &mut Reader<'a>) -> Result<WriteRef<'a>, DecodeError> {
         "write count truncated",
         "write count exceeds what the remaining bytes can hold",
     )?;
-    let mut writes = Inline::Empty;
+    // One loop, so that the table write's decoder is inlined once; a record of one write
+    // keeps it inline, a larger one goes to the heap once.
+    let mut one = None;
+    let mut many = Vec::with_capacity(if writes_count > 1 { writes_count } else { 0 });
     let mut runs = Inline::Empty;
     for index in 0..writes_count {
         let (table, write) = decode_table_write(r)?;
@@ -656,8 +659,16 @@ fn decode_write<'a>(r: &mut Reader<'a>) -> Result<WriteRef<'a>, DecodeError> {
             Some((last, end)) if *last == table => *end = index + 1,
             _ => runs.push((table, index + 1), 1),
         }
-        writes.push(write, writes_count);
+        if writes_count == 1 {
+            one = Some(write);
+        } else {
+            many.push(write);
+        }
     }
+    let writes = match one {
+        Some(write) => Inline::One([write]),
+        None => Inline::Many(many),
+    };
     Ok(WriteRef {
         idempotency,
         conditions,
