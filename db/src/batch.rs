@@ -8,7 +8,7 @@ use crate::limits::{
 };
 use crate::options::Durability;
 use crate::record::{
-    Check, IdempotencyKey, TABLE_PUT_OVERHEAD, WRITE_PREFIX_SIZE, put_table_write,
+    Check, IdempotencyKey, Inline, TABLE_PUT_OVERHEAD, WRITE_PREFIX_SIZE, put_table_write,
 };
 
 /// Puts and deletes across tables, applied all or nothing at one LSN. The last write to a
@@ -29,7 +29,7 @@ use crate::record::{
 pub struct WriteBatch {
     buf: Vec<u8>,
     /// The names of the tables written, in order of first use.
-    tables: Vec<String>,
+    tables: TableNames,
     count: usize,
     size: usize,
     /// The first write over a per-write limit (key or value size): it is counted but not
@@ -49,7 +49,7 @@ impl Default for WriteBatch {
     fn default() -> Self {
         Self {
             buf: vec![0; WRITE_PREFIX_SIZE],
-            tables: Vec::new(),
+            tables: TableNames::default(),
             count: 0,
             size: 0,
             refused: None,
@@ -76,11 +76,28 @@ impl WriteBatch {
     /// An empty batch with room for `puts` puts whose keys and values total `bytes`: a
     /// caller that knows its writes' size spares the buffer's regrowth and copies.
     pub fn with_capacity(puts: usize, bytes: usize) -> Self {
-        let mut batch = Self::default();
-        batch
-            .buf
-            .reserve(bytes.saturating_add(puts.saturating_mul(TABLE_PUT_OVERHEAD)));
-        batch
+        let capacity = bytes
+            .saturating_add(puts.saturating_mul(TABLE_PUT_OVERHEAD))
+            .saturating_add(WRITE_PREFIX_SIZE);
+        // One allocation: the default's prefix would be reallocated by the reservation.
+        let mut buf = Vec::with_capacity(capacity);
+        buf.resize(WRITE_PREFIX_SIZE, 0);
+        Self {
+            buf,
+            ..Self::default_empty()
+        }
+    }
+
+    /// The default batch without its buffer's allocation, for constructors that make their
+    /// own buffer.
+    fn default_empty() -> Self {
+        Self {
+            buf: Vec::new(),
+            tables: TableNames::default(),
+            count: 0,
+            size: 0,
+            refused: None,
+        }
     }
 
     /// Stores `value` under `key` in `table`.
@@ -133,14 +150,11 @@ impl WriteBatch {
     /// The index of `table` in `tables`, added if new. Batches name few tables, and
     /// consecutive writes mostly the same one: the last name added is compared first.
     fn table_index(&mut self, table: &str) -> u64 {
-        let found = match self.tables.last() {
-            Some(last) if last == table => Some(self.tables.len() - 1),
+        let found = match self.tables.len().checked_sub(1) {
+            Some(last) if self.tables.last_is(table) => Some(last),
             _ => self.tables.iter().position(|t| t == table),
         };
-        let index = found.unwrap_or_else(|| {
-            self.tables.push(table.to_string());
-            self.tables.len() - 1
-        });
+        let index = found.unwrap_or_else(|| self.tables.push(table));
         index as u64
     }
 
@@ -159,7 +173,7 @@ impl WriteBatch {
                 .ok()
                 .and_then(|index| self.tables.get(index))
                 .expect("a batch's table field indexes its names");
-            Some((name.as_str(), write.0, write.1))
+            Some((name, write.0, write.1))
         })
     }
 
@@ -173,7 +187,7 @@ impl WriteBatch {
     }
 
     /// The names of the tables written, in order of first use.
-    pub(crate) fn tables(&self) -> &[String] {
+    pub(crate) fn tables(&self) -> &TableNames {
         &self.tables
     }
 
@@ -183,6 +197,57 @@ impl WriteBatch {
     pub(crate) fn into_encoded(self) -> (Vec<u8>, usize) {
         assert!(self.refused.is_none(), "a refused batch is never encoded");
         (self.buf, self.count)
+    }
+}
+
+/// The names of a batch's tables, in order of first use, kept in one string: a batch of
+/// one table allocates for its name alone, not for a vector of strings as well.
+///
+/// # Invariants
+/// `ends` increase; name `i` is `joined[ends[i - 1]..ends[i]]` (from 0 for the first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TableNames {
+    joined: String,
+    ends: Inline<usize>,
+}
+
+impl TableNames {
+    /// The number of names.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Name `index`, if there is one.
+    pub(crate) fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)?;
+        let start = match index.checked_sub(1) {
+            Some(previous) => *self.ends.get(previous)?,
+            None => 0,
+        };
+        self.joined.get(start..end)
+    }
+
+    /// Whether the last name added is `name`: a byte comparison with the end of `joined`,
+    /// which every write of a one-table batch makes.
+    fn last_is(&self, name: &str) -> bool {
+        let start = match self.ends.len().checked_sub(2) {
+            Some(previous) => self.ends.get(previous).copied().unwrap_or(usize::MAX),
+            None => 0,
+        };
+        self.joined.as_bytes().get(start..) == Some(name.as_bytes())
+    }
+
+    /// The names in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).filter_map(|index| self.get(index))
+    }
+
+    /// Adds `name` (not among the names yet); returns its index.
+    fn push(&mut self, name: &str) -> usize {
+        self.joined.push_str(name);
+        let end = self.joined.len();
+        self.ends.push(end, 2);
+        self.len() - 1
     }
 }
 
@@ -291,7 +356,7 @@ mod tests {
         let ids: Vec<u64> = batch
             .tables()
             .iter()
-            .map(|name| 100 + NAMES.iter().position(|n| n == name).unwrap() as u64)
+            .map(|name| 100 + NAMES.iter().position(|n| *n == name).unwrap() as u64)
             .collect();
         let (mut buf, count) = batch.into_encoded();
         record::replace_tables(&mut buf, count, |index| {
@@ -362,6 +427,49 @@ mod tests {
             assert!(runs.clone().is_sorted());
             assert_eq!(runs.next_back().unwrap_or(0), tables.len());
         }
+    }
+
+    /// The one-write record the Db logs without a batch is byte for byte the record of a
+    /// batch of that write, and decodes to it (with its one write and one run held inline).
+    #[test]
+    fn single_write_payload_matches_a_one_write_batch() {
+        let mut rng = Rng(9);
+        for _ in 0..300 {
+            let table = rng.index(NAMES.len());
+            let key = rng.bytes(12, b"xyz");
+            let value = (!rng.chance(3)).then(|| rng.bytes(30, b"0123456789"));
+            let mut batch = WriteBatch::new();
+            match &value {
+                Some(value) => batch.put(NAMES[table], &key, value),
+                None => batch.delete(NAMES[table], &key),
+            };
+            let id = 100 + table as u64;
+            let single = record::single_write_payload(id, &key, value.as_deref());
+            assert_eq!(single, payload(batch, None, &[]));
+            let Ok(RecordRef::Write(decoded)) = RecordRef::decode(&single) else {
+                panic!("the payload does not decode as a write");
+            };
+            assert!(matches!(decoded.writes, Inline::One(_)));
+            assert_eq!(&*decoded.runs, &[(id, 1)]);
+            assert_eq!(&*decoded.writes, &[(key.as_slice(), value.as_deref())]);
+        }
+    }
+
+    /// A batch's table names come back in order of first use, each once, however the
+    /// writes interleave them.
+    #[test]
+    fn batch_table_names_are_kept_in_order_of_first_use() {
+        let mut batch = WriteBatch::new();
+        assert_eq!(batch.tables().len(), 0);
+        assert_eq!(batch.tables().get(0), None);
+        for name in ["bb", "a", "bb", "ccc", "a", "ccc"] {
+            batch.put(name, "k", "v");
+        }
+        let names: Vec<&str> = batch.tables().iter().collect();
+        assert_eq!(names, ["bb", "a", "ccc"]);
+        assert_eq!(batch.tables().get(3), None);
+        let tables: Vec<&str> = batch.iter().map(|(table, _, _)| table).collect();
+        assert_eq!(tables, ["bb", "a", "bb", "ccc", "a", "ccc"]);
     }
 
     fn exceeded(result: Result<()>) -> (&'static str, u64, u64) {

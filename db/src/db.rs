@@ -377,6 +377,78 @@ impl Db {
         })
     }
 
+    /// Writes one key: stores `value` under `key` in `table` (`value` `None` deletes the
+    /// key), as a [`WriteBatch`] of that one write would, with no batch built: the key
+    /// and value are borrowed and copied once, into the log record. Returns the LSN.
+    ///
+    /// # Errors
+    /// As [`Db::write`].
+    pub fn write_one(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        options: WriteOptions,
+    ) -> Result<u64> {
+        let (record, durability) = self.prepare_one(table, key, value, options)?;
+        commit_result(self.inner.submit(record, durability))
+    }
+
+    /// [`Db::write_one`] without blocking, as [`Db::commit_with`] is [`Db::commit`]
+    /// without blocking: `done` gets what [`Db::write_one`] would have returned, exactly
+    /// once, on the thread that applies the record or on this one if it is refused.
+    pub fn write_one_with(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        options: WriteOptions,
+        done: impl FnOnce(Result<u64>) + Send + 'static,
+    ) {
+        match self.prepare_one(table, key, value, options) {
+            Ok((record, durability)) => self.log_with(record, durability, done),
+            Err(error) => done(Err(error)),
+        }
+    }
+
+    /// The log record of one write, checked against the limits a batch of it would be.
+    fn prepare_one(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        options: WriteOptions,
+    ) -> Result<(Vec<u8>, Durability)> {
+        let check = |name: &'static str, actual: usize, max: usize| {
+            if actual > max {
+                return Err(Error::LimitExceeded {
+                    limit: name,
+                    actual: actual as u64,
+                    max: max as u64,
+                });
+            }
+            Ok(())
+        };
+        check("key size", key.len(), crate::limits::KEY_SIZE_MAX)?;
+        let value_size = value.map_or(0, <[u8]>::len);
+        check("value size", value_size, crate::limits::VALUE_SIZE_MAX)?;
+        check(
+            "batch size",
+            key.len() + value_size,
+            crate::limits::BATCH_SIZE_MAX,
+        )?;
+        let id = {
+            let tables = self.inner.published.read();
+            tables
+                .by_name(table)
+                .map(|t| t.desc.id)
+                .ok_or_else(|| Error::UnknownTable(table.to_string()))?
+        };
+        let record = record::single_write_payload(id, key, value);
+        let durability = options.durability.unwrap_or(self.inner.options.durability);
+        Ok((record, durability))
+    }
+
     /// Commits a transaction: its conditions are checked when it applies, in log order;
     /// all of its writes apply or none does. Returns the LSN it committed at.
     ///
@@ -404,11 +476,21 @@ impl Db {
     /// Nothing here blocks on the disk; only a log whose queue is over
     /// `WalOptions::queue_bytes_max` makes this wait for room.
     pub fn commit_with(&self, commit: Commit, done: impl FnOnce(Result<u64>) + Send + 'static) {
-        let (record, durability) = match self.prepare_commit(commit) {
-            Ok(Prepared::Log(record, durability)) => (record, durability),
-            Ok(Prepared::Decided(result)) => return done(result),
-            Err(error) => return done(Err(error)),
-        };
+        match self.prepare_commit(commit) {
+            Ok(Prepared::Log(record, durability)) => self.log_with(record, durability, done),
+            Ok(Prepared::Decided(result)) => done(result),
+            Err(error) => done(Err(error)),
+        }
+    }
+
+    /// Queues the encoded `record`; `done` gets the commit's result (see
+    /// [`Db::commit_with`]).
+    fn log_with(
+        &self,
+        record: Vec<u8>,
+        durability: Durability,
+        done: impl FnOnce(Result<u64>) + Send + 'static,
+    ) {
         // The log drops a callback it refuses without calling it: the slot gives `done`
         // back for the refusal's error.
         let slot = Arc::new(Mutex::new(Some(done)));
@@ -446,7 +528,9 @@ impl Db {
         {
             return Ok(Prepared::Decided(outcome_result(first)));
         }
-        let tables = self.inner.published().1;
+        // Held only while names become ids: a record that creates or drops a table waits
+        // for it, nothing else does.
+        let tables = self.inner.published.read();
         let id_of = |name: &str| {
             tables
                 .by_name(name)
@@ -460,12 +544,17 @@ impl Db {
                 check: condition.check,
             });
         }
-        let ids = commit
-            .writes
-            .tables()
-            .iter()
-            .map(|name| id_of(name))
-            .collect::<Result<Vec<u64>>>()?;
+        // A batch names one table far more often than several: its id needs no vector.
+        let (one, many);
+        let names = commit.writes.tables();
+        let ids: &[u64] = if let (1, Some(name)) = (names.len(), names.get(0)) {
+            one = [id_of(name)?];
+            &one
+        } else {
+            many = names.iter().map(id_of).collect::<Result<Vec<u64>>>()?;
+            &many
+        };
+        drop(tables);
         // The batch is the record's table writes already, each naming its table by its
         // index in `ids`: only the table fields change.
         let (mut buf, count) = commit.writes.into_encoded();
@@ -1201,6 +1290,61 @@ mod tests {
             writes,
             ..Commit::default()
         }
+    }
+
+    /// `write_one` and `write_one_with` do what a batch of that one write does: the same
+    /// LSNs, the same values afterwards, the same refusals (unknown table, key and value
+    /// limits), on both engines.
+    #[test]
+    fn write_one_matches_a_one_write_batch() {
+        use crate::limits::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
+        let (batched, single) = (open(), open());
+        for db in [&batched, &single] {
+            db.create_table("b", TableOptions::new(EngineKind::Btree))
+                .unwrap();
+        }
+        let mut rng = popdb_testkit::Rng(11);
+        for i in 0..400 {
+            let table = ["t", "b", "missing"][rng.index(3)];
+            let key = match rng.below(40) {
+                0 => vec![1; KEY_SIZE_MAX + 1],
+                1 => Vec::new(),
+                _ => rng.bytes(6, b"abc"),
+            };
+            let value = match rng.below(40) {
+                0 => Some(vec![2; VALUE_SIZE_MAX + 1]),
+                1..10 => None,
+                _ => Some(rng.bytes(20, b"xyz")),
+            };
+            let mut batch = WriteBatch::new();
+            match &value {
+                Some(value) => batch.put(table, &key, value),
+                None => batch.delete(table, &key),
+            };
+            let expected = batched.write(batch);
+            let got = if i % 2 == 0 {
+                single.write_one(table, &key, value.as_deref(), WriteOptions::default())
+            } else {
+                let (sender, receiver) = mpsc::channel();
+                single.write_one_with(
+                    table,
+                    &key,
+                    value.as_deref(),
+                    WriteOptions::default(),
+                    move |result| sender.send(result).unwrap(),
+                );
+                receiver.recv().unwrap()
+            };
+            assert_eq!(format!("{got:?}"), format!("{expected:?}"), "write {i}");
+            if table != "missing" && key.len() <= KEY_SIZE_MAX {
+                assert_eq!(
+                    single.get(table, &key).unwrap(),
+                    batched.get(table, &key).unwrap()
+                );
+            }
+        }
+        assert!(single.visible_lsn() > 100, "most writes committed");
+        assert_eq!(single.visible_lsn(), batched.visible_lsn());
     }
 
     /// A callback hears of its commit once it is applied: the value is visible at its LSN,

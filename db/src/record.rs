@@ -141,11 +141,62 @@ pub(crate) struct WriteRef<'a> {
     /// Decoded owned: conditions are few and read once.
     pub(crate) conditions: Vec<Condition>,
     /// In record order; the last write to a key of a table wins.
-    pub(crate) writes: Vec<Write<'a>>,
+    pub(crate) writes: Inline<Write<'a>>,
     /// The table of each write, run-length encoded: `(table, end)` says that the writes
     /// from the previous run's end up to `end` (exclusive) go to `table`. The runs' ends
     /// increase and the last is `writes.len()`.
-    pub(crate) runs: Vec<(u64, usize)>,
+    pub(crate) runs: Inline<(u64, usize)>,
+}
+
+/// A list that holds a single element inline: a record of one write to one table (a
+/// server's SET, a YCSB update) decodes without allocating, where two vectors cost a
+/// tenth of the apply stage's own work per record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Inline<T> {
+    /// No element.
+    #[default]
+    Empty,
+    /// One element, not on the heap.
+    One([T; 1]),
+    /// Two or more.
+    Many(Vec<T>),
+}
+
+impl<T: Copy> Inline<T> {
+    /// Appends `item`; `capacity` is the number of elements expected in all, reserved when
+    /// the list first moves to the heap.
+    pub(crate) fn push(&mut self, item: T, capacity: usize) {
+        match self {
+            Inline::Empty => *self = Inline::One([item]),
+            Inline::One([first]) => {
+                let mut many = Vec::with_capacity(capacity.max(2));
+                many.push(*first);
+                many.push(item);
+                *self = Inline::Many(many);
+            }
+            Inline::Many(many) => many.push(item),
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut T> {
+        match self {
+            Inline::Empty => None,
+            Inline::One([only]) => Some(only),
+            Inline::Many(many) => many.last_mut(),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Inline<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match self {
+            Inline::Empty => &[],
+            Inline::One(one) => one,
+            Inline::Many(many) => many,
+        }
+    }
 }
 
 impl<'a> WriteRef<'a> {
@@ -443,13 +494,12 @@ pub(crate) fn write_payload(
     if idempotency.is_none() && conditions.is_empty() {
         let count = u32::try_from(write_count)
             .unwrap_or_else(|_| panic!("a count of {write_count} does not fit a u32"));
-        let prefix = [FORMAT_VERSION, TYPE_WRITE, 0]
-            .into_iter()
-            .chain(0u32.to_le_bytes())
-            .chain(count.to_le_bytes());
-        for (slot, byte) in buf.iter_mut().zip(prefix) {
-            *slot = byte;
-        }
+        let [c0, c1, c2, c3] = count.to_le_bytes();
+        let (prefix, _) = buf
+            .split_first_chunk_mut::<WRITE_PREFIX_SIZE>()
+            .expect("the length was checked above");
+        // Version, type, flags (none), no condition, the write count.
+        *prefix = [FORMAT_VERSION, TYPE_WRITE, 0, 0, 0, 0, 0, c0, c1, c2, c3];
         return buf;
     }
     let writes = buf.get(WRITE_PREFIX_SIZE..).unwrap_or_default();
@@ -461,6 +511,29 @@ pub(crate) fn write_payload(
     encode_write_head(idempotency, conditions, &mut out);
     put_count(&mut out, write_count);
     out.extend_from_slice(writes);
+    assert_eq!(
+        out.len(),
+        size,
+        "encoded {} bytes, computed {size}",
+        out.len()
+    );
+    out
+}
+
+/// The payload of a write record of one put (`value` `Some`) or delete of `key` in table
+/// `table`, with no condition and no idempotency key: the bytes [`write_payload`] makes of
+/// a one-write batch, built in one exactly sized buffer.
+///
+/// # Panics
+/// If the key or value does not fit a `u32` length (the Db's limits keep them far below).
+pub(crate) fn single_write_payload(table: u64, key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+    let value_size = value.map_or(0, |value| LEN_SIZE + value.len());
+    let size = WRITE_PREFIX_SIZE + TABLE_WRITE_SIZE_MIN + key.len() + value_size;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&[FORMAT_VERSION, TYPE_WRITE, 0]);
+    put_count(&mut out, 0);
+    put_count(&mut out, 1);
+    put_table_write(&mut out, table, key, value);
     assert_eq!(
         out.len(),
         size,
@@ -575,16 +648,27 @@ fn decode_write<'a>(r: &mut Reader<'a>) -> Result<WriteRef<'a>, DecodeError> {
         "write count truncated",
         "write count exceeds what the remaining bytes can hold",
     )?;
-    let mut writes = Vec::with_capacity(writes_count);
-    let mut runs: Vec<(u64, usize)> = Vec::new();
+    // One loop, so that the table write's decoder is inlined once; a record of one write
+    // keeps it inline, a larger one goes to the heap once.
+    let mut one = None;
+    let mut many = Vec::with_capacity(if writes_count > 1 { writes_count } else { 0 });
+    let mut runs = Inline::Empty;
     for index in 0..writes_count {
         let (table, write) = decode_table_write(r)?;
         match runs.last_mut() {
             Some((last, end)) if *last == table => *end = index + 1,
-            _ => runs.push((table, index + 1)),
+            _ => runs.push((table, index + 1), 1),
         }
-        writes.push(write);
+        if writes_count == 1 {
+            one = Some(write);
+        } else {
+            many.push(write);
+        }
     }
+    let writes = match one {
+        Some(write) => Inline::One([write]),
+        None => Inline::Many(many),
+    };
     Ok(WriteRef {
         idempotency,
         conditions,
