@@ -939,6 +939,9 @@ impl Inner {
         // The apply stage reads the record from the log's copy, which the log hands back.
         let callback = move |appended: popdb_wal::Result<popdb_wal::Appended>,
                              logged: &[Record]| {
+            // Armed only once the log calls back: a callback it refuses is dropped uncalled,
+            // and the refusal reaches the writer through `enqueue`'s error instead.
+            let done = AnswerOnUnwind::new(done, lsn.0);
             let result = match inner.upgrade() {
                 None => Err(Error::Unknown(format!(
                     "record {lsn} is logged but the Db closed before applying it"
@@ -958,7 +961,7 @@ impl Inner {
                     ))),
                 },
             };
-            done(result);
+            done.answer(result);
         };
         if lead_if_idle {
             let lead = self
@@ -1258,6 +1261,41 @@ pub(crate) fn remove_dir_all(fs: &FsRef, dir: &Path) -> Result<()> {
     }
     fs.remove_dir(dir)
         .map_err(|e| Error::io(format!("remove {}", dir.display()), e))
+}
+
+/// A record's answer that is given even if applying the record panics: the log catches the
+/// panic and poisons itself, but the callback's `done` would be dropped unanswered and its
+/// writer would wait forever. Dropped while still holding `done` (only while unwinding), it
+/// answers that the outcome is unknown: the record is in the log, and a reopen replays it.
+struct AnswerOnUnwind<F: FnOnce(Result<Applied>)> {
+    done: Option<F>,
+    lsn: u64,
+}
+
+impl<F: FnOnce(Result<Applied>)> AnswerOnUnwind<F> {
+    fn new(done: F, lsn: u64) -> Self {
+        Self {
+            done: Some(done),
+            lsn,
+        }
+    }
+
+    fn answer(mut self, result: Result<Applied>) {
+        if let Some(done) = self.done.take() {
+            done(result);
+        }
+    }
+}
+
+impl<F: FnOnce(Result<Applied>)> Drop for AnswerOnUnwind<F> {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(Err(Error::Unknown(format!(
+                "record {} is logged but applying it panicked (the log is poisoned)",
+                self.lsn
+            ))));
+        }
+    }
 }
 
 #[cfg(test)]

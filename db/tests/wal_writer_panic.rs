@@ -15,15 +15,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use popdb_db::{Db, DbOptions, EngineKind, TableOptions, WriteBatch};
+use popdb_db::{Db, DbOptions, Durability, EngineKind, TableOptions, WriteBatch, WriteOptions};
 use popdb_io::{DirLock, File, FileRef, FileSystem, FsRef, Mapping, OpenOptions, SimFs, WriteOp};
 
 const HANG: Duration = Duration::from_mins(1);
 
-/// Panics once, in the first group-commit write of the log after it is armed.
+/// Panics once, in the first group-commit write of the log after `armed` is set, or in the
+/// first write of a new state file after `state_armed` is (the apply stage writes one when a
+/// no-sync record needs a new LSN lease).
 #[derive(Debug, Default)]
 struct Trap {
     armed: AtomicBool,
+    state_armed: AtomicBool,
     fired: AtomicU64,
 }
 
@@ -38,6 +41,16 @@ struct PanicFile {
     file: FileRef,
     trap: Arc<Trap>,
     in_log: bool,
+    is_state: bool,
+}
+
+impl PanicFile {
+    fn spring_state_trap(&self) {
+        if self.is_state && self.trap.state_armed.swap(false, Ordering::SeqCst) {
+            self.trap.fired.fetch_add(1, Ordering::SeqCst);
+            panic!("injected panic in a state file write");
+        }
+    }
 }
 
 impl FileSystem for PanicFs {
@@ -47,6 +60,7 @@ impl FileSystem for PanicFs {
             file,
             trap: Arc::clone(&self.trap),
             in_log: path.starts_with("/db/wal"),
+            is_state: path.file_name().is_some_and(|name| name == "STATE.tmp"),
         }))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -86,9 +100,11 @@ impl File for PanicFile {
         self.file.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.spring_state_trap();
         self.file.write_at(buf, offset)
     }
     fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> io::Result<()> {
+        self.spring_state_trap();
         if self.in_log && self.trap.armed.swap(false, Ordering::SeqCst) {
             self.trap.fired.fetch_add(1, Ordering::SeqCst);
             panic!("injected panic in the log's group-commit write");
@@ -193,6 +209,56 @@ fn a_log_writer_panic_fails_every_concurrent_write_instead_of_hanging() {
         let (value, _) = db.get("t", key.as_bytes()).unwrap().unwrap();
         assert_eq!(value, format!("value of {key}").into_bytes());
     }
+    db.write(put("after reopening")).unwrap();
+    db.close().unwrap();
+}
+
+#[test]
+fn a_panic_while_applying_a_record_answers_its_writer_instead_of_hanging_it() {
+    let sim = SimFs::new(22);
+    let trap = Arc::new(Trap::default());
+    let fs: FsRef = Arc::new(PanicFs {
+        sim: sim.clone(),
+        trap: Arc::clone(&trap),
+    });
+    let db = Arc::new(Db::open(Path::new("/db"), options(fs)).unwrap());
+    db.create_table("t", TableOptions::new(EngineKind::Lsm))
+        .unwrap();
+    db.write(put("before")).unwrap();
+    // A no-sync record is visible before it is durable, so its apply first writes a state
+    // file with a new LSN lease: the trap panics there, inside the record's apply.
+    trap.state_armed.store(true, Ordering::SeqCst);
+    let (done_tx, done_rx) = mpsc::channel();
+    let writer = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || {
+            let no_sync = WriteOptions {
+                durability: Some(Durability::NoSync),
+            };
+            done_tx
+                .send(db.write_with(put("applying"), no_sync))
+                .unwrap();
+        })
+    };
+    let answer = done_rx.recv_timeout(HANG).expect("the write hung");
+    writer.join().unwrap();
+    assert_eq!(
+        trap.fired.load(Ordering::SeqCst),
+        1,
+        "the apply reached the trap"
+    );
+    let error = answer.expect_err("a write whose apply panicked was acknowledged");
+    assert!(
+        error.to_string().contains("applying it panicked"),
+        "{error}"
+    );
+    let later = db.write(put("later")).unwrap_err();
+    assert!(later.to_string().contains(PANIC_MESSAGE), "{later}");
+    assert!(db.get("t", b"before").unwrap().is_some());
+    drop(Arc::try_unwrap(db).unwrap());
+
+    let db = Db::open(Path::new("/db"), options(Arc::new(sim.clone()))).unwrap();
+    assert!(db.get("t", b"before").unwrap().is_some());
     db.write(put("after reopening")).unwrap();
     db.close().unwrap();
 }
