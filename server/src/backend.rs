@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use popdb_db::{Commit, Db, DbStats, ReadView, TableDesc, TableOptions};
+use popdb_db::{Commit, Db, DbStats, ReadView, TableDesc, TableOptions, WriteBatch, WriteOptions};
 use popdb_protocol::{ErrorKind, ServerError};
 
 use crate::convert::db_error;
@@ -55,6 +55,28 @@ pub trait Backend: Send + Sync + 'static {
         commit: Commit,
         done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
     );
+
+    /// [`Backend::commit_with`] of a one-write batch: stores `value` under `key` in `table`,
+    /// or deletes the key when `value` is `None`. The default builds that batch; a backend
+    /// that can log one write without it (the Db) overrides this.
+    fn write_one_with(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
+    ) {
+        let mut batch = WriteBatch::with_capacity(1, key.len() + value.map_or(0, <[u8]>::len));
+        match value {
+            Some(value) => batch.put(table, key, value),
+            None => batch.delete(table, key),
+        };
+        let commit = Commit {
+            writes: batch,
+            ..Commit::default()
+        };
+        self.commit_with(commit, done);
+    }
 
     /// A point read answered at once, without waiting on anything but memory and the page
     /// cache, if this backend can (the connection then answers it in place); `None` if it
@@ -166,6 +188,20 @@ impl Backend for DbBackend {
     ) {
         self.db
             .commit_with(commit, move |result| done(result.map_err(|e| db_error(&e))));
+    }
+
+    // One write is logged straight from the frame's bytes: no batch, no owned key or value.
+    fn write_one_with(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
+    ) {
+        self.db
+            .write_one_with(table, key, value, WriteOptions::default(), move |result| {
+                done(result.map_err(|e| db_error(&e)));
+            });
     }
 
     fn get_now(

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use popdb_db::{Commit, WriteBatch};
+use popdb_db::Commit;
 use popdb_protocol::{
     DecodeError, ErrorKind, FrameDecoder, HandshakeOk, PROTOCOL_VERSION, PointRequest,
     PointResponse, Request, Response, ServerError,
@@ -650,22 +650,12 @@ impl<B: Backend> Reader<B> {
         let Some(request_permit) = self.request_permit() else {
             return self.refuse_overloaded(request_id, permit);
         };
-        let mut batch = WriteBatch::with_capacity(1, key.len() + value.map_or(0, <[u8]>::len));
-        match value {
-            Some(value) => batch.put(table, key, value),
-            None => batch.delete(table, key),
-        };
-        let commit = Commit {
-            writes: batch,
-            ..Commit::default()
-        };
-        self.commit_with(
-            request_id,
-            op,
-            (commit, WriteReply::Written),
-            permit,
-            request_permit,
-        );
+        let answer =
+            self.answer_in_group(request_id, op, WriteReply::Written, permit, request_permit);
+        self.conn
+            .shared
+            .backend
+            .write_one_with(table, key, value, answer);
     }
 
     /// Answers a Get: in place if the backend can answer it at once, else in a task.
@@ -727,6 +717,20 @@ impl<B: Backend> Reader<B> {
         permit: OwnedSemaphorePermit,
         request_permit: OwnedSemaphorePermit,
     ) {
+        let answer = self.answer_in_group(request_id, op, reply, permit, request_permit);
+        self.conn.shared.backend.commit_with(commit, answer);
+    }
+
+    /// Counts a write in the pass's group; the returned callback hands its result to the
+    /// group, which answers the pass's writes together.
+    fn answer_in_group(
+        &mut self,
+        request_id: u64,
+        op: usize,
+        reply: WriteReply,
+        permit: OwnedSemaphorePermit,
+        request_permit: OwnedSemaphorePermit,
+    ) -> impl FnOnce(Result<u64, ServerError>) + Send + 'static {
         self.outstanding += 1;
         let group = self
             .group
@@ -734,7 +738,7 @@ impl<B: Backend> Reader<B> {
         group.add();
         let group = Arc::clone(group);
         let started = self.read_at;
-        self.conn.shared.backend.commit_with(commit, move |result| {
+        move |result| {
             group.answer(Done {
                 request_id,
                 op,
@@ -744,7 +748,7 @@ impl<B: Backend> Reader<B> {
                 in_flight: permit,
                 request: request_permit,
             });
-        });
+        }
     }
 
     /// Runs a request that waits (a scan, status, a catalog change) in its own task, which
