@@ -301,7 +301,8 @@ impl Commit {
     }
 }
 
-fn limit(name: &'static str, actual: usize, max: usize) -> Result<()> {
+/// `LimitExceeded` naming `name` when `actual` is above `max`.
+pub(crate) fn limit(name: &'static str, actual: usize, max: usize) -> Result<()> {
     if actual > max {
         return Err(Error::LimitExceeded {
             limit: name,

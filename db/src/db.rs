@@ -32,7 +32,7 @@ use popdb_io::{DirLock, FsRef};
 use popdb_wal::{Lead, LogId, Lsn, NodeId, Record, RecordKind, Term, Wal, WalStats};
 
 use crate::apply::{Applied, ApplyEnv, ApplyState, apply_record};
-use crate::batch::{Commit, WriteBatch};
+use crate::batch::{Commit, WriteBatch, limit};
 use crate::engine::{EngineView, EngineWork};
 use crate::error::{Error, Result};
 use crate::options::{DbOptions, Durability, WriteOptions};
@@ -419,20 +419,10 @@ impl Db {
         value: Option<&[u8]>,
         options: WriteOptions,
     ) -> Result<(Vec<u8>, Durability)> {
-        let check = |name: &'static str, actual: usize, max: usize| {
-            if actual > max {
-                return Err(Error::LimitExceeded {
-                    limit: name,
-                    actual: actual as u64,
-                    max: max as u64,
-                });
-            }
-            Ok(())
-        };
-        check("key size", key.len(), crate::limits::KEY_SIZE_MAX)?;
+        limit("key size", key.len(), crate::limits::KEY_SIZE_MAX)?;
         let value_size = value.map_or(0, <[u8]>::len);
-        check("value size", value_size, crate::limits::VALUE_SIZE_MAX)?;
-        check(
+        limit("value size", value_size, crate::limits::VALUE_SIZE_MAX)?;
+        limit(
             "batch size",
             key.len() + value_size,
             crate::limits::BATCH_SIZE_MAX,
