@@ -14,7 +14,7 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use popdb_io::{DirLock, File, FileRef, FileSystem, FsRef, Mapping, OpenOptions, SimFs, WriteOp};
@@ -38,6 +38,8 @@ enum Op {
 struct Trap {
     armed: Mutex<Option<(Op, &'static str)>>,
     fired: AtomicU64,
+    /// Signalled when the trap fires (counted under `armed`'s lock, so no wake-up is lost).
+    sprung: Condvar,
 }
 
 impl Trap {
@@ -54,10 +56,21 @@ impl Trap {
         };
         if armed.is_some_and(|(o, thread)| o == op && on_thread(thread)) {
             *armed = None;
-            drop(armed);
             self.fired.fetch_add(1, Ordering::SeqCst);
+            drop(armed);
+            self.sprung.notify_all();
             panic!("injected panic in {op:?}");
         }
+    }
+
+    /// Waits until the trap has fired, at most `timeout`; whether it has.
+    fn wait_fired(&self, timeout: Duration) -> bool {
+        let armed = self.armed.lock().unwrap();
+        let _armed = self
+            .sprung
+            .wait_timeout_while(armed, timeout, |_| self.fired.load(Ordering::SeqCst) == 0)
+            .unwrap();
+        self.fired.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -479,12 +492,7 @@ fn a_spare_thread_panic_leaves_the_log_working() {
     };
     let wal = open(fs, options.clone());
     // The thread is dead before the log needs a spare (a hang guard, not a timing).
-    let mut waited = Duration::ZERO;
-    while trap.fired.load(Ordering::SeqCst) == 0 {
-        assert!(waited < HANG, "the spare thread never tried");
-        std::thread::sleep(Duration::from_millis(10));
-        waited += Duration::from_millis(10);
-    }
+    assert!(trap.wait_fired(HANG), "the spare thread never tried");
     // Enough records to rotate through several segments.
     let big = vec![7u8; 3000];
     for _ in 0..100 {
