@@ -8,15 +8,14 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
-use std::ffi::OsString;
-use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use popdb_db::{Db, DbOptions, Durability, EngineKind, TableOptions, WriteBatch, WriteOptions};
-use popdb_io::{DirLock, File, FileRef, FileSystem, FsRef, Mapping, OpenOptions, SimFs, WriteOp};
+use popdb_io::{FsRef, SimFs};
+use popdb_testkit::{FsOp, HookFs};
 
 const HANG: Duration = Duration::from_mins(1);
 
@@ -30,104 +29,26 @@ struct Trap {
     fired: AtomicU64,
 }
 
-#[derive(Debug)]
-struct PanicFs {
-    sim: SimFs,
-    trap: Arc<Trap>,
-}
-
-#[derive(Debug)]
-struct PanicFile {
-    file: FileRef,
-    trap: Arc<Trap>,
-    in_log: bool,
-    is_state: bool,
-}
-
-impl PanicFile {
-    fn spring_state_trap(&self) {
-        if self.is_state && self.trap.state_armed.swap(false, Ordering::SeqCst) {
-            self.trap.fired.fetch_add(1, Ordering::SeqCst);
-            panic!("injected panic in a state file write");
-        }
-    }
-}
-
-impl FileSystem for PanicFs {
-    fn open(&self, path: &Path, options: OpenOptions) -> io::Result<FileRef> {
-        let file = self.sim.open(path, options)?;
-        Ok(Arc::new(PanicFile {
-            file,
-            trap: Arc::clone(&self.trap),
-            in_log: path.starts_with("/db/wal"),
-            is_state: path.file_name().is_some_and(|name| name == "STATE.tmp"),
+impl Trap {
+    /// A SimFs that springs this trap: `armed` in the log's group-commit writes,
+    /// `state_armed` in writes of a new state file.
+    fn fs(self: &Arc<Self>, sim: &SimFs) -> FsRef {
+        let trap = Arc::clone(self);
+        Arc::new(HookFs::new(Arc::new(sim.clone()), move |path, op| {
+            let in_log = path.starts_with("/db/wal");
+            if op == FsOp::WriteBatch && in_log && trap.armed.swap(false, Ordering::SeqCst) {
+                trap.fired.fetch_add(1, Ordering::SeqCst);
+                panic!("injected panic in the log's group-commit write");
+            }
+            let is_state = path.file_name().is_some_and(|name| name == "STATE.tmp");
+            if matches!(op, FsOp::WriteAt | FsOp::WriteBatch)
+                && is_state
+                && trap.state_armed.swap(false, Ordering::SeqCst)
+            {
+                trap.fired.fetch_add(1, Ordering::SeqCst);
+                panic!("injected panic in a state file write");
+            }
         }))
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove_file(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.rename(from, to)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.hard_link(from, to)
-    }
-    fn read_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
-        self.sim.read_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.sim.create_dir_all(dir)
-    }
-    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
-        self.sim.remove_dir(dir)
-    }
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.sim.exists(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.sim.sync_dir(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
-        self.sim.lock_dir(dir)
-    }
-}
-
-impl File for PanicFile {
-    fn len(&self) -> io::Result<u64> {
-        self.file.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.file.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        self.spring_state_trap();
-        self.file.write_at(buf, offset)
-    }
-    fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> io::Result<()> {
-        self.spring_state_trap();
-        if self.in_log && self.trap.armed.swap(false, Ordering::SeqCst) {
-            self.trap.fired.fetch_add(1, Ordering::SeqCst);
-            panic!("injected panic in the log's group-commit write");
-        }
-        self.file.write_batch(writes, sync)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.file.sync_all()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-    fn allocate(&self, len: u64) -> io::Result<()> {
-        self.file.allocate(len)
-    }
-    fn evict_cache(&self) -> io::Result<()> {
-        self.file.evict_cache()
-    }
-    fn map(&self, offset: u64, len: usize) -> io::Result<Mapping> {
-        self.file.map(offset, len)
     }
 }
 
@@ -156,10 +77,7 @@ fn a_log_writer_panic_fails_every_concurrent_write_instead_of_hanging() {
     const WRITES_MAX: usize = 200;
     let sim = SimFs::new(21);
     let trap = Arc::new(Trap::default());
-    let fs: FsRef = Arc::new(PanicFs {
-        sim: sim.clone(),
-        trap: Arc::clone(&trap),
-    });
+    let fs = trap.fs(&sim);
     let db = Arc::new(Db::open(Path::new("/db"), options(fs)).unwrap());
     db.create_table("t", TableOptions::new(EngineKind::Lsm))
         .unwrap();
@@ -217,10 +135,7 @@ fn a_log_writer_panic_fails_every_concurrent_write_instead_of_hanging() {
 fn a_panic_while_applying_a_record_answers_its_writer_instead_of_hanging_it() {
     let sim = SimFs::new(22);
     let trap = Arc::new(Trap::default());
-    let fs: FsRef = Arc::new(PanicFs {
-        sim: sim.clone(),
-        trap: Arc::clone(&trap),
-    });
+    let fs = trap.fs(&sim);
     let db = Arc::new(Db::open(Path::new("/db"), options(fs)).unwrap());
     db.create_table("t", TableOptions::new(EngineKind::Lsm))
         .unwrap();

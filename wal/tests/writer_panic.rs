@@ -9,15 +9,14 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
-use std::ffi::OsString;
-use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use popdb_io::{DirLock, File, FileRef, FileSystem, FsRef, Mapping, OpenOptions, SimFs, WriteOp};
+use popdb_io::{FsRef, SimFs};
+use popdb_testkit::{FsOp, HookFs};
 use popdb_wal::{
     Durability, Error, LogId, Lsn, NodeId, Record, RecordKind, SyncPolicy, Term, Wal, WalOptions,
 };
@@ -74,95 +73,6 @@ impl Trap {
     }
 }
 
-/// A SimFs whose [`Trap`] panics in one chosen operation: a bug below the log's writer.
-#[derive(Debug)]
-struct PanicFs {
-    sim: SimFs,
-    trap: Arc<Trap>,
-}
-
-#[derive(Debug)]
-struct PanicFile {
-    file: FileRef,
-    trap: Arc<Trap>,
-}
-
-impl FileSystem for PanicFs {
-    fn open(&self, path: &Path, options: OpenOptions) -> io::Result<FileRef> {
-        let name = path.file_name().unwrap().to_string_lossy();
-        if name.starts_with("spare-") && name.ends_with(".tmp") {
-            self.trap.spring(Op::OpenSpare);
-        }
-        let file = self.sim.open(path, options)?;
-        Ok(Arc::new(PanicFile {
-            file,
-            trap: Arc::clone(&self.trap),
-        }))
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove_file(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.rename(from, to)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.hard_link(from, to)
-    }
-    fn read_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
-        self.sim.read_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.sim.create_dir_all(dir)
-    }
-    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
-        self.sim.remove_dir(dir)
-    }
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.sim.exists(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.sim.sync_dir(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
-        self.sim.lock_dir(dir)
-    }
-}
-
-impl File for PanicFile {
-    fn len(&self) -> io::Result<u64> {
-        self.file.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.file.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        self.file.write_at(buf, offset)
-    }
-    fn write_batch(&self, writes: &[WriteOp<'_>], sync: bool) -> io::Result<()> {
-        self.trap.spring(Op::WriteBatch);
-        self.file.write_batch(writes, sync)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.trap.spring(Op::SyncData);
-        self.file.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.file.sync_all()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-    fn allocate(&self, len: u64) -> io::Result<()> {
-        self.file.allocate(len)
-    }
-    fn evict_cache(&self) -> io::Result<()> {
-        self.file.evict_cache()
-    }
-    fn map(&self, offset: u64, len: usize) -> io::Result<Mapping> {
-        self.file.map(offset, len)
-    }
-}
-
 fn options() -> WalOptions {
     WalOptions {
         segment_size: 64 * 1024,
@@ -176,12 +86,21 @@ fn open(fs: FsRef, options: WalOptions) -> Wal {
     Wal::open(fs, Path::new(DIR), options).unwrap().0
 }
 
+/// A SimFs whose [`Trap`] panics in one chosen operation: a bug below the log's writer.
 fn panic_fs(sim: &SimFs) -> (FsRef, Arc<Trap>) {
     let trap = Arc::new(Trap::default());
-    let fs = PanicFs {
-        sim: sim.clone(),
-        trap: Arc::clone(&trap),
-    };
+    let sprung = Arc::clone(&trap);
+    let fs = HookFs::new(Arc::new(sim.clone()), move |path, op| match op {
+        FsOp::Open => {
+            let name = path.file_name().unwrap().to_string_lossy();
+            if name.starts_with("spare-") && name.ends_with(".tmp") {
+                sprung.spring(Op::OpenSpare);
+            }
+        }
+        FsOp::WriteBatch => sprung.spring(Op::WriteBatch),
+        FsOp::SyncData => sprung.spring(Op::SyncData),
+        FsOp::WriteAt | FsOp::SyncAll => {}
+    });
     (Arc::new(fs), trap)
 }
 
