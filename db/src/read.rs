@@ -2,11 +2,8 @@
 //! one LSN. Every read is taken at the published visible LSN, so a record that spans
 //! tables is seen whole or not at all.
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
-
-use rustc_hash::FxBuildHasher;
 
 use crate::engine::{Cursor, Direction, Engine, EngineView};
 use crate::error::{Error, Result};
@@ -296,16 +293,12 @@ impl ScanCursor<'_> {
 /// after. Writes go on meanwhile; the view pins what it reads.
 pub struct ReadView {
     lsn: u64,
-    /// Each table's view by the table's name: a read finds its table with one lookup, with
-    /// the cheap hash the catalog's names use (see [`Tables`]): SipHash of the name was a
-    /// twentieth of a point read's instructions.
-    views: HashMap<String, TableView, FxBuildHasher>,
-}
-
-/// A table in a [`ReadView`] and the view of its engine.
-struct TableView {
-    table: Arc<Table>,
-    view: Box<dyn EngineView>,
+    /// The catalog the view was taken of: a read finds its table by name there, with the
+    /// cheap hash the catalog's names use (SipHash of the name was a twentieth of a point
+    /// read's instructions), so taking a view copies no name.
+    tables: Arc<Tables>,
+    /// Each table's engine view with the table's id, in ascending id order (the catalog's).
+    views: Vec<(u64, Box<dyn EngineView>)>,
 }
 
 impl std::fmt::Debug for ReadView {
@@ -320,15 +313,14 @@ impl std::fmt::Debug for ReadView {
 impl ReadView {
     /// A view of `tables` at `lsn`; `Ok(None)` if some table no longer retains `lsn`.
     pub(crate) fn take(lsn: u64, tables: Arc<Tables>) -> Result<Option<ReadView>> {
-        let mut views = HashMap::with_capacity_and_hasher(tables.len(), FxBuildHasher);
+        let mut views = Vec::with_capacity(tables.len());
         for table in tables.iter() {
             let Some(view) = engine_view_at(table.engine.as_ref(), lsn)? else {
                 return Ok(None);
             };
-            let table = Arc::clone(table);
-            views.insert(table.desc.name.clone(), TableView { table, view });
+            views.push((table.desc.id, view));
         }
-        Ok(Some(ReadView { lsn, views }))
+        Ok(Some(ReadView { lsn, tables, views }))
     }
 
     /// The LSN the view reads at (0 for an empty Db).
@@ -337,11 +329,13 @@ impl ReadView {
     }
 
     fn table(&self, name: &str) -> Result<(&Arc<Table>, &dyn EngineView)> {
-        let found = self
+        let unknown = || Error::UnknownTable(name.to_string());
+        let table = self.tables.by_name(name).ok_or_else(unknown)?;
+        let at = self
             .views
-            .get(name)
-            .ok_or_else(|| Error::UnknownTable(name.to_string()))?;
-        Ok((&found.table, found.view.as_ref()))
+            .binary_search_by_key(&table.desc.id, |(id, _)| *id)
+            .map_err(|_| unknown())?;
+        Ok((table, self.views[at].1.as_ref()))
     }
 
     /// The id of table `name` in this view.
