@@ -32,7 +32,7 @@ use crate::recovery::{self, RecoveryReport};
 use crate::scan::record_size;
 use crate::state::VOTE_SIZE_MAX;
 use crate::ticket::{AppendCompletion, Appended, Completion, Deferred, Notifier, Slot, Ticket};
-use crate::writer::{Writer, run_callbacks};
+use crate::writer::{SyncPoint, Writer, run_callbacks};
 
 /// The shared write-ahead log. See the crate docs.
 pub struct Wal {
@@ -160,7 +160,7 @@ pub(crate) enum Request {
         completion: Completion<()>,
     },
     Sync {
-        completion: Completion<u64>,
+        completion: Completion<SyncPoint>,
     },
 }
 
@@ -814,7 +814,27 @@ impl Wal {
             });
             claim_lead(&mut state)
         };
-        self.wait_led(lead, slot)
+        // The fdatasync runs here, not on the writer: appends queued after this request go
+        // on being written meanwhile (the Db's background syncs of no-sync writes no longer
+        // stop every writer for the length of a sync).
+        match self.wait_led(lead, slot)? {
+            SyncPoint::Durable => Ok(self.shared.state.lock().durable),
+            SyncPoint::Tail {
+                file,
+                segment_id,
+                offset,
+                last_lsn,
+            } => match file.sync_data() {
+                Ok(()) => Ok(self.writer.lock().synced(segment_id, offset, last_lsn)),
+                Err(e) => {
+                    // As for any failed sync: the log is poisoned, never retried.
+                    let error = Error::io("sync segment", e);
+                    self.writer.lock().poison(&error);
+                    run_callbacks(&self.shared, &self.writer);
+                    Err(error)
+                }
+            },
+        }
     }
 
     /// The last record appended (written or in flight), or the purge point if the log is

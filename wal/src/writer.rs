@@ -13,8 +13,10 @@
 //!   segment is durable, in the same critical section that adds it.
 //! - An append completes with `durable: true` only if its unit was synced (by its own
 //!   group's sync, or before a segment switch). `State::durable` moves only after a real
-//!   sync, to the last LSN the synced segment holds: one sync covers every byte written
-//!   before it, records of `NoSync` appends included.
+//!   sync, to the last LSN the synced bytes hold: one sync covers every byte written
+//!   before it, records of `NoSync` appends included. A [`crate::Wal::sync`] caller syncs
+//!   on its own thread, outside the writer, the bytes written when its request came up in
+//!   the queue ([`SyncPoint`]), and moves `durable` only if the tail is still that segment.
 //! - A failed write or sync poisons the log; it is never retried.
 //! - Waiters are completed, then woken, then their batches freed; callbacks run only after
 //!   the writer is released.
@@ -69,6 +71,19 @@ pub(crate) struct Tail {
 struct Placed {
     locs: Vec<(u64, Loc)>,
     batches: Vec<Batch>,
+}
+
+/// What a sync request leaves its caller to sync ([`Writer::sync_point`]).
+pub(crate) enum SyncPoint {
+    /// Everything written is durable already.
+    Durable,
+    /// The tail segment's bytes through `offset`, holding records through `last_lsn`.
+    Tail {
+        file: FileRef,
+        segment_id: u64,
+        offset: u64,
+        last_lsn: u64,
+    },
 }
 
 /// What recovery hands the writer.
@@ -684,17 +699,49 @@ impl Writer {
                     }
                 }
             }
-            Request::Sync { completion } => match self.sync_tail() {
-                Ok(durable) => {
-                    completion.complete(Ok(durable));
-                    Ok(())
-                }
-                Err(e) => {
-                    completion.complete(Err(e.clone()));
-                    Err(e)
-                }
-            },
+            Request::Sync { completion } => {
+                completion.complete(Ok(self.sync_point()));
+                Ok(())
+            }
         }
+    }
+
+    /// What a [`crate::Wal::sync`] caller must sync, taken in queue order: everything
+    /// queued before its request is written by now. The caller syncs it on its own thread
+    /// and then calls [`Writer::synced`]; meanwhile the writer goes on with later appends.
+    fn sync_point(&self) -> SyncPoint {
+        match &self.tail {
+            Some(tail) if tail.offset > tail.synced => SyncPoint::Tail {
+                file: Arc::clone(&tail.file),
+                segment_id: tail.header.segment_id,
+                offset: tail.offset,
+                last_lsn: tail.next_lsn - 1,
+            },
+            _ => SyncPoint::Durable,
+        }
+    }
+
+    /// Records a sync made outside the writer through `offset` of segment `segment_id`,
+    /// holding records through `last_lsn`; returns the highest durable LSN. If the tail
+    /// moved on to another segment meanwhile, that segment switch synced this one first
+    /// (and a truncation may have removed records through `last_lsn`), so only a sync of
+    /// the current tail moves anything.
+    pub(crate) fn synced(&mut self, segment_id: u64, offset: u64, last_lsn: u64) -> u64 {
+        if let Some(tail) = self.tail.as_mut()
+            && tail.header.segment_id == segment_id
+        {
+            tail.synced = tail.synced.max(offset);
+            tail.writeback_from = tail.writeback_from.max(offset);
+            self.last_sync = self.shared.options.clock.now();
+            let mut state = self.shared.state.lock();
+            state.unsynced = tail.offset > tail.synced;
+            state.last_sync = self.last_sync;
+            state.stats.syncs += 1;
+            state.durable = state.durable.max(last_lsn);
+            self.shared.durable.store(state.durable, Ordering::Release);
+            return state.durable;
+        }
+        self.shared.state.lock().durable
     }
 
     /// Truncates by starting a segment whose first LSN is `from`; the index forgets the
@@ -765,7 +812,7 @@ impl Writer {
         state.last = last;
     }
 
-    fn poison(&mut self, error: &Error) {
+    pub(crate) fn poison(&mut self, error: &Error) {
         self.poison_with(Arc::new(error.clone()), false);
     }
 
