@@ -39,7 +39,8 @@
 //! 4. Only the holder of the writer lock allocates or links nodes, so links are never raced
 //!    by another writer; readers only load.
 //! 5. Pointers into a block are derived from the block's own allocation (never through a
-//!    reference to a smaller type), so they may address the whole node.
+//!    reference to a smaller type), so they may address the whole node: the tower below the
+//!    header as well as the key and value above it.
 //!
 //! Ordering: keys ascend in internal-key order (user key ascending, trailer descending). The
 //! back pointer of a node is its level-0 predecessor, or a node inserted after it and before
@@ -84,7 +85,8 @@ const ALIGN: usize = 8;
 /// 16 towers; 99% of them find theirs within 16 steps), while a descent of a
 /// large memtable compares about 30 nodes.
 const WALK_BACK_MAX: usize = 16;
-/// Bytes before the tower: the back pointer, the packed lengths and the hash chain link.
+/// Bytes between the tower and the key: the back pointer, the packed lengths and the hash
+/// chain link.
 const HEADER_BYTES: usize = size_of::<Node>();
 /// Hash buckets per byte of the memtable budget: one per 128 bytes keeps chains below one
 /// node on average for entries of about 100 bytes and more (smaller entries share buckets).
@@ -104,7 +106,8 @@ const _: () = assert!(align_of::<Node>() <= ALIGN && MAX_HEIGHT < 256);
 const _: () = assert!(BLOCK_FIRST.is_multiple_of(ALIGN) && BLOCK_MAX.is_multiple_of(ALIGN));
 const _: () = assert!(BRANCHING.is_power_of_two() && BRANCHING > 1);
 
-/// A node's fixed header; the tower, key and value follow it in the same allocation.
+/// A node's fixed header; the tower precedes it and the key and value follow it, in the same
+/// allocation.
 #[repr(C)]
 struct Node {
     /// The level-0 predecessor (see the module's ordering note); null for the first node.
@@ -632,7 +635,7 @@ impl Writer<'_> {
             unsafe { slot.write(AtomicPtr::new(next)) };
         }
         let data_at = node.as_ptr().cast::<u8>().wrapping_add(HEADER_BYTES);
-        // SAFETY: the key and value bytes lie inside the allocation, after the tower, and
+        // SAFETY: the key and value bytes lie inside the allocation, after the header, and
         // are unshared until the node is published; `u8` needs no alignment.
         let data = unsafe { std::slice::from_raw_parts_mut(data_at, key_len + value.len()) };
         let (key_bytes, value_bytes) = data.split_at_mut(key_len);
