@@ -2,10 +2,10 @@
 //! server's shape, 16-byte keys (`key:` and 12 digits) with 100-byte values, each written by
 //! its own apply in a scrambled order, then optionally overwritten and read.
 //!
-//! `cargo run --release -p popdb-lsm --example memtable_ops -- KEYS OVERWRITES GETS`: fills
-//! KEYS keys, then overwrites OVERWRITES of them, then reads GETS of them (every read is a
-//! hit). Run it twice with one count changed to get the instructions per operation from the
-//! difference.
+//! `cargo run --release -p popdb-lsm --example memtable_ops -- KEYS OVERWRITES GETS [MISSES]`:
+//! fills KEYS keys, then overwrites OVERWRITES of them, then reads GETS of them (every read is
+//! a hit), then MISSES keys that were never written (0 if not given). Run it twice with one
+//! count changed to get the instructions per operation from the difference.
 
 use popdb_lsm::{LSN_MAX, Memtable};
 
@@ -35,6 +35,7 @@ fn count(args: &[String], at: usize) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (keys, overwrites, gets) = (count(&args, 1), count(&args, 2), count(&args, 3));
+    let misses = if args.len() > 4 { count(&args, 4) } else { 0 };
     // The tree's default budget (64 MiB), which sizes the memtable's hash index.
     let memtable = Memtable::with_budget(64 << 20);
     let value = [7u8; 100];
@@ -58,6 +59,19 @@ fn main() {
         found += u64::from(memtable.get(&key(i), LSN_MAX).is_some());
     }
     assert_eq!(found, gets, "every read names a written key");
+    // Keys past the written ones: the same shape, so each miss hashes and compares as a hit
+    // would, and finds no version.
+    let mut missed = 0u64;
+    for i in scrambled(keys, 2)
+        .cycle()
+        .take(usize::try_from(misses).unwrap_or(0))
+    {
+        missed += u64::from(memtable.get(&key(keys + i), LSN_MAX).is_none());
+    }
+    assert_eq!(
+        missed, misses,
+        "no read of an unwritten key finds a version"
+    );
     println!(
         "{} versions, {} bytes",
         memtable.len(),

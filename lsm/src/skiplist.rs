@@ -6,10 +6,12 @@
 //! reference counts or epochs: a node reached once stays valid for as long as the list is
 //! borrowed. The memtable is the only user; it serializes applies on [`SkipList::writer`].
 //!
-//! Node layout (8-byte aligned, in one arena allocation):
-//! `prev: AtomicPtr` | `meta: u64` (key length, height, value length) | `hash_next:
-//! AtomicPtr` | `height` next pointers (`AtomicPtr`, level 0 first) | key bytes (user key,
-//! then the 8-byte trailer) | value bytes, then padding to 8.
+//! Node layout (8-byte aligned, in one arena allocation), as in RocksDB's inline skip list:
+//! `height` next pointers (`AtomicPtr`, the highest level first, level 0 last) | `prev:
+//! AtomicPtr` | `meta: u64` (height, user key length, value length) | `hash_next: AtomicPtr` |
+//! key bytes (user key, then the 8-byte trailer) | value bytes, then padding to 8. A node
+//! pointer names the header, so the tower lies at fixed offsets below it and the key at a
+//! fixed offset above it: a descent step finds both without reading the node's height.
 //!
 //! Beside the levels, a fixed array of hash buckets indexes the newest version of every user
 //! key: each bucket heads a chain (through `hash_next`) holding one node per user key that
@@ -37,7 +39,8 @@
 //! 4. Only the holder of the writer lock allocates or links nodes, so links are never raced
 //!    by another writer; readers only load.
 //! 5. Pointers into a block are derived from the block's own allocation (never through a
-//!    reference to a smaller type), so they may address the whole node.
+//!    reference to a smaller type), so they may address the whole node: the tower below the
+//!    header as well as the key and value above it.
 //!
 //! Ordering: keys ascend in internal-key order (user key ascending, trailer descending). The
 //! back pointer of a node is its level-0 predecessor, or a node inserted after it and before
@@ -66,8 +69,10 @@ use crate::internal_key::compare_user_keys;
 /// The tallest tower. With a branching factor of 4, twelve levels index 4^12 (16M) entries
 /// at the expected cost, well past a memtable's size.
 pub(crate) const MAX_HEIGHT: usize = 12;
-/// One in `BRANCHING` nodes of a level also appears on the level above.
+/// One in `BRANCHING` nodes of a level also appears on the level above: a power of two, so
+/// that a tower's height is read off the zero bits of one random word.
 const BRANCHING: u64 = 4;
+const BRANCHING_BITS: u32 = BRANCHING.trailing_zeros();
 /// The first block is small, so that the many tiny memtables of tests cost little; each next
 /// block doubles up to `BLOCK_MAX`.
 const BLOCK_FIRST: usize = 16 * 1024;
@@ -80,7 +85,8 @@ const ALIGN: usize = 8;
 /// 16 towers; 99% of them find theirs within 16 steps), while a descent of a
 /// large memtable compares about 30 nodes.
 const WALK_BACK_MAX: usize = 16;
-/// Bytes before the tower: the back pointer, the packed lengths and the hash chain link.
+/// Bytes between the tower and the key: the back pointer, the packed lengths and the hash
+/// chain link.
 const HEADER_BYTES: usize = size_of::<Node>();
 /// Hash buckets per byte of the memtable budget: one per 128 bytes keeps chains below one
 /// node on average for entries of about 100 bytes and more (smaller entries share buckets).
@@ -90,21 +96,25 @@ const BUCKETS_MIN: usize = 1 << 6;
 const BUCKETS_MAX: usize = 1 << 22;
 /// The trailer (`lsn << 8 | kind`) ending every encoded internal key.
 pub(crate) const TRAILER_BYTES: usize = 8;
-/// Key lengths are packed in 24 bits (the tree caps keys far lower).
-pub(crate) const KEY_LEN_MAX: usize = (1 << 24) - 1 - TRAILER_BYTES;
+/// User key lengths are packed in 24 bits (the tree caps keys far lower).
+pub(crate) const KEY_LEN_MAX: usize = (1 << 24) - 1;
 /// Values lengths are packed in 32 bits (the tree caps values far lower).
 pub(crate) const VALUE_LEN_MAX: usize = u32::MAX as usize;
 
 const _: () = assert!(HEADER_BYTES == 24 && size_of::<AtomicPtr<Node>>() == 8);
 const _: () = assert!(align_of::<Node>() <= ALIGN && MAX_HEIGHT < 256);
 const _: () = assert!(BLOCK_FIRST.is_multiple_of(ALIGN) && BLOCK_MAX.is_multiple_of(ALIGN));
+const _: () = assert!(BRANCHING.is_power_of_two() && BRANCHING > 1);
 
-/// A node's fixed header; the tower, key and value follow it in the same allocation.
+/// A node's fixed header; the tower precedes it and the key and value follow it, in the same
+/// allocation.
 #[repr(C)]
 struct Node {
     /// The level-0 predecessor (see the module's ordering note); null for the first node.
     prev: AtomicPtr<Node>,
-    /// Encoded key length (24 bits) | height << 24 (8 bits) | value length << 32.
+    /// Height (8 bits) | user key length << 8 (24 bits) | value length << 32. The user key's
+    /// length, not the encoded key's: slicing either needs no subtraction (and no overflow
+    /// check on a descent step).
     meta: u64,
     /// The next node of this node's hash chain (null: the end). Only a key's newest version
     /// is in a chain; an older one keeps the link it had, which still leads along a chain.
@@ -122,10 +132,24 @@ fn zeroed_buckets(count: usize) -> Box<[AtomicPtr<Node>]> {
     unsafe { zeroed.assume_init() }
 }
 
-/// The bytes a node of `height` with these lengths takes in the arena.
+/// The bytes a node of `height` with these lengths takes in the arena (`key_len` counts the
+/// trailer).
 fn node_bytes(height: usize, key_len: usize, value_len: usize) -> usize {
     (HEADER_BYTES + height * size_of::<AtomicPtr<Node>>() + key_len + value_len)
         .next_multiple_of(ALIGN)
+}
+
+/// Where slot `level` of `node`'s tower lies: the tower ends right before the header, level
+/// 0 last. Only computes the address; valid to use for `level` below the node's height.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "a call per step of a descent costs as much as the comparison (callgrind)"
+)]
+fn tower_slot(node: NonNull<Node>, level: usize) -> *mut AtomicPtr<Node> {
+    node.as_ptr()
+        .cast::<AtomicPtr<Node>>()
+        .wrapping_sub(level + 1)
 }
 
 /// The bump allocator. Owns its blocks; they are freed when it drops, with the list.
@@ -367,16 +391,23 @@ impl SkipList {
         // be compared again.
         let mut stop: *mut Node = ptr::null_mut();
         loop {
-            let next_ptr = match pred {
-                Some(p) => p.next_ptr(level),
+            let mut next_ptr = match pred {
+                // SAFETY: `pred` was reached through a link of `level` or above (steps go
+                // right on the current level, and levels only go down), so its tower reaches
+                // `level`.
+                Some(p) => unsafe { p.tower_unchecked(level) }.load(Mem::Acquire),
                 None => self.head[level].load(Mem::Acquire),
             };
-            if next_ptr != stop
+            // Steps right on this level, in a loop of their own: a step then costs a load,
+            // two tests and a comparison, without the level's bookkeeping.
+            while next_ptr != stop
                 && let Some(next) = self.entry(next_ptr)
                 && before(next)
             {
                 pred = Some(next);
-                continue;
+                // SAFETY: `next` was reached through a link of `level`, so its tower reaches
+                // `level`.
+                next_ptr = unsafe { next.tower_unchecked(level) }.load(Mem::Acquire);
             }
             stop = next_ptr;
             if let Some(preds) = preds.as_deref_mut() {
@@ -577,10 +608,16 @@ impl Writer<'_> {
         let key_len = user_key.len() + TRAILER_BYTES;
         let size = node_bytes(height, key_len, value.len());
         let raw = self.state.arena.alloc(size);
-        let node = raw.cast::<Node>();
-        let meta = key_len as u64 | (height as u64) << 24 | (value.len() as u64) << 32;
-        // SAFETY: `raw` is fresh, aligned, `size` bytes long (room for the header) and
-        // unshared (`Arena::alloc`); nothing reads it before it is published below.
+        // The tower comes first; the node pointer names the header after it.
+        let node = raw
+            .cast::<AtomicPtr<Node>>()
+            .as_ptr()
+            .wrapping_add(height)
+            .cast::<Node>();
+        let meta = height as u64 | (user_key.len() as u64) << 8 | (value.len() as u64) << 32;
+        // SAFETY: `raw` is fresh, aligned, `size` bytes long (room for the tower and the
+        // header) and unshared (`Arena::alloc`); `node` lies `height` pointers into it, so
+        // 8-byte aligned; nothing reads it before it is published below.
         unsafe {
             node.write(Node {
                 prev: AtomicPtr::new(preds[0]),
@@ -588,18 +625,17 @@ impl Writer<'_> {
                 hash_next: AtomicPtr::new(chain_next),
             });
         }
-        let tower = node.as_ptr().wrapping_add(1).cast::<AtomicPtr<Node>>();
+        let node = NonNull::new(node).expect("a pointer into a live block is not null");
         for (level, pred) in preds.iter().enumerate().take(height) {
             // Only this writer stores links, so a relaxed load reads the current successor.
             let next = list.slot(*pred, level).load(Mem::Relaxed);
-            // SAFETY: slot `level < height` of the tower lies inside the allocation, aligned
-            // (the header is 16 bytes); the node is unpublished, so the write is unshared.
-            unsafe { tower.wrapping_add(level).write(AtomicPtr::new(next)) };
+            let slot = tower_slot(node, level);
+            // SAFETY: slot `level < height` of the tower lies inside the allocation, before
+            // the header, aligned; the node is unpublished, so the write is unshared.
+            unsafe { slot.write(AtomicPtr::new(next)) };
         }
-        let data_at = raw
-            .as_ptr()
-            .wrapping_add(HEADER_BYTES + height * size_of::<AtomicPtr<Node>>());
-        // SAFETY: the key and value bytes lie inside the allocation, after the tower, and
+        let data_at = node.as_ptr().cast::<u8>().wrapping_add(HEADER_BYTES);
+        // SAFETY: the key and value bytes lie inside the allocation, after the header, and
         // are unshared until the node is published; `u8` needs no alignment.
         let data = unsafe { std::slice::from_raw_parts_mut(data_at, key_len + value.len()) };
         let (key_bytes, value_bytes) = data.split_at_mut(key_len);
@@ -624,22 +660,21 @@ impl Writer<'_> {
         list.bytes.fetch_add(size, Mem::Relaxed);
     }
 
-    /// 1 with probability 3/4, 2 with 3/16, ...: each level keeps one in `BRANCHING`.
+    /// 1 with probability 3/4, 2 with 3/16, ...: each level keeps one in `BRANCHING`. A
+    /// tower rises a level for each `BRANCHING_BITS` zero bits at the bottom of one random
+    /// word: a count of trailing zeros instead of a draw per level.
     fn random_height(&mut self) -> usize {
-        let mut height = 1;
-        while height < MAX_HEIGHT {
-            // xorshift64*: cheap, and deterministic so runs repeat.
-            let mut x = self.state.rng;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.state.rng = x;
-            if !(x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32).is_multiple_of(BRANCHING) {
-                break;
-            }
-            height += 1;
-        }
-        height
+        // xorshift64*: cheap, and deterministic so runs repeat.
+        let mut x = self.state.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state.rng = x;
+        // The high half of the product: xorshift*'s best-mixed bits. All zero (one draw in
+        // 2^32) counts 32 zeros, capped like any tall tower.
+        let bits = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32;
+        let raised = (bits.trailing_zeros() / BRANCHING_BITS) as usize;
+        (1 + raised).min(MAX_HEIGHT)
     }
 }
 
@@ -664,28 +699,50 @@ impl<'a> Entry<'a> {
     }
 
     fn height(self) -> usize {
-        (self.meta() >> 24) as usize & 0xff
+        self.meta() as usize & 0xff
+    }
+
+    fn user_key_len(self) -> usize {
+        // A 24-bit field: the compiler sees the bound, and `key_len` adds without a check.
+        (self.meta() as u32 >> 8) as usize
     }
 
     fn key_len(self) -> usize {
-        self.meta() as usize & 0x00ff_ffff
+        self.user_key_len() + TRAILER_BYTES
     }
 
     fn value_len(self) -> usize {
         (self.meta() >> 32) as usize
     }
 
-    /// Slot `level` of the tower. Requires `level < height`.
+    /// Slot `level` of the tower.
+    ///
+    /// # Panics
+    /// If `level` is not below the node's height.
     fn tower(self, level: usize) -> &'a AtomicPtr<Node> {
         assert!(level < self.height(), "level {level} above the tower");
-        let slot = self
-            .node
-            .as_ptr()
-            .wrapping_add(1)
-            .cast::<AtomicPtr<Node>>()
-            .wrapping_add(level);
-        // SAFETY: `level < height`, so the slot lies in the node's allocation, aligned and
-        // initialized before publication (invariants 1, 5); it is only accessed atomically.
+        // SAFETY: `level < height`, just checked.
+        unsafe { self.tower_unchecked(level) }
+    }
+
+    /// Slot `level` of the tower, without checking the level against the height: a descent
+    /// steps right on a level only from nodes it reached on that level or above.
+    ///
+    /// # Safety
+    /// `level` must be below the node's height: true of any node reached through a link of
+    /// level `level` or higher, since `Writer::insert` links a node only on the levels of its
+    /// tower.
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "a call per step of a descent costs as much as the comparison (callgrind)"
+    )]
+    unsafe fn tower_unchecked(self, level: usize) -> &'a AtomicPtr<Node> {
+        debug_assert!(level < self.height(), "level {level} above the tower");
+        let slot = tower_slot(self.node, level);
+        // SAFETY: `level < height` (the caller's contract), so the slot lies in the node's
+        // allocation before its header, aligned and initialized before publication
+        // (invariants 1, 5); it is only accessed atomically.
         unsafe { &*slot }
     }
 
@@ -693,17 +750,14 @@ impl<'a> Entry<'a> {
         self.tower(level).load(Mem::Acquire)
     }
 
-    /// Where the key starts: right after the tower.
+    /// Where the key starts: right after the header.
     fn key_at(self) -> *const u8 {
-        self.node
-            .as_ptr()
-            .cast::<u8>()
-            .wrapping_add(HEADER_BYTES + self.height() * size_of::<AtomicPtr<Node>>())
+        self.node.as_ptr().cast::<u8>().wrapping_add(HEADER_BYTES)
     }
 
     /// The encoded internal key: user key, then the trailer.
     pub(crate) fn key(self) -> &'a [u8] {
-        // SAFETY: the key follows the tower inside the node's allocation (invariant 5), was
+        // SAFETY: the key follows the header inside the node's allocation (invariant 5), was
         // written before publication and never changes (invariant 2).
         unsafe { std::slice::from_raw_parts(self.key_at(), self.key_len()) }
     }
@@ -711,10 +765,8 @@ impl<'a> Entry<'a> {
     /// The user key: the key without its trailer. Sliced straight from the node, since a
     /// descent takes it at every step.
     pub(crate) fn user_key(self) -> &'a [u8] {
-        // `meta` holds the length of a key written with its trailer (`Writer::insert`).
-        let len = self.key_len() - TRAILER_BYTES;
-        // SAFETY: as in `key`; `len` is within the key.
-        unsafe { std::slice::from_raw_parts(self.key_at(), len) }
+        // SAFETY: as in `key`; the user key is the key's start.
+        unsafe { std::slice::from_raw_parts(self.key_at(), self.user_key_len()) }
     }
 
     /// `lsn << 8 | kind`.
@@ -747,12 +799,46 @@ impl<'a> Entry<'a> {
         clippy::inline_always,
         reason = "a call per step of a descent costs as much as the comparison (callgrind)"
     )]
+    #[expect(
+        clippy::comparison_chain,
+        reason = "the order of the tests is the point: see the comment below"
+    )]
     pub(crate) fn cmp_probe(self, probe: &Probe<'_>) -> Ordering {
-        let head = key_head(self.user_key());
-        if head == probe.head {
-            self.cmp_probe_full(probe)
+        // Less first: most steps of a descent move right, and leave after one comparison
+        // (a `match` on `cmp` tested equality first: 115 more instructions per insert).
+        let head = self.head();
+        if head < probe.head {
+            Ordering::Less
+        } else if head > probe.head {
+            Ordering::Greater
         } else {
-            head.cmp(&probe.head)
+            self.cmp_probe_full(probe)
+        }
+    }
+
+    /// [`key_head`] of the user key, telling a key of 16 bytes or more by one comparison of
+    /// `meta`'s low word instead of extracting the length.
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "a call per step of a descent costs as much as the comparison (callgrind)"
+    )]
+    #[expect(
+        clippy::big_endian_bytes,
+        reason = "a big-endian load orders as the bytes do; it compares keys, decodes nothing"
+    )]
+    fn head(self) -> u128 {
+        // The low word is `height | user key length << 8`, with the height below 256: it
+        // reaches `16 << 8` exactly when the user key has at least 16 bytes.
+        if self.meta() as u32 >= 16 << 8 {
+            let at = self.key_at().cast::<[u8; 16]>();
+            // SAFETY: the user key starts at `key_at` and has at least 16 bytes (above), all
+            // inside the node's allocation (invariant 5), written before publication and
+            // never changed (invariant 2); `[u8; 16]` needs no alignment.
+            let head = unsafe { &*at };
+            u128::from_be_bytes(*head)
+        } else {
+            key_head_short(self.user_key())
         }
     }
 
@@ -1078,6 +1164,13 @@ mod tests {
         assert!(
             (9_000..11_000).contains(&tall),
             "{tall} towers of height >= 2"
+        );
+        // Each level keeps a quarter of the one below: 2,500 expected, 2,200-2,800 is about
+        // six standard deviations either way.
+        let taller = heights.iter().filter(|&&h| h >= 3).count();
+        assert!(
+            (2_200..2_800).contains(&taller),
+            "{taller} towers of height >= 3"
         );
         assert!(heights.iter().all(|&h| (1..=MAX_HEIGHT).contains(&h)));
     }
