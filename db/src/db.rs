@@ -4,10 +4,11 @@
 //!
 //! The write path. A write is checked against the limits and resolved (table names to
 //! ids, written into the record its [`WriteBatch`] encoded as it was built), and the record
-//! is handed to the log under the sequencer lock, which assigns LSNs in submission order. The log calls back once the record is written (and synced, if
-//! the write asked): callbacks run one at a time in LSN order, so the callback is the
-//! apply stage. It applies the record to every table it names, then publishes the visible
-//! LSN, and only then does the writer hear its outcome.
+//! is handed to the log, which assigns its LSN as it queues it, so LSNs follow submission
+//! order. The log calls back once the record is written (and synced, if the write asked):
+//! callbacks run one at a time in LSN order, so the callback is the apply stage. It applies
+//! the record to every table it names, then publishes the visible LSN, and only then does
+//! the writer hear its outcome.
 //!
 //! A writer hears it in one of two ways. [`Db::commit`] blocks: if it finds the log idle it
 //! writes the group itself and runs the apply stage on its own thread. [`Db::commit_with`]
@@ -15,8 +16,8 @@
 //! syncs and applies, and the callback runs there, so a server holds no thread per commit
 //! in flight. The outcome, its durability and its order are the same either way.
 //!
-//! Lock order: `checkpoints`, then `sequencer`, then `apply`, then `stored`, then
-//! `published`; `poisoned` is a leaf.
+//! Lock order: `checkpoints`, then `apply`, then `stored`, then `published`; `poisoned` is
+//! a leaf.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use popdb_io::{DirLock, FsRef};
-use popdb_wal::{Lead, LogId, Lsn, NodeId, Record, RecordKind, Term, Wal, WalStats};
+use popdb_wal::{Lead, LogId, Lsn, NewRecord, NodeId, Record, RecordKind, Term, Wal, WalStats};
 
 use crate::apply::{Applied, ApplyEnv, ApplyState, apply_record};
 use crate::batch::{Commit, WriteBatch, limit};
@@ -72,8 +73,6 @@ pub(crate) struct Inner {
     pub(crate) options: DbOptions,
     pub(crate) wal: Wal,
     pub(crate) block_cache: Arc<popdb_lsm::BlockCache>,
-    /// Held while an LSN is chosen and its record handed to the log.
-    sequencer: Mutex<()>,
     pub(crate) apply: Mutex<ApplyState>,
     /// The tables live at the visible LSN. Replaced (under the write lock, with `visible`)
     /// only by a record that creates or drops a table; readers take the read lock, so the
@@ -801,7 +800,6 @@ impl Inner {
             options,
             wal,
             block_cache,
-            sequencer: Mutex::new(()),
             apply: Mutex::new(apply),
             published: RwLock::new(published),
             visible: AtomicU64::new(visible),
@@ -877,7 +875,7 @@ impl Inner {
         let answer = Arc::new(Answer::default());
         let filled = Arc::clone(&answer);
         let lead = self.enqueue(payload, durability, true, move |result| filled.fill(result))?;
-        // Outside the sequencer: a caller that found the log idle writes the group itself
+        // With no lock held: a caller that found the log idle writes the group itself
         // and runs the apply stage for it, with no hand-off to another thread; others queue
         // behind it meanwhile, into the next group.
         if let Some(lead) = lead {
@@ -886,8 +884,8 @@ impl Inner {
         answer.wait()
     }
 
-    /// Logs the encoded record `payload`; `done` gets the apply stage's answer, on the thread that runs the
-    /// apply stage for it (never if this returns an error). With `lead_if_idle`, a caller
+    /// Logs the encoded record `payload`; `done` gets the apply stage's answer, on the
+    /// thread that runs the apply stage for it (never if this returns an error). With `lead_if_idle`, a caller
     /// that finds the log idle gets the [`Lead`] and must run it; otherwise the log's own
     /// writer thread writes the group and applies it.
     fn enqueue(
@@ -907,14 +905,9 @@ impl Inner {
                 max: u64::from(record_max),
             });
         }
-        let _sequencer = self.sequencer.lock();
-        let lsn = self.wal.next_lsn();
-        let log_record = Record {
-            id: LogId {
-                lsn,
-                term: Term(0),
-                node: NodeId(0),
-            },
+        let record = NewRecord {
+            term: Term(0),
+            node: NodeId(0),
             kind: RecordKind::Normal,
             payload,
         };
@@ -926,18 +919,22 @@ impl Inner {
             Durability::Sync => popdb_wal::Durability::Sync,
             Durability::NoSync => popdb_wal::Durability::NoSync,
         };
-        // The apply stage reads the record from the log's copy, which the log hands back.
+        // The log picks the LSN as it queues the record, so records queue in LSN order
+        // with no lock of the Db's. The apply stage reads the record, and its LSN, from the
+        // log's copy, which the log hands back (none if the append was dropped unwritten).
         let callback = move |appended: popdb_wal::Result<popdb_wal::Appended>,
                              logged: &[Record]| {
+            let lsn = logged.first().map(|r| r.id.lsn);
             // Armed only once the log calls back: a callback it refuses is dropped uncalled,
             // and the refusal reaches the writer through `enqueue`'s error instead.
-            let done = AnswerOnUnwind::new(done, lsn.0);
+            let done = AnswerOnUnwind::new(done, lsn);
             let result = match inner.upgrade() {
                 None => Err(Error::Unknown(format!(
-                    "record {lsn} is logged but the Db closed before applying it"
+                    "{} is logged but the Db closed before applying it",
+                    RecordName(lsn)
                 ))),
-                Some(inner) => match appended {
-                    Ok(appended) => inner
+                Some(inner) => match (appended, lsn) {
+                    (Ok(appended), Some(lsn)) => inner
                         .apply_logged_record(lsn.0, logged, appended.durable)
                         .map_err(|error| {
                             // The record is in the log: a reopen applies it.
@@ -945,8 +942,13 @@ impl Inner {
                                 "record {lsn} is logged but was not applied: {error}"
                             ))
                         }),
-                    Err(error) => Err(Error::Unknown(format!(
-                        "the log failed after accepting record {lsn}: {}",
+                    (Ok(appended), None) => Err(inner.poison(Error::corruption(
+                        "the Db's own record",
+                        format!("the log handed back no record for {}", appended.first),
+                    ))),
+                    (Err(error), lsn) => Err(Error::Unknown(format!(
+                        "the log failed after accepting {}: {}",
+                        RecordName(lsn),
                         inner.poison(error.into())
                     ))),
                 },
@@ -954,13 +956,10 @@ impl Inner {
             done.answer(result);
         };
         if lead_if_idle {
-            let lead = self
-                .wal
-                .append_at_reading(vec![log_record], durability, callback)?;
+            let lead = self.wal.append_one_reading(record, durability, callback)?;
             Ok(Some(lead))
         } else {
-            self.wal
-                .submit_at_reading(vec![log_record], durability, callback)?;
+            self.wal.submit_one_reading(record, durability, callback)?;
             Ok(None)
         }
     }
@@ -1259,11 +1258,11 @@ pub(crate) fn remove_dir_all(fs: &FsRef, dir: &Path) -> Result<()> {
 /// answers that the outcome is unknown: the record is in the log, and a reopen replays it.
 struct AnswerOnUnwind<F: FnOnce(Result<Applied>)> {
     done: Option<F>,
-    lsn: u64,
+    lsn: Option<Lsn>,
 }
 
 impl<F: FnOnce(Result<Applied>)> AnswerOnUnwind<F> {
-    fn new(done: F, lsn: u64) -> Self {
+    fn new(done: F, lsn: Option<Lsn>) -> Self {
         Self {
             done: Some(done),
             lsn,
@@ -1281,9 +1280,21 @@ impl<F: FnOnce(Result<Applied>)> Drop for AnswerOnUnwind<F> {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
             done(Err(Error::Unknown(format!(
-                "record {} is logged but applying it panicked (the log is poisoned)",
-                self.lsn
+                "{} is logged but applying it panicked (the log is poisoned)",
+                RecordName(self.lsn)
             ))));
+        }
+    }
+}
+
+/// A logged record in a message: by its LSN, if the log handed the record back.
+struct RecordName(Option<Lsn>);
+
+impl std::fmt::Display for RecordName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(lsn) => write!(f, "record {lsn}"),
+            None => f.write_str("the record"),
         }
     }
 }

@@ -70,7 +70,7 @@ impl DeferredCall {
             DeferredCall::Plain(callback, result) => callback(overridden.map_or(result, Err)),
             DeferredCall::Reading(callback, result, records) => callback(
                 overridden.map_or(result, Err),
-                records.as_ref().map_or(&[], |r| r.as_slice()),
+                records.as_deref().unwrap_or_default(),
             ),
         }
     }

@@ -81,6 +81,21 @@ pub struct NewRecord {
     pub payload: Vec<u8>,
 }
 
+impl NewRecord {
+    /// The record as appended at `lsn`.
+    fn at(self, lsn: Lsn) -> Record {
+        Record {
+            id: LogId {
+                lsn,
+                term: self.term,
+                node: self.node,
+            },
+            kind: self.kind,
+            payload: self.payload,
+        }
+    }
+}
+
 /// Counters of the log's work since open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WalStats {
@@ -443,6 +458,50 @@ impl Wal {
         .map(|_| ())
     }
 
+    /// Like [`Wal::append_at_reading`], for one record at the next LSN, which the log
+    /// chooses as it queues the record (the callback reads it from the record it is handed):
+    /// a caller that needs its LSN only once the record is written takes no lock of its own
+    /// to keep LSNs in queue order, and no vector of one record is built.
+    ///
+    /// # Errors
+    /// As [`Wal::submit`]; on a refusal the callback is not called.
+    pub fn append_one_reading(
+        &self,
+        record: NewRecord,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
+    ) -> Result<Lead<'_>> {
+        let lead = self.enqueue_append(
+            Placement::One(record),
+            durability,
+            AppendCompletion::reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            true,
+        )?;
+        Ok(Lead {
+            wal: lead.then_some(self),
+        })
+    }
+
+    /// Like [`Wal::append_one_reading`], but never hands the caller the lead: the
+    /// background writer writes the record (see [`Wal::submit_at_reading`]).
+    ///
+    /// # Errors
+    /// As [`Wal::submit`]; on a refusal the callback is not called.
+    pub fn submit_one_reading(
+        &self,
+        record: NewRecord,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
+    ) -> Result<()> {
+        self.enqueue_append(
+            Placement::One(record),
+            durability,
+            AppendCompletion::reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            false,
+        )
+        .map(|_| ())
+    }
+
     /// Writes what is queued as the leader, then runs completed callbacks.
     fn lead_queued(&self) {
         self.writer.lock().lead::<()>(None);
@@ -482,6 +541,7 @@ impl Wal {
                 r.len(),
                 r.iter().map(|r| record_size(r.payload.len())).sum(),
             ),
+            Placement::One(r) => (1, record_size(r.payload.len())),
             Placement::At(r) => (
                 r.len(),
                 r.iter().map(|r| record_size(r.payload.len())).sum(),
@@ -494,6 +554,7 @@ impl Wal {
         }
         let too_large = match &placement {
             Placement::Next(r) => r.iter().map(|r| r.payload.len()).find(|&n| n > max),
+            Placement::One(r) => Some(r.payload.len()).filter(|&n| n > max),
             Placement::At(r) => r.iter().map(|r| r.payload.len()).find(|&n| n > max),
         };
         if let Some(len) = too_large {
@@ -524,20 +585,15 @@ impl Wal {
             self.shared.room.wait(&mut state);
         }
         let first = state.next_lsn;
-        let records: Vec<Record> = match placement {
+        // One allocation per request, not per record: the queue, the reader path and the
+        // writer share the batch.
+        let records: Batch = match placement {
             Placement::Next(records) => records
                 .into_iter()
                 .zip(first..)
-                .map(|(r, lsn)| Record {
-                    id: LogId {
-                        lsn: Lsn(lsn),
-                        term: r.term,
-                        node: r.node,
-                    },
-                    kind: r.kind,
-                    payload: r.payload,
-                })
+                .map(|(r, lsn)| r.at(Lsn(lsn)))
                 .collect(),
+            Placement::One(record) => Arc::new([record.at(Lsn(first))]),
             Placement::At(records) => {
                 for (i, r) in records.iter().enumerate() {
                     let expected = first.checked_add(i as u64).ok_or_else(|| {
@@ -550,12 +606,9 @@ impl Wal {
                         )));
                     }
                 }
-                records
+                Arc::from(records)
             }
         };
-        // One allocation per request, not per record: the queue, the reader path and the
-        // writer share the batch.
-        let records: Batch = Arc::new(records);
         let last = records.last().expect("at least one record").id;
         state.next_lsn = last
             .lsn
@@ -929,7 +982,7 @@ fn claim_lead(state: &mut State) -> bool {
 }
 
 /// Records appended by one request, shared by the queue, readers and the writer.
-pub(crate) type Batch = Arc<Vec<Record>>;
+pub(crate) type Batch = Arc<[Record]>;
 
 fn last_lsn(batch: &Batch) -> u64 {
     batch.last().expect("batches are non-empty").id.lsn.0
@@ -955,6 +1008,8 @@ fn find_queued(unwritten: &VecDeque<Batch>, lsn: u64) -> Option<(&Batch, usize)>
 
 enum Placement {
     Next(Vec<NewRecord>),
+    /// One record at the next LSN: no vector of one is built on either side.
+    One(NewRecord),
     At(Vec<Record>),
 }
 

@@ -1,6 +1,7 @@
-//! `Wal::append_at_reading` and `Wal::submit_at_reading`: the callback gets the records of
-//! its append (the log's own copy) with the outcome, once written, in LSN order, and with
-//! the failure if the log fails.
+//! `Wal::append_at_reading` and `Wal::submit_at_reading` (and their one-record forms at the
+//! next LSN, `Wal::append_one_reading` and `Wal::submit_one_reading`): the callback gets the
+//! records of its append (the log's own copy) with the outcome, once written, in LSN order,
+//! and with the failure if the log fails.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
@@ -9,7 +10,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use popdb_io::{Fault, FaultError, FaultOp, FsRef, SimFs};
-use popdb_wal::{Durability, Error, LogId, Lsn, NodeId, Record, RecordKind, Term, Wal, WalOptions};
+use popdb_wal::{
+    Durability, Error, LogId, Lsn, NewRecord, NodeId, Record, RecordKind, Term, Wal, WalOptions,
+};
 
 fn record(lsn: u64, len: usize) -> Record {
     Record {
@@ -113,4 +116,123 @@ fn reading_callbacks_get_their_records_with_a_failure() {
         matches!(refused, Err(Error::Poisoned { .. })),
         "{refused:?}"
     );
+}
+
+#[test]
+fn one_record_appends_take_the_next_lsns_in_queue_order() {
+    let fs: FsRef = Arc::new(SimFs::new(3));
+    let options = WalOptions {
+        segment_size: 64 * 1024,
+        record_size_max: 4096,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(fs, Path::new("/wal"), options).unwrap();
+    let seen: Seen = Arc::default();
+    let mut expected = Vec::new();
+    let mut lsn = 1;
+    // Mixed with appends at chosen LSNs, which must follow the ones the log chose.
+    for i in 0..300_u64 {
+        if i % 5 == 4 {
+            let payload = record(lsn, 50).payload;
+            expected.push((lsn, vec![payload], true));
+            append(&wal, vec![record(lsn, 50)], i % 2 == 0, &seen);
+            lsn += 1;
+            continue;
+        }
+        let payload = record(lsn, 100 + (lsn as usize * 37) % 900).payload;
+        expected.push((lsn, vec![payload.clone()], true));
+        let new = NewRecord {
+            term: Term(0),
+            node: NodeId(0),
+            kind: RecordKind::Normal,
+            payload,
+        };
+        let log = Arc::clone(&seen);
+        let callback = move |result: popdb_wal::Result<popdb_wal::Appended>, logged: &[Record]| {
+            let appended = result.as_ref().unwrap();
+            assert_eq!(
+                (appended.first, appended.last),
+                (logged[0].id.lsn, logged[0].id.lsn)
+            );
+            let payloads = logged.iter().map(|r| r.payload.clone()).collect();
+            log.0
+                .lock()
+                .unwrap()
+                .push((logged[0].id.lsn.0, payloads, result.is_ok()));
+            log.1.notify_all();
+        };
+        if i % 3 == 0 {
+            wal.append_one_reading(new, Durability::NoSync, callback)
+                .unwrap()
+                .run();
+        } else {
+            wal.submit_one_reading(new, Durability::Sync, callback)
+                .unwrap();
+        }
+        lsn += 1;
+    }
+    wal.sync().unwrap();
+    let (log, logged) = &*seen;
+    let (log, _) = logged
+        .wait_timeout_while(log.lock().unwrap(), Duration::from_secs(10), |l| {
+            l.len() < expected.len()
+        })
+        .unwrap();
+    assert_eq!(*log, expected);
+    assert!(wal.stats().segments_created > 1);
+    // Read back from the files, each record is where its callback was told it is.
+    let read = wal.read(Lsn(1)..Lsn(lsn)).unwrap();
+    let payloads: Vec<Vec<u8>> = read.into_iter().map(|r| r.payload).collect();
+    let expected: Vec<Vec<u8>> = expected.into_iter().flat_map(|(_, p, _)| p).collect();
+    assert_eq!(payloads, expected);
+}
+
+#[test]
+fn one_record_appends_refused_leave_the_callback_uncalled() {
+    let sim = Arc::new(SimFs::new(4));
+    let fs: FsRef = Arc::clone(&sim) as FsRef;
+    let options = WalOptions {
+        record_size_max: 64,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(fs, Path::new("/wal"), options).unwrap();
+    let new = |len: usize| NewRecord {
+        term: Term(0),
+        node: NodeId(0),
+        kind: RecordKind::Normal,
+        payload: vec![7; len],
+    };
+    let called = Arc::new(Mutex::new(0));
+    let count = |called: &Arc<Mutex<u32>>| {
+        let called = Arc::clone(called);
+        move |_: popdb_wal::Result<popdb_wal::Appended>, _: &[Record]| {
+            *called.lock().unwrap() += 1;
+        }
+    };
+    let refused = wal.submit_one_reading(new(65), Durability::NoSync, count(&called));
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    sim.inject(
+        Fault::new(FaultOp::Write, FaultError::Eio)
+            .persistent()
+            .under("/wal"),
+    );
+    let lead = wal.append_one_reading(new(10), Durability::NoSync, count(&called));
+    lead.unwrap().run();
+    assert_eq!(*called.lock().unwrap(), 1, "the failed append is answered");
+    assert!(wal.is_poisoned());
+    let refused = wal.append_one_reading(new(10), Durability::NoSync, count(&called));
+    assert!(
+        matches!(refused, Err(Error::Poisoned { .. })),
+        "{:?}",
+        refused.map(|_| ())
+    );
+    assert_eq!(
+        *called.lock().unwrap(),
+        1,
+        "refused appends are not answered"
+    );
+    assert_eq!(wal.next_lsn(), Lsn(1), "a failed append gives its LSN back");
 }
