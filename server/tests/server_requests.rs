@@ -692,3 +692,61 @@ fn server_requests_past_the_server_wide_limit_are_overloaded() {
     assert!(overloaded > 0, "no request was refused");
     assert_eq!(c.call(&Request::Ping), Response::Pong);
 }
+
+#[test]
+fn server_pipelined_writes_are_answered_behind_a_full_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut c = server.client();
+    assert!(matches!(
+        c.create("t", Engine::Lsm),
+        Response::TableCreated { .. }
+    ));
+    let big = vec![7_u8; 200_000];
+    written(&c.put("t", b"big", &big));
+    // Large reads interleaved with writes, sent together and read only a while after: the
+    // reads' responses fill the socket, so the writes' answers find the connection's writer
+    // busy and queue behind them.
+    let mut requests = Vec::new();
+    for i in 0..100_u32 {
+        requests.push(Request::Get {
+            table: "t".into(),
+            key: b"big".to_vec(),
+        });
+        requests.push(Request::Put {
+            table: "t".into(),
+            key: format!("k{i}").into_bytes(),
+            value: i.to_le_bytes().to_vec(),
+        });
+    }
+    let ids = c.send_together(&requests);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answers = std::collections::HashMap::new();
+    for _ in 0..ids.len() {
+        let (id, response) = c.recv();
+        assert!(
+            answers.insert(id, response).is_none(),
+            "request {id} answered twice"
+        );
+    }
+    for (id, request) in ids.iter().zip(&requests) {
+        let answer = answers.get(id).unwrap();
+        match request {
+            Request::Get { .. } => {
+                assert!(
+                    matches!(answer, Response::Value(Some(v)) if v.value == big),
+                    "request {id}"
+                );
+            }
+            _ => {
+                written(answer);
+            }
+        }
+    }
+    for i in 0..100_u32 {
+        let Response::Value(Some(value)) = c.get("t", format!("k{i}").as_bytes()) else {
+            panic!("k{i} was not written");
+        };
+        assert_eq!(value.value, i.to_le_bytes());
+    }
+}
