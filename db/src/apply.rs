@@ -59,6 +59,9 @@ pub(crate) struct ApplyState {
     pub(crate) dropped: Vec<(u64, u64)>,
     /// Recovery only: the window of a checkpoint intent, whose decisions are recorded.
     pub(crate) window: Option<Window>,
+    /// Set when the last record applied froze a table's full memtable
+    /// ([`crate::engine::Engine::take_full_freeze`]); the Db takes it after each record.
+    pub(crate) full_freeze: bool,
 }
 
 /// A checkpoint intent's window, (last completed checkpoint, `to`].
@@ -191,14 +194,14 @@ fn apply_write(
     if outcome == (Outcome::Committed { lsn }) {
         if let &[(id, _)] = &*write.runs {
             // One table (the common case): the record's writes are its batch as they are.
-            apply_table(env, state, lsn, id, &write.writes)?;
+            state.full_freeze |= apply_table(env, state, lsn, id, &write.writes)?;
         } else {
             let mut by_table: BTreeMap<u64, Vec<Write<'_>>> = BTreeMap::new();
             for (table, w) in write.table_writes() {
                 by_table.entry(table).or_default().push(w);
             }
             for (id, batch) in by_table {
-                apply_table(env, state, lsn, id, &batch)?;
+                state.full_freeze |= apply_table(env, state, lsn, id, &batch)?;
             }
         }
     } else {
@@ -210,14 +213,15 @@ fn apply_write(
     Ok(outcome)
 }
 
-/// Applies the writes of a committed record at `lsn` that go to table `id`.
+/// Applies the writes of a committed record at `lsn` that go to table `id`; returns whether
+/// they froze its full memtable.
 fn apply_table(
     env: &ApplyEnv<'_>,
     state: &ApplyState,
     lsn: u64,
     id: u64,
     batch: &[Write<'_>],
-) -> Result<()> {
+) -> Result<bool> {
     let Some(table) = state.tables.by_id(id) else {
         // Only a recorded decision can get here: the log and the intent disagree.
         return Err(Error::corruption(
@@ -226,11 +230,11 @@ fn apply_table(
         ));
     };
     if table.engine.watermark().is_some_and(|w| w >= lsn) {
-        return Ok(()); // Recovery: the table's files already hold this record.
+        return Ok(false); // Recovery: the table's files already hold this record.
     }
     table.engine.apply(lsn, batch)?;
     table.engine.set_durable_lsn(env.durable_lsn);
-    Ok(())
+    Ok(table.engine.take_full_freeze())
 }
 
 /// Decides a write record against the tables as they are (the state just before it).

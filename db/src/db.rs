@@ -16,8 +16,13 @@
 //! syncs and applies, and the callback runs there, so a server holds no thread per commit
 //! in flight. The outcome, its durability and its order are the same either way.
 //!
-//! Lock order: `checkpoints`, then `apply`, then `stored`, then `published`; `poisoned` is
-//! a leaf.
+//! Checkpoints. The background thread's checkpoints (by log bytes, age or memory) prefer
+//! the last record that froze a full LSM memtable, pinned by the apply stage, to the
+//! visible LSN: the memtable there is frozen already, so the checkpoint freezes none of
+//! its own and the tables keep flushing whole memtables, as a tree alone does.
+//!
+//! Lock order: `checkpoints`, then `apply`, then `stored`, then `published`; `poisoned`,
+//! `boundary` and `stop` are leaves.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -89,6 +94,9 @@ pub(crate) struct Inner {
     lease: AtomicU64,
     /// Held for a whole checkpoint (one at a time); when the last one was taken.
     checkpoints: Mutex<CheckpointClock>,
+    /// The state at the last record that froze a full LSM memtable, for the next
+    /// background checkpoint (see [`Inner::checkpoint_background`]).
+    boundary: Mutex<Option<Pinned>>,
     poisoned: Mutex<Option<Arc<Error>>>,
     /// Why the Db refuses writes for good (until a reopen), if it does.
     read_only: Mutex<Option<String>>,
@@ -109,6 +117,56 @@ pub(crate) struct Inner {
 struct CheckpointClock {
     at: Duration,
     log_bytes: u64,
+}
+
+/// The state a checkpoint writes, taken under the apply lock at one LSN: the Db's image and
+/// every table then live, with a view of each that needs one to checkpoint there.
+struct Pinned {
+    image: CheckpointImage,
+    tables: Vec<(Arc<Table>, Option<PinnedView>)>,
+}
+
+/// A table's view pinned with a checkpoint's LSN.
+type PinnedView = Box<dyn EngineView>;
+
+impl Pinned {
+    /// Pins `state`, the apply stage's state after its last record, with a view of every
+    /// table.
+    fn new(state: &ApplyState) -> Pinned {
+        Pinned {
+            image: Self::image(state),
+            tables: state
+                .tables
+                .iter()
+                .map(|t| (Arc::clone(t), Some(t.engine.read_view())))
+                .collect(),
+        }
+    }
+
+    /// Pins `state` without views, if every table can checkpoint at its LSN without one
+    /// (LSM tables only): a view would keep the memtables it saw in memory.
+    fn without_views(state: &ApplyState) -> Option<Pinned> {
+        if !state
+            .tables
+            .iter()
+            .all(|t| t.engine.checkpoints_without_view())
+        {
+            return None;
+        }
+        Some(Pinned {
+            image: Self::image(state),
+            tables: state.tables.iter().map(|t| (Arc::clone(t), None)).collect(),
+        })
+    }
+
+    fn image(state: &ApplyState) -> CheckpointImage {
+        CheckpointImage {
+            lsn: state.last,
+            aborts: state.aborts.clone(),
+            tables: state.tables.descs(),
+            idempotency: state.idempotency.entries(),
+        }
+    }
 }
 
 /// Where a writer waits for the apply stage's answer: blocked on the condvar, or as a task
@@ -806,6 +864,7 @@ impl Inner {
             stored: Mutex::new(stored),
             lease: AtomicU64::new(lease),
             checkpoints: Mutex::new(CheckpointClock { at: now, log_bytes }),
+            boundary: Mutex::new(None),
             poisoned: Mutex::new(None),
             read_only: Mutex::new(None),
             refusing: AtomicBool::new(false),
@@ -1021,6 +1080,9 @@ impl Inner {
         let tables_before = Arc::as_ptr(&state.tables);
         match apply_record(&env, &mut state, lsn, record) {
             Ok(applied) => {
+                if std::mem::take(&mut state.full_freeze) {
+                    self.full_freeze_at(&state);
+                }
                 if std::ptr::eq(tables_before, Arc::as_ptr(&state.tables)) {
                     self.visible.store(state.last, Ordering::Release);
                 } else {
@@ -1032,6 +1094,21 @@ impl Inner {
             }
             Err(error) => Err(self.poison(error)),
         }
+    }
+
+    /// The record just applied froze a table's full memtable: pins the state there for the
+    /// next background checkpoint, and wakes the background thread to flush the memtable.
+    /// Not inside a recovery window, where tables stand at different LSNs.
+    fn full_freeze_at(&self, state: &ApplyState) {
+        if state.window.is_none()
+            && let Some(pinned) = Pinned::without_views(state)
+        {
+            *self.boundary.lock() = Some(pinned);
+        }
+        // Under the lock the background thread waits with, so the wake cannot fall between
+        // its check of `stop` and its wait.
+        let _stop = self.stop.lock();
+        self.wake.notify_one();
     }
 
     /// Makes sure `lsn` is under the durable LSN lease.
@@ -1061,26 +1138,40 @@ impl Inner {
         Ok(durable)
     }
 
-    /// A Db-wide checkpoint, as DESIGN.md's numbered steps.
+    /// A Db-wide checkpoint at the visible LSN, as DESIGN.md's numbered steps.
     pub(crate) fn checkpoint(&self) -> Result<u64> {
         let mut clock = self.checkpoints.lock();
-        let log_bytes = self.wal.stats().bytes;
         // 1. C is the visible LSN; pin every table's state at C.
-        let (image, pinned) = {
-            let state = self.apply.lock();
-            let pinned: Vec<(Arc<Table>, Box<dyn EngineView>)> = state
-                .tables
-                .iter()
-                .map(|t| (Arc::clone(t), t.engine.read_view()))
-                .collect();
-            let image = CheckpointImage {
-                lsn: state.last,
-                aborts: state.aborts.clone(),
-                tables: state.tables.descs(),
-                idempotency: state.idempotency.entries(),
-            };
-            (image, pinned)
+        let pinned = Pinned::new(&self.apply.lock());
+        self.checkpoint_pinned(&mut clock, pinned)
+    }
+
+    /// The background's checkpoint: at the last record that froze a full LSM memtable, if
+    /// that is above the last checkpoint, else at the visible LSN. At such a record the
+    /// memtable is already frozen (and usually flushed), so the checkpoint freezes nothing:
+    /// one at an arbitrary LSN would freeze a partial memtable and shift every later
+    /// freeze, leaving a fuller memtable for whoever checkpoints next.
+    fn checkpoint_background(&self) -> Result<u64> {
+        let mut clock = self.checkpoints.lock();
+        let done = self.stored.lock().done.as_ref().map_or(0, |d| d.lsn);
+        let boundary = self.boundary.lock().take().filter(|p| p.image.lsn > done);
+        let pinned = match boundary {
+            Some(pinned) => pinned,
+            None => Pinned::new(&self.apply.lock()),
         };
+        self.checkpoint_pinned(&mut clock, pinned)
+    }
+
+    /// Steps 2 to 4 of a checkpoint at the LSN `pinned` was taken at, which may lie below
+    /// the visible LSN: the image holds the Db's state there, and each table checkpoints
+    /// exactly the records through it (from the view pinned with it, or from its own state
+    /// for an engine that needs none).
+    fn checkpoint_pinned(&self, clock: &mut CheckpointClock, pinned: Pinned) -> Result<u64> {
+        let log_bytes = self.wal.stats().bytes;
+        let Pinned {
+            image,
+            tables: pinned,
+        } = pinned;
         let c = image.lsn;
         let done = self.stored.lock().done.as_ref().map_or(0, |d| d.lsn);
         if c <= done {
@@ -1095,7 +1186,10 @@ impl Inner {
         let durable = self.wal.sync()?;
         for (table, view) in &pinned {
             table.engine.set_durable_lsn(durable);
-            table.engine.checkpoint_view(view.as_ref(), c)?;
+            match view {
+                Some(view) => table.engine.checkpoint_view(view.as_ref(), c)?,
+                None => table.engine.checkpoint(c)?,
+            }
         }
         // 4. Done. Then what it lets go: the files of tables dropped at or below C, the
         // log through C.
@@ -1180,7 +1274,7 @@ impl Inner {
             }
         }
         if self.checkpoint_due() {
-            self.checkpoint()?;
+            self.checkpoint_background()?;
             worked = true;
         }
         Ok(worked)

@@ -125,6 +125,22 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// As [`Engine::checkpoint`].
     fn checkpoint_view(&self, view: &dyn EngineView, lsn: u64) -> Result<()>;
 
+    /// Whether the batches applied since the last call froze a full memtable (an LSM's): the
+    /// LSN of the one that did ends that memtable, and a checkpoint there flushes it as it
+    /// is, where one at any other LSN would freeze a partial memtable and shift every later
+    /// freeze. The apply stage asks after each batch it applies to the engine. `false` by
+    /// default.
+    fn take_full_freeze(&self) -> bool {
+        false
+    }
+
+    /// Whether the engine checkpoints at an LSN below its last applied batch from its own
+    /// state (an LSM keeps every version above its watermark in its memtables), so the Db
+    /// needs to pin no view of it to checkpoint there later. `false` by default.
+    fn checkpoints_without_view(&self) -> bool {
+        false
+    }
+
     /// Tells the engine the log is durable through `lsn`: an LSM flushes no write above it,
     /// so its files never hold a write a crash could take from a lazily synced log.
     fn set_durable_lsn(&self, lsn: u64);

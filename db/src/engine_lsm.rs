@@ -3,6 +3,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use popdb_io::FsRef;
 use popdb_lsm::{ReadView, Tree, TreeOptions};
@@ -14,6 +15,8 @@ use crate::error::Result;
 #[derive(Debug)]
 pub(crate) struct LsmEngine {
     tree: Tree,
+    /// [`Tree::full_freezes`] as [`Engine::take_full_freeze`] last saw it.
+    full_freezes_seen: AtomicU64,
 }
 
 impl LsmEngine {
@@ -24,6 +27,7 @@ impl LsmEngine {
         };
         Ok(Self {
             tree: Tree::open(fs, dir, options)?,
+            full_freezes_seen: AtomicU64::new(0),
         })
     }
 }
@@ -77,6 +81,17 @@ impl Engine for LsmEngine {
         // The memtable keeps every version above the watermark: freezing it at `lsn` needs
         // no pinned view.
         self.tree.checkpoint(lsn).map_err(|e| self.with_cause(e))
+    }
+
+    fn take_full_freeze(&self) -> bool {
+        // Only the apply stage calls this, one batch at a time: no race between the load
+        // and the store.
+        let now = self.tree.full_freezes();
+        self.full_freezes_seen.swap(now, Ordering::AcqRel) != now
+    }
+
+    fn checkpoints_without_view(&self) -> bool {
+        true
     }
 
     fn set_durable_lsn(&self, lsn: u64) {

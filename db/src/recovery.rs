@@ -195,6 +195,7 @@ pub(crate) fn open(dir: &Path, options: DbOptions) -> Result<(Arc<Inner>, DbReco
         aborts: Vec::new(),
         dropped: Vec::new(),
         window,
+        full_freeze: false,
     };
     let lease = stored.lsn_lease;
     let checkpoint_lsn = stored.done.as_ref().map(|d| d.lsn);

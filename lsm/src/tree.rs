@@ -102,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) watermark: AtomicU64,
     /// Frozen memtables flush only once the log is durable through their LSNs.
     durable: AtomicU64,
+    /// Memtables frozen by `apply` because they were full (not by checkpoints).
+    full_freezes: AtomicU64,
     poisoned: AtomicBool,
     /// The failure that poisoned the tree, for the owner's report.
     poison_cause: Mutex<Option<Error>>,
@@ -199,6 +201,7 @@ impl Tree {
             applied: AtomicU64::new(floor),
             watermark: AtomicU64::new(watermark),
             durable: AtomicU64::new(0),
+            full_freezes: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             counters: Arc::default(),
@@ -248,6 +251,7 @@ impl Tree {
             let full = state.mem.approximate_bytes() >= shared.options.memtable_size_max;
             if full {
                 shared.freeze_whole(&mut writer, lsn);
+                shared.full_freezes.fetch_add(1, Ordering::Release);
             }
             full
         };
@@ -303,6 +307,14 @@ impl Tree {
     pub fn last_applied(&self) -> Option<u64> {
         let a = self.shared.applied.load(Ordering::Acquire);
         (a > 0).then_some(a)
+    }
+
+    /// How many times [`Tree::apply`] froze the memtable because it was full: a count that
+    /// changes across an apply says that apply's LSN ends a frozen memtable, where a
+    /// checkpoint needs no freeze of its own (a log-backed owner checkpoints there rather
+    /// than split a memtable at an arbitrary LSN, which would shift every later freeze).
+    pub fn full_freezes(&self) -> u64 {
+        self.shared.full_freezes.load(Ordering::Acquire)
     }
 
     /// Tells the tree that the owner's log is durable through `lsn`. Only needed when
