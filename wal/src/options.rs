@@ -78,7 +78,10 @@ pub struct WalOptions {
     /// says: most appends there wait for no sync, and filling would double the bytes
     /// written. Appends that ask [`Durability::Sync`] under `Never` then pay the dearer
     /// first sync into reserved space; a log that syncs most appends should use `Always`
-    /// and ask [`Durability::NoSync`] for the others.
+    /// and ask [`Durability::NoSync`] for the others. Under the other policies a spare is
+    /// filled only if at least 1 in 16 of the group-commit writes since the last spare was
+    /// prepared was synced: a no-sync bulk load into an `Always` log (as the Db's are)
+    /// does not pay for zeros it would not sync into.
     pub prewrite_segments: bool,
     /// The clock that times [`SyncPolicy::Interval`].
     pub clock: Arc<dyn Clock>,

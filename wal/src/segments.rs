@@ -56,6 +56,10 @@ pub(crate) fn is_spare_temp_name(name: &str) -> bool {
 
 const ZERO_CHUNK: usize = 1 << 20;
 
+/// A spare is zero-filled when at least one in this many of the recent group-commit writes
+/// was synced.
+const PREWRITE_SYNCED_SHARE: u64 = 16;
+
 /// Spare segment files, kept ready by a background thread and taken by the writer.
 pub(crate) struct Spares {
     inner: Arc<SparesInner>,
@@ -69,6 +73,13 @@ struct SparesInner {
     prewrite: bool,
     target: usize,
     next_number: AtomicU64,
+    /// Group-commit writes since the last spare was prepared, and how many of them were
+    /// synced: a spare is zero-filled only for a log whose writes sync (see
+    /// [`SparesInner::wants_prewrite`]).
+    groups: AtomicU64,
+    synced_groups: AtomicU64,
+    /// Spares zero-filled so far.
+    prewritten: AtomicU64,
     state: Mutex<SpareState>,
     changed: Condvar,
 }
@@ -99,6 +110,9 @@ impl Spares {
             prewrite,
             target,
             next_number: AtomicU64::new(next),
+            groups: AtomicU64::new(0),
+            synced_groups: AtomicU64::new(0),
+            prewritten: AtomicU64::new(0),
             state: Mutex::new(SpareState {
                 ready: found.into_iter().map(|(_, name)| name).collect(),
                 shutdown: false,
@@ -118,6 +132,21 @@ impl Spares {
                 .expect("spawn the spare-segment thread")
         });
         Self { inner, thread }
+    }
+
+    /// Counts one group-commit write, synced or not, for the choice of whether the next
+    /// spare is zero-filled.
+    pub(crate) fn note_group(&self, synced: bool) {
+        self.inner.groups.fetch_add(1, Ordering::Relaxed);
+        if synced {
+            self.inner.synced_groups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Spares zero-filled so far.
+    #[cfg(test)]
+    fn prewritten(&self) -> u64 {
+        self.inner.prewritten.load(Ordering::Relaxed)
     }
 
     /// Takes a ready spare, or prepares one now if none is ready.
@@ -225,6 +254,17 @@ impl SparesInner {
         Ok(name)
     }
 
+    /// Whether the spare being prepared is zero-filled: if the log prewrites at all, and at
+    /// least one in [`PREWRITE_SYNCED_SHARE`] of the group-commit writes since the last
+    /// spare was prepared was synced (or none was made yet). A log whose writes do not
+    /// sync (a no-sync bulk load) would pay the zeros' CPU and disk bandwidth for a cheaper
+    /// first fdatasync it hardly calls; the few syncs it makes land in reserved space.
+    fn wants_prewrite(&self) -> bool {
+        let groups = self.groups.swap(0, Ordering::Relaxed);
+        let synced = self.synced_groups.swap(0, Ordering::Relaxed);
+        self.prewrite && (groups == 0 || synced.saturating_mul(PREWRITE_SYNCED_SHARE) >= groups)
+    }
+
     fn prepare_at(&self, temp: &Path) -> Result<()> {
         let no_space = |e: std::io::Error| {
             if e.raw_os_error() == Some(28) {
@@ -241,7 +281,8 @@ impl SparesInner {
             .open(temp, OpenOptions::create_new())
             .map_err(no_space)?;
         file.allocate(self.segment_size).map_err(no_space)?;
-        if self.prewrite {
+        if self.wants_prewrite() {
+            self.prewritten.fetch_add(1, Ordering::Relaxed);
             let zeros = vec![0u8; ZERO_CHUNK];
             let mut offset = 0u64;
             while offset < self.segment_size {
@@ -295,5 +336,48 @@ mod tests {
         assert_eq!(parse_segment_name("abc.wal"), None);
         assert_eq!(parse_spare_name(&spare_name(7)), Some(7));
         assert!(is_spare_temp_name("spare-0000000000000007.tmp"));
+    }
+
+    /// Spares are zero-filled for a log whose writes sync, and only reserved after a run of
+    /// writes that did not.
+    #[test]
+    fn spares_are_zero_filled_only_after_synced_writes() {
+        let fs: FsRef = Arc::new(popdb_io::SimFs::new(1));
+        let dir = Path::new("/log");
+        fs.create_dir_all(dir).expect("create the log directory");
+        // No background thread (target 0): every take prepares its spare on the spot.
+        let spares = Spares::start(Arc::clone(&fs), dir, 1 << 20, true, 0, Vec::new());
+        spares.take().expect("take a spare");
+        assert_eq!(
+            spares.prewritten(),
+            1,
+            "with no writes yet, a spare is zero-filled"
+        );
+
+        for _ in 0..100 {
+            spares.note_group(false);
+        }
+        spares.note_group(true);
+        spares.take().expect("take a spare");
+        assert_eq!(
+            spares.prewritten(),
+            1,
+            "1 synced write in 101 is a no-sync load"
+        );
+
+        for i in 0..32 {
+            spares.note_group(i % 8 == 0);
+        }
+        spares.take().expect("take a spare");
+        assert_eq!(spares.prewritten(), 2, "1 synced write in 8 asks for zeros");
+
+        let never = Spares::start(fs, dir, 1 << 20, false, 0, Vec::new());
+        never.note_group(true);
+        never.take().expect("take a spare");
+        assert_eq!(
+            never.prewritten(),
+            0,
+            "a log that does not prewrite never does"
+        );
     }
 }

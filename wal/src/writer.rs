@@ -484,6 +484,7 @@ impl Writer {
             offset: tail.offset,
             bytes: &self.buf,
         };
+        self.spares.note_group(sync);
         tail.file.write_batch(&[op], sync).map_err(|e| {
             if sync {
                 Error::io("write and sync segment", e)
