@@ -19,17 +19,12 @@
 //! - A tombstone is stored as a [`ValueKind::Delete`] key with an empty value.
 //! - [`Memtable::approximate_bytes`] is the arena bytes its versions take, exactly.
 
-use std::collections::HashSet;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::internal_key::{LSN_MAX, ValueKind, compare_internal, compare_user_keys};
 use crate::memtable_iter::{MemtableRange, MemtableRangeRev};
 use crate::skiplist::{self, Probe, SkipList};
-
-/// Batches up to this many writes find repeated keys by comparing with the writes after them:
-/// cheaper than hashing every key for the small batches that are the common case.
-const DEDUP_SCAN_MAX: usize = 16;
 
 /// A concurrent, multi-version, sorted in-memory table.
 pub struct Memtable {
@@ -79,30 +74,14 @@ impl Memtable {
         if let Some(prev) = self.published.load(Ordering::Relaxed).checked_sub(1) {
             assert!(lsn > prev, "lsn regressed: {lsn} <= {prev}");
         }
-        let mut insert = |key: &[u8], value: Option<&V>| {
+        // Last write first: an insert skips a key that already has a version at this LSN,
+        // which only a later write of this batch can have made.
+        for (key, value) in batch.iter().rev() {
             let (kind, value) = match value {
                 Some(v) => (ValueKind::Put, v.as_ref()),
                 None => (ValueKind::Delete, &[][..]),
             };
-            writer.insert(key, lsn << 8 | u64::from(kind.tag()), value);
-        };
-        if batch.len() <= DEDUP_SCAN_MAX {
-            // A write is kept unless a later one in the batch names the same key. A batch of
-            // one (every write of an LSM loaded key by key) compares nothing.
-            for (i, (key, value)) in batch.iter().enumerate() {
-                let key = key.as_ref();
-                if !batch[i + 1..].iter().any(|(k, _)| k.as_ref() == key) {
-                    insert(key, value.as_ref());
-                }
-            }
-        } else {
-            let mut seen: HashSet<&[u8]> = HashSet::with_capacity(batch.len());
-            for (key, value) in batch.iter().rev() {
-                let key = key.as_ref();
-                if seen.insert(key) {
-                    insert(key, value.as_ref());
-                }
-            }
+            writer.insert_first_at_lsn(key.as_ref(), lsn << 8 | u64::from(kind.tag()), value);
         }
         self.published.store(lsn + 1, Ordering::Release);
     }
@@ -398,6 +377,37 @@ mod tests {
         // Each node: back pointer, lengths and hash chain link (24), a tower of at least one
         // pointer, a 1-byte key with its 8-byte trailer, no value, rounded up to 8.
         assert!(m.approximate_bytes() >= 2 * 48);
+    }
+
+    /// Batches of every size, over keys that already have older versions: each key keeps
+    /// exactly one version at the batch's LSN, its last write's, and the older ones stay.
+    #[test]
+    fn memtable_batches_keep_the_last_write_per_key_over_older_versions() {
+        use popdb_testkit::Rng;
+        use std::collections::BTreeMap;
+        let mut rng = Rng(11);
+        let m = Memtable::new();
+        let mut model: BTreeMap<(Vec<u8>, u64), Option<Vec<u8>>> = BTreeMap::new();
+        for lsn in 1..=60u64 {
+            let len = [1, 2, 16, 17, 200][(lsn % 5) as usize];
+            let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+            for i in 0..len {
+                let key = format!("k{:02}", rng.below(40)).into_bytes();
+                let value = (rng.below(3) != 0).then(|| format!("{lsn}.{i}").into_bytes());
+                batch.push((key, value));
+            }
+            for (key, value) in &batch {
+                model.insert((key.clone(), lsn), value.clone());
+            }
+            m.apply(lsn, &batch);
+        }
+        m.check_invariants();
+        assert_eq!(m.len(), model.len());
+        for ((key, lsn), value) in &model {
+            let got = m.get(key, *lsn).expect("a version at its LSN");
+            assert_eq!(got.lsn(), *lsn);
+            assert_eq!(got.value(), value.as_deref(), "{key:?} at {lsn}");
+        }
     }
 
     #[test]

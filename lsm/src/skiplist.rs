@@ -554,11 +554,42 @@ impl Default for SkipList {
 
 impl Writer<'_> {
     /// Inserts `user_key` with `trailer` and `value`. The pair (user key, trailer) must not
-    /// be in the list already (the memtable writes each key once per LSN).
+    /// be in the list already. Tests insert any trailers; the memtable writes through
+    /// [`Writer::insert_first_at_lsn`].
     ///
     /// # Panics
     /// If the key or value exceeds [`KEY_LEN_MAX`] or [`VALUE_LEN_MAX`].
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, user_key: &[u8], trailer: u64, value: &[u8]) {
+        self.insert_unless_at(user_key, trailer, value, None);
+    }
+
+    /// Inserts `user_key` with `trailer` (`lsn << 8 | kind`) and `value`, unless the key's
+    /// newest version already has that LSN; returns whether it inserted. A batch written at
+    /// one LSN, last write first, so keeps only the last write to each key: the lookup of
+    /// the key's newest version that every insert makes anyway tells, where a set of the
+    /// batch's keys would hash each key a second time.
+    ///
+    /// # Panics
+    /// If the key or value exceeds [`KEY_LEN_MAX`] or [`VALUE_LEN_MAX`].
+    pub(crate) fn insert_first_at_lsn(
+        &mut self,
+        user_key: &[u8],
+        trailer: u64,
+        value: &[u8],
+    ) -> bool {
+        self.insert_unless_at(user_key, trailer, value, Some(trailer >> 8))
+    }
+
+    /// Inserts unless `skip_lsn` is the LSN of the key's newest version.
+    #[inline]
+    fn insert_unless_at(
+        &mut self,
+        user_key: &[u8],
+        trailer: u64,
+        value: &[u8],
+        skip_lsn: Option<u64>,
+    ) -> bool {
         assert!(
             user_key.len() <= KEY_LEN_MAX,
             "key too long for the memtable"
@@ -569,6 +600,9 @@ impl Writer<'_> {
         );
         let list = self.list;
         let (newest, link) = list.find_newest(user_key);
+        if skip_lsn.is_some_and(|lsn| newest.is_some_and(|n| n.trailer() >> 8 == lsn)) {
+            return false;
+        }
         // Whether the node becomes its key's newest version (the usual case: LSNs ascend).
         let replaces = newest.map(|n| trailer > n.trailer());
         let height = self.random_height();
@@ -658,6 +692,7 @@ impl Writer<'_> {
         }
         list.len.fetch_add(1, Mem::Relaxed);
         list.bytes.fetch_add(size, Mem::Relaxed);
+        true
     }
 
     /// 1 with probability 3/4, 2 with 3/16, ...: each level keeps one in `BRANCHING`. A
