@@ -23,7 +23,7 @@ use crate::page_format::{
     BRANCH_CHILD_CHECKSUM_AT, BRANCH_CHILD_ID_AT, BRANCH_ENTRY_HEADER_SIZE, BRANCH_KEY_LEN_AT,
     BRANCH_LEFTMOST_CHECKSUM_AT, BRANCH_LEFTMOST_ID_AT, BRANCH_SLOTS_AT, COUNT_AT, LEVEL_AT,
     LEVEL_MAX, PageHeader, PageId, PageRef, PageType, SLOT_SIZE, TxnId, check_len, check_zero,
-    field_bytes, field_u16, field_u32, field_u64, invalid, is_referable,
+    field_bytes, field_u16, field_u32, field_u64, invalid, is_referable, verified_header_fields,
 };
 use crate::page_size::PageSize;
 use crate::search::SearchKey;
@@ -40,7 +40,7 @@ pub struct BranchPage<'a> {
 }
 
 /// The header fields a decode of a branch page found, to reopen it with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BranchFound {
     page_id: PageId,
     txn_id: TxnId,
@@ -73,6 +73,59 @@ impl<'a> BranchPage<'a> {
         check_len(page, page_size, expected_id)?;
         let header = PageHeader::decode_unverified(page, expected_id, PageType::Branch)?;
         Self::from_header(page, page_size, header)
+    }
+
+    /// [`BranchPage::decode_verified`] of a page its parent expects at `level`, with that
+    /// level check too: the header read in place, the precise error left to the full
+    /// decode. A get opens each branch of its path this way.
+    ///
+    /// # Errors
+    /// As [`BranchPage::decode_verified`], and for a page at another level.
+    #[inline]
+    pub(crate) fn open_verified(
+        page: &'a [u8],
+        page_size: PageSize,
+        expected_id: PageId,
+        level: u8,
+    ) -> Result<Self> {
+        if let Some((found, count, txn_id)) =
+            verified_header_fields(page, page_size, expected_id, PageType::Branch)
+        {
+            let count = usize::from(count);
+            // `count` is a u16: the sum cannot overflow. The same bounds as `from_header`.
+            if found == level
+                && (1..=LEVEL_MAX).contains(&level)
+                && count != 0
+                && BRANCH_SLOTS_AT.wrapping_add(count.wrapping_mul(SLOT_SIZE)) <= page.len()
+            {
+                return Ok(Self {
+                    page,
+                    page_size,
+                    page_id: expected_id,
+                    txn_id,
+                    level,
+                    count,
+                });
+            }
+        }
+        Self::open_verified_error(page, page_size, expected_id, level)
+    }
+
+    /// What [`BranchPage::open_verified`] refused, named by the full checks.
+    #[cold]
+    #[inline(never)]
+    fn open_verified_error(
+        page: &'a [u8],
+        page_size: PageSize,
+        expected_id: PageId,
+        level: u8,
+    ) -> Result<Self> {
+        let branch = Self::decode_verified(page, page_size, expected_id)?;
+        if branch.level != level {
+            let what = "branch level (not its parent's less one)";
+            return Err(invalid(expected_id, LEVEL_AT, what, branch.level.into()));
+        }
+        Ok(branch)
     }
 
     /// What [`BranchPage::reopen`] needs to open this page again.
@@ -312,5 +365,71 @@ impl<'a> BranchPage<'a> {
         }
         let slots_end = BRANCH_SLOTS_AT + self.count * SLOT_SIZE;
         check_zero(self.page, self.page_id, slots_end..end, "branch free space")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests fail loudly by design")]
+mod tests {
+    use super::*;
+    use crate::branch_builder::BranchBuilder;
+    use crate::page_format::{HEADER_SIZE, PAGE_ID_MAX};
+
+    /// `open_verified`'s answer as the full checks give it: `decode_verified`, then the
+    /// level its parent expects.
+    fn reference(page: &[u8], size: PageSize, id: PageId, level: u8) -> Result<BranchPage<'_>> {
+        let branch = BranchPage::decode_verified(page, size, id)?;
+        if branch.level() != level {
+            let what = "branch level (not its parent's less one)";
+            return Err(invalid(id, LEVEL_AT, what, branch.level().into()));
+        }
+        Ok(branch)
+    }
+
+    fn outcome(result: Result<BranchPage<'_>>) -> std::result::Result<BranchFound, String> {
+        result.map(|page| page.found()).map_err(|e| e.to_string())
+    }
+
+    /// Every value of interest in every header byte, at every expected id and level: the
+    /// in-place header read accepts exactly what the full checks accept, with the same
+    /// fields, and refuses with their error.
+    #[test]
+    fn open_verified_accepts_and_refuses_exactly_as_the_full_header_checks() {
+        let size = PageSize::DEFAULT;
+        let child = |id| PageRef {
+            id: PageId(id),
+            checksum: 7,
+        };
+        let mut builder = BranchBuilder::new(size, 2, child(10));
+        builder.push(b"key-1", child(11));
+        builder.push(b"key-2", child(12));
+        let page = builder.finish(PageId(5), TxnId(9)).to_vec();
+        let ids = [0, 1, 2, 4, 5, 6, PAGE_ID_MAX, PAGE_ID_MAX + 1].map(PageId);
+        let mut checked = 0;
+        for at in 0..HEADER_SIZE {
+            for value in [0, 1, 2, 3, 5, 31, 32, 0xff, page[at] ^ 1] {
+                let mut damaged = page.clone();
+                damaged[at] = value;
+                for id in ids {
+                    for level in [0, 1, 2, 3, 31, 32] {
+                        assert_eq!(
+                            outcome(BranchPage::open_verified(&damaged, size, id, level)),
+                            outcome(reference(&damaged, size, id, level)),
+                            "byte {at} = {value}, id {id:?}, level {level}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        let accepted = BranchPage::open_verified(&page, size, PageId(5), 2).unwrap();
+        assert_eq!((accepted.len(), accepted.txn_id()), (2, TxnId(9)));
+        for short in [&page[..page.len() - 1], &page[..HEADER_SIZE], &[][..]] {
+            assert_eq!(
+                outcome(BranchPage::open_verified(short, size, PageId(5), 2)),
+                outcome(reference(short, size, PageId(5), 2)),
+            );
+        }
+        assert!(checked > 10_000);
     }
 }

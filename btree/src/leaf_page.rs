@@ -27,7 +27,7 @@ use crate::page_format::{
     COUNT_AT, KIND_INLINE, KIND_OVERFLOW, KIND_TOMBSTONE, LEAF_ENTRY_HEADER_SIZE, LEAF_KEY_LEN_AT,
     LEAF_KIND_AT, LEAF_SLOTS_AT, LEAF_VALUE_SIZE_AT, LEAF_VERSION_AT, LEVEL_AT, OVERFLOW_REF_SIZE,
     PageHeader, PageId, PageRef, PageType, SLOT_SIZE, TxnId, check_len, check_zero, field_bytes,
-    field_u8, field_u16, field_u32, field_u64, invalid, is_referable,
+    field_u8, field_u16, field_u32, field_u64, invalid, is_referable, verified_header_fields,
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
 use crate::search::{SearchKey, compare};
@@ -121,6 +121,47 @@ impl<'a> LeafPage<'a> {
         check_len(page, page_size, expected_id)?;
         let header = PageHeader::decode_unverified(page, expected_id, PageType::Leaf)?;
         Self::from_header(page, page_size, header)
+    }
+
+    /// [`LeafPage::decode_verified`] with the header read in place and the precise error
+    /// left to the full decode. A get opens the leaf of its path this way.
+    ///
+    /// # Errors
+    /// As [`LeafPage::decode_verified`].
+    #[inline]
+    pub(crate) fn open_verified(
+        page: &'a [u8],
+        page_size: PageSize,
+        expected_id: PageId,
+    ) -> Result<Self> {
+        if let Some((level, count, txn_id)) =
+            verified_header_fields(page, page_size, expected_id, PageType::Leaf)
+        {
+            let count = usize::from(count);
+            // `count` is a u16: the sum cannot overflow. The same bounds as `from_header`.
+            if level == 0 && LEAF_SLOTS_AT.wrapping_add(count.wrapping_mul(SLOT_SIZE)) <= page.len()
+            {
+                return Ok(Self {
+                    page,
+                    page_size,
+                    page_id: expected_id,
+                    txn_id,
+                    count,
+                });
+            }
+        }
+        Self::open_verified_error(page, page_size, expected_id)
+    }
+
+    /// What [`LeafPage::open_verified`] refused, named by the full checks.
+    #[cold]
+    #[inline(never)]
+    fn open_verified_error(
+        page: &'a [u8],
+        page_size: PageSize,
+        expected_id: PageId,
+    ) -> Result<Self> {
+        Self::decode_verified(page, page_size, expected_id)
     }
 
     /// Reopens a page this process decoded before, from the fields that decode found,
@@ -640,3 +681,63 @@ impl DoubleEndedIterator for LeafEntries<'_> {
 }
 
 impl ExactSizeIterator for LeafEntries<'_> {}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests fail loudly by design")]
+mod tests {
+    use super::*;
+    use crate::leaf_builder::LeafBuilder;
+    use crate::page_format::{HEADER_SIZE, PAGE_ID_MAX};
+
+    fn outcome(
+        result: Result<LeafPage<'_>>,
+    ) -> std::result::Result<(PageId, TxnId, usize), String> {
+        result
+            .map(|leaf| (leaf.page_id(), leaf.txn_id(), leaf.len()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every value of interest in every header byte, at every expected id: the in-place
+    /// header read accepts exactly what `decode_verified` accepts, with the same fields,
+    /// and refuses with its error.
+    #[test]
+    fn open_verified_accepts_and_refuses_exactly_as_decode_verified() {
+        let size = PageSize::DEFAULT;
+        let mut builder = LeafBuilder::new(size);
+        for (key, version) in [(&b"key-1"[..], 3), (b"key-2", 4)] {
+            builder.push(&LeafEntry {
+                key,
+                version,
+                value: LeafValue::Inline(b"value"),
+            });
+        }
+        let page = builder.finish(PageId(5), TxnId(9)).to_vec();
+        let ids = [0, 1, 2, 4, 5, 6, PAGE_ID_MAX, PAGE_ID_MAX + 1].map(PageId);
+        let mut checked = 0;
+        for at in 0..HEADER_SIZE {
+            for value in [0, 1, 2, 3, 5, 31, 0xff, page[at] ^ 1] {
+                let mut damaged = page.clone();
+                damaged[at] = value;
+                for id in ids {
+                    assert_eq!(
+                        outcome(LeafPage::open_verified(&damaged, size, id)),
+                        outcome(LeafPage::decode_verified(&damaged, size, id)),
+                        "byte {at} = {value}, id {id:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(
+            outcome(LeafPage::open_verified(&page, size, PageId(5))),
+            Ok((PageId(5), TxnId(9), 2))
+        );
+        for short in [&page[..page.len() - 1], &page[..HEADER_SIZE], &[][..]] {
+            assert_eq!(
+                outcome(LeafPage::open_verified(short, size, PageId(5))),
+                outcome(LeafPage::decode_verified(short, size, PageId(5))),
+            );
+        }
+        assert!(checked > 1_000);
+    }
+}

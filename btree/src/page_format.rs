@@ -346,6 +346,43 @@ impl PageHeader {
     }
 }
 
+/// The level, count and transaction id of a tree page (not a meta) that passed a full
+/// decode before, read in place: `None` unless [`PageHeader::decode`] without the checksum
+/// (that is, [`check_len`] and [`PageHeader::decode_unverified`]) would accept the page as
+/// `expected_type` at `expected_id`, in which case the caller asks those for the error.
+/// Every get reads each page of its path through here, so nothing is built but the three
+/// fields.
+#[inline]
+pub(crate) fn verified_header_fields(
+    page: &[u8],
+    page_size: PageSize,
+    expected_id: PageId,
+    expected_type: PageType,
+) -> Option<(u8, u16, TxnId)> {
+    debug_assert!(
+        expected_type != PageType::Meta,
+        "meta pages have their own decoder"
+    );
+    if page.len() != page_size.bytes() || !(FIRST_TREE_PAGE..=PAGE_ID_MAX).contains(&expected_id.0)
+    {
+        return None;
+    }
+    // The layout `decode_unverified` asserts: type, level, count, page id, txn id.
+    let header = page.first_chunk::<HEADER_SIZE>()?;
+    let (_checksum, rest) = header.split_first_chunk::<PAGE_TYPE_AT>()?;
+    let (&[tag, level], rest) = rest.split_first_chunk::<2>()?;
+    let (&count, rest) = rest.split_first_chunk::<2>()?;
+    let (&id, rest) = rest.split_first_chunk::<8>()?;
+    let &txn_id = rest.first_chunk::<8>()?;
+    (tag == expected_type.tag() && u64::from_le_bytes(id) == expected_id.0).then(|| {
+        (
+            level,
+            u16::from_le_bytes(count),
+            TxnId(u64::from_le_bytes(txn_id)),
+        )
+    })
+}
+
 /// The checksum of a page: crc32 of its bytes `[CHECKSUM_FROM, len)`.
 pub fn page_checksum(page: &[u8]) -> u32 {
     popdb_io::crc32(page.get(CHECKSUM_FROM..).unwrap_or_default())

@@ -176,7 +176,7 @@ impl Pages {
     ) -> Result<LeafPage<'_>> {
         let bytes = self.bytes(reference.id)?;
         if self.is_verified(reference.id) {
-            return LeafPage::decode_verified(bytes, self.page_size, reference.id);
+            return LeafPage::open_verified(bytes, self.page_size, reference.id);
         }
         let page = LeafPage::decode(bytes, self.page_size, reference.id)?;
         verify_parent_checksum(bytes, reference)?;
@@ -194,6 +194,7 @@ impl Pages {
     ///
     /// # Errors
     /// As [`Pages::leaf`], and `bounds`' own.
+    #[inline]
     pub(crate) fn leaf_lazy<'b>(
         &self,
         reference: PageRef,
@@ -201,7 +202,7 @@ impl Pages {
     ) -> Result<LeafPage<'_>> {
         let bytes = self.bytes(reference.id)?;
         if self.is_verified(reference.id) {
-            return LeafPage::decode_verified(bytes, self.page_size, reference.id);
+            return LeafPage::open_verified(bytes, self.page_size, reference.id);
         }
         self.leaf(reference, Some(bounds()?))
     }
@@ -211,6 +212,7 @@ impl Pages {
     ///
     /// # Errors
     /// As [`Pages::branch`], and `bounds`' own.
+    #[inline]
     pub(crate) fn branch_lazy<'b>(
         &self,
         reference: PageRef,
@@ -219,12 +221,7 @@ impl Pages {
     ) -> Result<BranchPage<'_>> {
         let bytes = self.bytes(reference.id)?;
         if self.is_verified(reference.id) {
-            let page = BranchPage::decode_verified(bytes, self.page_size, reference.id)?;
-            if page.level() != level {
-                let what = "branch level (not its parent's less one)";
-                return Err(invalid(reference.id, LEVEL_AT, what, page.level().into()));
-            }
-            return Ok(page);
+            return BranchPage::open_verified(bytes, self.page_size, reference.id, level);
         }
         self.branch(reference, level, Some(bounds()?))
     }
@@ -243,7 +240,7 @@ impl Pages {
         let bytes = self.bytes(reference.id)?;
         let verified = self.is_verified(reference.id);
         let page = if verified {
-            BranchPage::decode_verified(bytes, self.page_size, reference.id)?
+            BranchPage::open_verified(bytes, self.page_size, reference.id, level)?
         } else {
             let page = BranchPage::decode(bytes, self.page_size, reference.id)?;
             verify_parent_checksum(bytes, reference)?;
