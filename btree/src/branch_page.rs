@@ -23,7 +23,7 @@ use crate::page_format::{
     BRANCH_CHILD_CHECKSUM_AT, BRANCH_CHILD_ID_AT, BRANCH_ENTRY_HEADER_SIZE, BRANCH_KEY_LEN_AT,
     BRANCH_LEFTMOST_CHECKSUM_AT, BRANCH_LEFTMOST_ID_AT, BRANCH_SLOTS_AT, COUNT_AT, LEVEL_AT,
     LEVEL_MAX, PageHeader, PageId, PageRef, PageType, SLOT_SIZE, TxnId, check_len, check_zero,
-    field_bytes, field_u16, field_u32, field_u64, invalid, is_referable, verified_header_fields,
+    field_bytes, field_u16, field_u32, field_u64, invalid, is_referable, verified_header,
 };
 use crate::page_size::PageSize;
 use crate::search::SearchKey;
@@ -88,25 +88,24 @@ impl<'a> BranchPage<'a> {
         expected_id: PageId,
         level: u8,
     ) -> Result<Self> {
-        if let Some((found, count, txn_id)) =
-            verified_header_fields(page, page_size, expected_id, PageType::Branch)
+        if let Some(header) = verified_header(
+            page,
+            page_size,
+            expected_id,
+            PageType::Branch,
+            BRANCH_SLOTS_AT,
+        ) && header.level == level
+            && (1..=LEVEL_MAX).contains(&level)
+            && header.count != 0
         {
-            let count = usize::from(count);
-            // `count` is a u16: the sum cannot overflow. The same bounds as `from_header`.
-            if found == level
-                && (1..=LEVEL_MAX).contains(&level)
-                && count != 0
-                && BRANCH_SLOTS_AT.wrapping_add(count.wrapping_mul(SLOT_SIZE)) <= page.len()
-            {
-                return Ok(Self {
-                    page,
-                    page_size,
-                    page_id: expected_id,
-                    txn_id,
-                    level,
-                    count,
-                });
-            }
+            return Ok(Self {
+                page,
+                page_size,
+                page_id: expected_id,
+                txn_id: header.txn_id,
+                level,
+                count: header.count,
+            });
         }
         Self::open_verified_error(page, page_size, expected_id, level)
     }

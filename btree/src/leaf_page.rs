@@ -27,7 +27,7 @@ use crate::page_format::{
     COUNT_AT, KIND_INLINE, KIND_OVERFLOW, KIND_TOMBSTONE, LEAF_ENTRY_HEADER_SIZE, LEAF_KEY_LEN_AT,
     LEAF_KIND_AT, LEAF_SLOTS_AT, LEAF_VALUE_SIZE_AT, LEAF_VERSION_AT, LEVEL_AT, OVERFLOW_REF_SIZE,
     PageHeader, PageId, PageRef, PageType, SLOT_SIZE, TxnId, check_len, check_zero, field_bytes,
-    field_u8, field_u16, field_u32, field_u64, invalid, is_referable, verified_header_fields,
+    field_u8, field_u16, field_u32, field_u64, invalid, is_referable, verified_header,
 };
 use crate::page_size::{PageSize, VALUE_SIZE_MAX};
 use crate::search::{SearchKey, compare};
@@ -134,33 +134,19 @@ impl<'a> LeafPage<'a> {
         page_size: PageSize,
         expected_id: PageId,
     ) -> Result<Self> {
-        if let Some((level, count, txn_id)) =
-            verified_header_fields(page, page_size, expected_id, PageType::Leaf)
+        if let Some(header) =
+            verified_header(page, page_size, expected_id, PageType::Leaf, LEAF_SLOTS_AT)
+            && header.level == 0
         {
-            let count = usize::from(count);
-            // `count` is a u16: the sum cannot overflow. The same bounds as `from_header`.
-            if level == 0 && LEAF_SLOTS_AT.wrapping_add(count.wrapping_mul(SLOT_SIZE)) <= page.len()
-            {
-                return Ok(Self {
-                    page,
-                    page_size,
-                    page_id: expected_id,
-                    txn_id,
-                    count,
-                });
-            }
+            return Ok(Self {
+                page,
+                page_size,
+                page_id: expected_id,
+                txn_id: header.txn_id,
+                count: header.count,
+            });
         }
-        Self::open_verified_error(page, page_size, expected_id)
-    }
-
-    /// What [`LeafPage::open_verified`] refused, named by the full checks.
-    #[cold]
-    #[inline(never)]
-    fn open_verified_error(
-        page: &'a [u8],
-        page_size: PageSize,
-        expected_id: PageId,
-    ) -> Result<Self> {
+        // Refused: the full checks name the fault.
         Self::decode_verified(page, page_size, expected_id)
     }
 

@@ -346,19 +346,32 @@ impl PageHeader {
     }
 }
 
-/// The level, count and transaction id of a tree page (not a meta) that passed a full
-/// decode before, read in place: `None` unless [`PageHeader::decode`] without the checksum
-/// (that is, [`check_len`] and [`PageHeader::decode_unverified`]) would accept the page as
-/// `expected_type` at `expected_id`, in which case the caller asks those for the error.
-/// Every get reads each page of its path through here, so nothing is built but the three
-/// fields.
+/// The fields a reader needs from the header of a tree page (not a meta) that passed a
+/// full decode before: see [`verified_header`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct VerifiedHeader {
+    /// A branch's level; 0 for a leaf.
+    pub(crate) level: u8,
+    /// Slots in the page's directory, which fits the page.
+    pub(crate) count: usize,
+    /// The checkpoint transaction that wrote the page.
+    pub(crate) txn_id: TxnId,
+}
+
+/// The header of a tree page that passed a full decode before, read in place: `None`
+/// unless [`check_len`] and [`PageHeader::decode_unverified`] would accept the page as
+/// `expected_type` at `expected_id` and its slot directory, starting at `slots_at`, fits
+/// the page (as the type's `from_header` requires), in which case the caller asks those
+/// for the error. Every get reads each page of its path through here, so nothing is built
+/// but the fields.
 #[inline]
-pub(crate) fn verified_header_fields(
+pub(crate) fn verified_header(
     page: &[u8],
     page_size: PageSize,
     expected_id: PageId,
     expected_type: PageType,
-) -> Option<(u8, u16, TxnId)> {
+    slots_at: usize,
+) -> Option<VerifiedHeader> {
     debug_assert!(
         expected_type != PageType::Meta,
         "meta pages have their own decoder"
@@ -374,12 +387,15 @@ pub(crate) fn verified_header_fields(
     let (&count, rest) = rest.split_first_chunk::<2>()?;
     let (&id, rest) = rest.split_first_chunk::<8>()?;
     let &txn_id = rest.first_chunk::<8>()?;
-    (tag == expected_type.tag() && u64::from_le_bytes(id) == expected_id.0).then(|| {
-        (
+    let count = usize::from(u16::from_le_bytes(count));
+    // `count` is a u16 and `slots_at` a header offset: the sum cannot overflow.
+    let fits = slots_at.wrapping_add(count.wrapping_mul(SLOT_SIZE)) <= page.len();
+    (tag == expected_type.tag() && u64::from_le_bytes(id) == expected_id.0 && fits).then(|| {
+        VerifiedHeader {
             level,
-            u16::from_le_bytes(count),
-            TxnId(u64::from_le_bytes(txn_id)),
-        )
+            count,
+            txn_id: TxnId(u64::from_le_bytes(txn_id)),
+        }
     })
 }
 
