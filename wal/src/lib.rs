@@ -39,7 +39,7 @@ pub use options::{Durability, SyncPolicy, WalOptions};
 pub use recovery::{RecoveryReport, TornTail};
 pub use state::VOTE_SIZE_MAX;
 pub use ticket::{Appended, Ticket};
-pub use wal::{Lead, NewRecord, Wal, WalStats};
+pub use wal::{Lead, NewRecord, OwnedLead, Wal, WalStats};
 
 /// Decoder internals for the fuzz crate and format tests. Not a stable API.
 #[cfg(feature = "internals")]

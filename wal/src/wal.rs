@@ -68,6 +68,77 @@ impl Drop for Lead<'_> {
     }
 }
 
+impl Lead<'_> {
+    /// The same duty, holding the log's shared parts instead of borrowing it, so that it
+    /// can be run later on another thread or task: an event loop that takes the lead can
+    /// run it once it has read what else is ready, and write all of that as one group.
+    /// Until it runs, the log writes nothing (appends queue behind it): run it soon.
+    /// `None` if this caller does not lead (another thread writes the group).
+    pub fn into_owned(mut self) -> Option<OwnedLead> {
+        let wal = self.wal.take()?;
+        Some(OwnedLead {
+            parts: Some((Arc::clone(&wal.shared), Arc::clone(&wal.writer))),
+        })
+    }
+}
+
+/// A [`Lead`] that owns what it needs ([`Lead::into_owned`]). [`OwnedLead::run`] writes
+/// the queued group; dropping it does too.
+#[must_use = "the log waits for this lead to write the group: call `run`"]
+pub struct OwnedLead {
+    parts: Option<(Arc<Shared>, Arc<Mutex<Writer>>)>,
+}
+
+impl OwnedLead {
+    /// Writes the queued group here and runs the completed callbacks; what queues
+    /// meanwhile goes to the log's writer thread, so the caller is held for one group.
+    pub fn run(mut self) {
+        self.lead();
+    }
+
+    /// [`OwnedLead::run`] if at most `requests` appends are queued; otherwise the lead
+    /// passes to the log's writer thread, which writes the group while the caller goes
+    /// on. An event loop uses it to write a small group itself, sparing two thread
+    /// hand-offs, and to leave a large one (whose write and apply would stall its other
+    /// connections) to the writer.
+    pub fn run_if_at_most(mut self, requests: usize) {
+        if let Some((shared, writer)) = self.parts.take() {
+            {
+                let mut state = shared.state.lock();
+                if state.requests.len() > requests && state.poisoned.is_none() {
+                    state.leading = false;
+                    drop(state);
+                    shared.work.notify_one();
+                    return;
+                }
+            }
+            self.parts = Some((shared, writer));
+            self.lead();
+        }
+    }
+
+    fn lead(&mut self) {
+        if let Some((shared, writer)) = self.parts.take() {
+            writer.lock().lead_one_group();
+            run_callbacks(&shared, &writer);
+        }
+    }
+}
+
+impl Drop for OwnedLead {
+    fn drop(&mut self) {
+        self.lead();
+    }
+}
+
+impl std::fmt::Debug for OwnedLead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedLead")
+            .field("leads", &self.parts.is_some())
+            .finish()
+    }
+}
+
 /// A record to append at the next LSN.
 #[derive(Clone, Debug)]
 pub struct NewRecord {

@@ -193,16 +193,25 @@ impl Writer {
     /// A panic (a bug) poisons the log instead of leaving it led forever: the requests the
     /// panic unwound through complete with an error as they drop, and the queue is failed.
     pub(crate) fn lead<T>(&mut self, until: Option<&Slot<T>>) {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue(until))) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue(until, false))) {
             self.poison_panicked(&*panic);
         }
     }
 
-    fn lead_queue<T>(&mut self, until: Option<&Slot<T>>) {
+    /// [`Writer::lead`] for one group: what is queued now is written, what queues
+    /// meanwhile goes to the background writer.
+    pub(crate) fn lead_one_group(&mut self) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue::<()>(None, true))) {
+            self.poison_panicked(&*panic);
+        }
+    }
+
+    fn lead_queue<T>(&mut self, until: Option<&Slot<T>>, one_group: bool) {
+        let mut groups = 0_usize;
         loop {
             let work = {
                 let mut state = self.shared.state.lock();
-                let done = until.is_some_and(|slot| slot.is_filled());
+                let done = until.is_some_and(|slot| slot.is_filled()) || (one_group && groups > 0);
                 let work = if done || state.poisoned.is_some() {
                     None
                 } else {
@@ -213,7 +222,8 @@ impl Writer {
                     // The background writer takes over what is queued, and runs the
                     // interval timer for bytes this leader left unsynced.
                     let interval = matches!(self.shared.options.sync, SyncPolicy::Interval(_));
-                    if !state.requests.is_empty() || (interval && state.unsynced) {
+                    // A closing log's background writer waits for the lead to end.
+                    if !state.requests.is_empty() || state.closed || (interval && state.unsynced) {
                         drop(state);
                         self.shared.work.notify_one();
                     }
@@ -223,6 +233,7 @@ impl Writer {
             };
             if let Some(work) = work {
                 self.process(work);
+                groups += 1;
             }
         }
     }
