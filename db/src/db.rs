@@ -229,6 +229,28 @@ impl<T> Answer<T> {
     }
 }
 
+/// The duty to write the log's queued group, handed out by [`Db::write_one_leading`] when
+/// the log was idle. [`WriteLead::run`] writes and applies the group on the calling thread;
+/// dropping it does the same. Until it runs, no write is logged: run it soon.
+#[must_use = "writes wait for this lead: call `run`"]
+#[derive(Debug)]
+pub struct WriteLead {
+    lead: popdb_wal::OwnedLead,
+}
+
+impl WriteLead {
+    /// Writes the queued group and applies it; each write's `done` runs here.
+    pub fn run(self) {
+        self.lead.run();
+    }
+
+    /// [`WriteLead::run`] if at most `requests` writes are queued, else the log's writer
+    /// thread takes the group ([`popdb_wal::OwnedLead::run_if_at_most`]).
+    pub fn run_if_at_most(self, requests: usize) {
+        self.lead.run_if_at_most(requests);
+    }
+}
+
 /// A commit in progress ([`Db::commit_async`]): `.await` it, or [`CommitTicket::wait`].
 pub struct CommitTicket {
     answer: Arc<Answer<Result<u64>>>,
@@ -468,6 +490,35 @@ impl Db {
         }
     }
 
+    /// [`Db::write_one_with`] for an event loop: if the log is idle and the write is not
+    /// synced, the write is queued but not yet written, and the caller gets the lead, which
+    /// writes (and applies) the write with every other queued behind it when it runs or
+    /// drops. An event loop that runs it once it has read every request ready makes them
+    /// one group, written by one `pwrite` on its own thread, without a hand-off to the
+    /// log's writer thread and back. `None` if another thread leads (the write joins its
+    /// group), if the write is synced (the writer thread syncs its group while the loop
+    /// goes on), or if the write was refused (`done` has the error).
+    pub fn write_one_leading(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        options: WriteOptions,
+        done: impl FnOnce(Result<u64>) + Send + 'static,
+    ) -> Option<WriteLead> {
+        match self.prepare_one(table, key, value, options) {
+            // A sync group's fdatasync would hold the event loop for a disk's flush: the
+            // log's writer thread syncs it while the loop reads the next group.
+            Ok((record, durability)) => {
+                self.log(record, durability, durability == Durability::NoSync, done)
+            }
+            Err(error) => {
+                done(Err(error));
+                None
+            }
+        }
+    }
+
     /// The log record of one write, checked against the limits a batch of it would be.
     fn prepare_one(
         &self,
@@ -538,21 +589,39 @@ impl Db {
         durability: Durability,
         done: impl FnOnce(Result<u64>) + Send + 'static,
     ) {
+        let lead = self.log(record, durability, false, done);
+        debug_assert!(lead.is_none(), "a lead was given without being asked for");
+    }
+
+    /// [`Db::log_with`]; with `lead_if_idle`, hands back the lead if the log was idle.
+    fn log(
+        &self,
+        record: Vec<u8>,
+        durability: Durability,
+        lead_if_idle: bool,
+        done: impl FnOnce(Result<u64>) + Send + 'static,
+    ) -> Option<WriteLead> {
         // The log drops a callback it refuses without calling it: the slot gives `done`
         // back for the refusal's error.
         let slot = Arc::new(Mutex::new(Some(done)));
         let answer = Arc::clone(&slot);
         let queued = self
             .inner
-            .enqueue(record, durability, false, move |applied| {
+            .enqueue(record, durability, lead_if_idle, move |applied| {
                 if let Some(done) = answer.lock().take() {
                     done(commit_result(applied));
                 }
             });
-        if let Err(error) = queued
-            && let Some(done) = slot.lock().take()
-        {
-            done(Err(error));
+        match queued {
+            Ok(lead) => lead
+                .and_then(Lead::into_owned)
+                .map(|lead| WriteLead { lead }),
+            Err(error) => {
+                if let Some(done) = slot.lock().take() {
+                    done(Err(error));
+                }
+                None
+            }
         }
     }
 
@@ -1478,6 +1547,57 @@ mod tests {
         }
         assert!(single.visible_lsn() > 100, "most writes committed");
         assert_eq!(single.visible_lsn(), batched.visible_lsn());
+    }
+
+    /// `write_one_leading` hands the lead back only for a no-sync write that found the log
+    /// idle; until the lead runs the write is neither answered nor visible, and once it
+    /// runs (or drops) the write and those queued behind it are, in LSN order.
+    #[test]
+    fn write_one_leading_writes_when_the_lead_runs() {
+        let db = open();
+        let nosync = WriteOptions {
+            durability: Some(Durability::NoSync),
+        };
+        let (sender, receiver) = mpsc::channel();
+        let answer = |sender: &mpsc::Sender<Result<u64>>| {
+            let sender = sender.clone();
+            move |result| sender.send(result).unwrap()
+        };
+        for round in 0..3_u8 {
+            let before = db.visible_lsn();
+            let lead = db
+                .write_one_leading("t", &[round], Some(b"v"), nosync, answer(&sender))
+                .expect("an idle log leads a no-sync write");
+            db.write_one_with("t", &[round, 1], Some(b"w"), nosync, answer(&sender));
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(receiver.try_recv().is_err(), "answered before the lead ran");
+            assert_eq!(db.get("t", &[round]).unwrap(), None);
+            match round {
+                0 => lead.run(),
+                1 => lead.run_if_at_most(1),
+                _ => drop(lead),
+            }
+            let lsns = [receiver.recv().unwrap(), receiver.recv().unwrap()];
+            assert_eq!(lsns.map(Result::unwrap), [before + 1, before + 2]);
+            assert_eq!(db.get("t", &[round, 1]).unwrap().unwrap().0, b"w");
+        }
+        // A synced write is the writer thread's to sync; a refused one is answered here.
+        let synced = WriteOptions {
+            durability: Some(Durability::Sync),
+        };
+        assert!(
+            db.write_one_leading("t", b"s", Some(b"v"), synced, answer(&sender))
+                .is_none()
+        );
+        assert!(receiver.recv().unwrap().is_ok());
+        assert!(
+            db.write_one_leading("missing", b"k", Some(b"v"), nosync, answer(&sender))
+                .is_none()
+        );
+        assert!(matches!(
+            receiver.recv().unwrap(),
+            Err(Error::UnknownTable(_))
+        ));
     }
 
     /// A callback hears of its commit once it is applied: the value is visible at its LSN,

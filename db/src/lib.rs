@@ -69,7 +69,7 @@ mod transaction;
 pub use apply::Applied;
 pub use batch::{Commit, Condition, WriteBatch};
 pub use check::{CheckReport, TableCheck, check};
-pub use db::{CommitTicket, Db, DbStats, TableStats};
+pub use db::{CommitTicket, Db, DbStats, TableStats, WriteLead};
 pub use engine::{
     Cursor, Direction, Engine, EngineKind, EngineOptions, EngineView, EngineWork, Write,
     open_engine,
