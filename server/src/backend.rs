@@ -12,7 +12,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use popdb_db::{Commit, Db, DbStats, ReadView, TableDesc, TableOptions, WriteBatch, WriteOptions};
+use popdb_db::{
+    Commit, Db, DbStats, ReadView, TableDesc, TableOptions, WriteBatch, WriteLead, WriteOptions,
+};
 use popdb_protocol::{ErrorKind, ServerError};
 
 use crate::convert::db_error;
@@ -55,6 +57,21 @@ pub trait Backend: Send + Sync + 'static {
         commit: Commit,
         done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
     );
+
+    /// [`Backend::write_one_with`] for the reactor: a backend whose log was idle may hand
+    /// back the duty to write the queued group ([`WriteLead`]), which the caller runs once
+    /// the reactor has read the other requests that are ready, so that they join the
+    /// group. The default hands back nothing.
+    fn write_one_leading(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
+    ) -> Option<WriteLead> {
+        self.write_one_with(table, key, value, done);
+        None
+    }
 
     /// [`Backend::commit_with`] of a one-write batch: stores `value` under `key` in `table`,
     /// or deletes the key when `value` is `None`. The default builds that batch; a backend
@@ -202,6 +219,19 @@ impl Backend for DbBackend {
             .write_one_with(table, key, value, WriteOptions::default(), move |result| {
                 done(result.map_err(|e| db_error(&e)));
             });
+    }
+
+    fn write_one_leading(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
+    ) -> Option<WriteLead> {
+        self.db
+            .write_one_leading(table, key, value, WriteOptions::default(), move |result| {
+                done(result.map_err(|e| db_error(&e)));
+            })
     }
 
     fn get_now(

@@ -57,6 +57,14 @@ use crate::metrics::{OP_DELETE, OP_GET, OP_PUT, OPS, Observations, op_index};
 use crate::request::{WriteReply, execute, unauthorized_error, write_commit};
 use crate::server::Shared;
 
+/// The most queued writes a reactor writes to the log itself when it holds the lead;
+/// a larger group goes to the log's writer thread. With one request in flight per
+/// connection, groups are small and writing them on the reactor saves the two thread
+/// hand-offs (a quarter of the server's CPU per SET, see benches/README.md); with many in
+/// flight, a reactor writing and applying groups of hundreds stops reading meanwhile, and
+/// handing them off keeps both threads busy.
+const REACTOR_GROUP_MAX: usize = 32;
+
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -652,10 +660,24 @@ impl<B: Backend> Reader<B> {
         };
         let answer =
             self.answer_in_group(request_id, op, WriteReply::Written, permit, request_permit);
-        self.conn
+        let lead = self
+            .conn
             .shared
             .backend
-            .write_one_with(table, key, value, answer);
+            .write_one_leading(table, key, value, answer);
+        if let Some(lead) = lead {
+            // Written once this worker has run the other tasks ready and polled the
+            // sockets again (a yield defers the task that far), so that the writes read
+            // meanwhile, on every connection, join this one's group: the reactor's own
+            // thread writes and applies a small group, as Redis writes its AOF buffer
+            // before it sleeps, sparing the hand-off to the log's writer thread and the
+            // wakes back; a large one goes to that thread, whose work then overlaps the
+            // reactor's reading and answering.
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                lead.run_if_at_most(REACTOR_GROUP_MAX);
+            });
+        }
     }
 
     /// Answers a Get: in place if the backend can answer it at once, else in a task.

@@ -68,6 +68,7 @@ impl<B: Backend> Shared<B> {
 /// The runtime's construction error, or [`run`]'s.
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
         .enable_all()
         .thread_name("popdb")
         .build()
