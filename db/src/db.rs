@@ -484,10 +484,8 @@ impl Db {
         options: WriteOptions,
         done: impl FnOnce(Result<u64>) + Send + 'static,
     ) {
-        match self.prepare_one(table, key, value, options) {
-            Ok((record, durability)) => self.log_with(record, durability, done),
-            Err(error) => done(Err(error)),
-        }
+        let lead = self.write_one_logged(table, key, value, options, false, done);
+        debug_assert!(lead.is_none(), "a lead was given without being asked for");
     }
 
     /// [`Db::write_one_with`] for an event loop: if the log is idle and the write is not
@@ -506,12 +504,29 @@ impl Db {
         options: WriteOptions,
         done: impl FnOnce(Result<u64>) + Send + 'static,
     ) -> Option<WriteLead> {
+        self.write_one_logged(table, key, value, options, true, done)
+    }
+
+    /// Prepares and logs one write; with `lead_if_idle`, a no-sync write that finds the
+    /// log idle hands back the lead.
+    fn write_one_logged(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        options: WriteOptions,
+        lead_if_idle: bool,
+        done: impl FnOnce(Result<u64>) + Send + 'static,
+    ) -> Option<WriteLead> {
         match self.prepare_one(table, key, value, options) {
             // A sync group's fdatasync would hold the event loop for a disk's flush: the
             // log's writer thread syncs it while the loop reads the next group.
-            Ok((record, durability)) => {
-                self.log(record, durability, durability == Durability::NoSync, done)
-            }
+            Ok((record, durability)) => self.log(
+                record,
+                durability,
+                lead_if_idle && durability == Durability::NoSync,
+                done,
+            ),
             Err(error) => {
                 done(Err(error));
                 None

@@ -190,6 +190,13 @@ impl DbBackend {
     }
 }
 
+/// `done` as the Db's callback: its errors become the protocol's.
+fn answer_db(
+    done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
+) -> impl FnOnce(popdb_db::Result<u64>) + Send + 'static {
+    move |result| done(result.map_err(|e| db_error(&e)))
+}
+
 impl Backend for DbBackend {
     // A commit parks no thread: the Db queues it on the log and the log's writer thread
     // writes, syncs and applies it, then wakes this future (issue 7: a blocking-pool
@@ -203,8 +210,7 @@ impl Backend for DbBackend {
         commit: Commit,
         done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
     ) {
-        self.db
-            .commit_with(commit, move |result| done(result.map_err(|e| db_error(&e))));
+        self.db.commit_with(commit, answer_db(done));
     }
 
     // One write is logged straight from the frame's bytes: no batch, no owned key or value.
@@ -216,9 +222,7 @@ impl Backend for DbBackend {
         done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
     ) {
         self.db
-            .write_one_with(table, key, value, WriteOptions::default(), move |result| {
-                done(result.map_err(|e| db_error(&e)));
-            });
+            .write_one_with(table, key, value, WriteOptions::default(), answer_db(done));
     }
 
     fn write_one_leading(
@@ -229,9 +233,7 @@ impl Backend for DbBackend {
         done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
     ) -> Option<WriteLead> {
         self.db
-            .write_one_leading(table, key, value, WriteOptions::default(), move |result| {
-                done(result.map_err(|e| db_error(&e)));
-            })
+            .write_one_leading(table, key, value, WriteOptions::default(), answer_db(done))
     }
 
     fn get_now(

@@ -102,19 +102,18 @@ impl OwnedLead {
     /// hand-offs, and to leave a large one (whose write and apply would stall its other
     /// connections) to the writer.
     pub fn run_if_at_most(mut self, requests: usize) {
-        if let Some((shared, writer)) = self.parts.take() {
-            {
-                let mut state = shared.state.lock();
-                if state.requests.len() > requests && state.poisoned.is_none() {
-                    state.leading = false;
-                    drop(state);
-                    shared.work.notify_one();
-                    return;
-                }
-            }
-            self.parts = Some((shared, writer));
-            self.lead();
+        let Some((shared, _)) = &self.parts else {
+            return;
+        };
+        let mut state = shared.state.lock();
+        if state.requests.len() <= requests || state.poisoned.is_some() {
+            drop(state);
+            return self.lead();
         }
+        state.leading = false;
+        drop(state);
+        shared.work.notify_one();
+        self.parts = None;
     }
 
     fn lead(&mut self) {

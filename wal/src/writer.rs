@@ -193,25 +193,27 @@ impl Writer {
     /// A panic (a bug) poisons the log instead of leaving it led forever: the requests the
     /// panic unwound through complete with an error as they drop, and the queue is failed.
     pub(crate) fn lead<T>(&mut self, until: Option<&Slot<T>>) {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue(until, false))) {
-            self.poison_panicked(&*panic);
-        }
+        self.lead_guarded(until, false);
     }
 
     /// [`Writer::lead`] for one group: what is queued now is written, what queues
     /// meanwhile goes to the background writer.
     pub(crate) fn lead_one_group(&mut self) {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue::<()>(None, true))) {
+        self.lead_guarded::<()>(None, true);
+    }
+
+    fn lead_guarded<T>(&mut self, until: Option<&Slot<T>>, one_group: bool) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue(until, one_group))) {
             self.poison_panicked(&*panic);
         }
     }
 
     fn lead_queue<T>(&mut self, until: Option<&Slot<T>>, one_group: bool) {
-        let mut groups = 0_usize;
+        let mut led_one = false;
         loop {
             let work = {
                 let mut state = self.shared.state.lock();
-                let done = until.is_some_and(|slot| slot.is_filled()) || (one_group && groups > 0);
+                let done = until.is_some_and(|slot| slot.is_filled()) || (one_group && led_one);
                 let work = if done || state.poisoned.is_some() {
                     None
                 } else {
@@ -233,7 +235,7 @@ impl Writer {
             };
             if let Some(work) = work {
                 self.process(work);
-                groups += 1;
+                led_one = true;
             }
         }
     }
