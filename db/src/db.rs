@@ -1584,8 +1584,10 @@ mod tests {
                 .write_one_leading("t", &[round], Some(b"v"), nosync, answer(&sender))
                 .expect("an idle log leads a no-sync write");
             db.write_one_with("t", &[round, 1], Some(b"w"), nosync, answer(&sender));
-            std::thread::sleep(Duration::from_millis(20));
-            assert!(receiver.try_recv().is_err(), "answered before the lead ran");
+            assert!(
+                receiver.recv_timeout(Duration::from_millis(20)).is_err(),
+                "answered before the lead ran"
+            );
             assert_eq!(db.get("t", &[round]).unwrap(), None);
             match round {
                 0 => lead.run(),

@@ -80,11 +80,14 @@ fn nothing_is_written_until_the_owned_lead_runs_on_its_thread() {
     let wal = open();
     let seen: Seen = Arc::default();
     let lead = lead_with(&wal, &seen, 2);
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        seen.0.lock().unwrap().is_empty(),
-        "written before the lead ran"
-    );
+    let (done, _) = seen
+        .1
+        .wait_timeout_while(seen.0.lock().unwrap(), Duration::from_millis(50), |d| {
+            d.is_empty()
+        })
+        .unwrap();
+    assert!(done.is_empty(), "written before the lead ran: {done:?}");
+    drop(done);
     assert_eq!(wal.next_lsn().0, 4, "LSNs are given as appends queue");
     let runner = std::thread::spawn(move || {
         lead.run();
