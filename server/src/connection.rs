@@ -3,18 +3,21 @@
 //! The reader cuts frames out of the stream and takes one of the connection's
 //! `in_flight_max` permits per request: when they are all taken it stops reading, and TCP
 //! pushes back on the client. Requests that never wait are answered by the reader itself,
-//! in the pass that decoded them: pings, point reads the backend answers at once, and
-//! writes, which it hands to the backend's commit path and whose answers come back on the
-//! connection's completion channel (from the apply stage, in any order the protocol
-//! allows), the writes of one pass together once all are answered. The responses of one pass
-//! are encoded into one buffer and queued for the writer
-//! together. Every other request (scans, status, catalog changes) runs in its own task and
-//! queues its own response. Whatever is queued takes its size from the connection's output
-//! byte budget; the writer releases the budget and the in-flight permits once the bytes are
-//! on the socket. So a connection holds at most `in_flight_max` requests and
-//! `output_buffer_bytes_max` bytes of queued responses, plus the frame being read and the
-//! responses of the pass being gathered (at most `WRITE_BATCH_BYTES` and one response; the
-//! gathering buffer is kept between passes up to `GATHER_KEPT_MAX`).
+//! in the pass that decoded them: pings and point reads the backend answers at once. The
+//! responses of one pass are encoded into one buffer and queued for the writer together.
+//! Writes go to the backend's commit path, the writes of one pass as one group
+//! ([`WriteGroup`]), answered together, in any order the protocol allows, by whoever gives
+//! the last answer: on the event loop (which applied the group, or whose reader closed it)
+//! straight to the socket, from the log's writer thread through the connection's writer
+//! task. Every other request (scans, status, catalog changes) runs in its own task and
+//! queues its own response. Whatever the reader and those tasks queue takes its size from
+//! the connection's output byte budget; the writer releases the budget and the in-flight
+//! permits once the bytes are on the socket. A group's answers are queued outside the
+//! budget: each holds the in-flight permits of its writes, one short frame per write. So a
+//! connection holds at most `in_flight_max` requests and `output_buffer_bytes_max` bytes of
+//! queued responses (plus at most `in_flight_max` write answers), the frame being read and
+//! the responses of the pass being gathered (at most `WRITE_BATCH_BYTES` and one response;
+//! the gathering buffer is kept between passes up to `GATHER_KEPT_MAX`).
 //!
 //! Timeouts: the handshake must complete within `handshake_timeout`; a frame, once started,
 //! within `frame_timeout`; a connection with nothing in flight that sends nothing for
@@ -27,8 +30,8 @@
 //!
 //! Costs per request are kept off what connections share: requests answered in place take
 //! no server-wide permit (they check that one is free), latencies are gathered per
-//! connection and added to the shared histograms once per flush, the request permits of a
-//! group of answered writes go back together, and gets, puts and deletes are read in place
+//! connection and added to the shared histograms once per flush (a write group's once per
+//! group), the request permits of a group of answered writes go back together, and gets, puts and deletes are read in place
 //! from their frames ([`PointRequest::decode`]): a put's table name, key and value are
 //! copied once, into the write batch, instead of into three buffers first. Their answers are
 //! encoded straight into the gathering buffer ([`PointResponse::encode`]), a get's from the
@@ -85,8 +88,6 @@ struct Outgoing {
 struct Conn<B> {
     shared: Arc<Shared<B>>,
     out: Arc<Output>,
-    /// Where the backend's commit path answers writes, a group at a time.
-    done: mpsc::UnboundedSender<Vec<Done>>,
     /// Bytes of responses queued and not yet written (`output_buffer_bytes_max` permits).
     budget: Arc<Semaphore>,
     /// Requests read and not yet answered (`in_flight_max` permits).
@@ -98,7 +99,6 @@ impl<B> Clone for Conn<B> {
         Self {
             shared: Arc::clone(&self.shared),
             out: Arc::clone(&self.out),
-            done: self.done.clone(),
             budget: Arc::clone(&self.budget),
             in_flight: Arc::clone(&self.in_flight),
         }
@@ -106,23 +106,26 @@ impl<B> Clone for Conn<B> {
 }
 
 /// The writes one pass of the reader handed to the backend. Their answers are gathered
-/// here and go to the reader together, when the last of them is in and the reader has
-/// closed the group (its own hold on `remaining`): the apply stage answers writes one by
-/// one, and a reader woken for each answer wrote its responses a few at a time, with a
-/// wake-up and a send per few (issue 7: about two sends per pass of 16 pipelined SETs).
-struct WriteGroup {
+/// here and written together, by whoever gives the last of them (the thread that applied
+/// the group, or the reader closing the group): the apply stage answers writes one by one,
+/// and answering each on its own cost a send per write. They go to the socket from there,
+/// not through the reader: a hand-back woke the reader's task once more per pass, a
+/// quarter of the reactor's work per SET at one request in flight.
+struct WriteGroup<B> {
     /// Writes not yet answered, plus one while the reader may still add to the group.
     remaining: AtomicUsize,
     answered: parking_lot::Mutex<Vec<Done>>,
-    reader: mpsc::UnboundedSender<Vec<Done>>,
+    shared: Arc<Shared<B>>,
+    out: Arc<Output>,
 }
 
-impl WriteGroup {
-    fn new(reader: mpsc::UnboundedSender<Vec<Done>>) -> Self {
+impl<B> WriteGroup<B> {
+    fn new(shared: Arc<Shared<B>>, out: Arc<Output>) -> Self {
         Self {
             remaining: AtomicUsize::new(1),
             answered: parking_lot::Mutex::new(Vec::new()),
-            reader,
+            shared,
+            out,
         }
     }
 
@@ -136,16 +139,89 @@ impl WriteGroup {
         self.release();
     }
 
-    /// Drops one count (a write's, or the reader's hold); the last sends the answers.
+    /// Drops one count (a write's, or the reader's hold); the last writes the answers.
     fn release(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let answered = std::mem::take(&mut *self.answered.lock());
-            // The reader takes answers until every write is answered, so the receiver
-            // outlives this send.
-            let _ = self.reader.send(answered);
+            self.respond(answered);
         }
     }
+
+    /// Encodes the answers and hands them to the socket (or to the connection's writer
+    /// task, if it holds the socket), with their in-flight permits; counts their latency
+    /// (one pass's writes were read together) and errors.
+    fn respond(&self, answered: Vec<Done>) {
+        let Some(first) = answered.first() else {
+            return;
+        };
+        let metrics = &self.shared.metrics;
+        let elapsed = self.shared.clock.now().saturating_sub(first.started);
+        let mut bytes = Vec::with_capacity(answered.len() * WRITE_ANSWER_BYTES);
+        let mut in_flight: Option<OwnedSemaphorePermit> = None;
+        let mut requests: Option<OwnedSemaphorePermit> = None;
+        let mut counts = [0_u64; OPS.len()];
+        for done in answered {
+            if let Some(count) = counts.get_mut(done.op) {
+                *count += 1;
+            }
+            match (done.result, done.reply) {
+                (Ok(lsn), WriteReply::Written) => {
+                    if let Err(error) =
+                        (PointResponse::Written { lsn }).encode(done.request_id, &mut bytes)
+                    {
+                        encode_response(
+                            done.request_id,
+                            &Response::Error(unencodable(&error)),
+                            &mut bytes,
+                        );
+                    }
+                }
+                (Ok(lsn), WriteReply::Committed) => {
+                    encode_response(done.request_id, &Response::Committed { lsn }, &mut bytes);
+                }
+                (Err(error), _) => {
+                    metrics.error(error.kind.code());
+                    encode_response(done.request_id, &Response::Error(error), &mut bytes);
+                }
+            }
+            merge(&mut in_flight, done.in_flight);
+            merge(&mut requests, done.request);
+        }
+        for (op, count) in counts.into_iter().enumerate() {
+            if count > 0 {
+                metrics.observe_many(op, elapsed, count);
+            }
+        }
+        // Every request permit is of the server's one semaphore: they go back together,
+        // taking its lock, which every connection shares, once rather than once per write.
+        drop(requests);
+        let outgoing = Outgoing {
+            bytes,
+            close_after: false,
+            _in_flight: in_flight,
+            _budget: None,
+        };
+        // On a runtime thread (the event loop that led the group, or the reader closing it)
+        // the answers go to the socket now. The log's writer thread hands them to the
+        // connection's writer task instead and keeps to the log's work: writing to the
+        // sockets too, it took longer per group, more writes queued behind each, and it
+        // kept the lead of the log from the event loop for good. A stopped writer drops
+        // them, as it drops everything queued after it stopped.
+        let write_here = tokio::task::try_id().is_some();
+        let _ = self.out.enqueue(&self.shared, outgoing, write_here);
+    }
 }
+
+/// Merges `permit` into `held`: permits of one semaphore go back together.
+fn merge(held: &mut Option<OwnedSemaphorePermit>, permit: OwnedSemaphorePermit) {
+    match held {
+        Some(held) => held.merge(permit),
+        None => *held = Some(permit),
+    }
+}
+
+/// Room reserved per answered write: a Written frame's size.
+const WRITE_ANSWER_BYTES: usize = 32;
 
 /// A write's answer from the backend, with the permits its request holds.
 struct Done {
@@ -222,7 +298,6 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream) {
         state: Arc::clone(&socket),
         queue: queue_tx,
     });
-    let (done, answers) = mpsc::unbounded_channel();
     let (closed_tx, closed_rx) = watch::channel(false);
     let config = &shared.config;
     let budget_bytes = usize::try_from(config.output_buffer_bytes_max)
@@ -231,12 +306,11 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream) {
     let conn = Conn {
         shared: Arc::clone(&shared),
         out,
-        done,
         budget: Arc::new(Semaphore::new(budget_bytes)),
         in_flight: Arc::new(Semaphore::new(config.in_flight_max as usize)),
     };
     let writer = tokio::spawn(write_loop(Arc::clone(&shared), socket, queue, closed_tx));
-    let mut reader = Reader::new(conn, answers);
+    let mut reader = Reader::new(conn);
     let stop = reader.read_loop(read, closed_rx).await;
     reader.finish().await;
     if stop == Stop::Dropped {
@@ -252,12 +326,8 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream) {
 /// The reader's side of a connection.
 struct Reader<B> {
     conn: Conn<B>,
-    /// Answers to writes handed to the backend.
-    answers: mpsc::UnboundedReceiver<Vec<Done>>,
-    /// Writes handed to the backend and not yet answered.
-    outstanding: usize,
     /// The group of writes of this pass, while it is open.
-    group: Option<Arc<WriteGroup>>,
+    group: Option<Arc<WriteGroup<B>>>,
     gathered: Gathered,
     /// When the last read returned: requests are timed from the read that completed their
     /// frame (one clock read per read, not one per request).
@@ -270,12 +340,10 @@ struct Reader<B> {
 }
 
 impl<B: Backend> Reader<B> {
-    fn new(conn: Conn<B>, answers: mpsc::UnboundedReceiver<Vec<Done>>) -> Self {
+    fn new(conn: Conn<B>) -> Self {
         let read_at = conn.shared.clock.now();
         Self {
             conn,
-            answers,
-            outstanding: 0,
             group: None,
             gathered: Gathered::default(),
             read_at,
@@ -396,9 +464,6 @@ impl<B: Backend> Reader<B> {
             // before new requests, so that a client that keeps sending still hears them.
             tokio::select! {
                 biased;
-                Some(answered) = self.answers.recv(), if self.outstanding > 0 => {
-                    self.answered(answered);
-                }
                 read = read.read(&mut chunk) => match read {
                     Ok(0) | Err(_) => return Stop::Clean,
                     Ok(n) => {
@@ -427,22 +492,13 @@ impl<B: Backend> Reader<B> {
         }
     }
 
-    /// Answers the writes still with the backend, whatever stopped the reader: each is in
-    /// the log, and its client should hear how it ended if the connection still allows.
+    /// Sends what is gathered and closes the pass's group of writes, whatever stopped the
+    /// reader: the writes still with the backend are in the log, and their group answers
+    /// them when the last is in (the connection's writer task ends only after that).
     async fn finish(&mut self) {
         self.close_group();
-        let clock = Arc::clone(&self.conn.shared.clock);
-        while self.outstanding > 0 {
-            let Some(answered) = self.answers.recv().await else {
-                break;
-            };
-            self.answered(answered);
-            if !self.flush(clock.now()).await {
-                // The writer is gone: the rest are dropped as they arrive.
-                self.gathered = Gathered::default();
-            }
-        }
-        let _ = self.flush(clock.now()).await;
+        let now = self.conn.shared.clock.now();
+        let _ = self.flush(now).await;
     }
 
     /// Closes the pass's group of writes: its answers go to the reader once all are in
@@ -451,54 +507,6 @@ impl<B: Backend> Reader<B> {
         if let Some(group) = self.group.take() {
             group.release();
         }
-    }
-
-    /// Gathers the answers of a group of writes, and of every other group already waiting.
-    fn answered(&mut self, answered: Vec<Done>) {
-        let now = self.conn.shared.clock.now();
-        // Every request permit is of the server's one semaphore, so they merge; they go
-        // back together at the end, taking that semaphore's lock, which every connection
-        // shares, once rather than once per write.
-        let mut requests: Option<OwnedSemaphorePermit> = None;
-        let mut next = Some(answered);
-        while let Some(answered) = next.take() {
-            for done in answered {
-                let permit = self.answer_write(done, now);
-                match &mut requests {
-                    Some(held) => held.merge(permit),
-                    None => requests = Some(permit),
-                }
-            }
-            if self.outstanding > 0 {
-                next = self.answers.try_recv().ok();
-            }
-        }
-        drop(requests);
-    }
-
-    /// Gathers the answer to one write, answered at `now`; returns its request permit.
-    fn answer_write(&mut self, done: Done, now: Duration) -> OwnedSemaphorePermit {
-        self.outstanding -= 1;
-        self.observations
-            .add(done.op, now.saturating_sub(done.started), 1);
-        let response = match done.result {
-            Ok(lsn) => match done.reply {
-                WriteReply::Written => {
-                    let written = PointResponse::Written { lsn };
-                    self.gathered
-                        .add_point(done.request_id, written, done.in_flight);
-                    return done.request;
-                }
-                WriteReply::Committed => Response::Committed { lsn },
-            },
-            Err(error) => {
-                self.conn.shared.metrics.error(error.kind.code());
-                Response::Error(error)
-            }
-        };
-        self.gathered
-            .add(done.request_id, &response, done.in_flight);
-        done.request
     }
 
     /// Gathers the response to a request of kind `op` answered in this pass.
@@ -584,8 +592,8 @@ impl<B: Backend> Reader<B> {
     }
 
     /// One of the connection's in-flight permits; when they are all taken, reading stops
-    /// here until a response is written (the gathered ones first, and the writes' answers
-    /// as they come). Why the connection stops instead, if it stops meanwhile.
+    /// here until a response is written (the gathered ones first; the writes' groups answer
+    /// on their own). Why the connection stops instead, if it stops meanwhile.
     async fn take_in_flight(
         &mut self,
         mut stopped: Pin<&mut impl Future<Output = Stop>>,
@@ -595,20 +603,15 @@ impl<B: Backend> Reader<B> {
         }
         // The permits come back as responses are written, some maybe of this group's.
         self.close_group();
-        loop {
-            let now = self.conn.shared.clock.now();
-            if !self.flush(now).await {
-                return Err(Stop::Dropped);
+        let now = self.conn.shared.clock.now();
+        if !self.flush(now).await {
+            return Err(Stop::Dropped);
+        }
+        tokio::select! {
+            permit = Arc::clone(&self.conn.in_flight).acquire_owned() => {
+                permit.map_err(|_| Stop::Dropped)
             }
-            tokio::select! {
-                permit = Arc::clone(&self.conn.in_flight).acquire_owned() => {
-                    return permit.map_err(|_| Stop::Dropped);
-                }
-                Some(answered) = self.answers.recv(), if self.outstanding > 0 => {
-                    self.answered(answered);
-                }
-                stop = stopped.as_mut() => return Err(stop),
-            }
+            stop = stopped.as_mut() => Err(stop),
         }
     }
 
@@ -753,10 +756,13 @@ impl<B: Backend> Reader<B> {
         permit: OwnedSemaphorePermit,
         request_permit: OwnedSemaphorePermit,
     ) -> impl FnOnce(Result<u64, ServerError>) + Send + 'static {
-        self.outstanding += 1;
-        let group = self
-            .group
-            .get_or_insert_with(|| Arc::new(WriteGroup::new(self.conn.done.clone())));
+        let conn = &self.conn;
+        let group = self.group.get_or_insert_with(|| {
+            Arc::new(WriteGroup::new(
+                Arc::clone(&conn.shared),
+                Arc::clone(&conn.out),
+            ))
+        });
         group.add();
         let group = Arc::clone(group);
         let started = self.read_at;
@@ -967,7 +973,7 @@ async fn enqueue<B>(
         _in_flight: in_flight,
         _budget: Some(budget),
     };
-    conn.out.enqueue(&conn.shared, outgoing)
+    conn.out.enqueue(&conn.shared, outgoing, true)
 }
 
 /// The socket's write side, shared by the reader and the request tasks. While the writer
@@ -1021,11 +1027,11 @@ impl Output {
         Sent::Done(self.write_idle(&mut state, shared, outgoing))
     }
 
-    /// Queues `outgoing` for the writer, or writes it now if the writer is idle and it does
-    /// not close the connection. False if the writer has stopped.
-    fn enqueue<B>(&self, shared: &Shared<B>, outgoing: Outgoing) -> bool {
+    /// Queues `outgoing` for the writer, or writes it now if `write_here`, the writer is
+    /// idle and it does not close the connection. False if the writer has stopped.
+    fn enqueue<B>(&self, shared: &Shared<B>, outgoing: Outgoing, write_here: bool) -> bool {
         let mut state = self.state.lock();
-        if state.busy || outgoing.close_after {
+        if state.busy || outgoing.close_after || !write_here {
             state.busy = true;
             return self.queue.send(outgoing).is_ok();
         }

@@ -171,6 +171,17 @@ impl Metrics {
         }
     }
 
+    /// Records `count` answered requests of kind `op` that took `elapsed` each.
+    pub fn observe_many(&self, op: usize, elapsed: Duration, count: u64) {
+        if let Some(histogram) = self.latency.get(op) {
+            histogram.add(
+                bucket_index(elapsed),
+                count,
+                nanos(elapsed).saturating_mul(count),
+            );
+        }
+    }
+
     /// Adds what `observations` gathered to the histograms, and empties it.
     pub fn publish(&self, observations: &mut Observations) {
         for entry in observations.entries.drain(..) {

@@ -401,6 +401,54 @@ fn server_many_concurrent_clients_all_served() {
     assert_eq!(page.entries.len(), 1600);
 }
 
+/// Without sync, a write that finds the log idle is written and answered on the event loop
+/// if its group is small (at most 32 writes); a larger group goes to the log's writer
+/// thread, whose answers reach the socket through the connection's writer task. Both kinds
+/// of group, one after the other on one connection: each write answered once, readable.
+#[test]
+fn server_nosync_writes_answered_from_the_event_loop_and_the_log_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--sync", "nosync"]);
+    let mut c = server.client();
+    c.create("t", Engine::Lsm);
+    for round in 0..5_u32 {
+        // Alone: a group of one, led by the event loop.
+        let key = format!("single-{round}").into_bytes();
+        written(&c.put("t", &key, &key));
+        // Together: read in one pass, one group of 200.
+        let burst: Vec<Request> = (0..200_u32)
+            .map(|i| {
+                let key = format!("burst-{round}-{i:03}").into_bytes();
+                Request::Put {
+                    table: "t".into(),
+                    key: key.clone(),
+                    value: key,
+                }
+            })
+            .collect();
+        let mut expected: std::collections::BTreeSet<u64> =
+            c.send_together(&burst).into_iter().collect();
+        for _ in 0..burst.len() {
+            let (id, response) = c.recv();
+            written(&response);
+            assert!(expected.remove(&id), "request {id} answered twice");
+        }
+        assert!(expected.is_empty(), "unanswered: {expected:?}");
+    }
+    for round in 0..5_u32 {
+        for key in [
+            format!("single-{round}"),
+            format!("burst-{round}-000"),
+            format!("burst-{round}-199"),
+        ] {
+            let Response::Value(Some(found)) = c.get("t", key.as_bytes()) else {
+                panic!("{key} not found");
+            };
+            assert_eq!(found.value, key.as_bytes());
+        }
+    }
+}
+
 #[test]
 fn server_handshake_rules_auth_and_versions() {
     let dir = tempfile::tempdir().unwrap();
