@@ -1,6 +1,9 @@
 //! CPU time a server process spent (all its threads, user and system), read from
 //! /proc/<pid>/stat. On a shared machine throughput moves with the other tenants' load;
-//! the server's CPU time per request moves much less, so the report gives both.
+//! the server's CPU time per request moves much less, so the report gives both, and the
+//! share of the machine's CPU time the hypervisor stole meanwhile (/proc/stat).
+
+use std::time::Duration;
 
 /// Clock ticks per second of /proc's `utime` and `stime`: `USER_HZ`, which Linux fixes at
 /// 100 for user space on every architecture it supports.
@@ -45,6 +48,60 @@ fn parse_stat_children(stat: &str) -> Option<f64> {
     Some((cutime + cstime) as f64 / USER_HZ)
 }
 
+/// Seconds of CPU time the hypervisor gave other guests while this machine's CPUs wanted
+/// to run (`steal`, the 8th value of /proc/stat's `cpu` line, summed over the CPUs);
+/// `None` where /proc cannot say.
+pub fn stolen_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_steal(&stat)
+}
+
+/// The steal ticks of a /proc/stat text's first (all-CPU) line.
+fn parse_steal(stat: &str) -> Option<f64> {
+    let line = stat.lines().next()?;
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal
+    let steal: u64 = fields.nth(7)?.parse().ok()?;
+    Some(steal as f64 / USER_HZ)
+}
+
+/// The share of the machine's CPU time stolen between two readings `wall` apart, in
+/// percent: on a shared host a phase that lost much of it measured the neighbours more
+/// than the server.
+pub fn steal_percent(before: Option<f64>, after: Option<f64>, wall: Duration) -> Option<f64> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let available = wall.as_secs_f64() * cpus;
+    (available > 0.0).then_some(())?;
+    Some((after? - before?) * 100.0 / available)
+}
+
+/// The CPU clocks a phase is measured by, read at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    /// The server process's CPU seconds.
+    pub server: Option<f64>,
+    /// The load generator's CPU seconds.
+    pub client: Option<f64>,
+    /// The machine's stolen seconds.
+    pub stolen: Option<f64>,
+    pub at: std::time::Instant,
+}
+
+impl Reading {
+    /// Reads the steal and the time now, beside the two processes' CPU seconds.
+    pub fn now(server: Option<f64>, client: Option<f64>) -> Self {
+        Self {
+            server,
+            client,
+            stolen: stolen_seconds(),
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
 /// Microseconds of server CPU per request between two readings.
 pub fn us_per_op(before: Option<f64>, after: Option<f64>, requests: u64) -> Option<f64> {
     Some((after? - before?) * 1e6 / requests.max(1) as f64)
@@ -62,5 +119,19 @@ mod tests {
         let stat = "1 (p) S 1 2 3 4 5 6 7 8 9 10 150 50 30 70 20 0 4 0 100 0 0";
         assert_eq!(parse_stat_children(stat), Some(1.0));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn parse_steal_reads_the_all_cpu_line() {
+        let stat = "cpu  2929629 0 330602 11198216 43930 0 76100 13702 0 0\n\
+                    cpu0 1440316 0 164372 5624839 23386 0 36533 6785 0 0\n";
+        assert_eq!(parse_steal(stat), Some(137.02));
+        assert_eq!(parse_steal("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(parse_steal("cpu  1 2 3\n"), None);
+        let percent = steal_percent(Some(1.0), Some(1.5), Duration::from_secs(1)).unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        assert!((percent - 50.0 / cpus).abs() < 1e-9);
+        assert_eq!(steal_percent(None, Some(1.0), Duration::from_secs(1)), None);
+        assert_eq!(steal_percent(Some(0.0), Some(1.0), Duration::ZERO), None);
     }
 }

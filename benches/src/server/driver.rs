@@ -267,8 +267,18 @@ fn ratios(series: &[Series]) -> Result<Vec<Ratio>> {
 fn print_table(series: &[Series]) {
     println!();
     println!(
-        "{:<18} {:<4} {:<6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10}",
-        "case", "op", "side", "ops/s", "min", "max", "p50 ms", "p99 ms", "srv us/op", "cli us/op"
+        "{:<18} {:<4} {:<6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8}",
+        "case",
+        "op",
+        "side",
+        "ops/s",
+        "min",
+        "max",
+        "p50 ms",
+        "p99 ms",
+        "srv us/op",
+        "cli us/op",
+        "steal %"
     );
     for s in series {
         for op in [Op::Set, Op::Get] {
@@ -280,8 +290,9 @@ fn print_table(series: &[Series]) {
                 let ops = of(|f| f.ops_per_sec);
                 let cpu = of(|f| f.server_cpu_us_per_op.unwrap_or(f64::NAN)).median;
                 let client = of(|f| f.client_cpu_us_per_op.unwrap_or(f64::NAN)).median;
+                let steal = of(|f| f.steal_percent.unwrap_or(f64::NAN)).max;
                 println!(
-                    "{:<18} {:<4} {:<6} {:>10.0} {:>10.0} {:>10.0} {:>9.3} {:>9.3} {:>10.1} {:>10.1}",
+                    "{:<18} {:<4} {:<6} {:>10.0} {:>10.0} {:>10.0} {:>9.3} {:>9.3} {:>10.1} {:>10.1} {:>8.1}",
                     s.case.name(),
                     op.name(),
                     side.name(),
@@ -292,6 +303,7 @@ fn print_table(series: &[Series]) {
                     of(|f| f.p99_ms).median,
                     cpu,
                     client,
+                    steal,
                 );
             }
         }

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::cpu::{Reading, steal_percent, us_per_op};
 use super::settings::{Load, TABLE};
 use crate::keys::mix;
 use crate::measure::new_histogram;
@@ -73,9 +74,20 @@ pub struct Figures {
     /// Redis: redis-benchmark). On two cores a load generator that needs more than one
     /// core's worth caps the figure it reports.
     pub client_cpu_us_per_op: Option<f64>,
+    /// The share of the machine's CPU time the hypervisor gave other guests during the
+    /// phase, in percent (/proc/stat's `steal`); `None` where /proc could not say. A phase
+    /// that lost much measured the host's neighbours as well as the server.
+    pub steal_percent: Option<f64>,
 }
 
 impl Figures {
+    /// Sets the phase's costs from the readings taken around it.
+    pub fn set_costs(&mut self, before: &Reading, after: &Reading) {
+        self.server_cpu_us_per_op = us_per_op(before.server, after.server, self.requests);
+        self.client_cpu_us_per_op = us_per_op(before.client, after.client, self.requests);
+        self.steal_percent = steal_percent(before.stolen, after.stolen, after.at - before.at);
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "ops_per_sec": self.ops_per_sec,
@@ -86,6 +98,7 @@ impl Figures {
             "found": self.found,
             "server_cpu_us_per_op": self.server_cpu_us_per_op,
             "client_cpu_us_per_op": self.client_cpu_us_per_op,
+            "steal_percent": self.steal_percent,
         })
     }
 }
@@ -441,6 +454,7 @@ fn figures(op: Op, latency: &Histogram<u64>, elapsed: Duration, found: u64) -> F
         found: (op == Op::Get).then_some(found),
         server_cpu_us_per_op: None,
         client_cpu_us_per_op: None,
+        steal_percent: None,
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use popdb_protocol::Engine;
 use popdb_server::{Config, ServeArgs};
 
-use super::cpu::{cpu_seconds, own_cpu_seconds, us_per_op};
+use super::cpu::{Reading, cpu_seconds, own_cpu_seconds};
 use super::load::{self, Figures, Op};
 use super::settings::{Durability, Load, popdb_args};
 
@@ -124,15 +124,14 @@ async fn drive(
     let mut connections = load::connect(addr, load).await?;
     let first = connections.first_mut().context("no connection")?;
     load::create_table(first, engine, server.is_none()).await?;
-    let (cpu_start, own_start) = (cpu(), own_cpu_seconds());
+    let reading = || Reading::now(cpu(), own_cpu_seconds());
+    let start = reading();
     let (connections, mut set) = load::run(connections, Op::Set, load).await?;
-    let (cpu_set, own_set) = (cpu(), own_cpu_seconds());
+    let after_set = reading();
     let (connections, mut get) = load::run(connections, Op::Get, load).await?;
-    let (cpu_get, own_get) = (cpu(), own_cpu_seconds());
-    set.server_cpu_us_per_op = us_per_op(cpu_start, cpu_set, load.requests);
-    get.server_cpu_us_per_op = us_per_op(cpu_set, cpu_get, load.requests);
-    set.client_cpu_us_per_op = us_per_op(own_start, own_set, load.requests);
-    get.client_cpu_us_per_op = us_per_op(own_set, own_get, load.requests);
+    let after_get = reading();
+    set.set_costs(&start, &after_set);
+    get.set_costs(&after_set, &after_get);
     drop(connections);
     Ok((set, get))
 }

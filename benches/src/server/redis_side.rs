@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::cpu::{children_cpu_seconds, cpu_seconds, us_per_op};
+use super::cpu::{Reading, children_cpu_seconds, cpu_seconds};
 use super::load::Figures;
 use super::settings::{Durability, Load, redis_args, redis_benchmark_args};
 
@@ -94,16 +94,15 @@ pub fn run(durability: Durability, dir: &Path, load: Load) -> Result<(Figures, F
     let pid = server.child.id();
     // One redis-benchmark per test (it makes fresh connections for every test anyway), so
     // that the server's CPU time can be read between them.
-    let (cpu_start, child_start) = (cpu_seconds(pid), children_cpu_seconds());
+    let reading = || Reading::now(cpu_seconds(pid), children_cpu_seconds());
+    let start = reading();
     let mut set = benchmark(load, server.port, "set")?;
-    let (cpu_set, child_set) = (cpu_seconds(pid), children_cpu_seconds());
+    let after_set = reading();
     let mut get = benchmark(load, server.port, "get")?;
-    let (cpu_get, child_get) = (cpu_seconds(pid), children_cpu_seconds());
+    let after_get = reading();
     drop(server);
-    set.server_cpu_us_per_op = us_per_op(cpu_start, cpu_set, load.requests);
-    get.server_cpu_us_per_op = us_per_op(cpu_set, cpu_get, load.requests);
-    set.client_cpu_us_per_op = us_per_op(child_start, child_set, load.requests);
-    get.client_cpu_us_per_op = us_per_op(child_set, child_get, load.requests);
+    set.set_costs(&start, &after_set);
+    get.set_costs(&after_set, &after_get);
     Ok((set, get))
 }
 
@@ -175,6 +174,7 @@ fn parse_csv(csv: &str, test: &str, requests: u64) -> Result<Figures> {
         found: None,
         server_cpu_us_per_op: None,
         client_cpu_us_per_op: None,
+        steal_percent: None,
     })
 }
 
