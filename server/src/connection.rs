@@ -31,10 +31,10 @@
 //! Costs per request are kept off what connections share: requests answered in place take
 //! no server-wide permit (they check that one is free), latencies are gathered per
 //! connection and added to the shared histograms once per flush (a write group's once per
-//! group), the request permits of a group of answered writes go back together, and gets, puts and deletes are read in place
-//! from their frames ([`PointRequest::decode`]): a put's table name, key and value are
-//! copied once, into the write batch, instead of into three buffers first. Their answers are
-//! encoded straight into the gathering buffer ([`PointResponse::encode`]), a get's from the
+//! group), the request permits of a group of answered writes go back together, and gets,
+//! puts and deletes are read in place from their frames ([`PointRequest::decode`]): a put's
+//! table name, key and value are copied once, into the write batch, instead of into three
+//! buffers first. Their answers are encoded straight into the gathering buffer ([`PointResponse::encode`]), a get's from the
 //! value the backend found, without a [`Response`] built around it and dropped.
 
 use std::future::Future;
@@ -109,8 +109,8 @@ impl<B> Clone for Conn<B> {
 /// here and written together, by whoever gives the last of them (the thread that applied
 /// the group, or the reader closing the group): the apply stage answers writes one by one,
 /// and answering each on its own cost a send per write. They go to the socket from there,
-/// not through the reader: a hand-back woke the reader's task once more per pass, a
-/// quarter of the reactor's work per SET at one request in flight.
+/// not through the reader: a hand-back woke the reader's task once more per pass (about 620
+/// instructions per SET at one request in flight, of about 9,000).
 struct WriteGroup<B> {
     /// Writes not yet answered, plus one while the reader may still add to the group.
     remaining: AtomicUsize,
@@ -166,15 +166,11 @@ impl<B> WriteGroup<B> {
             }
             match (done.result, done.reply) {
                 (Ok(lsn), WriteReply::Written) => {
-                    if let Err(error) =
-                        (PointResponse::Written { lsn }).encode(done.request_id, &mut bytes)
-                    {
-                        encode_response(
-                            done.request_id,
-                            &Response::Error(unencodable(&error)),
-                            &mut bytes,
-                        );
-                    }
+                    encode_point_response(
+                        done.request_id,
+                        PointResponse::Written { lsn },
+                        &mut bytes,
+                    );
                 }
                 (Ok(lsn), WriteReply::Committed) => {
                     encode_response(done.request_id, &Response::Committed { lsn }, &mut bytes);
@@ -258,21 +254,12 @@ impl Gathered {
         response: PointResponse<'_>,
         permit: OwnedSemaphorePermit,
     ) {
-        if let Err(error) = response.encode(request_id, &mut self.bytes) {
-            encode_response(
-                request_id,
-                &Response::Error(unencodable(&error)),
-                &mut self.bytes,
-            );
-        }
+        encode_point_response(request_id, response, &mut self.bytes);
         self.hold(permit);
     }
 
     fn hold(&mut self, permit: OwnedSemaphorePermit) {
-        match &mut self.in_flight {
-            Some(held) => held.merge(permit),
-            None => self.in_flight = Some(permit),
-        }
+        merge(&mut self.in_flight, permit);
     }
 }
 
@@ -914,6 +901,14 @@ async fn respond<B>(
     let mut bytes = Vec::new();
     encode_response(request_id, &response, &mut bytes);
     queue(conn, bytes, close_after, in_flight).await
+}
+
+/// Appends the answer to a get, put or delete to `out`, or an Internal error if it cannot
+/// be encoded.
+fn encode_point_response(request_id: u64, response: PointResponse<'_>, out: &mut Vec<u8>) {
+    if let Err(error) = response.encode(request_id, out) {
+        encode_response(request_id, &Response::Error(unencodable(&error)), out);
+    }
 }
 
 /// Appends `response` to `out`, or an Internal error if it cannot be encoded.

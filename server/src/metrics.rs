@@ -69,10 +69,6 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&self, elapsed: Duration) {
-        self.add(bucket_index(elapsed), 1, nanos(elapsed));
-    }
-
     /// Adds `count` observations in bucket `bucket` (`BUCKETS_S.len()`: the overflow) that
     /// took `sum_ns` together.
     fn add(&self, bucket: usize, count: u64, sum_ns: u64) {
@@ -166,9 +162,7 @@ pub struct Metrics {
 impl Metrics {
     /// Records one answered request of kind `op` that took `elapsed`.
     pub fn observe(&self, op: usize, elapsed: Duration) {
-        if let Some(histogram) = self.latency.get(op) {
-            histogram.observe(elapsed);
-        }
+        self.observe_many(op, elapsed, 1);
     }
 
     /// Records `count` answered requests of kind `op` that took `elapsed` each.

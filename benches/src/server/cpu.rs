@@ -74,7 +74,9 @@ fn parse_steal(stat: &str) -> Option<f64> {
 pub fn steal_percent(before: Option<f64>, after: Option<f64>, wall: Duration) -> Option<f64> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     let available = wall.as_secs_f64() * cpus;
-    (available > 0.0).then_some(())?;
+    if available <= 0.0 {
+        return None;
+    }
     Some((after? - before?) * 100.0 / available)
 }
 
