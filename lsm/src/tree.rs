@@ -232,7 +232,7 @@ impl Tree {
         let bytes = check_batch(batch)?;
         let shared = &*self.shared;
         shared.check_not_poisoned()?;
-        let froze = {
+        let (froze, calm) = {
             let mut writer = shared.writer.lock();
             if lsn <= writer.floor || lsn > LSN_MAX {
                 return Err(Error::LsnNotIncreasing {
@@ -253,14 +253,17 @@ impl Tree {
                 shared.freeze_whole(&mut writer, lsn);
                 shared.full_freezes.fetch_add(1, Ordering::Release);
             }
-            full
+            (full, shared.calm(&state))
         };
         if froze {
             shared.notify_scheduler();
         }
-        // The batch is applied: a failure here poisons the tree (the step did that), which
-        // every later call reports; returning it here would say the batch was not applied.
-        let _ = shared.backpressure();
+        if froze || !calm {
+            // The batch is applied: a failure here poisons the tree (the step did that),
+            // which every later call reports; returning it here would say the batch was not
+            // applied.
+            let _ = shared.backpressure();
+        }
         Ok(())
     }
 
@@ -323,6 +326,12 @@ impl Tree {
     /// could take from the log.
     pub fn set_durable_lsn(&self, lsn: u64) {
         let shared = &*self.shared;
+        // The Db reports the durable LSN after every apply, and it moves once per group
+        // commit (or sync): a call that moves nothing changes nothing, and skips the
+        // read-modify-write and the state's reference count.
+        if lsn <= shared.durable.load(Ordering::Acquire) {
+            return;
+        }
         let before = shared.durable.fetch_max(lsn, Ordering::AcqRel);
         // A scheduler that found the oldest frozen memtable waiting for the log went to
         // sleep; wake it when this call is what lets that memtable flush (only then, so that
@@ -668,6 +677,17 @@ impl Shared {
             return Ok(Progress::Compacted);
         }
         Ok(Progress::Idle)
+    }
+
+    /// Whether `state` asks for no backpressure: few frozen memtables and level 0 below
+    /// its slowdown trigger. An apply checks the state it applied to, and takes the state
+    /// afresh ([`Shared::backpressure`]) only past these bounds or after a freeze: the
+    /// check then lags a flush or compaction by one apply at most.
+    fn calm(&self, state: &TreeState) -> bool {
+        let options = &self.options;
+        state.frozen.len() <= options.frozen_count_max
+            && state.version.levels[0].len()
+                < options.l0_slowdown_trigger.min(options.l0_stop_trigger)
     }
 
     /// Makes the writer pay for a backlog: flushes while too many memtables are frozen,

@@ -329,3 +329,46 @@ fn tree_alone_reopens_at_what_its_ssts_hold() {
         "an LSN the files hold is never taken again"
     );
 }
+
+/// An apply that finds L0 at its slowdown trigger does a compaction step, and one that finds
+/// it at the stop trigger stalls until compaction brings it below, even when the apply
+/// itself freezes nothing (applies that find the tree calm skip these checks). L0 is filled
+/// under triggers it never reaches (a checkpoint after each apply), then the tree reopens
+/// with low ones.
+#[test]
+fn tree_apply_slows_down_and_stalls_on_a_full_l0() {
+    let filling = TreeOptions {
+        l0_compaction_trigger: 20,
+        l0_slowdown_trigger: 20,
+        l0_stop_trigger: 20,
+        ..TreeOptions::default()
+    };
+    let low = TreeOptions {
+        l0_compaction_trigger: 2,
+        l0_slowdown_trigger: 3,
+        l0_stop_trigger: 5,
+        ..TreeOptions::default()
+    };
+    let put = |tree: &Tree, lsn: u64| {
+        let key = format!("key{lsn:03}");
+        let batch: [Put<'_>; 1] = [(key.as_bytes(), Some(b"v"))];
+        tree.apply(lsn, &batch).unwrap();
+    };
+    for (files, slowdowns, stalls) in [(2, 0, 0), (3, 1, 0), (4, 1, 0), (5, 0, 1), (7, 0, 1)] {
+        let fs = sim();
+        let tree = Tree::open(Arc::clone(&fs), Path::new("/t"), filling.clone()).unwrap();
+        for lsn in 1..=files {
+            put(&tree, lsn);
+            tree.checkpoint(lsn).unwrap();
+        }
+        drop(tree);
+        let tree = Tree::open(fs, Path::new("/t"), low.clone()).unwrap();
+        assert_eq!(tree.stats().levels[0].files, files as usize);
+        put(&tree, files + 1);
+        let stats = tree.stats();
+        assert_eq!(stats.slowdowns, slowdowns, "{files} L0 files: {stats:?}");
+        assert_eq!(stats.stalls, stalls, "{files} L0 files: {stats:?}");
+        assert!(stats.levels[0].files < 5, "{files} L0 files: {stats:?}");
+        assert_eq!(stats.frozen_memtables, 0, "{stats:?}");
+    }
+}
