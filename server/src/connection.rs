@@ -114,7 +114,7 @@ impl<B> Clone for Conn<B> {
 struct WriteGroup<B> {
     /// Writes not yet answered, plus one while the reader may still add to the group.
     remaining: AtomicUsize,
-    answered: parking_lot::Mutex<Vec<Done>>,
+    answered: parking_lot::Mutex<Answered>,
     shared: Arc<Shared<B>>,
     out: Arc<Output>,
 }
@@ -123,7 +123,7 @@ impl<B> WriteGroup<B> {
     fn new(shared: Arc<Shared<B>>, out: Arc<Output>) -> Self {
         Self {
             remaining: AtomicUsize::new(1),
-            answered: parking_lot::Mutex::new(Vec::new()),
+            answered: parking_lot::Mutex::new(Answered::default()),
             shared,
             out,
         }
@@ -135,7 +135,14 @@ impl<B> WriteGroup<B> {
     }
 
     fn answer(&self, done: Done) {
-        self.answered.lock().push(done);
+        self.answered.lock().done.push(done);
+        self.release();
+    }
+
+    /// Drops the reader's hold, handing the group the permits of its writes, which the
+    /// reader merged as it added them.
+    fn close(&self, permits: Permits) {
+        self.answered.lock().permits = permits;
         self.release();
     }
 
@@ -150,15 +157,17 @@ impl<B> WriteGroup<B> {
     /// Encodes the answers and hands them to the socket (or to the connection's writer
     /// task, if it holds the socket), with their in-flight permits; counts their latency
     /// (one pass's writes were read together) and errors.
-    fn respond(&self, answered: Vec<Done>) {
+    fn respond(&self, answered: Answered) {
+        let Answered {
+            done: answered,
+            permits,
+        } = answered;
         let Some(first) = answered.first() else {
             return;
         };
         let metrics = &self.shared.metrics;
         let elapsed = self.shared.clock.now().saturating_sub(first.started);
         let mut bytes = Vec::with_capacity(answered.len() * WRITE_ANSWER_BYTES);
-        let mut in_flight: Option<OwnedSemaphorePermit> = None;
-        let mut requests: Option<OwnedSemaphorePermit> = None;
         let mut counts = [0_u64; OPS.len()];
         for done in answered {
             if let Some(count) = counts.get_mut(done.op) {
@@ -180,8 +189,6 @@ impl<B> WriteGroup<B> {
                     encode_response(done.request_id, &Response::Error(error), &mut bytes);
                 }
             }
-            merge(&mut in_flight, done.in_flight);
-            merge(&mut requests, done.request);
         }
         for (op, count) in counts.into_iter().enumerate() {
             if count > 0 {
@@ -190,11 +197,11 @@ impl<B> WriteGroup<B> {
         }
         // Every request permit is of the server's one semaphore: they go back together,
         // taking its lock, which every connection shares, once rather than once per write.
-        drop(requests);
+        drop(permits.requests);
         let outgoing = Outgoing {
             bytes,
             close_after: false,
-            _in_flight: in_flight,
+            _in_flight: permits.in_flight,
             _budget: None,
         };
         // On a runtime thread (the event loop that led the group, or the reader closing it)
@@ -219,16 +226,32 @@ fn merge(held: &mut Option<OwnedSemaphorePermit>, permit: OwnedSemaphorePermit) 
 /// Room reserved per answered write: a Written frame's size.
 const WRITE_ANSWER_BYTES: usize = 32;
 
-/// A write's answer from the backend, with the permits its request holds.
+/// A write's answer from the backend.
 struct Done {
     request_id: u64,
     op: usize,
     started: Duration,
     reply: WriteReply,
     result: Result<u64, ServerError>,
-    in_flight: OwnedSemaphorePermit,
-    /// The server-wide permit (`requests_in_flight_max`).
-    request: OwnedSemaphorePermit,
+}
+
+/// A group's answers so far, and once the reader closes it, its writes' permits.
+#[derive(Default)]
+struct Answered {
+    done: Vec<Done>,
+    permits: Permits,
+}
+
+/// The permits of a group's writes, each kind merged into one as the reader adds them (on
+/// its own thread, where it took them: the thread that applies the group, often the log's
+/// writer, then gives back one permit of each kind per group instead of touching both
+/// semaphores' counts once per write).
+#[derive(Default)]
+struct Permits {
+    /// Of the connection's semaphore (`in_flight_max`), held until the answers are written.
+    in_flight: Option<OwnedSemaphorePermit>,
+    /// Of the server's semaphore (`requests_in_flight_max`), held until they are encoded.
+    requests: Option<OwnedSemaphorePermit>,
 }
 
 /// Responses the reader gathered for one queueing, with the in-flight permits of the
@@ -313,8 +336,9 @@ pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream) {
 /// The reader's side of a connection.
 struct Reader<B> {
     conn: Conn<B>,
-    /// The group of writes of this pass, while it is open.
+    /// The group of writes of this pass, while it is open, and its writes' permits.
     group: Option<Arc<WriteGroup<B>>>,
+    group_permits: Permits,
     gathered: Gathered,
     /// When the last read returned: requests are timed from the read that completed their
     /// frame (one clock read per read, not one per request).
@@ -332,6 +356,7 @@ impl<B: Backend> Reader<B> {
         Self {
             conn,
             group: None,
+            group_permits: Permits::default(),
             gathered: Gathered::default(),
             read_at,
             answered_now: [0; OPS.len()],
@@ -492,7 +517,7 @@ impl<B: Backend> Reader<B> {
     /// (at once, if they already are).
     fn close_group(&mut self) {
         if let Some(group) = self.group.take() {
-            group.release();
+            group.close(std::mem::take(&mut self.group_permits));
         }
     }
 
@@ -752,6 +777,8 @@ impl<B: Backend> Reader<B> {
         });
         group.add();
         let group = Arc::clone(group);
+        merge(&mut self.group_permits.in_flight, permit);
+        merge(&mut self.group_permits.requests, request_permit);
         let started = self.read_at;
         move |result| {
             group.answer(Done {
@@ -760,8 +787,6 @@ impl<B: Backend> Reader<B> {
                 started,
                 reply,
                 result,
-                in_flight: permit,
-                request: request_permit,
             });
         }
     }
