@@ -44,8 +44,8 @@ pub(crate) struct AppendCompletion(Option<AppendSink>);
 
 enum AppendSink {
     Slot(Arc<Slot<Appended>>),
-    Callback(PlainCallback, Arc<Deferred>),
-    Reading(RecordsCallback, Arc<Deferred>),
+    Callback(PlainCallback, Option<Arc<Deferred>>),
+    Reading(RecordsCallback, Option<Arc<Deferred>>),
 }
 
 /// A callback of [`AppendCompletion::callback`].
@@ -119,12 +119,23 @@ impl AppendCompletion {
         Self(Some(AppendSink::Slot(slot)))
     }
 
-    pub(crate) fn callback(callback: PlainCallback, deferred: Arc<Deferred>) -> Self {
-        Self(Some(AppendSink::Callback(callback, deferred)))
+    pub(crate) fn callback(callback: PlainCallback) -> Self {
+        Self(Some(AppendSink::Callback(callback, None)))
     }
 
-    pub(crate) fn reading(callback: RecordsCallback, deferred: Arc<Deferred>) -> Self {
-        Self(Some(AppendSink::Reading(callback, deferred)))
+    pub(crate) fn reading(callback: RecordsCallback) -> Self {
+        Self(Some(AppendSink::Reading(callback, None)))
+    }
+
+    /// Gives a callback's completion the queue its call goes to if it is dropped
+    /// uncompleted (see the type's docs). The writer that takes the append from the log's
+    /// queue does this, on the thread that later completes it: an appender taking the
+    /// queue's reference count as it queued the append, and the writer dropping it, wrote
+    /// the one count every append shares from two threads once per append.
+    pub(crate) fn attach(&mut self, deferred: &Arc<Deferred>) {
+        if let Some(AppendSink::Callback(_, queue) | AppendSink::Reading(_, queue)) = &mut self.0 {
+            queue.get_or_insert_with(|| Arc::clone(deferred));
+        }
     }
 
     /// Drops a completion whose append was refused before it was queued: its caller got
@@ -135,17 +146,22 @@ impl AppendCompletion {
 
     /// Completes an append of `records`. Returns whether it filled a slot, whose waiter
     /// may be blocked (callbacks need no wake-up).
-    pub(crate) fn complete(mut self, result: Result<Appended>, records: &Batch) -> bool {
+    pub(crate) fn complete(
+        mut self,
+        result: Result<Appended>,
+        records: &Batch,
+        deferred: &Deferred,
+    ) -> bool {
         match self.0.take() {
             Some(AppendSink::Slot(slot)) => {
                 slot.fill(result);
                 true
             }
-            Some(AppendSink::Callback(callback, deferred)) => {
+            Some(AppendSink::Callback(callback, _)) => {
                 deferred.push(DeferredCall::Plain(callback, result));
                 false
             }
-            Some(AppendSink::Reading(callback, deferred)) => {
+            Some(AppendSink::Reading(callback, _)) => {
                 deferred.push(DeferredCall::Reading(
                     callback,
                     result,
@@ -162,13 +178,15 @@ impl Drop for AppendCompletion {
     fn drop(&mut self) {
         match self.0.take() {
             Some(AppendSink::Slot(slot)) => abandon_slot(&slot),
-            Some(AppendSink::Callback(callback, deferred)) => {
+            Some(AppendSink::Callback(callback, Some(deferred))) => {
                 deferred.push(DeferredCall::Plain(callback, Err(abandoned())));
             }
-            Some(AppendSink::Reading(callback, deferred)) => {
+            Some(AppendSink::Reading(callback, Some(deferred))) => {
                 deferred.push(DeferredCall::Reading(callback, Err(abandoned()), None));
             }
-            None => {}
+            // Still in the log's queue, which only a log being dropped drops: with no
+            // thread left to run its call, the callback goes with it.
+            Some(AppendSink::Callback(_, None) | AppendSink::Reading(_, None)) | None => {}
         }
     }
 }

@@ -257,10 +257,10 @@ pub(crate) struct AppendRequest {
 }
 
 impl Request {
-    pub(crate) fn fail(self, error: Error) {
+    pub(crate) fn fail(self, error: Error, deferred: &Deferred) {
         match self {
             Request::Append(r) => {
-                r.completion.complete(Err(error), &r.records);
+                r.completion.complete(Err(error), &r.records, deferred);
             }
             Request::Truncate { completion, .. }
             | Request::Purge { completion, .. }
@@ -453,7 +453,7 @@ impl Wal {
         self.enqueue_append(
             Placement::At(records),
             durability,
-            AppendCompletion::callback(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::callback(Box::new(callback)),
             false,
         )
         .map(|_| ())
@@ -477,7 +477,7 @@ impl Wal {
         let lead = self.enqueue_append(
             Placement::At(records),
             durability,
-            AppendCompletion::callback(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::callback(Box::new(callback)),
             true,
         )?;
         Ok(Lead {
@@ -500,7 +500,7 @@ impl Wal {
         let lead = self.enqueue_append(
             Placement::At(records),
             durability,
-            AppendCompletion::reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::reading(Box::new(callback)),
             true,
         )?;
         Ok(Lead {
@@ -522,7 +522,7 @@ impl Wal {
         self.enqueue_append(
             Placement::At(records),
             durability,
-            AppendCompletion::reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::reading(Box::new(callback)),
             false,
         )
         .map(|_| ())
@@ -544,7 +544,7 @@ impl Wal {
         let lead = self.enqueue_append(
             Placement::One(record),
             durability,
-            AppendCompletion::reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::reading(Box::new(callback)),
             true,
         )?;
         Ok(Lead {
@@ -566,7 +566,7 @@ impl Wal {
         self.enqueue_append(
             Placement::One(record),
             durability,
-            AppendCompletion::reading(Box::new(callback), Arc::clone(&self.shared.deferred)),
+            AppendCompletion::reading(Box::new(callback)),
             false,
         )
         .map(|_| ())

@@ -40,7 +40,7 @@ use crate::index::{IndexedSegment, Loc};
 use crate::options::{Durability, SyncPolicy};
 use crate::segments::{Spares, install_segment, segment_name};
 use crate::state::LogState;
-use crate::ticket::{Appended, Slot};
+use crate::ticket::{Appended, Deferred, Slot};
 use crate::wal::{AppendRequest, Batch, Request, Shared, State};
 
 /// Unsynced bytes handed to writeback at a time.
@@ -155,9 +155,10 @@ impl Writer {
                         break;
                     }
                     bytes += r.bytes;
-                    let Some(Request::Append(r)) = state.requests.pop_front() else {
+                    let Some(Request::Append(mut r)) = state.requests.pop_front() else {
                         unreachable!("front was an append")
                     };
+                    r.completion.attach(&shared.deferred);
                     taken.push(r);
                 }
                 state.queued_bytes -= bytes;
@@ -382,11 +383,13 @@ impl Writer {
                 let flushed = self.flush(&mut unit, placed, true);
                 if let Err(e) = flushed {
                     // In LSN order: the group's earlier appends, this one, the rest.
-                    fail_all(done.drain(..), &e);
-                    request
-                        .completion
-                        .complete(Err(e.clone()), &request.records);
-                    fail_all(requests, &e);
+                    fail_all(done.drain(..), &e, &self.shared.deferred);
+                    request.completion.complete(
+                        Err(e.clone()),
+                        &request.records,
+                        &self.shared.deferred,
+                    );
+                    fail_all(requests, &e, &self.shared.deferred);
                     return Err(e);
                 }
                 synced = done.len();
@@ -395,22 +398,31 @@ impl Writer {
                         // Reset the log's view first, so that no refused appender can see
                         // its LSN still taken once it hears back.
                         let queued = self.refuse_queue();
-                        complete_all(done.drain(..), synced, &mut self.garbage);
-                        request
-                            .completion
-                            .complete(Err(e.clone()), &request.records);
-                        fail_all(requests, &e);
+                        complete_all(
+                            done.drain(..),
+                            synced,
+                            &mut self.garbage,
+                            &self.shared.deferred,
+                        );
+                        request.completion.complete(
+                            Err(e.clone()),
+                            &request.records,
+                            &self.shared.deferred,
+                        );
+                        fail_all(requests, &e, &self.shared.deferred);
                         for request in queued {
-                            request.fail(e.clone());
+                            request.fail(e.clone(), &self.shared.deferred);
                         }
                         return Ok(());
                     }
                     // In LSN order: the group's earlier appends, this one, the rest.
-                    fail_all(done.drain(..), &e);
-                    request
-                        .completion
-                        .complete(Err(e.clone()), &request.records);
-                    fail_all(requests, &e);
+                    fail_all(done.drain(..), &e, &self.shared.deferred);
+                    request.completion.complete(
+                        Err(e.clone()),
+                        &request.records,
+                        &self.shared.deferred,
+                    );
+                    fail_all(requests, &e, &self.shared.deferred);
                     return Err(e);
                 }
             }
@@ -459,11 +471,16 @@ impl Writer {
         match self.flush(&mut unit, placed, sync) {
             Ok(()) => {
                 let durable = if sync { done.len() } else { synced };
-                self.wake = complete_all(done.drain(..), durable, &mut self.garbage);
+                self.wake = complete_all(
+                    done.drain(..),
+                    durable,
+                    &mut self.garbage,
+                    &self.shared.deferred,
+                );
                 Ok(())
             }
             Err(e) => {
-                fail_all(done.drain(..), &e);
+                fail_all(done.drain(..), &e, &self.shared.deferred);
                 Err(e)
             }
         }
@@ -779,7 +796,7 @@ impl Writer {
                 // The truncation did not happen: the log is what the files say, and what was
                 // queued after it was validated against a log that does not exist.
                 for request in self.refuse_queue() {
-                    request.fail(e.clone());
+                    request.fail(e.clone(), &self.shared.deferred);
                 }
             }
             return Err(e);
@@ -861,9 +878,12 @@ impl Writer {
         // The background writer sees the poisoning and stops.
         self.shared.work.notify_all();
         for request in queued {
-            request.fail(Error::Poisoned {
-                cause: Arc::clone(&cause),
-            });
+            request.fail(
+                Error::Poisoned {
+                    cause: Arc::clone(&cause),
+                },
+                &self.shared.deferred,
+            );
         }
         self.shared.notifier.notify();
     }
@@ -888,6 +908,7 @@ fn complete_all(
     requests: impl ExactSizeIterator<Item = AppendRequest>,
     durable_count: usize,
     garbage: &mut Vec<Batch>,
+    deferred: &Deferred,
 ) -> bool {
     assert!(
         durable_count <= requests.len(),
@@ -906,14 +927,16 @@ fn complete_all(
                 durable,
             }),
             &r.records,
+            deferred,
         );
         garbage.push(r.records);
     }
     wake
 }
 
-fn fail_all(requests: impl IntoIterator<Item = AppendRequest>, error: &Error) {
+fn fail_all(requests: impl IntoIterator<Item = AppendRequest>, error: &Error, deferred: &Deferred) {
     for r in requests {
-        r.completion.complete(Err(error.clone()), &r.records);
+        r.completion
+            .complete(Err(error.clone()), &r.records, deferred);
     }
 }
