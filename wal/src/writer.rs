@@ -382,14 +382,7 @@ impl Writer {
                 // A new segment: everything before it must be durable first.
                 let flushed = self.flush(&mut unit, placed, true);
                 if let Err(e) = flushed {
-                    // In LSN order: the group's earlier appends, this one, the rest.
-                    fail_all(done.drain(..), &e, &self.shared.deferred);
-                    request.completion.complete(
-                        Err(e.clone()),
-                        &request.records,
-                        &self.shared.deferred,
-                    );
-                    fail_all(requests, &e, &self.shared.deferred);
+                    fail_in_order(done, request, requests, &e, &self.shared.deferred);
                     return Err(e);
                 }
                 synced = done.len();
@@ -415,14 +408,7 @@ impl Writer {
                         }
                         return Ok(());
                     }
-                    // In LSN order: the group's earlier appends, this one, the rest.
-                    fail_all(done.drain(..), &e, &self.shared.deferred);
-                    request.completion.complete(
-                        Err(e.clone()),
-                        &request.records,
-                        &self.shared.deferred,
-                    );
-                    fail_all(requests, &e, &self.shared.deferred);
+                    fail_in_order(done, request, requests, &e, &self.shared.deferred);
                     return Err(e);
                 }
             }
@@ -932,6 +918,19 @@ fn complete_all(
         garbage.push(r.records);
     }
     wake
+}
+
+/// Fails a group's appends in LSN order: those `done` before `request`, `request`, and the
+/// `rest`.
+fn fail_in_order(
+    done: &mut Vec<AppendRequest>,
+    request: AppendRequest,
+    rest: impl IntoIterator<Item = AppendRequest>,
+    error: &Error,
+    deferred: &Deferred,
+) {
+    let in_order = done.drain(..).chain(std::iter::once(request)).chain(rest);
+    fail_all(in_order, error, deferred);
 }
 
 fn fail_all(requests: impl IntoIterator<Item = AppendRequest>, error: &Error, deferred: &Deferred) {
