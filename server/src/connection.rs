@@ -242,10 +242,10 @@ struct Answered {
     permits: Permits,
 }
 
-/// The permits of a group's writes, each kind merged into one as the reader adds them (on
-/// its own thread, where it took them: the thread that applies the group, often the log's
-/// writer, then gives back one permit of each kind per group instead of touching both
-/// semaphores' counts once per write).
+/// The permits of a group's writes, each kind merged into one as the reader adds them, on
+/// its own thread, where it took them. Merging drops the merged permit's reference to its
+/// semaphore: done by the thread that applies the group (often the log's writer), that wrote
+/// both semaphores' reference counts, shared with the reader, once per write.
 #[derive(Default)]
 struct Permits {
     /// Of the connection's semaphore (`in_flight_max`), held until the answers are written.

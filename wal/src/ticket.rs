@@ -39,7 +39,8 @@ pub(crate) struct Completion<T>(Option<Arc<Slot<T>>>);
 /// Where a completed append's result goes: a slot, or a callback (one that may also read
 /// the records appended: the log's own copy, shared, not cloned), run later by
 /// [`Deferred::run`], never under the writer's lock. Completes with [`abandoned`] if
-/// dropped, as [`Completion`] does.
+/// dropped, as [`Completion`] does, once a writer has taken it from the log's queue (see
+/// [`AppendCompletion::attach`]); one still in the queue is dropped only with the log.
 pub(crate) struct AppendCompletion(Option<AppendSink>);
 
 enum AppendSink {
@@ -128,8 +129,9 @@ impl AppendCompletion {
     }
 
     /// Gives a callback's completion the queue its call goes to if it is dropped
-    /// uncompleted (see the type's docs). The writer that takes the append from the log's
-    /// queue does this, on the thread that later completes it: an appender taking the
+    /// uncompleted (see the type's docs). Whoever takes the append from the log's queue
+    /// does this (a writer taking its group, or failing what is queued), on the thread that
+    /// then completes it: an appender taking the
     /// queue's reference count as it queued the append, and the writer dropping it, wrote
     /// the one count every append shares from two threads once per append.
     pub(crate) fn attach(&mut self, deferred: &Arc<Deferred>) {
@@ -184,8 +186,9 @@ impl Drop for AppendCompletion {
             Some(AppendSink::Reading(callback, Some(deferred))) => {
                 deferred.push(DeferredCall::Reading(callback, Err(abandoned()), None));
             }
-            // Still in the log's queue, which only a log being dropped drops: with no
-            // thread left to run its call, the callback goes with it.
+            // Never taken from the log's queue (writers attach the queue to whatever they
+            // take), so dropped with the log itself: with no thread left to run its call,
+            // the callback goes with it.
             Some(AppendSink::Callback(_, None) | AppendSink::Reading(_, None)) | None => {}
         }
     }

@@ -802,7 +802,7 @@ impl Writer {
     fn refuse_queue(&mut self) -> Vec<Request> {
         let queued: Vec<Request> = {
             let mut state = self.shared.state.lock();
-            let queued: Vec<Request> = state.requests.drain(..).collect();
+            let queued = drain_attached(&mut state, &self.shared.deferred);
             self.reset_view(&mut state);
             queued
         };
@@ -858,7 +858,7 @@ impl Writer {
             if release_lead {
                 state.leading = false;
             }
-            (cause, state.requests.drain(..).collect())
+            (cause, drain_attached(&mut state, &self.shared.deferred))
         };
         self.shared.room.notify_all();
         // The background writer sees the poisoning and stops.
@@ -918,6 +918,21 @@ fn complete_all(
         garbage.push(r.records);
     }
     wake
+}
+
+/// Takes everything queued, each callback's completion given the queue its call goes to (a
+/// panic before the caller fails them then answers them as abandoned).
+fn drain_attached(state: &mut State, deferred: &Arc<Deferred>) -> Vec<Request> {
+    state
+        .requests
+        .drain(..)
+        .map(|mut request| {
+            if let Request::Append(r) = &mut request {
+                r.completion.attach(deferred);
+            }
+            request
+        })
+        .collect()
 }
 
 /// Fails a group's appends in LSN order: those `done` before `request`, `request`, and the
