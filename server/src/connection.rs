@@ -34,8 +34,9 @@
 //! group), the request permits of a group of answered writes go back together, and gets,
 //! puts and deletes are read in place from their frames ([`PointRequest::decode`]): a put's
 //! table name, key and value are copied once, into the write batch, instead of into three
-//! buffers first. Their answers are encoded straight into the gathering buffer ([`PointResponse::encode`]), a get's from the
-//! value the backend found, without a [`Response`] built around it and dropped.
+//! buffers first. Their answers are encoded straight into the gathering buffer
+//! ([`PointResponse::encode`]), a get's from the value the backend found, without a
+//! [`Response`] built around it and dropped.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -159,17 +160,17 @@ impl<B> WriteGroup<B> {
     /// (one pass's writes were read together) and errors.
     fn respond(&self, answered: Answered) {
         let Answered {
-            done: answered,
+            done: answers,
             permits,
         } = answered;
-        let Some(first) = answered.first() else {
+        let Some(first) = answers.first() else {
             return;
         };
         let metrics = &self.shared.metrics;
         let elapsed = self.shared.clock.now().saturating_sub(first.started);
-        let mut bytes = Vec::with_capacity(answered.len() * WRITE_ANSWER_BYTES);
+        let mut bytes = Vec::with_capacity(answers.len() * WRITE_ANSWER_BYTES);
         let mut counts = [0_u64; OPS.len()];
-        for done in answered {
+        for done in answers {
             if let Some(count) = counts.get_mut(done.op) {
                 *count += 1;
             }
@@ -242,10 +243,10 @@ struct Answered {
     permits: Permits,
 }
 
-/// The permits of a group's writes, each kind merged into one as the reader adds them, on
-/// its own thread, where it took them. Merging drops the merged permit's reference to its
-/// semaphore: done by the thread that applies the group (often the log's writer), that wrote
-/// both semaphores' reference counts, shared with the reader, once per write.
+/// The permits of a group's writes, each kind merged into one by the reader as it adds the
+/// writes. A merge drops one reference to the permit's semaphore; merged by the thread that
+/// answers the group (at pipeline 16 the log's writer), they wrote both semaphores'
+/// reference counts from a second thread once per write.
 #[derive(Default)]
 struct Permits {
     /// Of the connection's semaphore (`in_flight_max`), held until the answers are written.
@@ -513,8 +514,8 @@ impl<B: Backend> Reader<B> {
         let _ = self.flush(now).await;
     }
 
-    /// Closes the pass's group of writes: its answers go to the reader once all are in
-    /// (at once, if they already are).
+    /// Closes the pass's group of writes, handing it their permits: its answers are
+    /// written once all are in (at once, if they already are).
     fn close_group(&mut self) {
         if let Some(group) = self.group.take() {
             group.close(std::mem::take(&mut self.group_permits));
