@@ -338,7 +338,20 @@ impl Writer {
         let mut group = std::mem::take(&mut self.group);
         let mut done = std::mem::take(&mut self.done);
         let mut placed = std::mem::take(&mut self.placed);
-        let result = self.write_group(&mut group, &mut done, &mut placed);
+        let written = catch_unwind(AssertUnwindSafe(|| {
+            self.write_group(&mut group, &mut done, &mut placed)
+        }));
+        let result = match written {
+            Ok(result) => result,
+            Err(panic) => {
+                // The group's appends are answered (abandoned) as they drop: poison the log
+                // first, so that whoever they wake finds it poisoned. The leader's own catch
+                // then finds it poisoned already and keeps this cause.
+                self.poison_panicked(&*panic);
+                drop((group, done));
+                std::panic::resume_unwind(panic);
+            }
+        };
         // Every path drains the group and the written appends; what an error left placed
         // was never published and must not be.
         group.clear();
