@@ -44,6 +44,7 @@ mod memtable_iter;
 mod merge;
 mod options;
 mod output;
+mod prefault;
 mod range;
 mod read_view;
 mod scheduler;
