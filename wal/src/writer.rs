@@ -36,7 +36,7 @@ use crate::format::{
     UnitHeader,
 };
 use crate::ids::LogId;
-use crate::index::{IndexedSegment, Loc};
+use crate::index::{IndexedSegment, Loc, Locs};
 use crate::options::{Durability, SyncPolicy};
 use crate::segments::{Spares, install_segment, segment_name};
 use crate::state::LogState;
@@ -642,7 +642,7 @@ impl Writer {
                 name: segment_name(header.segment_id),
                 header,
                 file: Arc::clone(&file),
-                locs: Vec::new(),
+                locs: Locs::default(),
             });
             state.index.check_invariants(purged);
             state.stats.segments_created += 1;
