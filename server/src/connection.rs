@@ -8,9 +8,10 @@
 //! Writes go to the backend's commit path, the writes of one pass as one group
 //! ([`WriteGroup`]), answered together, in any order the protocol allows, by whoever gives
 //! the last answer: on the event loop (which applied the group, or whose reader closed it)
-//! straight to the socket, from the log's writer thread through the connection's writer
-//! task. Every other request (scans, status, catalog changes) runs in its own task and
-//! queues its own response. Whatever the reader and those tasks queue takes its size from
+//! straight to the socket; from the log's writer thread through the server's [`Mailbox`],
+//! which the event loop empties, sending each group as it would its own. Every other
+//! request (scans, status, catalog changes) runs in its own task and queues its own
+//! response. Whatever the reader and those tasks queue takes its size from
 //! the connection's output byte budget; the writer releases the budget and the in-flight
 //! permits once the bytes are on the socket. A group's answers are queued outside the
 //! budget: each holds the in-flight permits of its writes, one short frame per write. So a
@@ -155,64 +156,141 @@ impl<B> WriteGroup<B> {
         }
     }
 
-    /// Encodes the answers and hands them to the socket (or to the connection's writer
-    /// task, if it holds the socket), with their in-flight permits; counts their latency
-    /// (one pass's writes were read together) and errors.
+    /// Hands the answers to the socket. On a runtime thread (the event loop that led the
+    /// group, or the reader closing it) they are encoded and written now (or queued for the
+    /// connection's writer task, if it holds the socket). The log's writer thread posts them
+    /// to the server's [`Mailbox`] instead, which the event loop empties: one wake per batch
+    /// of groups, where a send to each connection's writer task woke one task per group, and
+    /// the encoding happens off the writer, which bounds the write rate at many writes in
+    /// flight. Writing to the sockets itself, that thread took longer per group, more
+    /// writes queued behind each, and it kept the lead of the log from the event loop.
     fn respond(&self, answered: Answered) {
-        let Answered {
-            done: answers,
-            permits,
-        } = answered;
-        let Some(first) = answers.first() else {
+        if answered.done.is_empty() {
             return;
-        };
-        let metrics = &self.shared.metrics;
-        let elapsed = self.shared.clock.now().saturating_sub(first.started);
-        let mut bytes = Vec::with_capacity(answers.len() * WRITE_ANSWER_BYTES);
-        let mut counts = [0_u64; OPS.len()];
-        for done in answers {
-            if let Some(count) = counts.get_mut(done.op) {
-                *count += 1;
-            }
-            match (done.result, done.reply) {
-                (Ok(lsn), WriteReply::Written) => {
-                    encode_point_response(
-                        done.request_id,
-                        PointResponse::Written { lsn },
-                        &mut bytes,
-                    );
-                }
-                (Ok(lsn), WriteReply::Committed) => {
-                    encode_response(done.request_id, &Response::Committed { lsn }, &mut bytes);
-                }
-                (Err(error), _) => {
-                    metrics.error(error.kind.code());
-                    encode_response(done.request_id, &Response::Error(error), &mut bytes);
-                }
-            }
         }
-        for (op, count) in counts.into_iter().enumerate() {
-            if count > 0 {
-                metrics.observe_many(op, elapsed, count);
-            }
+        if tokio::task::try_id().is_some() {
+            send_answers(&self.shared, &self.out, answered);
+        } else {
+            self.shared.mailbox.post(answered, Arc::clone(&self.out));
         }
-        // Every request permit is of the server's one semaphore: they go back together,
-        // taking its lock, which every connection shares, once rather than once per write.
-        drop(permits.requests);
+    }
+}
+
+/// Encodes `answered` and writes it to `out`'s socket (or queues it behind what the
+/// connection's writer task holds). A stopped writer drops it, as it drops everything
+/// queued after it stopped.
+fn send_answers<B>(shared: &Shared<B>, out: &Output, answered: Answered) {
+    if let Some((bytes, in_flight)) = encode_answers(shared, answered) {
         let outgoing = Outgoing {
             bytes,
             close_after: false,
-            _in_flight: permits.in_flight,
+            _in_flight: in_flight,
             _budget: None,
         };
-        // On a runtime thread (the event loop that led the group, or the reader closing it)
-        // the answers go to the socket now. The log's writer thread hands them to the
-        // connection's writer task instead and keeps to the log's work: writing to the
-        // sockets too, it took longer per group, more writes queued behind each, and it
-        // kept the lead of the log from the event loop for good. A stopped writer drops
-        // them, as it drops everything queued after it stopped.
-        let write_here = tokio::task::try_id().is_some();
-        let _ = self.out.enqueue(&self.shared, outgoing, write_here);
+        let _ = out.enqueue(shared, outgoing, true);
+    }
+}
+
+/// Encodes a group's answers; counts their latency (one pass's writes were read together)
+/// and errors; gives back the server's request permits. Returns the bytes and the
+/// connection's in-flight permits, held until they are written; nothing if no write was
+/// answered.
+fn encode_answers<B>(
+    shared: &Shared<B>,
+    answered: Answered,
+) -> Option<(Vec<u8>, Option<OwnedSemaphorePermit>)> {
+    let Answered {
+        done: answers,
+        permits,
+    } = answered;
+    let first = answers.first()?;
+    let metrics = &shared.metrics;
+    let elapsed = shared.clock.now().saturating_sub(first.started);
+    let mut bytes = Vec::with_capacity(answers.len() * WRITE_ANSWER_BYTES);
+    let mut counts = [0_u64; OPS.len()];
+    for done in answers {
+        if let Some(count) = counts.get_mut(done.op) {
+            *count += 1;
+        }
+        match (done.result, done.reply) {
+            (Ok(lsn), WriteReply::Written) => {
+                encode_point_response(done.request_id, PointResponse::Written { lsn }, &mut bytes);
+            }
+            (Ok(lsn), WriteReply::Committed) => {
+                encode_response(done.request_id, &Response::Committed { lsn }, &mut bytes);
+            }
+            (Err(error), _) => {
+                metrics.error(error.kind.code());
+                encode_response(done.request_id, &Response::Error(error), &mut bytes);
+            }
+        }
+    }
+    for (op, count) in counts.into_iter().enumerate() {
+        if count > 0 {
+            metrics.observe_many(op, elapsed, count);
+        }
+    }
+    // Every request permit is of the server's one semaphore: they go back together,
+    // taking its lock, which every connection shares, once rather than once per write.
+    drop(permits.requests);
+    Some((bytes, permits.in_flight))
+}
+
+/// Write groups answered off the runtime (on the log's writer thread), waiting for the event
+/// loop to encode and send them. The poster wakes the loop's drain task only when the box
+/// was empty: a batch of groups costs one wake, whatever the number of connections.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    posted: parking_lot::Mutex<Vec<(Answered, Arc<Output>)>>,
+    notify: tokio::sync::Notify,
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("posted", &self.posted.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailbox {
+    fn post(&self, answered: Answered, out: Arc<Output>) {
+        let was_empty = {
+            let mut posted = self.posted.lock();
+            posted.push((answered, out));
+            posted.len() == 1
+        };
+        if was_empty {
+            // Stores a permit if the drain task is not waiting: it empties the box next.
+            self.notify.notify_one();
+        }
+    }
+
+    /// Starts the task that empties the box, once per server, on the calling runtime. It
+    /// ends once the server's shared state is gone.
+    fn start_draining<B: Backend>(shared: &Arc<Shared<B>>) {
+        if shared.mailbox.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mailbox = Arc::clone(&shared.mailbox);
+        let shared = Arc::downgrade(shared);
+        tokio::spawn(async move {
+            loop {
+                let posted = std::mem::take(&mut *mailbox.posted.lock());
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if posted.is_empty() {
+                    drop(shared);
+                    mailbox.notify.notified().await;
+                    continue;
+                }
+                for (answered, out) in posted {
+                    send_answers(&shared, &out, answered);
+                }
+            }
+        });
     }
 }
 
@@ -298,6 +376,7 @@ enum Stop {
 
 /// Serves one connection until it closes; answers every request it read before returning.
 pub async fn serve<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream) {
+    Mailbox::start_draining(&shared);
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let (queue_tx, queue) = mpsc::unbounded_channel();

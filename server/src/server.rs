@@ -39,6 +39,8 @@ pub struct Shared<B> {
     pub requests: Arc<Semaphore>,
     /// Turns true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Write answers given on the log's writer thread, for the event loop to send.
+    pub(crate) mailbox: Arc<crate::connection::Mailbox>,
 }
 
 #[cfg(test)]
@@ -56,6 +58,7 @@ impl<B: Backend> Shared<B> {
             clock,
             requests: Arc::new(Semaphore::new(16)),
             shutdown,
+            mailbox: Arc::default(),
         }
     }
 }
@@ -122,6 +125,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         backend,
         config,
         shutdown,
+        mailbox: Arc::default(),
     });
     let addr = listener.local_addr().context("the listener's address")?;
     // Tests and scripts read these lines to find the ports (they may be 0 in the config).
