@@ -14,9 +14,12 @@
 //! pages of whatever owns that memory now, or reports an unmapped range, which is ignored.
 //! Elsewhere than Linux, and where the thread cannot start, nothing is populated.
 
-#![expect(
-    unsafe_code,
-    reason = "madvise is unsafe in general; the one advice used here leaves memory as it is"
+#![cfg_attr(
+    target_os = "linux",
+    expect(
+        unsafe_code,
+        reason = "madvise is unsafe in general; the one advice used here leaves memory as it is"
+    )
 )]
 #![deny(
     clippy::undocumented_unsafe_blocks,
@@ -26,6 +29,10 @@
 use std::sync::OnceLock;
 use std::sync::mpsc::{Sender, channel};
 
+#[cfg_attr(
+    not(target_os = "linux"),
+    expect(dead_code, reason = "populated only on Linux")
+)]
 /// A range of memory to fault in, as an address and a length (not a pointer: the memory is
 /// never accessed through it, and it may be freed before it is populated).
 struct Range {
@@ -69,17 +76,19 @@ pub(crate) fn populate_later(block: *const u8, len: usize) {
 #[cfg(target_os = "linux")]
 fn populate(range: &Range) {
     use rustix::mm::{Advice, madvise};
-    // madvise wants a page-aligned start; the block's partial first page is left to the
-    // writer.
+    // madvise wants a page-aligned range; the call stays inside the block, and the block's
+    // partial first and last pages are left to the writer.
     let page = rustix::param::page_size();
     let start = range.addr.next_multiple_of(page);
-    let end = range.addr.saturating_add(range.len);
+    let end = range.addr.saturating_add(range.len) / page * page;
     if end <= start {
         return;
     }
     // SAFETY: MADV_POPULATE_WRITE faults pages in as a write would, without writing: no
-    // memory changes, whoever owns it now. An unmapped or otherwise unsuitable range
-    // makes the call fail, which changes nothing either.
+    // anonymous memory changes, whoever owns it now. The process maps files read-only
+    // (popdb-io's maps), so a freed range reused by a file mapping is not dirtied or
+    // unshared either. An unmapped or otherwise unsuitable range makes the call fail,
+    // which changes nothing.
     let _ = unsafe {
         madvise(
             start as *mut std::ffi::c_void,

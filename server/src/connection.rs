@@ -110,8 +110,9 @@ impl<B> Clone for Conn<B> {
 /// The writes one pass of the reader handed to the backend. Their answers are gathered
 /// here and written together, by whoever gives the last of them (the thread that applied
 /// the group, or the reader closing the group): the apply stage answers writes one by one,
-/// and answering each on its own cost a send per write. They go to the socket from there,
-/// not through the reader: a hand-back woke the reader's task once more per pass (about 620
+/// and answering each on its own cost a send per write. They go to the socket from the
+/// event loop (through the server's [`Mailbox`] if the log's writer thread gave them), not
+/// through the reader: a hand-back woke the reader's task once more per pass (about 620
 /// instructions per SET at one request in flight, of about 9,000).
 struct WriteGroup<B> {
     /// Writes not yet answered, plus one while the reader may still add to the group.
@@ -164,13 +165,17 @@ impl<B> WriteGroup<B> {
     /// the encoding happens off the writer, which bounds the write rate at many writes in
     /// flight. Writing to the sockets itself, that thread took longer per group, more
     /// writes queued behind each, and it kept the lead of the log from the event loop.
-    fn respond(&self, answered: Answered) {
+    fn respond(&self, mut answered: Answered) {
         if answered.done.is_empty() {
             return;
         }
         if tokio::task::try_id().is_some() {
             send_answers(&self.shared, &self.out, answered);
         } else {
+            // The server's request permits go back now, as when the writer encoded the
+            // answers: held until the event loop drains the box, they would turn requests
+            // away as `Overloaded` near the limit for no work left to do.
+            drop(answered.permits.requests.take());
             self.shared.mailbox.post(answered, Arc::clone(&self.out));
         }
     }
@@ -267,8 +272,15 @@ impl Mailbox {
         }
     }
 
+    /// Wakes the drain task, which ends if the server's shared state is gone.
+    pub(crate) fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     /// Starts the task that empties the box, once per server, on the calling runtime. It
-    /// ends once the server's shared state is gone.
+    /// ends once the server's shared state is gone (whose drop wakes it). A group whose
+    /// sending panics (a bug) is dropped with a logged error, its writes unanswered, rather
+    /// than stopping every later answer.
     fn start_draining<B: Backend>(shared: &Arc<Shared<B>>) {
         if shared.mailbox.draining.swap(true, Ordering::AcqRel) {
             return;
@@ -276,19 +288,29 @@ impl Mailbox {
         let mailbox = Arc::clone(&shared.mailbox);
         let shared = Arc::downgrade(shared);
         tokio::spawn(async move {
+            // Swapped with the box's vector, so neither side allocates per batch.
+            let mut taken = Vec::new();
             loop {
-                let posted = std::mem::take(&mut *mailbox.posted.lock());
+                std::mem::swap(&mut *mailbox.posted.lock(), &mut taken);
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                if posted.is_empty() {
+                if taken.is_empty() {
                     drop(shared);
                     mailbox.notify.notified().await;
                     continue;
                 }
-                for (answered, out) in posted {
-                    send_answers(&shared, &out, answered);
+                for (answered, out) in taken.drain(..) {
+                    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        send_answers(&shared, &out, answered);
+                    }));
+                    if sent.is_err() {
+                        tracing::error!("sending a group of write answers panicked; dropped");
+                    }
                 }
+                drop(shared);
+                // Other tasks (readers, other connections' writers) run between batches.
+                tokio::task::yield_now().await;
             }
         });
     }
@@ -1083,7 +1105,8 @@ async fn enqueue<B>(
 /// written the queue out.
 struct Output {
     /// Shared with the writer task, which holds no sender: the queue closes when the
-    /// reader and every request task are done.
+    /// reader, every request task and every write group (posted to the mailbox or not)
+    /// holding the output are done.
     state: Arc<parking_lot::Mutex<OutputState>>,
     queue: mpsc::UnboundedSender<Outgoing>,
 }

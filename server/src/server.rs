@@ -43,6 +43,13 @@ pub struct Shared<B> {
     pub(crate) mailbox: Arc<crate::connection::Mailbox>,
 }
 
+impl<B> Drop for Shared<B> {
+    fn drop(&mut self) {
+        // The mailbox's drain task holds the state weakly: woken, it finds it gone and ends.
+        self.mailbox.wake();
+    }
+}
+
 #[cfg(test)]
 impl<B: Backend> Shared<B> {
     /// Shared state around `backend` with the default configuration.

@@ -403,7 +403,8 @@ fn server_many_concurrent_clients_all_served() {
 
 /// Without sync, a write that finds the log idle is written and answered on the event loop
 /// if its group is small (at most 32 writes); a larger group goes to the log's writer
-/// thread, whose answers reach the socket through the connection's writer task. Both kinds
+/// thread, whose answers reach the socket through the server's mailbox, which the event
+/// loop empties. Both kinds
 /// of group, one after the other on one connection: each write answered once, readable.
 #[test]
 fn server_nosync_writes_answered_from_the_event_loop_and_the_log_writer() {
