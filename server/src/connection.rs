@@ -268,7 +268,7 @@ impl Mailbox {
         };
         if was_empty {
             // Stores a permit if the drain task is not waiting: it empties the box next.
-            self.notify.notify_one();
+            self.wake();
         }
     }
 

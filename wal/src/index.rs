@@ -45,22 +45,24 @@ const LOCS_CHUNK: usize = 4096;
 /// doubling there copied all the locations so far into fresh memory (whose pages the kernel
 /// zeroes at the first write): about a fifth of the writer's time in `write_appends` at
 /// pipeline 16. The first chunk grows as a vector does, so a segment of few records holds
-/// little; every later one is allocated whole. All chunks but the last are full.
+/// little; every later one is allocated whole. All chunks but the last are full, and the
+/// last holds at least one location, so the count follows from them.
 #[derive(Debug, Default)]
 pub(crate) struct Locs {
     chunks: Vec<Vec<Loc>>,
-    len: usize,
 }
 
 impl Locs {
     /// Locations held.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.chunks
+            .last()
+            .map_or(0, |last| (self.chunks.len() - 1) * LOCS_CHUNK + last.len())
     }
 
     /// Whether no location is held.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.is_empty()
     }
 
     /// The location at `at`, if held.
@@ -79,12 +81,11 @@ impl Locs {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
     }
 
     /// Keeps the first `len` locations.
     pub(crate) fn truncate(&mut self, len: usize) {
-        if len >= self.len {
+        if len >= self.len() {
             return;
         }
         let chunks = len.div_ceil(LOCS_CHUNK);
@@ -92,7 +93,6 @@ impl Locs {
         if let Some(last) = self.chunks.last_mut() {
             last.truncate(len - (chunks - 1) * LOCS_CHUNK);
         }
-        self.len = len;
     }
 }
 
@@ -257,6 +257,10 @@ mod tests {
                     .skip(1)
                     .all(|c| c.len() == LOCS_CHUNK),
                 "every chunk but the last is full"
+            );
+            assert!(
+                locs.chunks.last().is_none_or(|c| !c.is_empty()),
+                "the last chunk holds a location"
             );
         };
         let mut next = 0;
