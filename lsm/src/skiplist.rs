@@ -74,9 +74,9 @@ pub(crate) const MAX_HEIGHT: usize = 12;
 const BRANCHING: u64 = 4;
 const BRANCHING_BITS: u32 = BRANCHING.trailing_zeros();
 /// The first block is small, so that the many tiny memtables of tests cost little; each next
-/// block doubles up to `BLOCK_MAX`.
+/// block doubles up to `BLOCK_MAX`, which is a huge page (see [`Block::Mapped`]).
 const BLOCK_FIRST: usize = 16 * 1024;
-const BLOCK_MAX: usize = 1024 * 1024;
+const BLOCK_MAX: usize = crate::prefault::HUGE_PAGE;
 /// A node above this size gets a block of its own, so it does not waste a block's tail.
 const LARGE_NODE: usize = BLOCK_MAX / 4;
 /// Blocks of this size and up are allocated one ahead and faulted in on another thread (see
@@ -162,7 +162,7 @@ fn tower_slot(node: NonNull<Node>, level: usize) -> *mut AtomicPtr<Node> {
 /// each fresh page at its first write, and on the applying thread that was about a tenth of
 /// its time under a server's write load. A list holds at most one such block unused.
 struct Arena {
-    blocks: Vec<(NonNull<u8>, Layout)>,
+    blocks: Vec<Block>,
     /// The block being filled, its used bytes and size; `None` before the first node.
     current: Option<NonNull<u8>>,
     offset: usize,
@@ -221,29 +221,70 @@ impl Arena {
     }
 
     fn new_block(&mut self, size: usize) -> NonNull<u8> {
+        if size == BLOCK_MAX
+            && let Some(block) = crate::prefault::map_huge()
+        {
+            self.blocks.push(Block::Mapped(block));
+            return block;
+        }
         let layout = Layout::from_size_align(size, ALIGN).expect("block sizes are small");
         // SAFETY: `layout` has a non-zero size (every node holds its header).
         let raw = unsafe { std::alloc::alloc(layout) };
         let Some(block) = NonNull::new(raw) else {
             std::alloc::handle_alloc_error(layout)
         };
-        self.blocks.push((block, layout));
+        self.blocks.push(Block::Heap(block, layout));
         block
     }
 
     /// Bytes of blocks held, used or not.
     #[cfg(test)]
     fn allocated(&self) -> usize {
-        self.blocks.iter().map(|(_, layout)| layout.size()).sum()
+        self.blocks.iter().map(Block::size).sum()
     }
 }
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        for (block, layout) in self.blocks.drain(..) {
-            // SAFETY: `block` came from `alloc(layout)` in `new_block` and is freed once,
-            // here; the list that held pointers into it is being dropped (invariant 3).
-            unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
+        for block in self.blocks.drain(..) {
+            match block {
+                // SAFETY: `block` came from `alloc(layout)` in `new_block` and is freed
+                // once, here; the list that held pointers into it is being dropped
+                // (invariant 3).
+                Block::Heap(block, layout) => unsafe {
+                    std::alloc::dealloc(block.as_ptr(), layout);
+                },
+                // SAFETY: as above, for a block of `map_huge`.
+                Block::Mapped(block) => unsafe { crate::prefault::unmap_huge(block) },
+            }
+        }
+    }
+}
+
+/// An arena block and where it came from.
+enum Block {
+    /// From the global allocator, with its layout.
+    Heap(NonNull<u8>, Layout),
+    /// A full-size block (`BLOCK_MAX`), mapped on its own huge page by
+    /// [`crate::prefault::map_huge`]: the TLB then covers a large memtable, and
+    /// [`crate::prefault::populate_later`] faults the page in before the writer first
+    /// writes to it (the global allocator's bookkeeping write would fault it in on the
+    /// writer's thread at once).
+    Mapped(NonNull<u8>),
+}
+
+#[cfg(test)]
+impl Block {
+    fn start(&self) -> NonNull<u8> {
+        match self {
+            Block::Heap(start, _) | Block::Mapped(start) => *start,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Block::Heap(_, layout) => layout.size(),
+            Block::Mapped(_) => BLOCK_MAX,
         }
     }
 }
@@ -1060,12 +1101,12 @@ mod tests {
                 for size in leading.into_iter().chain([size, ALIGN * 4]) {
                     let at = arena.alloc(size).as_ptr() as usize;
                     used += size;
-                    let holds = |(block, layout): &&(NonNull<u8>, Layout)| {
-                        let start = block.as_ptr() as usize;
-                        (start..start + layout.size()).contains(&at)
+                    let holds = |block: &&Block| {
+                        let start = block.start().as_ptr() as usize;
+                        (start..start + block.size()).contains(&at)
                     };
-                    let (block, layout) = arena.blocks.iter().find(holds).expect("in a block");
-                    let end = block.as_ptr() as usize + layout.size();
+                    let block = arena.blocks.iter().find(holds).expect("in a block");
+                    let end = block.start().as_ptr() as usize + block.size();
                     assert!(
                         at + size <= end,
                         "a node of {size} bytes overruns its block"
@@ -1081,7 +1122,9 @@ mod tests {
         let mut arena = Arena::new();
         let mut switches = 0;
         let mut used_ahead = 0;
+        let mut mapped = 0;
         while switches < 14 {
+            mapped += usize::from(matches!(arena.blocks.last(), Some(Block::Mapped(_))));
             let (current, ahead) = (arena.current, arena.ahead);
             arena.alloc(8 * 1024);
             if arena.current != current {
@@ -1102,7 +1145,20 @@ mod tests {
                     arena
                         .blocks
                         .iter()
-                        .any(|(b, l)| *b == block && l.size() == size)
+                        .any(|b| b.start() == block && b.size() == size)
+                );
+            }
+            if let Some(Block::Heap(_, layout)) = arena.blocks.last() {
+                assert!(
+                    !cfg!(target_os = "linux") || layout.size() < BLOCK_MAX,
+                    "a full-size block is mapped on a huge page of its own"
+                );
+            }
+            if let Some(Block::Mapped(block)) = arena.blocks.last() {
+                assert_eq!(
+                    block.as_ptr() as usize % BLOCK_MAX,
+                    0,
+                    "a huge page is aligned"
                 );
             }
             assert_eq!(
@@ -1112,6 +1168,10 @@ mod tests {
             );
         }
         assert!(used_ahead >= 8);
+        assert!(
+            !cfg!(target_os = "linux") || mapped > 0,
+            "no block was mapped"
+        );
     }
 
     #[test]
