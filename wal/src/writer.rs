@@ -46,6 +46,28 @@ use crate::wal::{AppendRequest, Batch, Request, Shared, State};
 /// Unsynced bytes handed to writeback at a time.
 const WRITEBACK_CHUNK: u64 = 1 << 20;
 
+/// A synced group of at most this many appends ends the background writer's lead (see
+/// [`Stop::AfterSmallSyncedGroup`]).
+const SMALL_GROUP: usize = 32;
+
+/// When a lead ends, besides on an empty queue, a poisoned log or (for a blocking appender)
+/// its own append complete.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Only then.
+    Empty,
+    /// After one group: what queues meanwhile goes to the background writer.
+    AfterOneGroup,
+    /// After a synced group of at most `SMALL_GROUP` appends. Callbacks (the Db's apply and
+    /// the server's answers) run only once the lead ends; a lead that went on to the groups
+    /// queued during a sync made the synced group's answers wait for the next group's
+    /// fdatasync too. With few writes in flight (a synced write per connection), every
+    /// client then waited idle for that second sync. A large group's lead goes on: with
+    /// many writes in flight the writer thread bounds the rate, and groups written back to
+    /// back keep it writing.
+    AfterSmallSyncedGroup,
+}
+
 /// Most bytes of appends gathered into one group-commit write.
 const GROUP_BYTES_MAX: u64 = 8 << 20;
 
@@ -194,27 +216,27 @@ impl Writer {
     /// A panic (a bug) poisons the log instead of leaving it led forever: the requests the
     /// panic unwound through complete with an error as they drop, and the queue is failed.
     pub(crate) fn lead<T>(&mut self, until: Option<&Slot<T>>) {
-        self.lead_guarded(until, false);
+        self.lead_guarded(until, Stop::Empty);
     }
 
     /// [`Writer::lead`] for one group: what is queued now is written, what queues
     /// meanwhile goes to the background writer.
     pub(crate) fn lead_one_group(&mut self) {
-        self.lead_guarded::<()>(None, true);
+        self.lead_guarded::<()>(None, Stop::AfterOneGroup);
     }
 
-    fn lead_guarded<T>(&mut self, until: Option<&Slot<T>>, one_group: bool) {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue(until, one_group))) {
+    fn lead_guarded<T>(&mut self, until: Option<&Slot<T>>, stop: Stop) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.lead_queue(until, stop))) {
             self.poison_panicked(&*panic);
         }
     }
 
-    fn lead_queue<T>(&mut self, until: Option<&Slot<T>>, one_group: bool) {
-        let mut led_one = false;
+    fn lead_queue<T>(&mut self, until: Option<&Slot<T>>, stop: Stop) {
+        let mut stop_now = false;
         loop {
             let work = {
                 let mut state = self.shared.state.lock();
-                let done = until.is_some_and(|slot| slot.is_filled()) || (one_group && led_one);
+                let done = stop_now || until.is_some_and(|slot| slot.is_filled());
                 let work = if done || state.poisoned.is_some() {
                     None
                 } else {
@@ -235,8 +257,16 @@ impl Writer {
                 work
             };
             if let Some(work) = work {
+                stop_now = match stop {
+                    Stop::Empty => false,
+                    Stop::AfterOneGroup => true,
+                    Stop::AfterSmallSyncedGroup => {
+                        matches!(work, Work::Appends)
+                            && self.group.len() <= SMALL_GROUP
+                            && self.wants_sync(&self.group)
+                    }
+                };
                 self.process(work);
-                led_one = true;
             }
         }
     }
@@ -301,7 +331,7 @@ impl Writer {
                         writer.process(Work::IntervalSync);
                         writer.lead::<()>(None);
                     }
-                    Some(false) => writer.lead::<()>(None),
+                    Some(false) => writer.lead_guarded::<()>(None, Stop::AfterSmallSyncedGroup),
                 }
             }
             // Callbacks run with the writer released.

@@ -1,0 +1,157 @@
+//! The log's background writer answers a small synced group before it writes the next one:
+//! its callbacks (the Db's apply, a server's answers) run once the group is durable, not
+//! after the groups that queued during its fdatasync are written and synced too. A large
+//! group's lead goes on to the next group first (the writer thread bounds the rate there).
+//!
+//! The timeouts only guard against a hang, except `ANSWERED`, which bounds how long a test
+//! waits for what must happen before the next sync can begin.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use popdb_io::{FsRef, SimFs};
+use popdb_testkit::{FsOp, HookFs};
+use popdb_wal::{Durability, NewRecord, NodeId, Record, RecordKind, Term, Wal, WalOptions};
+
+const HANG: Duration = Duration::from_mins(1);
+
+/// How long a test waits for callbacks that must run before the next group's sync, while
+/// that sync is held: a log that syncs first never runs them in this time.
+const ANSWERED: Duration = Duration::from_secs(10);
+
+const WRITER: &str = "popdb-wal-writer";
+
+fn new_record(byte: u8) -> NewRecord {
+    NewRecord {
+        term: Term(0),
+        node: NodeId(0),
+        kind: RecordKind::Normal,
+        payload: vec![byte; 100],
+    }
+}
+
+/// Holds every segment write of the log's writer thread once `armed` (a group's write and
+/// its fdatasync are one `write_batch`), reporting each on `entered` and letting it go on
+/// one message of `release`.
+struct Gate {
+    armed: AtomicUsize,
+    entered: Mutex<mpsc::Sender<()>>,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+/// A log on a simulated file system whose writer-thread group writes `gate` can hold.
+fn gated_log() -> (Wal, Arc<Gate>, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let gate = Arc::new(Gate {
+        armed: AtomicUsize::new(0),
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    });
+    let hooked = Arc::clone(&gate);
+    let fs: FsRef = Arc::new(HookFs::new(Arc::new(SimFs::new(7)), move |path, op| {
+        let writer = std::thread::current().name() == Some(WRITER);
+        let segment = path.extension().is_some_and(|e| e == "wal");
+        if op == FsOp::WriteBatch && writer && segment && hooked.armed.load(Ordering::SeqCst) > 0 {
+            hooked.entered.lock().unwrap().send(()).unwrap();
+            // A broken channel (the test ended) lets the sync finish.
+            let _ = hooked.release.lock().unwrap().recv_timeout(HANG);
+        }
+    }));
+    let options = WalOptions {
+        segment_size: 1 << 20,
+        record_size_max: 4096,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(fs, Path::new("/wal"), options).unwrap();
+    // The first segment exists before any sync is held.
+    wal.append(RecordKind::Normal, vec![0; 10]).unwrap();
+    (wal, gate, entered_rx, release_tx)
+}
+
+/// Queues `count` synced appends for the background writer; each callback reports its
+/// first LSN on `answered`.
+fn submit(wal: &Wal, first_byte: u8, count: u8, answered: &mpsc::Sender<u64>) {
+    for byte in first_byte..first_byte + count {
+        let answered = answered.clone();
+        wal.submit_one_reading(
+            new_record(byte),
+            Durability::Sync,
+            move |result, records: &[Record]| {
+                result.unwrap();
+                answered.send(records[0].id.lsn.0).unwrap();
+            },
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_small_synced_group_is_answered_before_the_next_group_syncs() {
+    let (wal, gate, entered, release) = gated_log();
+    let (answered_tx, answered) = mpsc::channel();
+    gate.armed.store(1, Ordering::SeqCst);
+    // Group A (LSN 2) is syncing, held; group B (LSNs 3-4) queues meanwhile.
+    submit(&wal, 2, 1, &answered_tx);
+    entered
+        .recv_timeout(HANG)
+        .expect("group A's sync never began");
+    submit(&wal, 3, 2, &answered_tx);
+    release.send(()).unwrap();
+    // Group B's sync, if it begins, is held: A's answer must come without it.
+    assert_eq!(
+        answered.recv_timeout(ANSWERED),
+        Ok(2),
+        "group A was answered only after group B's sync"
+    );
+    entered
+        .recv_timeout(HANG)
+        .expect("group B's sync never began");
+    release.send(()).unwrap();
+    assert_eq!(answered.recv_timeout(HANG), Ok(3));
+    assert_eq!(answered.recv_timeout(HANG), Ok(4));
+    gate.armed.store(0, Ordering::SeqCst);
+    assert_eq!(wal.durable_lsn(), 4);
+}
+
+#[test]
+fn a_large_synced_group_leads_on_to_the_next_group_first() {
+    let (wal, gate, entered, release) = gated_log();
+    let (answered_tx, answered) = mpsc::channel();
+    gate.armed.store(1, Ordering::SeqCst);
+    // A first synced append, held, so that the next 40 queue into one large group.
+    submit(&wal, 1, 1, &answered_tx);
+    entered
+        .recv_timeout(HANG)
+        .expect("the first sync never began");
+    submit(&wal, 10, 40, &answered_tx);
+    release.send(()).unwrap();
+    assert_eq!(
+        answered.recv_timeout(HANG),
+        Ok(2),
+        "a small group is answered"
+    );
+    // The large group (LSNs 3-42) syncs, held; a last append (LSN 43) queues behind it.
+    entered
+        .recv_timeout(HANG)
+        .expect("the large group's sync never began");
+    submit(&wal, 60, 1, &answered_tx);
+    release.send(()).unwrap();
+    // The lead goes on to the last append's group before the large group's callbacks.
+    entered
+        .recv_timeout(HANG)
+        .expect("the last group's sync never began");
+    assert!(
+        answered.try_recv().is_err(),
+        "a large group's callbacks ran before the next group was written"
+    );
+    release.send(()).unwrap();
+    for lsn in 3..=43 {
+        assert_eq!(answered.recv_timeout(HANG), Ok(lsn));
+    }
+    gate.armed.store(0, Ordering::SeqCst);
+}
