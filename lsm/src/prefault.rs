@@ -1,7 +1,8 @@
-//! Faulting in fresh memory ahead of need, on a thread of its own.
+//! Fresh memory for the memtable's arena: blocks on huge pages of their own ([`map_huge`],
+//! [`unmap_huge`]), faulted in ahead of need on a thread of its own ([`populate_later`]).
 //!
 //! The first write to each page of a fresh allocation traps into the kernel, which zeroes
-//! the page there: for the memtable's 1 MiB arena blocks that was about a tenth of the
+//! the page there: for the memtable's large arena blocks that was about a tenth of the
 //! applying thread's time under a server's write load (`clear_page_erms` in its profile),
 //! on the thread that bounds the write rate. [`populate_later`] hands a block the arena
 //! will fill next to a background thread, which asks the kernel to fault it in
@@ -171,6 +172,10 @@ pub(crate) unsafe fn unmap_huge(block: std::ptr::NonNull<u8>) {
 /// # Safety
 /// As on Linux.
 #[cfg(not(target_os = "linux"))]
+#[expect(
+    unsafe_code,
+    reason = "the same contract as on Linux, for the one caller that frees mapped blocks"
+)]
 pub(crate) unsafe fn unmap_huge(_block: std::ptr::NonNull<u8>) {}
 
 #[cfg(test)]
