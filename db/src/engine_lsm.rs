@@ -107,7 +107,8 @@ impl Engine for LsmEngine {
     }
 
     fn memory_bytes(&self) -> u64 {
-        self.tree.stats().memtable_bytes as u64
+        // The arena's blocks, tails and the block ahead included: what the memtables hold.
+        self.tree.stats().memtable_allocated_bytes as u64
     }
 
     fn maintenance_step(&self) -> Result<bool> {

@@ -183,6 +183,13 @@ impl Memtable {
         self.list.bytes()
     }
 
+    /// The arena memory the memtable holds: [`Memtable::approximate_bytes`] plus the unused
+    /// tails of its blocks and the block it allocated ahead (up to 2 MiB each), resident
+    /// or about to be. Its hash buckets are not counted.
+    pub fn allocated_bytes(&self) -> usize {
+        self.list.allocated_bytes()
+    }
+
     /// The number of versions held (every LSN of every key).
     pub fn len(&self) -> usize {
         self.list.len()

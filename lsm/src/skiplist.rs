@@ -235,6 +235,8 @@ struct Arena {
     next_block: usize,
     /// The next block, allocated ahead and being faulted in (also in `blocks`).
     ahead: Option<(NonNull<u8>, usize)>,
+    /// Bytes of the blocks held, used or not.
+    allocated: usize,
     /// [`has_prefetchw`], asked once per list rather than once per node.
     prefetchw: bool,
 }
@@ -252,6 +254,7 @@ impl Arena {
             capacity: 0,
             next_block: BLOCK_FIRST,
             ahead: None,
+            allocated: 0,
             prefetchw: has_prefetchw(),
         }
     }
@@ -294,6 +297,7 @@ impl Arena {
             && let Some(block) = crate::prefault::map_huge()
         {
             self.blocks.push(Block::Mapped(block));
+            self.allocated += BLOCK_MAX;
             return block;
         }
         let layout = Layout::from_size_align(size, ALIGN).expect("block sizes are small");
@@ -303,13 +307,13 @@ impl Arena {
             std::alloc::handle_alloc_error(layout)
         };
         self.blocks.push(Block::Heap(block, layout));
+        self.allocated += size;
         block
     }
 
     /// Bytes of blocks held, used or not.
-    #[cfg(test)]
     fn allocated(&self) -> usize {
-        self.blocks.iter().map(Block::size).sum()
+        self.allocated
     }
 }
 
@@ -374,6 +378,8 @@ pub(crate) struct SkipList {
     len: AtomicUsize,
     /// Arena bytes handed to nodes.
     bytes: AtomicUsize,
+    /// `Arena::allocated`, for readers of the list's memory.
+    allocated: AtomicUsize,
     writer: Mutex<WriterState>,
     /// Heads of the hash chains (see the module's notes); a power of two of them.
     buckets: Box<[AtomicPtr<Node>]>,
@@ -411,6 +417,7 @@ impl SkipList {
             height: AtomicUsize::new(1),
             len: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            allocated: AtomicUsize::new(0),
             writer: Mutex::new(WriterState {
                 arena: Arena::new(),
                 rng: 0x9E37_79B9_7F4A_7C15,
@@ -473,12 +480,10 @@ impl SkipList {
         self.bytes.load(Mem::Relaxed)
     }
 
-    /// Arena bytes allocated, including the unused tails of blocks.
-    #[cfg(test)]
+    /// Arena bytes allocated: the nodes' bytes, the unused tails of blocks and the block
+    /// allocated ahead.
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.writer
-            .lock()
-            .map_or(0, |state| state.arena.allocated())
+        self.allocated.load(Mem::Relaxed)
     }
 
     /// The first node.
@@ -772,6 +777,11 @@ impl Writer<'_> {
         let key_len = user_key.len() + TRAILER_BYTES;
         let size = node_bytes(height, key_len, value.len());
         let raw = self.state.arena.alloc(size);
+        let allocated = self.state.arena.allocated();
+        if allocated != list.allocated.load(Mem::Relaxed) {
+            // A load and a store, as for `bytes`: only the writer changes it.
+            list.allocated.store(allocated, Mem::Relaxed);
+        }
         // The tower comes first; the node pointer names the header after it.
         let node = raw
             .cast::<AtomicPtr<Node>>()
@@ -1240,6 +1250,29 @@ mod tests {
         assert!(
             !cfg!(target_os = "linux") || mapped > 0,
             "no block was mapped"
+        );
+    }
+
+    #[test]
+    fn allocated_bytes_count_every_block_and_the_one_ahead() {
+        let list = SkipList::with_budget(64 << 20);
+        let value = [3_u8; 1000];
+        {
+            let mut w = list.writer();
+            for i in 0..3000_u32 {
+                w.insert(format!("{i:08}").as_bytes(), u64::from(i) << 8 | 1, &value);
+            }
+        }
+        let state = list.writer.lock().expect("no insert panicked");
+        let blocks: usize = state.arena.blocks.iter().map(Block::size).sum();
+        let (_, ahead) = state.arena.ahead.expect("large blocks keep one ahead");
+        drop(state);
+        assert_eq!(list.allocated_bytes(), blocks);
+        assert!(
+            list.allocated_bytes() >= list.bytes() + ahead,
+            "{} allocated for {} bytes of nodes and {ahead} ahead",
+            list.allocated_bytes(),
+            list.bytes()
         );
     }
 

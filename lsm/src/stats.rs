@@ -66,8 +66,11 @@ pub struct TreeStats {
     pub levels: [LevelStats; LEVELS_COUNT],
     /// Frozen memtables waiting for flush.
     pub frozen_memtables: usize,
-    /// Approximate bytes held by all memtables.
+    /// Approximate bytes held by all memtables: their versions' nodes.
     pub memtable_bytes: usize,
+    /// Arena bytes all memtables hold: their nodes, the unused tails of arena blocks and
+    /// each one's block allocated ahead (see [`crate::Memtable::allocated_bytes`]).
+    pub memtable_allocated_bytes: usize,
     /// The watermark: every write at or below it is in the tree's files.
     pub watermark: Option<u64>,
     /// Bytes of keys and values applied since open.

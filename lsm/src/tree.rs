@@ -424,10 +424,17 @@ impl Tree {
                 .iter()
                 .map(|f| f.mem.approximate_bytes())
                 .sum::<usize>();
+        let memtable_allocated_bytes = state.mem.allocated_bytes()
+            + state
+                .frozen
+                .iter()
+                .map(|f| f.mem.allocated_bytes())
+                .sum::<usize>();
         TreeStats {
             levels,
             frozen_memtables: state.frozen.len(),
             memtable_bytes,
+            memtable_allocated_bytes,
             watermark: self.watermark(),
             bytes_applied: Counters::get(&c.bytes_applied),
             bytes_flushed: Counters::get(&c.bytes_flushed),
