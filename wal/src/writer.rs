@@ -64,7 +64,9 @@ enum Stop {
     /// fdatasync too. With few writes in flight (a synced write per connection), every
     /// client then waited idle for that second sync. A large group's lead goes on: with
     /// many writes in flight the writer thread bounds the rate, and groups written back to
-    /// back keep it writing.
+    /// back keep it writing. (A server's event loop leads groups of up to as many writes
+    /// itself; between two such background leads, it and blocking appenders find the log
+    /// idle, and may lead the next group themselves.)
     AfterSmallSyncedGroup,
 }
 
@@ -329,7 +331,7 @@ impl Writer {
                     }
                     Some(true) => {
                         writer.process(Work::IntervalSync);
-                        writer.lead::<()>(None);
+                        writer.lead_guarded::<()>(None, Stop::AfterSmallSyncedGroup);
                     }
                     Some(false) => writer.lead_guarded::<()>(None, Stop::AfterSmallSyncedGroup),
                 }
