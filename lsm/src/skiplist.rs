@@ -235,8 +235,6 @@ struct Arena {
     next_block: usize,
     /// The next block, allocated ahead and being faulted in (also in `blocks`).
     ahead: Option<(NonNull<u8>, usize)>,
-    /// Bytes of the blocks held, used or not.
-    allocated: usize,
     /// [`has_prefetchw`], asked once per list rather than once per node.
     prefetchw: bool,
 }
@@ -254,17 +252,16 @@ impl Arena {
             capacity: 0,
             next_block: BLOCK_FIRST,
             ahead: None,
-            allocated: 0,
             prefetchw: has_prefetchw(),
         }
     }
 
     /// `size` fresh bytes (a multiple of `ALIGN`), aligned to `ALIGN`, that nothing else
-    /// points to, valid until the arena drops.
-    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+    /// points to, valid until the arena drops. Blocks it allocates are added to `allocated`.
+    fn alloc(&mut self, size: usize, allocated: &AtomicUsize) -> NonNull<u8> {
         debug_assert!(size.is_multiple_of(ALIGN));
         if size > LARGE_NODE {
-            return self.new_block(size);
+            return self.new_block(size, allocated);
         }
         if self.current.is_none() || self.capacity - self.offset < size {
             // A node between the first block's size and `LARGE_NODE` can outgrow the block
@@ -274,10 +271,10 @@ impl Arena {
             let block = match self.ahead.take() {
                 Some((block, ahead)) if ahead >= capacity => block,
                 // Too small for this node: stays in `blocks`, unused, until the list drops.
-                Some(_) | None => self.new_block(capacity),
+                Some(_) | None => self.new_block(capacity, allocated),
             };
             if self.next_block >= PREFAULT_MIN {
-                let ahead = self.new_block(self.next_block);
+                let ahead = self.new_block(self.next_block, allocated);
                 crate::prefault::populate_later(ahead.as_ptr(), self.next_block);
                 self.ahead = Some((ahead, self.next_block));
             }
@@ -292,12 +289,13 @@ impl Arena {
         NonNull::new(at).expect("an offset into a live block is not null")
     }
 
-    fn new_block(&mut self, size: usize) -> NonNull<u8> {
+    /// A fresh block of `size` bytes, counted in `allocated`.
+    fn new_block(&mut self, size: usize, allocated: &AtomicUsize) -> NonNull<u8> {
         if size == BLOCK_MAX
             && let Some(block) = crate::prefault::map_huge()
         {
             self.blocks.push(Block::Mapped(block));
-            self.allocated += BLOCK_MAX;
+            add(allocated, BLOCK_MAX);
             return block;
         }
         let layout = Layout::from_size_align(size, ALIGN).expect("block sizes are small");
@@ -307,13 +305,14 @@ impl Arena {
             std::alloc::handle_alloc_error(layout)
         };
         self.blocks.push(Block::Heap(block, layout));
-        self.allocated += size;
+        add(allocated, size);
         block
     }
 
     /// Bytes of blocks held, used or not.
+    #[cfg(test)]
     fn allocated(&self) -> usize {
-        self.allocated
+        self.blocks.iter().map(Block::size).sum()
     }
 }
 
@@ -332,6 +331,12 @@ impl Drop for Arena {
             }
         }
     }
+}
+
+/// Adds `bytes` to the list's count of arena bytes: a load and a store, as for its other
+/// counts, since only the writer changes it.
+fn add(allocated: &AtomicUsize, bytes: usize) {
+    allocated.store(allocated.load(Mem::Relaxed) + bytes, Mem::Relaxed);
 }
 
 /// An arena block and where it came from.
@@ -378,7 +383,7 @@ pub(crate) struct SkipList {
     len: AtomicUsize,
     /// Arena bytes handed to nodes.
     bytes: AtomicUsize,
-    /// `Arena::allocated`, for readers of the list's memory.
+    /// Bytes of the arena's blocks, used or not (added to as each block is allocated).
     allocated: AtomicUsize,
     writer: Mutex<WriterState>,
     /// Heads of the hash chains (see the module's notes); a power of two of them.
@@ -776,12 +781,7 @@ impl Writer<'_> {
         }
         let key_len = user_key.len() + TRAILER_BYTES;
         let size = node_bytes(height, key_len, value.len());
-        let raw = self.state.arena.alloc(size);
-        let allocated = self.state.arena.allocated();
-        if allocated != list.allocated.load(Mem::Relaxed) {
-            // A load and a store, as for `bytes`: only the writer changes it.
-            list.allocated.store(allocated, Mem::Relaxed);
-        }
+        let raw = self.state.arena.alloc(size, &list.allocated);
         // The tower comes first; the node pointer names the header after it.
         let node = raw
             .cast::<AtomicPtr<Node>>()
@@ -1178,7 +1178,7 @@ mod tests {
                 let mut arena = Arena::new();
                 let mut used = 0;
                 for size in leading.into_iter().chain([size, ALIGN * 4]) {
-                    let at = arena.alloc(size).as_ptr() as usize;
+                    let at = arena.alloc(size, &AtomicUsize::new(0)).as_ptr() as usize;
                     used += size;
                     let holds = |block: &&Block| {
                         let start = block.start().as_ptr() as usize;
@@ -1205,7 +1205,7 @@ mod tests {
         while switches < 14 {
             mapped += usize::from(matches!(arena.blocks.last(), Some(Block::Mapped(_))));
             let (current, ahead) = (arena.current, arena.ahead);
-            arena.alloc(8 * 1024);
+            arena.alloc(8 * 1024, &AtomicUsize::new(0));
             if arena.current != current {
                 switches += 1;
                 if let Some((block, _)) = ahead {

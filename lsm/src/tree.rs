@@ -418,18 +418,14 @@ impl Tree {
                 bytes: state.version.level_bytes(level),
             };
         }
-        let memtable_bytes = state.mem.approximate_bytes()
-            + state
-                .frozen
-                .iter()
-                .map(|f| f.mem.approximate_bytes())
-                .sum::<usize>();
-        let memtable_allocated_bytes = state.mem.allocated_bytes()
-            + state
-                .frozen
-                .iter()
-                .map(|f| f.mem.allocated_bytes())
-                .sum::<usize>();
+        let (memtable_bytes, memtable_allocated_bytes) = std::iter::once(&state.mem)
+            .chain(state.frozen.iter().map(|f| &f.mem))
+            .fold((0, 0), |(bytes, allocated), mem| {
+                (
+                    bytes + mem.approximate_bytes(),
+                    allocated + mem.allocated_bytes(),
+                )
+            });
         TreeStats {
             levels,
             frozen_memtables: state.frozen.len(),
