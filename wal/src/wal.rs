@@ -96,17 +96,26 @@ impl OwnedLead {
         self.lead();
     }
 
-    /// [`OwnedLead::run`] if at most `requests` appends are queued; otherwise the lead
-    /// passes to the log's writer thread, which writes the group while the caller goes
-    /// on. An event loop uses it to write a small group itself, sparing two thread
-    /// hand-offs, and to leave a large one (whose write and apply would stall its other
+    /// [`OwnedLead::run`] if at most `records` records are queued (a request other than an
+    /// append counts as one); otherwise the lead passes to the log's writer thread, which
+    /// writes the group while the caller goes on. An event loop uses it to write a small
+    /// group itself, sparing two thread hand-offs, and to leave a large one (whose write
+    /// and its callbacks' work, which grows with its records, would stall its other
     /// connections) to the writer.
-    pub fn run_if_at_most(mut self, requests: usize) {
+    pub fn run_if_at_most(mut self, records: usize) {
         let Some((shared, _)) = &self.parts else {
             return;
         };
         let mut state = shared.state.lock();
-        if state.requests.len() <= requests || state.poisoned.is_some() {
+        let mut queued = 0_usize;
+        let small = state.requests.iter().all(|request| {
+            queued += match request {
+                Request::Append(append) => append.records.len(),
+                _ => 1,
+            };
+            queued <= records
+        });
+        if small || state.poisoned.is_some() {
             drop(state);
             return self.lead();
         }
@@ -565,6 +574,50 @@ impl Wal {
     ) -> Result<()> {
         self.enqueue_append(
             Placement::One(record),
+            durability,
+            AppendCompletion::reading(Box::new(callback)),
+            false,
+        )
+        .map(|_| ())
+    }
+
+    /// Like [`Wal::append_one_reading`], for records at the next LSNs, as one request (one
+    /// callback, handed all of them): a caller gathering many small records (a server's
+    /// point writes of one read pass) pays the request's costs (its queue entry, its
+    /// callback, the callback's allocations) once for all of them.
+    ///
+    /// # Errors
+    /// As [`Wal::submit`]; on a refusal the callback is not called.
+    pub fn append_reading(
+        &self,
+        records: Vec<NewRecord>,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
+    ) -> Result<Lead<'_>> {
+        let lead = self.enqueue_append(
+            Placement::Next(records),
+            durability,
+            AppendCompletion::reading(Box::new(callback)),
+            true,
+        )?;
+        Ok(Lead {
+            wal: lead.then_some(self),
+        })
+    }
+
+    /// Like [`Wal::append_reading`], but never hands the caller the lead: the background
+    /// writer writes the records.
+    ///
+    /// # Errors
+    /// As [`Wal::submit`]; on a refusal the callback is not called.
+    pub fn submit_reading(
+        &self,
+        records: Vec<NewRecord>,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
+    ) -> Result<()> {
+        self.enqueue_append(
+            Placement::Next(records),
             durability,
             AppendCompletion::reading(Box::new(callback)),
             false,

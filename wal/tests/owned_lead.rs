@@ -124,6 +124,57 @@ fn a_group_over_the_bound_goes_to_the_writer_thread() {
 }
 
 #[test]
+fn the_bound_counts_records_not_appends() {
+    let wal = open();
+    let here = std::thread::current().id();
+    // Two appends of three records each, all in one callback per append.
+    let seen: Seen = Arc::default();
+    let lead = wal
+        .append_reading(
+            (0..3).map(new_record).collect(),
+            Durability::NoSync,
+            callback(&seen),
+        )
+        .unwrap()
+        .into_owned()
+        .expect("an idle log hands the first appender the lead");
+    wal.submit_reading(
+        (3..6).map(new_record).collect(),
+        Durability::NoSync,
+        callback(&seen),
+    )
+    .unwrap();
+    lead.run_if_at_most(5);
+    let done = wait_for(&seen, 2);
+    assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 4]);
+    assert!(done.iter().all(|d| d.1 != here), "written here: {done:?}");
+
+    let seen: Seen = Arc::default();
+    let lead = wal
+        .append_reading(
+            (0..3).map(new_record).collect(),
+            Durability::NoSync,
+            callback(&seen),
+        )
+        .unwrap()
+        .into_owned()
+        .expect("the log is idle again");
+    wal.submit_reading(
+        (3..6).map(new_record).collect(),
+        Durability::NoSync,
+        callback(&seen),
+    )
+    .unwrap();
+    lead.run_if_at_most(6);
+    let done = wait_for(&seen, 2);
+    assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), [7, 10]);
+    assert!(
+        done.iter().all(|d| d.1 == here),
+        "not written here: {done:?}"
+    );
+}
+
+#[test]
 fn a_dropped_owned_lead_writes_its_group() {
     let wal = open();
     let seen: Seen = Arc::default();
