@@ -56,7 +56,7 @@ const LEASE_STEP: u64 = 1 << 20;
 
 /// An open PopDB database. See the crate docs for an example.
 pub struct Db {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
     recovery: DbRecovery,
 }
@@ -235,7 +235,7 @@ impl<T> Answer<T> {
 #[must_use = "writes wait for this lead: call `run`"]
 #[derive(Debug)]
 pub struct WriteLead {
-    lead: popdb_wal::OwnedLead,
+    pub(crate) lead: popdb_wal::OwnedLead,
 }
 
 impl WriteLead {
@@ -535,7 +535,7 @@ impl Db {
     }
 
     /// The log record of one write, checked against the limits a batch of it would be.
-    fn prepare_one(
+    pub(crate) fn prepare_one(
         &self,
         table: &str,
         key: &[u8],
@@ -879,7 +879,7 @@ impl Drop for Db {
 }
 
 /// What the apply stage's answer to a write record means to its caller.
-fn commit_result(applied: Result<Applied>) -> Result<u64> {
+pub(crate) fn commit_result(applied: Result<Applied>) -> Result<u64> {
     match applied? {
         Applied::Write(outcome) => outcome_result(outcome),
         other => Err(unexpected(&other)),
@@ -967,7 +967,7 @@ impl Inner {
         (self.visible.load(Ordering::Acquire), Arc::clone(&tables))
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if !self.refusing.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -1006,7 +1006,7 @@ impl Inner {
     }
 
     /// Stops writes for good (until a reopen); returns the error to report.
-    fn poison(&self, cause: Error) -> Error {
+    pub(crate) fn poison(&self, cause: Error) -> Error {
         let mut poisoned = self.poisoned.lock();
         let cause = Arc::clone(poisoned.get_or_insert_with(|| Arc::new(cause)));
         self.refusing.store(true, Ordering::Release);
@@ -1111,18 +1111,26 @@ impl Inner {
     /// back (`logged`: the records of its append). One that is not there or does not
     /// decode (a bug) poisons the Db, since every later record would apply without it.
     fn apply_logged_record(&self, lsn: u64, logged: &[Record], durable: bool) -> Result<Applied> {
-        let decoded = match logged {
-            [record] if record.id.lsn.0 == lsn => {
-                RecordRef::decode(&record.payload).map_err(|e| format!("record {lsn}: {e}"))
-            }
-            _ => Err(format!(
-                "the log handed back {} records for {lsn}",
-                logged.len()
-            )),
-        };
-        match decoded {
-            Ok(record) => self.apply_one(lsn, Some(&record), durable),
-            Err(what) => Err(self.poison(Error::corruption("the Db's own record", what))),
+        match logged {
+            [record] if record.id.lsn.0 == lsn => self.apply_logged(record, durable),
+            _ => Err(self.poison(Error::corruption(
+                "the Db's own record",
+                format!("the log handed back {} records for {lsn}", logged.len()),
+            ))),
+        }
+    }
+
+    /// [`Inner::apply_one`] of `record`, one this Db logged, as the log handed it back. One
+    /// that does not decode (a bug) poisons the Db, since every later record would apply
+    /// without it.
+    pub(crate) fn apply_logged(&self, record: &Record, durable: bool) -> Result<Applied> {
+        let lsn = record.id.lsn.0;
+        match RecordRef::decode(&record.payload) {
+            Ok(decoded) => self.apply_one(lsn, Some(&decoded), durable),
+            Err(e) => Err(self.poison(Error::corruption(
+                "the Db's own record",
+                format!("record {lsn}: {e}"),
+            ))),
         }
     }
 
@@ -1466,7 +1474,7 @@ impl<F: FnOnce(Result<Applied>)> Drop for AnswerOnUnwind<F> {
 }
 
 /// A logged record in a message: by its LSN, if the log handed the record back.
-struct RecordName(Option<Lsn>);
+pub(crate) struct RecordName(pub(crate) Option<Lsn>);
 
 impl std::fmt::Display for RecordName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

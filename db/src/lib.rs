@@ -58,6 +58,7 @@ mod idempotency;
 pub mod limits;
 mod options;
 mod outcome;
+mod points;
 mod read;
 mod record;
 mod recovery;
@@ -77,6 +78,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use options::{DbOptions, Durability, WriteOptions};
 pub use outcome::Outcome;
+pub use points::{POINT_WRITES_BYTES_MAX, PointWrites};
 pub use popdb_wal::RecordKind;
 pub use read::{Entry, ReadView, Scan, ScanCursor};
 pub use record::{Check, IdempotencyKey};

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use popdb_db::{
     Check, Commit, Condition, Db, DbOptions, Direction, Durability, EngineKind, Error,
-    IdempotencyKey, ReadView, Scan, TableOptions, WriteBatch, WriteOptions,
+    IdempotencyKey, PointWrites, ReadView, Scan, TableOptions, WriteBatch, WriteOptions,
 };
 use popdb_io::SimFs;
 use popdb_testkit::Rng;
@@ -36,8 +36,11 @@ struct ModelTable {
 /// Table name -> table.
 type Model = BTreeMap<String, ModelTable>;
 
-/// (table, key, value or delete), as a batch holds them.
-type Writes = Vec<(String, Vec<u8>, Option<Vec<u8>>)>;
+/// A write: table, key, value or delete.
+type Write = (String, Vec<u8>, Option<Vec<u8>>);
+
+/// Writes as a batch holds them.
+type Writes = Vec<Write>;
 
 const NAMES: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
 
@@ -199,7 +202,8 @@ impl Case {
         match self.rng.below(100) {
             0..=4 => self.create_table(),
             5..=6 => self.drop_table(),
-            7..=39 => self.batch(),
+            7..=31 => self.batch(),
+            32..=39 => self.point_writes(),
             40..=59 => self.transaction(),
             60..=63 => self.interactive(),
             64..=79 => self.read(),
@@ -290,7 +294,7 @@ impl Case {
         (batch, writes)
     }
 
-    fn apply_to_model(&mut self, lsn: u64, writes: &Writes) {
+    fn apply_to_model(&mut self, lsn: u64, writes: &[Write]) {
         for (table, key, value) in writes {
             let rows = &mut self.model.get_mut(table).unwrap().rows;
             match value {
@@ -316,6 +320,52 @@ impl Case {
         self.apply_to_model(lsn, &writes);
         self.remember(lsn);
         self.count("batch");
+    }
+
+    /// Point writes gathered and logged as one append: each gets its own LSN, in the order
+    /// added; one naming a missing table is refused as it is added.
+    fn point_writes(&mut self) {
+        let (_, writes) = self.writes();
+        let durability = self.rng.chance(3).then_some(Durability::NoSync);
+        let mut points = PointWrites::new(WriteOptions { durability });
+        let mut added = Vec::new();
+        for (table, key, value) in writes {
+            let result = self
+                .db()
+                .add_point_write(&mut points, &table, &key, value.as_deref());
+            if self.model.contains_key(&table) {
+                result.unwrap();
+                added.push((table, key, value));
+            } else {
+                assert!(matches!(result, Err(Error::UnknownTable(_))), "{result:?}");
+            }
+        }
+        assert_eq!(points.len(), added.len());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lead = self
+            .db()
+            .write_points_leading(points, move |results| tx.send(results).unwrap());
+        if let Some(lead) = lead {
+            match self.rng.below(3) {
+                0 => lead.run(),
+                1 => lead.run_if_at_most(self.rng.index(4)),
+                _ => drop(lead),
+            }
+        }
+        let results = rx.recv().unwrap();
+        assert_eq!(results.len(), added.len());
+        let mut previous = None;
+        for (result, write) in results.into_iter().zip(&added) {
+            let lsn = result.unwrap();
+            if let Some(previous) = previous {
+                assert_eq!(lsn, previous + 1, "one append's records are consecutive");
+            }
+            previous = Some(lsn);
+            self.note_lsn(lsn);
+            self.apply_to_model(lsn, std::slice::from_ref(write));
+            self.remember(lsn);
+        }
+        self.count("point writes");
     }
 
     /// A condition on an existing table, and whether the model says it holds.

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use popdb_db::{Db, DbOptions, Durability, EngineKind, TableOptions, WriteBatch, WriteOptions};
+use popdb_db::{
+    Db, DbOptions, Durability, EngineKind, PointWrites, TableOptions, WriteBatch, WriteOptions,
+};
 use popdb_io::{FsRef, SimFs};
 use popdb_testkit::{FsOp, HookFs};
 
@@ -175,5 +177,52 @@ fn a_panic_while_applying_a_record_answers_its_writer_instead_of_hanging_it() {
     let db = Db::open(Path::new("/db"), options(Arc::new(sim.clone()))).unwrap();
     assert!(db.get("t", b"before").unwrap().is_some());
     db.write(put("after reopening")).unwrap();
+    db.close().unwrap();
+}
+
+#[test]
+fn a_panic_while_applying_point_writes_answers_each_of_them() {
+    let sim = SimFs::new(23);
+    let trap = Arc::new(Trap::default());
+    let fs = trap.fs(&sim);
+    let db = Arc::new(Db::open(Path::new("/db"), options(fs)).unwrap());
+    db.create_table("t", TableOptions::new(EngineKind::Lsm))
+        .unwrap();
+    db.write(put("before")).unwrap();
+    // As above: the first no-sync record's apply writes a state file, where the trap fires.
+    trap.state_armed.store(true, Ordering::SeqCst);
+    let no_sync = WriteOptions {
+        durability: Some(Durability::NoSync),
+    };
+    let mut writes = PointWrites::new(no_sync);
+    for key in ["a", "b", "c"] {
+        db.add_point_write(&mut writes, "t", key.as_bytes(), Some(b"v"))
+            .unwrap();
+    }
+    let (done_tx, done_rx) = mpsc::channel();
+    if let Some(lead) = db.write_points_leading(writes, move |results| {
+        done_tx.send(results).unwrap();
+    }) {
+        lead.run();
+    }
+    let results = done_rx.recv_timeout(HANG).expect("the writes hung");
+    assert_eq!(trap.fired.load(Ordering::SeqCst), 1);
+    assert_eq!(results.len(), 3);
+    for result in results {
+        let error = result.expect_err("a write whose apply panicked was acknowledged");
+        assert!(
+            error.to_string().contains("applying them panicked"),
+            "{error}"
+        );
+    }
+    let later = db.write(put("later")).unwrap_err();
+    assert!(later.to_string().contains(PANIC_MESSAGE), "{later}");
+    drop(Arc::try_unwrap(db).unwrap());
+
+    // The records are in the log: a reopen applies them.
+    let db = Db::open(Path::new("/db"), options(Arc::new(sim.clone()))).unwrap();
+    for key in ["before", "a", "b", "c"] {
+        assert!(db.get("t", key.as_bytes()).unwrap().is_some(), "{key}");
+    }
     db.close().unwrap();
 }
