@@ -12,9 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use popdb_db::{
-    Commit, Db, DbStats, ReadView, TableDesc, TableOptions, WriteBatch, WriteLead, WriteOptions,
-};
+use popdb_db::{Commit, Db, DbStats, PointWrites, ReadView, TableDesc, TableOptions, WriteLead};
 use popdb_protocol::{ErrorKind, ServerError};
 
 use crate::convert::db_error;
@@ -58,42 +56,28 @@ pub trait Backend: Send + Sync + 'static {
         done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
     );
 
-    /// [`Backend::write_one_with`] for the reactor: a backend whose log was idle may hand
-    /// back the duty to write the queued group ([`WriteLead`]), which the caller runs once
-    /// the reactor has read the other requests that are ready, so that they join the
-    /// group. The default hands back nothing.
-    fn write_one_leading(
+    /// Adds a put (`value` `Some`) or a delete of one key to `points`: the point writes a
+    /// connection gathers in one pass over its requests, logged together by
+    /// [`Backend::write_points_leading`]. An error refuses this write alone; nothing of it
+    /// is added.
+    fn add_point(
         &self,
+        points: &mut PointWrites,
         table: &str,
         key: &[u8],
         value: Option<&[u8]>,
-        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
-    ) -> Option<WriteLead> {
-        self.write_one_with(table, key, value, done);
-        None
-    }
+    ) -> Result<(), ServerError>;
 
-    /// [`Backend::commit_with`] of a one-write batch: stores `value` under `key` in `table`,
-    /// or deletes the key when `value` is `None`. The default builds that batch; a backend
-    /// that can log one write without it (the Db) overrides this.
-    fn write_one_with(
+    /// Logs `points` together; `done` gets each write's result, in the order they were
+    /// added, called once for all of them on any thread (as [`Backend::commit_with`]'s
+    /// `done`). A backend whose log was idle may hand back the duty to write the queued
+    /// group ([`WriteLead`]), which the caller runs once the reactor has read the other
+    /// requests that are ready, so that they join the group.
+    fn write_points_leading(
         &self,
-        table: &str,
-        key: &[u8],
-        value: Option<&[u8]>,
-        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
-    ) {
-        let mut batch = WriteBatch::with_capacity(1, key.len() + value.map_or(0, <[u8]>::len));
-        match value {
-            Some(value) => batch.put(table, key, value),
-            None => batch.delete(table, key),
-        };
-        let commit = Commit {
-            writes: batch,
-            ..Commit::default()
-        };
-        self.commit_with(commit, done);
-    }
+        points: PointWrites,
+        done: impl FnOnce(&mut dyn Iterator<Item = Result<u64, ServerError>>) + Send + 'static,
+    ) -> Option<WriteLead>;
 
     /// A point read answered at once, without waiting on anything but memory and the page
     /// cache, if this backend can (the connection then answers it in place); `None` if it
@@ -213,27 +197,28 @@ impl Backend for DbBackend {
         self.db.commit_with(commit, answer_db(done));
     }
 
-    // One write is logged straight from the frame's bytes: no batch, no owned key or value.
-    fn write_one_with(
+    // Point writes are logged straight from the frames' bytes (no batch, no owned key or
+    // value), one pass's as one append with one callback.
+    fn add_point(
         &self,
+        points: &mut PointWrites,
         table: &str,
         key: &[u8],
         value: Option<&[u8]>,
-        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
-    ) {
+    ) -> Result<(), ServerError> {
         self.db
-            .write_one_with(table, key, value, WriteOptions::default(), answer_db(done));
+            .add_point_write(points, table, key, value)
+            .map_err(|e| db_error(&e))
     }
 
-    fn write_one_leading(
+    fn write_points_leading(
         &self,
-        table: &str,
-        key: &[u8],
-        value: Option<&[u8]>,
-        done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
+        points: PointWrites,
+        done: impl FnOnce(&mut dyn Iterator<Item = Result<u64, ServerError>>) + Send + 'static,
     ) -> Option<WriteLead> {
-        self.db
-            .write_one_leading(table, key, value, WriteOptions::default(), answer_db(done))
+        self.db.write_points_leading(points, move |results| {
+            done(&mut results.into_iter().map(|r| r.map_err(|e| db_error(&e))));
+        })
     }
 
     fn get_now(
@@ -320,7 +305,7 @@ pub(crate) mod tests {
     //! connection code.
 
     use parking_lot::Mutex;
-    use popdb_db::{Commit, DbStats, ReadView, TableDesc, TableOptions};
+    use popdb_db::{Commit, DbStats, PointWrites, ReadView, TableDesc, TableOptions, WriteLead};
     use popdb_protocol::{ErrorKind, ServerError};
 
     use super::{Backend, Found, Health, ReadConsistency};
@@ -351,6 +336,25 @@ pub(crate) mod tests {
             done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
         ) {
             done(Err(not_leader()));
+        }
+
+        fn add_point(
+            &self,
+            _points: &mut PointWrites,
+            _table: &str,
+            _key: &[u8],
+            _value: Option<&[u8]>,
+        ) -> Result<(), ServerError> {
+            Err(not_leader())
+        }
+
+        fn write_points_leading(
+            &self,
+            points: PointWrites,
+            done: impl FnOnce(&mut dyn Iterator<Item = Result<u64, ServerError>>) + Send + 'static,
+        ) -> Option<WriteLead> {
+            done(&mut (0..points.len()).map(|_| Err(not_leader())));
+            None
         }
 
         fn get_now(

@@ -6,7 +6,9 @@
 //! in the pass that decoded them: pings and point reads the backend answers at once. The
 //! responses of one pass are encoded into one buffer and queued for the writer together.
 //! Writes go to the backend's commit path, the writes of one pass as one group
-//! ([`WriteGroup`]), answered together, in any order the protocol allows, by whoever gives
+//! ([`WriteGroup`]); its puts and deletes are handed over together when the pass ends (or
+//! when they fill [`popdb_db::POINT_WRITES_BYTES_MAX`]), logged as one append with one
+//! callback. The group's writes are answered together, in any order the protocol allows, by whoever gives
 //! the last answer: on the event loop (which applied the group, or whose reader closed it)
 //! straight to the socket; from the log's writer thread through the server's [`Mailbox`],
 //! which the event loop empties, sending each group as it would its own. Every other
@@ -34,7 +36,7 @@
 //! connection and added to the shared histograms once per flush (a write group's once per
 //! group), the request permits of a group of answered writes go back together, and gets,
 //! puts and deletes are read in place from their frames ([`PointRequest::decode`]): a put's
-//! table name, key and value are copied once, into the write batch, instead of into three
+//! table name, key and value are copied once, into its log record, instead of into three
 //! buffers first. Their answers are encoded straight into the gathering buffer
 //! ([`PointResponse::encode`]), a get's from the value the backend found, without a
 //! [`Response`] built around it and dropped.
@@ -46,7 +48,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use popdb_db::Commit;
+use popdb_db::{Commit, PointWrites, WriteOptions};
 use popdb_protocol::{
     DecodeError, ErrorKind, FrameDecoder, HandshakeOk, PROTOCOL_VERSION, PointRequest,
     PointResponse, Request, Response, ServerError,
@@ -139,19 +141,25 @@ impl<B> WriteGroup<B> {
 
     fn answer(&self, done: Done) {
         self.answered.lock().done.push(done);
-        self.release();
+        self.release(1);
+    }
+
+    /// Gives `count` writes' answers at once (one lock, one count).
+    fn answer_all(&self, count: usize, done: impl Iterator<Item = Done>) {
+        self.answered.lock().done.extend(done);
+        self.release(count);
     }
 
     /// Drops the reader's hold, handing the group the permits of its writes, which the
     /// reader merged as it added them.
     fn close(&self, permits: Permits) {
         self.answered.lock().permits = permits;
-        self.release();
+        self.release(1);
     }
 
-    /// Drops one count (a write's, or the reader's hold); the last writes the answers.
-    fn release(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+    /// Drops `count` counts (writes', or the reader's hold); the last writes the answers.
+    fn release(&self, count: usize) {
+        if self.remaining.fetch_sub(count, Ordering::AcqRel) == count {
             let answered = std::mem::take(&mut *self.answered.lock());
             self.respond(answered);
         }
@@ -387,6 +395,15 @@ impl Gathered {
     }
 }
 
+/// Puts and deletes read in one pass and not yet handed to the backend.
+struct PendingPoints {
+    writes: PointWrites,
+    /// Who asked for each write, in order: request id and kind.
+    asked: Vec<(u64, usize)>,
+    /// When the pass's read returned.
+    started: Duration,
+}
+
 /// Why the reader stopped.
 #[derive(Debug, PartialEq, Eq)]
 enum Stop {
@@ -441,6 +458,9 @@ struct Reader<B> {
     /// The group of writes of this pass, while it is open, and its writes' permits.
     group: Option<Arc<WriteGroup<B>>>,
     group_permits: Permits,
+    /// The pass's puts and deletes not yet handed to the backend: logged together when
+    /// the group closes (or when they fill their bound).
+    points: Option<PendingPoints>,
     gathered: Gathered,
     /// When the last read returned: requests are timed from the read that completed their
     /// frame (one clock read per read, not one per request).
@@ -459,6 +479,7 @@ impl<B: Backend> Reader<B> {
             conn,
             group: None,
             group_permits: Permits::default(),
+            points: None,
             gathered: Gathered::default(),
             read_at,
             answered_now: [0; OPS.len()],
@@ -618,6 +639,7 @@ impl<B: Backend> Reader<B> {
     /// Closes the pass's group of writes, handing it their permits: its answers are
     /// written once all are in (at once, if they already are).
     fn close_group(&mut self) {
+        self.log_points();
         if let Some(group) = self.group.take() {
             group.close(std::mem::take(&mut self.group_permits));
         }
@@ -775,13 +797,77 @@ impl<B: Backend> Reader<B> {
         let Some(request_permit) = self.request_permit() else {
             return self.refuse_overloaded(request_id, permit);
         };
-        let answer =
-            self.answer_in_group(request_id, op, WriteReply::Written, permit, request_permit);
+        let value_len = value.map_or(0, <[u8]>::len);
+        if self
+            .points
+            .as_ref()
+            .is_some_and(|p| !p.writes.has_room(key.len(), value_len))
+        {
+            self.log_points();
+        }
+        let started = self.read_at;
+        let points = self.points.get_or_insert_with(|| PendingPoints {
+            writes: PointWrites::new(WriteOptions::default()),
+            asked: Vec::new(),
+            started,
+        });
+        match self
+            .conn
+            .shared
+            .backend
+            .add_point(&mut points.writes, table, key, value)
+        {
+            Ok(()) => {
+                points.asked.push((request_id, op));
+                self.join_group(permit, request_permit);
+            }
+            Err(error) => {
+                drop(request_permit);
+                self.answer_now(request_id, op, &Response::Error(error), permit);
+            }
+        }
+    }
+
+    /// Hands the pass's puts and deletes to the backend, logged together; their answers
+    /// join the pass's group.
+    fn log_points(&mut self) {
+        let Some(PendingPoints {
+            writes,
+            asked,
+            started,
+        }) = self.points.take()
+        else {
+            return;
+        };
+        if asked.is_empty() {
+            return;
+        }
+        let Some(group) = self.group.as_ref().map(Arc::clone) else {
+            debug_assert!(false, "point writes outside a group");
+            return;
+        };
         let lead = self
             .conn
             .shared
             .backend
-            .write_one_leading(table, key, value, answer);
+            .write_points_leading(writes, move |results| {
+                let count = asked.len();
+                let done = asked.into_iter().map(|(request_id, op)| Done {
+                    request_id,
+                    op,
+                    started,
+                    reply: WriteReply::Written,
+                    // A backend that gave fewer results than writes (a bug) must still
+                    // answer each, or the group would never be written.
+                    result: results.next().unwrap_or_else(|| {
+                        Err(ServerError::new(
+                            ErrorKind::Internal,
+                            "the backend gave no result for this write",
+                        ))
+                    }),
+                });
+                group.answer_all(count, done);
+            });
         if let Some(lead) = lead {
             // Written once this worker has run the other tasks ready and polled the
             // sockets again (a yield defers the task that far), so that the writes read
@@ -870,17 +956,7 @@ impl<B: Backend> Reader<B> {
         permit: OwnedSemaphorePermit,
         request_permit: OwnedSemaphorePermit,
     ) -> impl FnOnce(Result<u64, ServerError>) + Send + 'static {
-        let conn = &self.conn;
-        let group = self.group.get_or_insert_with(|| {
-            Arc::new(WriteGroup::new(
-                Arc::clone(&conn.shared),
-                Arc::clone(&conn.out),
-            ))
-        });
-        group.add();
-        let group = Arc::clone(group);
-        merge(&mut self.group_permits.in_flight, permit);
-        merge(&mut self.group_permits.requests, request_permit);
+        let group = self.join_group(permit, request_permit);
         let started = self.read_at;
         move |result| {
             group.answer(Done {
@@ -891,6 +967,26 @@ impl<B: Backend> Reader<B> {
                 result,
             });
         }
+    }
+
+    /// Counts a write in the pass's group (opening it if need be), which holds its permits
+    /// until it is answered; the write must be answered through the group.
+    fn join_group(
+        &mut self,
+        permit: OwnedSemaphorePermit,
+        request_permit: OwnedSemaphorePermit,
+    ) -> Arc<WriteGroup<B>> {
+        let conn = &self.conn;
+        let group = self.group.get_or_insert_with(|| {
+            Arc::new(WriteGroup::new(
+                Arc::clone(&conn.shared),
+                Arc::clone(&conn.out),
+            ))
+        });
+        group.add();
+        merge(&mut self.group_permits.in_flight, permit);
+        merge(&mut self.group_permits.requests, request_permit);
+        Arc::clone(group)
     }
 
     /// Runs a request that waits (a scan, status, a catalog change) in its own task, which

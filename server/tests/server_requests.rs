@@ -401,6 +401,75 @@ fn server_many_concurrent_clients_all_served() {
     assert_eq!(page.entries.len(), 1600);
 }
 
+/// Puts and deletes read in one pass are logged together, in appends of at most
+/// `POINT_WRITES_BYTES_MAX` bytes: one naming a missing table is refused alone, a pass
+/// larger than one append becomes several, and every write is answered once.
+#[test]
+fn server_point_writes_of_one_pass_are_answered_each_even_when_some_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--in-flight-max", "256"]);
+    let mut c = server.client();
+    c.create("t", Engine::Lsm);
+    let mut burst = Vec::new();
+    for i in 0..60_u32 {
+        let key = format!("k{i:02}").into_bytes();
+        burst.push(match i % 6 {
+            // About 60 KiB of values in all: more than one append's bound.
+            0..=2 => Request::Put {
+                table: "t".into(),
+                key,
+                value: vec![i as u8; 2000],
+            },
+            3 => Request::Put {
+                table: "missing".into(),
+                key,
+                value: b"v".to_vec(),
+            },
+            4 => Request::Delete {
+                table: "t".into(),
+                key,
+            },
+            _ => Request::Put {
+                table: "t".into(),
+                key,
+                value: Vec::new(),
+            },
+        });
+    }
+    let ids = c.send_together(&burst);
+    let mut answers = std::collections::HashMap::new();
+    for _ in 0..ids.len() {
+        let (id, response) = c.recv();
+        assert!(
+            answers.insert(id, response).is_none(),
+            "request {id} answered twice"
+        );
+    }
+    let mut lsns = std::collections::BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let answer = &answers[id];
+        if i % 6 == 3 {
+            assert_eq!(error_kind(answer), ErrorKind::UnknownTable, "request {i}");
+        } else {
+            assert!(lsns.insert(written(answer)), "request {i}: an LSN twice");
+        }
+    }
+    for i in 0..60_u32 {
+        let found = c.get("t", format!("k{i:02}").as_bytes());
+        match i % 6 {
+            0..=2 => assert!(
+                matches!(&found, Response::Value(Some(v)) if v.value == vec![i as u8; 2000]),
+                "k{i:02}: {found:?}"
+            ),
+            5 => assert!(
+                matches!(&found, Response::Value(Some(v)) if v.value.is_empty()),
+                "k{i:02}: {found:?}"
+            ),
+            _ => assert_eq!(found, Response::Value(None), "k{i:02}"),
+        }
+    }
+}
+
 /// Without sync, a write that finds the log idle is written and answered on the event loop
 /// if its group is small (at most 32 writes); a larger group goes to the log's writer
 /// thread, whose answers reach the socket through the server's mailbox, which the event
