@@ -46,7 +46,7 @@ use crate::wal::{AppendRequest, Batch, Request, Shared, State};
 /// Unsynced bytes handed to writeback at a time.
 const WRITEBACK_CHUNK: u64 = 1 << 20;
 
-/// A synced group of at most this many appends ends the background writer's lead (see
+/// A synced group of at most this many records ends the background writer's lead (see
 /// [`Stop::AfterSmallSyncedGroup`]).
 const SMALL_GROUP: usize = 32;
 
@@ -58,7 +58,7 @@ enum Stop {
     Empty,
     /// After one group: what queues meanwhile goes to the background writer.
     AfterOneGroup,
-    /// After a synced group of at most `SMALL_GROUP` appends. Callbacks (the Db's apply and
+    /// After a synced group of at most `SMALL_GROUP` records. Callbacks (the Db's apply and
     /// the server's answers) run only once the lead ends; a lead that went on to the groups
     /// queued during a sync made the synced group's answers wait for the next group's
     /// fdatasync too. With few writes in flight (a synced write per connection), every
@@ -264,13 +264,18 @@ impl Writer {
                     Stop::AfterOneGroup => true,
                     Stop::AfterSmallSyncedGroup => {
                         matches!(work, Work::Appends)
-                            && self.group.len() <= SMALL_GROUP
+                            && self.group_records() <= SMALL_GROUP
                             && self.wants_sync(&self.group)
                     }
                 };
                 self.process(work);
             }
         }
+    }
+
+    /// Records in the group being written.
+    fn group_records(&self) -> usize {
+        self.group.iter().map(|append| append.records.len()).sum()
     }
 
     /// The background writer: leads whenever work is queued and no appender is leading,

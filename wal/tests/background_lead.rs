@@ -119,17 +119,48 @@ fn a_small_synced_group_is_answered_before_the_next_group_syncs() {
     assert_eq!(wal.durable_lsn(), 4);
 }
 
+/// Queues `appends` synced appends of `records` records each for the background writer;
+/// each callback reports the LSN of every record on `answered`.
+fn submit_many(wal: &Wal, appends: u8, records: u8, answered: &mpsc::Sender<u64>) {
+    for a in 0..appends {
+        let answered = answered.clone();
+        let batch = (0..records).map(|r| new_record(a * records + r)).collect();
+        wal.submit_reading(
+            batch,
+            Durability::Sync,
+            move |result, records: &[Record]| {
+                result.unwrap();
+                for record in records {
+                    let _ = answered.send(record.id.lsn.0);
+                }
+            },
+        )
+        .unwrap();
+    }
+}
+
 #[test]
 fn a_large_synced_group_leads_on_to_the_next_group_first() {
+    large_group_leads_on(|wal, answered| submit(wal, 10, 40, answered));
+}
+
+/// Small counts records, not appends: two appends of 20 records make a large group.
+#[test]
+fn a_synced_group_of_few_appends_but_many_records_is_large() {
+    large_group_leads_on(|wal, answered| submit_many(wal, 2, 20, answered));
+}
+
+/// `queue_large` queues 40 records (LSNs 3-42) while a first group syncs.
+fn large_group_leads_on(queue_large: impl Fn(&Wal, &mpsc::Sender<u64>)) {
     let (wal, gate, entered, release) = gated_log();
     let (answered_tx, answered) = mpsc::channel();
     gate.armed.store(1, Ordering::SeqCst);
-    // A first synced append, held, so that the next 40 queue into one large group.
+    // A first synced append, held, so that the next 40 records queue into one large group.
     submit(&wal, 1, 1, &answered_tx);
     entered
         .recv_timeout(HANG)
         .expect("the first sync never began");
-    submit(&wal, 10, 40, &answered_tx);
+    queue_large(&wal, &answered_tx);
     release.send(()).unwrap();
     assert_eq!(
         answered.recv_timeout(HANG),
