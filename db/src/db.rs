@@ -16,6 +16,10 @@
 //! syncs and applies, and the callback runs there, so a server holds no thread per commit
 //! in flight. The outcome, its durability and its order are the same either way.
 //!
+//! Point writes (`points.rs`): a server gathers the puts and deletes of one pass over a
+//! connection's requests and logs them as one append, each its own record and LSN, with one
+//! callback that applies them in order and answers each.
+//!
 //! Checkpoints. The background thread's checkpoints (by log bytes, age or memory) prefer
 //! the last record that froze a full LSM memtable, pinned by the apply stage, to the
 //! visible LSN: the memtable there is frozen already, so the checkpoint freezes none of
@@ -229,8 +233,8 @@ impl<T> Answer<T> {
     }
 }
 
-/// The duty to write the log's queued group, handed out by [`Db::write_one_leading`] when
-/// the log was idle. [`WriteLead::run`] writes and applies the group on the calling thread;
+/// The duty to write the log's queued group, handed out by [`Db::write_one_leading`] and
+/// [`Db::write_points_leading`] when the log was idle. [`WriteLead::run`] writes and applies the group on the calling thread;
 /// dropping it does the same. Until it runs, no write is logged: run it soon.
 #[must_use = "writes wait for this lead: call `run`"]
 #[derive(Debug)]
@@ -244,10 +248,10 @@ impl WriteLead {
         self.lead.run();
     }
 
-    /// [`WriteLead::run`] if at most `requests` writes are queued, else the log's writer
-    /// thread takes the group ([`popdb_wal::OwnedLead::run_if_at_most`]).
-    pub fn run_if_at_most(self, requests: usize) {
-        self.lead.run_if_at_most(requests);
+    /// [`WriteLead::run`] if at most `records` records are queued (a write is one), else
+    /// the log's writer thread takes the group ([`popdb_wal::OwnedLead::run_if_at_most`]).
+    pub fn run_if_at_most(self, records: usize) {
+        self.lead.run_if_at_most(records);
     }
 }
 
@@ -1112,7 +1116,7 @@ impl Inner {
     /// decode (a bug) poisons the Db, since every later record would apply without it.
     fn apply_logged_record(&self, lsn: u64, logged: &[Record], durable: bool) -> Result<Applied> {
         match logged {
-            [record] if record.id.lsn.0 == lsn => self.apply_logged(record, durable),
+            [record] if record.id.lsn.0 == lsn => self.apply_own_record(record, durable),
             _ => Err(self.poison(Error::corruption(
                 "the Db's own record",
                 format!("the log handed back {} records for {lsn}", logged.len()),
@@ -1123,7 +1127,7 @@ impl Inner {
     /// [`Inner::apply_one`] of `record`, one this Db logged, as the log handed it back. One
     /// that does not decode (a bug) poisons the Db, since every later record would apply
     /// without it.
-    pub(crate) fn apply_logged(&self, record: &Record, durable: bool) -> Result<Applied> {
+    pub(crate) fn apply_own_record(&self, record: &Record, durable: bool) -> Result<Applied> {
         let lsn = record.id.lsn.0;
         match RecordRef::decode(&record.payload) {
             Ok(decoded) => self.apply_one(lsn, Some(&decoded), durable),

@@ -21,12 +21,14 @@ use crate::error::{Error, Result};
 use crate::options::{Durability, WriteOptions};
 
 /// The most bytes a [`PointWrites`] gathers, counting each write's key and value and a
-/// fixed 64 bytes (more than its record's header in the log and its payload's framing).
+/// fixed 64 bytes (at least its record's header in the log and its payload's framing).
 /// Far inside the smallest log segment (64 KiB), so the append always fits one; a single
 /// write of any allowed size is accepted alone.
 pub const POINT_WRITES_BYTES_MAX: usize = 32 * 1024;
 
-/// What each write counts besides its key and value (see [`POINT_WRITES_BYTES_MAX`]).
+/// What each write counts besides its key and value (see [`POINT_WRITES_BYTES_MAX`]): a
+/// put's record is exactly this much more (a 36-byte header, 28 bytes of framing), a
+/// delete's less.
 const POINT_OVERHEAD: usize = 64;
 
 /// Point writes (puts and deletes of one key each) gathered for one log append: see the
@@ -213,12 +215,11 @@ fn apply_points(
 ) -> Vec<Result<u64>> {
     let first = logged.first().map(|r| r.id.lsn);
     let Some(inner) = inner.upgrade() else {
-        let error = Error::Unknown(format!(
-            "{} and the {} after it are logged but the Db closed before applying them",
-            RecordName(first),
-            count - 1
-        ));
-        return vec![Err(error); count];
+        return each(count, first, |record| {
+            Error::Unknown(format!(
+                "{record} is logged but the Db closed before applying it"
+            ))
+        });
     };
     let appended = match appended {
         Ok(appended) if logged.len() == count => appended,
@@ -233,20 +234,17 @@ fn apply_points(
             return vec![Err(error); count];
         }
         Err(error) => {
-            let error = Error::Unknown(format!(
-                "the log failed after accepting {} and the {} after it: {}",
-                RecordName(first),
-                count - 1,
-                inner.poison(error.into())
-            ));
-            return vec![Err(error); count];
+            let cause = inner.poison(error.into());
+            return each(count, first, |record| {
+                Error::Unknown(format!("the log failed after accepting {record}: {cause}"))
+            });
         }
     };
     logged
         .iter()
         .map(|record| {
             let applied = inner
-                .apply_logged(record, appended.durable)
+                .apply_own_record(record, appended.durable)
                 .map_err(|error| {
                     // The record is in the log: a reopen applies it.
                     Error::Unknown(format!(
@@ -256,6 +254,14 @@ fn apply_points(
                 });
             commit_result(applied)
         })
+        .collect()
+}
+
+/// `count` errors, one per write of an append whose first record is `first` (if the log
+/// handed it back), each naming its own record.
+fn each(count: usize, first: Option<Lsn>, error: impl Fn(RecordName) -> Error) -> Vec<Result<u64>> {
+    (0..count as u64)
+        .map(|i| Err(error(RecordName(first.map(|lsn| Lsn(lsn.0 + i))))))
         .collect()
 }
 
@@ -287,13 +293,12 @@ impl<F: FnOnce(Vec<Result<u64>>)> AnswersOnUnwind<F> {
 impl<F: FnOnce(Vec<Result<u64>>)> Drop for AnswersOnUnwind<F> {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
-            let error = Error::Unknown(format!(
-                "{} and the {} after it are logged but applying them panicked (the log is \
-                 poisoned)",
-                RecordName(self.first),
-                self.count.saturating_sub(1)
-            ));
-            done(vec![Err(error); self.count]);
+            done(each(self.count, self.first, |record| {
+                Error::Unknown(format!(
+                    "{record} is logged but applying the writes logged with it panicked (the \
+                     log is poisoned)"
+                ))
+            }));
         }
     }
 }

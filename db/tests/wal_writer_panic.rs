@@ -211,12 +211,29 @@ fn a_panic_while_applying_point_writes_answers_each_of_them() {
     for result in results {
         let error = result.expect_err("a write whose apply panicked was acknowledged");
         assert!(
-            error.to_string().contains("applying them panicked"),
+            error
+                .to_string()
+                .contains("applying the writes logged with it panicked"),
             "{error}"
         );
     }
     let later = db.write(put("later")).unwrap_err();
     assert!(later.to_string().contains(PANIC_MESSAGE), "{later}");
+    // A later append is refused whole: each of its writes hears why.
+    let mut writes = PointWrites::new(no_sync);
+    for key in ["d", "e"] {
+        db.add_point_write(&mut writes, "t", key.as_bytes(), None)
+            .unwrap();
+    }
+    let (done_tx, done_rx) = mpsc::channel();
+    let lead = db.write_points_leading(writes, move |results| done_tx.send(results).unwrap());
+    assert!(lead.is_none(), "a refused append leads nothing");
+    let refused = done_rx.recv_timeout(HANG).expect("the refusal never came");
+    assert_eq!(refused.len(), 2);
+    for result in refused {
+        let error = result.expect_err("a poisoned Db took a write");
+        assert!(error.to_string().contains(PANIC_MESSAGE), "{error}");
+    }
     drop(Arc::try_unwrap(db).unwrap());
 
     // The records are in the log: a reopen applies them.

@@ -5,8 +5,10 @@
 //! Every method answers in the wire's error type ([`ServerError`]): the backend knows best
 //! how its failures map (a replicated one answers `NotLeader`, the embedded one never does).
 //! Db calls that block (catalog changes wait for an fdatasync, stats take a lock held
-//! across one) run on tokio's blocking pool, never on the reactor; point reads and commits
-//! are the exceptions (see [`DbBackend`]'s `get` and `commit`).
+//! across one) run on tokio's blocking pool, never on the reactor; point reads, commits and
+//! point writes are the exceptions (see [`DbBackend`]'s `get`, `commit` and `add_point`):
+//! they only queue, or read memory and the page cache (a full log queue can hold an
+//! appender, as it holds any writer).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,10 +5,11 @@
 //! pushes back on the client. Requests that never wait are answered by the reader itself,
 //! in the pass that decoded them: pings and point reads the backend answers at once. The
 //! responses of one pass are encoded into one buffer and queued for the writer together.
-//! Writes go to the backend's commit path, the writes of one pass as one group
-//! ([`WriteGroup`]); its puts and deletes are handed over together when the pass ends (or
-//! when they fill [`popdb_db::POINT_WRITES_BYTES_MAX`]), logged as one append with one
-//! callback. The group's writes are answered together, in any order the protocol allows, by whoever gives
+//! Writes go to the backend, the writes of one pass as one group ([`WriteGroup`]): batches
+//! and transactions each on its own, puts and deletes gathered and handed over together
+//! ([`Backend::write_points_leading`]: one log append, one callback) when the pass ends,
+//! before the reader waits (for in-flight permits or output room), or when they fill
+//! [`popdb_db::POINT_WRITES_BYTES_MAX`]. The group's writes are answered together, in any order the protocol allows, by whoever gives
 //! the last answer: on the event loop (which applied the group, or whose reader closed it)
 //! straight to the socket; from the log's writer thread through the server's [`Mailbox`],
 //! which the event loop empties, sending each group as it would its own. Every other
@@ -134,7 +135,8 @@ impl<B> WriteGroup<B> {
         }
     }
 
-    /// Counts one more write in the group; it must be answered through [`WriteGroup::answer`].
+    /// Counts one more write in the group; it must be answered through [`WriteGroup::answer`]
+    /// or [`WriteGroup::answer_all`].
     fn add(&self) {
         self.remaining.fetch_add(1, Ordering::Relaxed);
     }
@@ -524,6 +526,9 @@ impl<B: Backend> Reader<B> {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(error) => {
+                        // The writes read before the bad frame are logged and answered
+                        // before the error that closes the connection.
+                        self.close_group();
                         let _ = self.flush(clock.now()).await;
                         framing_error(&self.conn, &error).await;
                         return Stop::Dropped;
@@ -546,10 +551,13 @@ impl<B: Backend> Reader<B> {
                         }
                         Err(error) => self.handle(request_id, Err(error), permit),
                     }
-                    if self.gathered.bytes.len() >= WRITE_BATCH_BYTES
-                        && !self.flush(clock.now()).await
-                    {
-                        return Stop::Dropped;
+                    if self.gathered.bytes.len() >= WRITE_BATCH_BYTES {
+                        // The flush may wait for the client to read: the pass's point
+                        // writes go to the log first, not after that wait.
+                        self.log_points();
+                        if !self.flush(clock.now()).await {
+                            return Stop::Dropped;
+                        }
                     }
                 } else {
                     let decoded = Request::decode(&frame, &config.limits);
