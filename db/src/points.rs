@@ -69,6 +69,35 @@ impl PointWrites {
     pub fn has_room(&self, key_len: usize, value_len: usize) -> bool {
         self.records.is_empty() || self.bytes + cost(key_len, value_len) <= POINT_WRITES_BYTES_MAX
     }
+
+    /// Whether `other`'s writes fit beside these ([`POINT_WRITES_BYTES_MAX`]); always, if
+    /// either has none.
+    #[must_use]
+    pub fn has_room_for(&self, other: &PointWrites) -> bool {
+        self.records.is_empty()
+            || other.records.is_empty()
+            || self.bytes + other.bytes <= POINT_WRITES_BYTES_MAX
+    }
+
+    /// Moves `other`'s writes after these, leaving `other` empty (its buffer kept, so a
+    /// caller that encodes each write into a scratch `PointWrites` first allocates no
+    /// vector per write). They will be logged as these say ([`PointWrites::new`]).
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] if they do not fit ([`PointWrites::has_room_for`]); both
+    /// are unchanged.
+    pub fn append(&mut self, other: &mut PointWrites) -> Result<()> {
+        if !self.has_room_for(other) {
+            return Err(Error::LimitExceeded {
+                limit: "point writes size",
+                actual: (self.bytes + other.bytes) as u64,
+                max: POINT_WRITES_BYTES_MAX as u64,
+            });
+        }
+        self.records.append(&mut other.records);
+        self.bytes += std::mem::take(&mut other.bytes);
+        Ok(())
+    }
 }
 
 fn cost(key_len: usize, value_len: usize) -> usize {

@@ -154,3 +154,48 @@ fn a_no_sync_append_waits_for_its_lead_and_a_synced_one_does_not_lead() {
     assert!(rx.recv().unwrap()[0].is_ok());
     assert!(db.stats().durable_lsn >= db.visible_lsn());
 }
+
+#[test]
+fn writes_encoded_apart_are_appended_while_they_fit() {
+    let db = open();
+    let mut queue = PointWrites::new(NO_SYNC);
+    let mut scratch = PointWrites::new(NO_SYNC);
+    let value = vec![3_u8; 1000];
+    let mut added = 0_u32;
+    loop {
+        db.add_point_write(&mut scratch, "t", &added.to_le_bytes(), Some(&value))
+            .unwrap();
+        if !queue.has_room_for(&scratch) {
+            break;
+        }
+        queue.append(&mut scratch).unwrap();
+        assert!(scratch.is_empty(), "appending empties the scratch");
+        added += 1;
+    }
+    assert_eq!(queue.len(), added as usize);
+    assert_eq!(added as usize, POINT_WRITES_BYTES_MAX / (1000 + 4 + 64));
+    let refused = queue.append(&mut scratch);
+    assert!(
+        matches!(refused, Err(Error::LimitExceeded { limit, .. }) if limit == "point writes size"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        (queue.len(), scratch.len()),
+        (added as usize, 1),
+        "both unchanged"
+    );
+    let before = db.visible_lsn();
+    let lsns: Vec<u64> = log(&db, queue).into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        lsns,
+        (before + 1..=before + u64::from(added)).collect::<Vec<_>>()
+    );
+    // The one left over goes on its own, into an empty queue.
+    let mut queue = PointWrites::new(NO_SYNC);
+    queue.append(&mut scratch).unwrap();
+    let lsn = log(&db, queue).pop().unwrap().unwrap();
+    assert_eq!(
+        db.get("t", &added.to_le_bytes()).unwrap(),
+        Some((value, lsn))
+    );
+}
