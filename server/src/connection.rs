@@ -6,10 +6,9 @@
 //! in the pass that decoded them: pings and point reads the backend answers at once. The
 //! responses of one pass are encoded into one buffer and queued for the writer together.
 //! Writes go to the backend, the writes of one pass as one group ([`WriteGroup`]): batches
-//! and transactions each on its own, puts and deletes gathered and handed over together
-//! ([`Backend::write_points_leading`]: one log append, one callback) when the pass ends,
-//! before the reader waits (for in-flight permits or output room), or when they fill
-//! [`popdb_db::POINT_WRITES_BYTES_MAX`]. The group's writes are answered together, in any order the protocol allows, by whoever gives
+//! and transactions each on its own, puts and deletes through the server's [`PointQueue`],
+//! which logs every connection's together, one append per round of the event loop. The
+//! group's writes are answered together, in any order the protocol allows, by whoever gives
 //! the last answer: on the event loop (which applied the group, or whose reader closed it)
 //! straight to the socket; from the log's writer thread through the server's [`Mailbox`],
 //! which the event loop empties, sending each group as it would its own. Every other
@@ -62,6 +61,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::backend::{Backend, ReadConsistency};
 use crate::metrics::{OP_DELETE, OP_GET, OP_PUT, OPS, Observations, op_index};
+use crate::point_queue::{Asked, PointQueue};
 use crate::request::{WriteReply, execute, unauthorized_error, write_commit};
 use crate::server::Shared;
 
@@ -71,7 +71,7 @@ use crate::server::Shared;
 /// hand-offs (a quarter of the server's CPU per SET, see benches/README.md); with many in
 /// flight, a reactor writing and applying groups of hundreds stops reading meanwhile, and
 /// handing them off keeps both threads busy.
-const REACTOR_GROUP_MAX: usize = 32;
+pub(crate) const REACTOR_GROUP_MAX: usize = 32;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -117,7 +117,7 @@ impl<B> Clone for Conn<B> {
 /// event loop (through the server's [`Mailbox`] if the log's writer thread gave them), not
 /// through the reader: a hand-back woke the reader's task once more per pass (about 620
 /// instructions per SET at one request in flight, of about 9,000).
-struct WriteGroup<B> {
+pub(crate) struct WriteGroup<B> {
     /// Writes not yet answered, plus one while the reader may still add to the group.
     remaining: AtomicUsize,
     answered: parking_lot::Mutex<Answered>,
@@ -136,7 +136,7 @@ impl<B> WriteGroup<B> {
     }
 
     /// Counts one more write in the group; it must be answered through [`WriteGroup::answer`]
-    /// or [`WriteGroup::answer_all`].
+    /// or [`WriteGroup::answer_with`].
     fn add(&self) {
         self.remaining.fetch_add(1, Ordering::Relaxed);
     }
@@ -146,9 +146,10 @@ impl<B> WriteGroup<B> {
         self.release(1);
     }
 
-    /// Gives `count` writes' answers at once (one lock, one count).
-    fn answer_all(&self, count: usize, done: impl Iterator<Item = Done>) {
-        self.answered.lock().done.extend(done);
+    /// Gives several writes' answers at once (one lock, one count): `fill` adds them and
+    /// says how many it added.
+    pub(crate) fn answer_with(&self, fill: impl FnOnce(&mut Vec<Done>) -> usize) {
+        let count = fill(&mut self.answered.lock().done);
         self.release(count);
     }
 
@@ -338,12 +339,12 @@ fn merge(held: &mut Option<OwnedSemaphorePermit>, permit: OwnedSemaphorePermit) 
 const WRITE_ANSWER_BYTES: usize = 32;
 
 /// A write's answer from the backend.
-struct Done {
-    request_id: u64,
-    op: usize,
-    started: Duration,
-    reply: WriteReply,
-    result: Result<u64, ServerError>,
+pub(crate) struct Done {
+    pub(crate) request_id: u64,
+    pub(crate) op: usize,
+    pub(crate) started: Duration,
+    pub(crate) reply: WriteReply,
+    pub(crate) result: Result<u64, ServerError>,
 }
 
 /// A group's answers so far, and once the reader closes it, its writes' permits.
@@ -395,15 +396,6 @@ impl Gathered {
     fn hold(&mut self, permit: OwnedSemaphorePermit) {
         merge(&mut self.in_flight, permit);
     }
-}
-
-/// Puts and deletes read in one pass and not yet handed to the backend.
-struct PendingPoints {
-    writes: PointWrites,
-    /// Who asked for each write, in order: request id and kind.
-    asked: Vec<(u64, usize)>,
-    /// When the pass's read returned.
-    started: Duration,
 }
 
 /// Why the reader stopped.
@@ -460,9 +452,9 @@ struct Reader<B> {
     /// The group of writes of this pass, while it is open, and its writes' permits.
     group: Option<Arc<WriteGroup<B>>>,
     group_permits: Permits,
-    /// The pass's puts and deletes not yet handed to the backend: logged together when
-    /// the group closes (or when they fill their bound).
-    points: Option<PendingPoints>,
+    /// Where a put or delete is encoded before it joins the server's [`PointQueue`] (its
+    /// buffer kept between writes).
+    scratch: PointWrites,
     gathered: Gathered,
     /// When the last read returned: requests are timed from the read that completed their
     /// frame (one clock read per read, not one per request).
@@ -481,7 +473,7 @@ impl<B: Backend> Reader<B> {
             conn,
             group: None,
             group_permits: Permits::default(),
-            points: None,
+            scratch: PointWrites::new(WriteOptions::default()),
             gathered: Gathered::default(),
             read_at,
             answered_now: [0; OPS.len()],
@@ -526,8 +518,6 @@ impl<B: Backend> Reader<B> {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(error) => {
-                        // The writes read before the bad frame are logged and answered
-                        // before the error that closes the connection.
                         self.close_group();
                         let _ = self.flush(clock.now()).await;
                         framing_error(&self.conn, &error).await;
@@ -551,13 +541,10 @@ impl<B: Backend> Reader<B> {
                         }
                         Err(error) => self.handle(request_id, Err(error), permit),
                     }
-                    if self.gathered.bytes.len() >= WRITE_BATCH_BYTES {
-                        // The flush may wait for the client to read: the pass's point
-                        // writes go to the log first, not after that wait.
-                        self.log_points();
-                        if !self.flush(clock.now()).await {
-                            return Stop::Dropped;
-                        }
+                    if self.gathered.bytes.len() >= WRITE_BATCH_BYTES
+                        && !self.flush(clock.now()).await
+                    {
+                        return Stop::Dropped;
                     }
                 } else {
                     let decoded = Request::decode(&frame, &config.limits);
@@ -647,7 +634,6 @@ impl<B: Backend> Reader<B> {
     /// Closes the pass's group of writes, handing it their permits: its answers are
     /// written once all are in (at once, if they already are).
     fn close_group(&mut self) {
-        self.log_points();
         if let Some(group) = self.group.take() {
             group.close(std::mem::take(&mut self.group_permits));
         }
@@ -805,89 +791,25 @@ impl<B: Backend> Reader<B> {
         let Some(request_permit) = self.request_permit() else {
             return self.refuse_overloaded(request_id, permit);
         };
-        let value_len = value.map_or(0, <[u8]>::len);
-        if self
-            .points
-            .as_ref()
-            .is_some_and(|p| !p.writes.has_room(key.len(), value_len))
-        {
-            self.log_points();
-        }
-        let started = self.read_at;
-        let points = self.points.get_or_insert_with(|| PendingPoints {
-            writes: PointWrites::new(WriteOptions::default()),
-            asked: Vec::new(),
-            started,
-        });
         match self
             .conn
             .shared
             .backend
-            .add_point(&mut points.writes, table, key, value)
+            .add_point(&mut self.scratch, table, key, value)
         {
             Ok(()) => {
-                points.asked.push((request_id, op));
-                self.join_group(permit, request_permit);
+                let asked = Asked {
+                    group: self.join_group(permit, request_permit),
+                    request_id,
+                    op,
+                    started: self.read_at,
+                };
+                PointQueue::push(&self.conn.shared, &mut self.scratch, asked);
             }
             Err(error) => {
                 drop(request_permit);
                 self.answer_now(request_id, op, &Response::Error(error), permit);
             }
-        }
-    }
-
-    /// Hands the pass's puts and deletes to the backend, logged together; their answers
-    /// join the pass's group.
-    fn log_points(&mut self) {
-        let Some(PendingPoints {
-            writes,
-            asked,
-            started,
-        }) = self.points.take()
-        else {
-            return;
-        };
-        if asked.is_empty() {
-            return;
-        }
-        let Some(group) = self.group.as_ref().map(Arc::clone) else {
-            debug_assert!(false, "point writes outside a group");
-            return;
-        };
-        let lead = self
-            .conn
-            .shared
-            .backend
-            .write_points_leading(writes, move |results| {
-                let count = asked.len();
-                let done = asked.into_iter().map(|(request_id, op)| Done {
-                    request_id,
-                    op,
-                    started,
-                    reply: WriteReply::Written,
-                    // A backend that gave fewer results than writes (a bug) must still
-                    // answer each, or the group would never be written.
-                    result: results.next().unwrap_or_else(|| {
-                        Err(ServerError::new(
-                            ErrorKind::Internal,
-                            "the backend gave no result for this write",
-                        ))
-                    }),
-                });
-                group.answer_all(count, done);
-            });
-        if let Some(lead) = lead {
-            // Written once this worker has run the other tasks ready and polled the
-            // sockets again (a yield defers the task that far), so that the writes read
-            // meanwhile, on every connection, join this one's group: the reactor's own
-            // thread writes and applies a small group, as Redis writes its AOF buffer
-            // before it sleeps, sparing the hand-off to the log's writer thread and the
-            // wakes back; a large one goes to that thread, whose work then overlaps the
-            // reactor's reading and answering.
-            tokio::spawn(async move {
-                tokio::task::yield_now().await;
-                lead.run_if_at_most(REACTOR_GROUP_MAX);
-            });
         }
     }
 

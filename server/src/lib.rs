@@ -6,7 +6,8 @@
 //!   and bounded-staleness reads, DDL, stats); [`DbBackend`] implements it for the embedded
 //!   Db, and a replicated node will implement it in front of Raft.
 //! - connection.rs serves one connection (handshake, pipelining, flow control, timeouts);
-//!   request.rs answers one request; scan.rs cuts scan pages; cursors.rs keeps the read
+//!   point_queue.rs logs the puts and deletes of every connection together; request.rs
+//!   answers one request; scan.rs cuts scan pages; cursors.rs keeps the read
 //!   views cursors continue from; convert.rs maps the Db's types and errors to the wire's.
 //! - server.rs wires it together and shuts down cleanly; config.rs holds the flags and the
 //!   config file; metrics.rs and http.rs serve `/metrics` and `/health`.
@@ -20,6 +21,7 @@ mod convert;
 mod cursors;
 mod http;
 mod metrics;
+mod point_queue;
 mod request;
 mod scan;
 mod server;

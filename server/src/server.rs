@@ -41,6 +41,8 @@ pub struct Shared<B> {
     pub shutdown: watch::Receiver<bool>,
     /// Write answers given on the log's writer thread, for the event loop to send.
     pub(crate) mailbox: Arc<crate::connection::Mailbox>,
+    /// Puts and deletes read and not yet handed to the backend.
+    pub(crate) points: crate::point_queue::PointQueue<B>,
 }
 
 impl<B> Drop for Shared<B> {
@@ -66,6 +68,7 @@ impl<B: Backend> Shared<B> {
             requests: Arc::new(Semaphore::new(16)),
             shutdown,
             mailbox: Arc::default(),
+            points: crate::point_queue::PointQueue::default(),
         }
     }
 }
@@ -133,6 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config,
         shutdown,
         mailbox: Arc::default(),
+        points: crate::point_queue::PointQueue::default(),
     });
     let addr = listener.local_addr().context("the listener's address")?;
     // Tests and scripts read these lines to find the ports (they may be 0 in the config).
