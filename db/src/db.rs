@@ -16,8 +16,8 @@
 //! syncs and applies, and the callback runs there, so a server holds no thread per commit
 //! in flight. The outcome, its durability and its order are the same either way.
 //!
-//! Point writes (`points.rs`): a server gathers the puts and deletes of one pass over a
-//! connection's requests and logs them as one append, each its own record and LSN, with one
+//! Point writes (`points.rs`): a server gathers the puts and deletes its connections read
+//! in one round of its event loop and logs them as one append, each its own record and LSN, with one
 //! callback that applies them in order and answers each.
 //!
 //! Checkpoints. The background thread's checkpoints (by log bytes, age or memory) prefer

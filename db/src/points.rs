@@ -1,5 +1,5 @@
-//! Point writes logged together: a server gathers the puts and deletes it reads in one pass
-//! over a connection's requests into a [`PointWrites`] and logs them as one append, one
+//! Point writes logged together: a server gathers the puts and deletes its connections read
+//! in one round of its event loop into a [`PointWrites`] and logs them as one append, one
 //! record (one LSN) per write, with one callback that applies them all and answers them
 //! all. What a write costs besides its record (the log's queue entry and request, its
 //! boxed callback, the Db's answer slot) is then paid once per append instead of once per

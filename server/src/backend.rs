@@ -58,8 +58,8 @@ pub trait Backend: Send + Sync + 'static {
         done: impl FnOnce(Result<u64, ServerError>) + Send + 'static,
     );
 
-    /// Adds a put (`value` `Some`) or a delete of one key to `points`: the point writes a
-    /// connection gathers in one pass over its requests, logged together by
+    /// Adds a put (`value` `Some`) or a delete of one key to `points`: the point writes the
+    /// server's connections read in one round of the event loop, logged together by
     /// [`Backend::write_points_leading`]. An error refuses this write alone; nothing of it
     /// is added.
     fn add_point(
@@ -200,7 +200,7 @@ impl Backend for DbBackend {
     }
 
     // Point writes are logged straight from the frames' bytes (no batch, no owned key or
-    // value), one pass's as one append with one callback.
+    // value), one event-loop round's as one append with one callback.
     fn add_point(
         &self,
         points: &mut PointWrites,

@@ -28,8 +28,10 @@
 //! `frame_timeout`. The reader's one timer is armed for the nearest deadline and re-armed
 //! only when a deadline comes sooner or the timer fires early. A framing error
 //! (DecodeError::is_fatal) gets an Error frame and a close;
-//! any other bad frame gets an Error frame for its request id and the connection reads on.
-//! When the reader stops it still answers every write it handed to the backend.
+//! any other bad frame gets an Error frame for its request id and the connection reads on
+//! (writes read before a fatal one are still logged, but their answers go after the close,
+//! so the client hears nothing of them). When the reader stops it still answers every write
+//! it handed on (to the backend, or to the [`PointQueue`]).
 //!
 //! Costs per request are kept off what connections share: requests answered in place take
 //! no server-wide permit (they check that one is free), latencies are gathered per
@@ -64,14 +66,6 @@ use crate::metrics::{OP_DELETE, OP_GET, OP_PUT, OPS, Observations, op_index};
 use crate::point_queue::{Asked, PointQueue};
 use crate::request::{WriteReply, execute, unauthorized_error, write_commit};
 use crate::server::Shared;
-
-/// The most queued writes a reactor writes to the log itself when it holds the lead;
-/// a larger group goes to the log's writer thread. With one request in flight per
-/// connection, groups are small and writing them on the reactor saves the two thread
-/// hand-offs (a quarter of the server's CPU per SET, see benches/README.md); with many in
-/// flight, a reactor writing and applying groups of hundreds stops reading meanwhile, and
-/// handing them off keeps both threads busy.
-pub(crate) const REACTOR_GROUP_MAX: usize = 32;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -110,7 +104,8 @@ impl<B> Clone for Conn<B> {
     }
 }
 
-/// The writes one pass of the reader handed to the backend. Their answers are gathered
+/// The writes one pass of the reader handed on (to the backend, or to the server's
+/// [`PointQueue`]). Their answers are gathered
 /// here and written together, by whoever gives the last of them (the thread that applied
 /// the group, or the reader closing the group): the apply stage answers writes one by one,
 /// and answering each on its own cost a send per write. They go to the socket from the

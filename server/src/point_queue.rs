@@ -20,9 +20,18 @@ use popdb_db::{PointWrites, WriteLead, WriteOptions};
 use popdb_protocol::{ErrorKind, ServerError};
 
 use crate::backend::Backend;
-use crate::connection::{Done, REACTOR_GROUP_MAX, WriteGroup};
+use crate::connection::{Done, WriteGroup};
 use crate::request::WriteReply;
 use crate::server::Shared;
+
+/// The most records the event loop writes to the log itself when it holds the lead; a
+/// larger group goes to the log's writer thread. A small group written on the event loop
+/// spares the two thread hand-offs (a quarter of the server's CPU per SET once, see
+/// benches/README.md); a loop writing and applying groups of hundreds stops reading
+/// meanwhile, and handing them off keeps both threads busy. (With one append per round, 50
+/// connections at pipeline 1 make groups of up to 50: measured no faster with a bound of
+/// 64 or 128.)
+const REACTOR_GROUP_MAX: usize = 32;
 
 /// Point writes queued by the server's connections, not yet handed to the backend.
 pub(crate) struct PointQueue<B> {
@@ -80,23 +89,39 @@ impl<B: Backend> PointQueue<B> {
     /// handed to the backend first. Must be called on the runtime.
     pub(crate) fn push(shared: &Arc<Shared<B>>, scratch: &mut PointWrites, asked: Asked<B>) {
         let mut queued = shared.points.queued.lock();
-        let full = (!queued.writes.has_room_for(scratch)).then(|| queued.take());
-        if let Err(error) = queued.writes.append(scratch) {
-            // Cannot happen: an empty queue has room for anything. Answered, not lost.
-            drop(queued);
-            let error = ServerError::new(ErrorKind::Internal, error.to_string());
-            return answer(vec![asked], &mut std::iter::once(Err(error)));
-        }
-        queued.asked.push(asked);
-        let schedule = !std::mem::replace(&mut queued.flush_scheduled, true);
+        // Handed over under the queue's lock, as `Flush` hands it over: what is taken from
+        // the queue reaches the log in the order it was queued, so a connection's writes
+        // take LSNs in the order it read them.
+        let full = if queued.writes.has_room_for(scratch) {
+            None
+        } else {
+            let (writes, asked) = queued.take();
+            log(shared, writes, asked)
+        };
+        let refused = match queued.writes.append(scratch) {
+            Ok(()) => {
+                queued.asked.push(asked);
+                None
+            }
+            // Cannot happen (an empty queue has room for anything); if it did, the write
+            // is answered, and the scratch left empty for the next one.
+            Err(error) => {
+                *scratch = PointWrites::new(WriteOptions::default());
+                Some((asked, error))
+            }
+        };
+        let schedule = !queued.asked.is_empty() && !queued.flush_scheduled;
+        queued.flush_scheduled |= schedule;
         drop(queued);
-        if let Some((writes, asked)) = full
-            && let Some(lead) = log(shared, writes, asked)
-        {
+        if let Some(lead) = full {
             tokio::spawn(async move {
                 tokio::task::yield_now().await;
                 lead.run_if_at_most(REACTOR_GROUP_MAX);
             });
+        }
+        if let Some((asked, error)) = refused {
+            let error = ServerError::new(ErrorKind::Internal, error.to_string());
+            answer(vec![asked], &mut std::iter::once(Err(error)));
         }
         if schedule {
             let flush = Flush(Arc::clone(shared));
@@ -115,22 +140,25 @@ struct Flush<B: Backend>(Arc<Shared<B>>);
 
 impl<B: Backend> Drop for Flush<B> {
     fn drop(&mut self) {
-        let (writes, asked) = {
+        let lead = {
             let mut queued = self.0.points.queued.lock();
             queued.flush_scheduled = false;
-            queued.take()
+            let (writes, asked) = queued.take();
+            log(&self.0, writes, asked)
         };
         // The event loop's own thread writes and applies a small group, as Redis writes
         // its AOF buffer before it sleeps, sparing the hand-off to the log's writer thread
         // and the wakes back; a large one goes to that thread, whose work then overlaps the
         // event loop's reading and answering.
-        if let Some(lead) = log(&self.0, writes, asked) {
+        if let Some(lead) = lead {
             lead.run_if_at_most(REACTOR_GROUP_MAX);
         }
     }
 }
 
-/// Hands `writes` to the backend; their answers go to their askers' groups.
+/// Hands `writes` to the backend; their answers go to their askers' groups. Called under
+/// the queue's lock: the backend only queues them (a refusal's answers go to the groups,
+/// which take no lock of the queue's), and any lead is run after the lock is released.
 fn log<B: Backend>(
     shared: &Shared<B>,
     writes: PointWrites,

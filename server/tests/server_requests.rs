@@ -402,8 +402,8 @@ fn server_many_concurrent_clients_all_served() {
 }
 
 /// Puts and deletes read in one pass are logged together, in appends of at most
-/// `POINT_WRITES_BYTES_MAX` bytes: one naming a missing table is refused alone, a pass
-/// larger than one append becomes several, and every write is answered once.
+/// `POINT_WRITES_BYTES_MAX` bytes: one naming a missing table is refused alone (as it is
+/// read), a pass larger than one append becomes several, and every write is answered once.
 #[test]
 fn server_point_writes_of_one_pass_are_answered_each_even_when_some_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -466,6 +466,55 @@ fn server_point_writes_of_one_pass_are_answered_each_even_when_some_are_refused(
                 "k{i:02}: {found:?}"
             ),
             _ => assert_eq!(found, Response::Value(None), "k{i:02}"),
+        }
+    }
+}
+
+/// Puts from many connections at once go through the server's one queue of point writes,
+/// which hands them to the log as appends of at most `POINT_WRITES_BYTES_MAX` bytes: more
+/// than that read in one round makes several. Every write is answered once and readable.
+#[test]
+fn server_point_writes_of_many_connections_are_each_answered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--sync", "nosync"]);
+    server.client().create("t", Engine::Btree);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8_u8)
+        .map(|t| {
+            let (addr, start) = (server.addr, std::sync::Arc::clone(&start));
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.handshake(None).unwrap();
+                // 40 puts of 1,000 bytes per connection: 320 KB in all.
+                let burst: Vec<Request> = (0..40_u8)
+                    .map(|i| Request::Put {
+                        table: "t".into(),
+                        key: vec![t, i],
+                        value: vec![t ^ i; 1000],
+                    })
+                    .collect();
+                start.wait();
+                let mut expected: std::collections::BTreeSet<u64> =
+                    c.send_together(&burst).into_iter().collect();
+                for _ in 0..burst.len() {
+                    let (id, response) = c.recv();
+                    written(&response);
+                    assert!(expected.remove(&id), "request {id} answered twice");
+                }
+                assert!(expected.is_empty(), "unanswered: {expected:?}");
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let mut c = server.client();
+    for t in 0..8_u8 {
+        for i in 0..40_u8 {
+            let Response::Value(Some(found)) = c.get("t", &[t, i]) else {
+                panic!("{t}/{i} not found");
+            };
+            assert_eq!(found.value, vec![t ^ i; 1000]);
         }
     }
 }

@@ -583,7 +583,7 @@ impl Wal {
 
     /// Like [`Wal::append_one_reading`], for records at the next LSNs, as one request (one
     /// callback, handed all of them): a caller gathering many small records (a server's
-    /// point writes of one read pass) pays the request's costs (its queue entry, its
+    /// point writes of one round of its event loop) pays the request's costs (its queue entry, its
     /// callback, the callback's allocations) once for all of them.
     ///
     /// # Errors
