@@ -506,15 +506,7 @@ impl Wal {
         durability: Durability,
         callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
     ) -> Result<Lead<'_>> {
-        let lead = self.enqueue_append(
-            Placement::At(records),
-            durability,
-            AppendCompletion::reading(Box::new(callback)),
-            true,
-        )?;
-        Ok(Lead {
-            wal: lead.then_some(self),
-        })
+        self.lead_reading(Placement::At(records), durability, callback)
     }
 
     /// Like [`Wal::submit_at_with_durability`], but `callback` also gets the records
@@ -528,13 +520,7 @@ impl Wal {
         durability: Durability,
         callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
     ) -> Result<()> {
-        self.enqueue_append(
-            Placement::At(records),
-            durability,
-            AppendCompletion::reading(Box::new(callback)),
-            false,
-        )
-        .map(|_| ())
+        self.submit_placed_reading(Placement::At(records), durability, callback)
     }
 
     /// Like [`Wal::append_at_reading`], for one record at the next LSN, which the log
@@ -550,15 +536,7 @@ impl Wal {
         durability: Durability,
         callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
     ) -> Result<Lead<'_>> {
-        let lead = self.enqueue_append(
-            Placement::One(record),
-            durability,
-            AppendCompletion::reading(Box::new(callback)),
-            true,
-        )?;
-        Ok(Lead {
-            wal: lead.then_some(self),
-        })
+        self.lead_reading(Placement::One(record), durability, callback)
     }
 
     /// Like [`Wal::append_one_reading`], but never hands the caller the lead: the
@@ -572,13 +550,7 @@ impl Wal {
         durability: Durability,
         callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
     ) -> Result<()> {
-        self.enqueue_append(
-            Placement::One(record),
-            durability,
-            AppendCompletion::reading(Box::new(callback)),
-            false,
-        )
-        .map(|_| ())
+        self.submit_placed_reading(Placement::One(record), durability, callback)
     }
 
     /// Like [`Wal::append_one_reading`], for records at the next LSNs, as one request (one
@@ -594,15 +566,7 @@ impl Wal {
         durability: Durability,
         callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
     ) -> Result<Lead<'_>> {
-        let lead = self.enqueue_append(
-            Placement::Next(records),
-            durability,
-            AppendCompletion::reading(Box::new(callback)),
-            true,
-        )?;
-        Ok(Lead {
-            wal: lead.then_some(self),
-        })
+        self.lead_reading(Placement::Next(records), durability, callback)
     }
 
     /// Like [`Wal::append_reading`], but never hands the caller the lead: the background
@@ -616,8 +580,37 @@ impl Wal {
         durability: Durability,
         callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
     ) -> Result<()> {
+        self.submit_placed_reading(Placement::Next(records), durability, callback)
+    }
+
+    /// Queues an append whose callback reads the records; hands the caller the lead if no
+    /// one is writing.
+    fn lead_reading(
+        &self,
+        placement: Placement,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
+    ) -> Result<Lead<'_>> {
+        let lead = self.enqueue_append(
+            placement,
+            durability,
+            AppendCompletion::reading(Box::new(callback)),
+            true,
+        )?;
+        Ok(Lead {
+            wal: lead.then_some(self),
+        })
+    }
+
+    /// Queues an append whose callback reads the records, for the background writer.
+    fn submit_placed_reading(
+        &self,
+        placement: Placement,
+        durability: Durability,
+        callback: impl FnOnce(Result<Appended>, &[Record]) + Send + 'static,
+    ) -> Result<()> {
         self.enqueue_append(
-            Placement::Next(records),
+            placement,
             durability,
             AppendCompletion::reading(Box::new(callback)),
             false,

@@ -127,51 +127,33 @@ fn a_group_over_the_bound_goes_to_the_writer_thread() {
 fn the_bound_counts_records_not_appends() {
     let wal = open();
     let here = std::thread::current().id();
-    // Two appends of three records each, all in one callback per append.
-    let seen: Seen = Arc::default();
-    let lead = wal
-        .append_reading(
-            (0..3).map(new_record).collect(),
+    // Two appends of three records each, one callback per append: 6 records, over a bound
+    // of 5 (the writer thread writes them) and at a bound of 6 (the caller does).
+    for (bound, first_lsns, on_this_thread) in [(5, [1, 4], false), (6, [7, 10], true)] {
+        let seen: Seen = Arc::default();
+        let lead = wal
+            .append_reading(
+                (0..3).map(new_record).collect(),
+                Durability::NoSync,
+                callback(&seen),
+            )
+            .unwrap()
+            .into_owned()
+            .expect("an idle log hands the first appender the lead");
+        wal.submit_reading(
+            (3..6).map(new_record).collect(),
             Durability::NoSync,
             callback(&seen),
         )
-        .unwrap()
-        .into_owned()
-        .expect("an idle log hands the first appender the lead");
-    wal.submit_reading(
-        (3..6).map(new_record).collect(),
-        Durability::NoSync,
-        callback(&seen),
-    )
-    .unwrap();
-    lead.run_if_at_most(5);
-    let done = wait_for(&seen, 2);
-    assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 4]);
-    assert!(done.iter().all(|d| d.1 != here), "written here: {done:?}");
-
-    let seen: Seen = Arc::default();
-    let lead = wal
-        .append_reading(
-            (0..3).map(new_record).collect(),
-            Durability::NoSync,
-            callback(&seen),
-        )
-        .unwrap()
-        .into_owned()
-        .expect("the log is idle again");
-    wal.submit_reading(
-        (3..6).map(new_record).collect(),
-        Durability::NoSync,
-        callback(&seen),
-    )
-    .unwrap();
-    lead.run_if_at_most(6);
-    let done = wait_for(&seen, 2);
-    assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), [7, 10]);
-    assert!(
-        done.iter().all(|d| d.1 == here),
-        "not written here: {done:?}"
-    );
+        .unwrap();
+        lead.run_if_at_most(bound);
+        let done = wait_for(&seen, 2);
+        assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), first_lsns);
+        assert!(
+            done.iter().all(|d| (d.1 == here) == on_this_thread),
+            "bound {bound}: {done:?}"
+        );
+    }
 }
 
 #[test]
