@@ -620,25 +620,18 @@ impl Db {
         lead_if_idle: bool,
         done: impl FnOnce(Result<u64>) + Send + 'static,
     ) -> Option<WriteLead> {
-        // The log drops a callback it refuses without calling it: the slot gives `done`
-        // back for the refusal's error.
-        let slot = Arc::new(Mutex::new(Some(done)));
-        let answer = Arc::clone(&slot);
+        let (from_log, refused) = refusable(done);
         let queued = self
             .inner
             .enqueue(record, durability, lead_if_idle, move |applied| {
-                if let Some(done) = answer.lock().take() {
-                    done(commit_result(applied));
-                }
+                from_log(commit_result(applied));
             });
         match queued {
             Ok(lead) => lead
                 .and_then(Lead::into_owned)
                 .map(|lead| WriteLead { lead }),
             Err(error) => {
-                if let Some(done) = slot.lock().take() {
-                    done(Err(error));
-                }
+                refused(Err(error));
                 None
             }
         }
@@ -1043,15 +1036,7 @@ impl Inner {
         done: impl FnOnce(Result<Applied>) + Send + 'static,
     ) -> Result<Option<Lead<'_>>> {
         self.check_writable()?;
-        let record_max = self.options.wal.record_size_max;
-        if payload.len() > record_max as usize {
-            // Only a log configured below the Db's limits can refuse a record they allow.
-            return Err(Error::LimitExceeded {
-                limit: "log record size",
-                actual: payload.len() as u64,
-                max: u64::from(record_max),
-            });
-        }
+        self.check_record_size(payload.len())?;
         let record = NewRecord {
             term: Term(0),
             node: NodeId(0),
@@ -1109,6 +1094,20 @@ impl Inner {
             self.wal.submit_one_reading(record, durability, callback)?;
             Ok(None)
         }
+    }
+
+    /// Refuses a record payload of `len` bytes that the log would: only a log configured
+    /// below the Db's limits can refuse a record they allow.
+    pub(crate) fn check_record_size(&self, len: usize) -> Result<()> {
+        let record_max = self.options.wal.record_size_max;
+        if len > record_max as usize {
+            return Err(Error::LimitExceeded {
+                limit: "log record size",
+                actual: len as u64,
+                max: u64::from(record_max),
+            });
+        }
+        Ok(())
     }
 
     /// [`Inner::apply_one`] of the record this Db logged at `lsn`, as the log handed it
@@ -1475,6 +1474,26 @@ impl<F: FnOnce(Result<Applied>)> Drop for AnswerOnUnwind<F> {
             ))));
         }
     }
+}
+
+/// `done` reachable from two places: the first handle goes into the log's callback, the
+/// second stays with the caller. The log drops a callback it refuses without calling it,
+/// so the caller gives the refusal through the second; whichever is called first calls
+/// `done`, and the other does nothing.
+pub(crate) fn refusable<T, F: FnOnce(T) + Send + 'static>(
+    done: F,
+) -> (impl FnOnce(T) + Send + 'static, impl FnOnce(T)) {
+    fn answer<T, F: FnOnce(T)>(slot: &Mutex<Option<F>>, result: T) {
+        if let Some(done) = slot.lock().take() {
+            done(result);
+        }
+    }
+    let slot = Arc::new(Mutex::new(Some(done)));
+    let from_log = Arc::clone(&slot);
+    (
+        move |result| answer(&from_log, result),
+        move |result| answer(&slot, result),
+    )
 }
 
 /// A logged record in a message: by its LSN, if the log handed the record back.

@@ -13,10 +13,9 @@
 
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
 use popdb_wal::{Lead, Lsn, NewRecord, NodeId, Record, RecordKind, Term};
 
-use crate::db::{Db, Inner, RecordName, WriteLead, commit_result};
+use crate::db::{Db, Inner, RecordName, WriteLead, commit_result, refusable};
 use crate::error::{Error, Result};
 use crate::options::{Durability, WriteOptions};
 
@@ -131,15 +130,7 @@ impl Db {
             });
         }
         let (payload, _) = self.prepare_one(table, key, value, writes.options)?;
-        let record_max = self.inner.options.wal.record_size_max;
-        if payload.len() > record_max as usize {
-            // Only a log configured below the Db's limits can refuse a record they allow.
-            return Err(Error::LimitExceeded {
-                limit: "log record size",
-                actual: payload.len() as u64,
-                max: u64::from(record_max),
-            });
-        }
+        self.inner.check_record_size(payload.len())?;
         writes.records.push(NewRecord {
             term: Term(0),
             node: NodeId(0),
@@ -170,29 +161,20 @@ impl Db {
             .options
             .durability
             .unwrap_or(self.inner.options.durability);
-        // The log drops a callback it refuses without calling it: the slot gives `done`
-        // back for the refusal's error.
-        let slot = Arc::new(Mutex::new(Some(done)));
-        let answer = Arc::clone(&slot);
+        let (from_log, refused) = refusable(done);
         let queued = enqueue_points(
             &self.inner,
             writes.records,
             durability,
             durability == Durability::NoSync,
-            move |results| {
-                if let Some(done) = answer.lock().take() {
-                    done(results);
-                }
-            },
+            from_log,
         );
         match queued {
             Ok(lead) => lead
                 .and_then(Lead::into_owned)
                 .map(|lead| WriteLead { lead }),
             Err(error) => {
-                if let Some(done) = slot.lock().take() {
-                    done(vec![Err(error); count]);
-                }
+                refused(vec![Err(error); count]);
                 None
             }
         }
